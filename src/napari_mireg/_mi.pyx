@@ -1,0 +1,305 @@
+# Kernels of the Parzen-window mutual information (ITK Mattes convention).
+#
+# The maths is in shared/design/mi-syn.md, sections 1-3. Every loop runs without the GIL,
+# split over a number of chunks that depends only on the problem (never on the thread count),
+# so the result is the same, bit for bit, with one thread or many.
+
+cimport cython
+from cython.parallel cimport prange
+
+import numpy as np
+
+from napari_mireg._kernels cimport (AxisStep, Matrix3, Vector3, axis_step, matrix3,
+                                    mireg_have_openmp, mireg_max_threads, physical_gradient)
+
+cdef enum:
+    # Histogram padding of the Mattes convention: two empty bins at each end.
+    PADDING = 2
+
+
+def openmp_enabled():
+    """Return True when the kernels were compiled with OpenMP."""
+    return bool(mireg_have_openmp())
+
+
+def max_threads():
+    """Return the number of threads a parallel loop uses by default."""
+    return mireg_max_threads()
+
+
+cdef struct BinMap:
+    # value -> continuous bin position: (value - low) * scale + PADDING
+    double fixed_low
+    double fixed_scale
+    double moving_low
+    double moving_scale
+    int bins
+
+
+# Bin positions are never negative (ranges come from the samples themselves), so a cast
+# truncates like floor; clamping covers rounding at the ends.
+
+cdef inline int fixed_bin(double value, const BinMap* m) noexcept nogil:
+    """Box-kernel bin of a fixed intensity, clamped to the unpadded bins."""
+    cdef int index = <int>((value - m.fixed_low) * m.fixed_scale + PADDING)
+    if index < PADDING:
+        return PADDING
+    if index > m.bins - PADDING - 1:
+        return m.bins - PADDING - 1
+    return index
+
+
+cdef inline int moving_bin(double value, const BinMap* m, double* fraction) noexcept nogil:
+    """Bin k0 = floor(t) of the continuous position t, clamped; fraction = t - k0."""
+    cdef double position = (value - m.moving_low) * m.moving_scale + PADDING
+    cdef int index = <int>position
+    if index < PADDING:
+        index = PADDING
+    elif index > m.bins - PADDING - 1:
+        index = m.bins - PADDING - 1
+    fraction[0] = position - index
+    return index
+
+
+cdef inline double update_coefficient(double fixed_value, double moving_value,
+                                      const BinMap* m, const double* table) noexcept nogil:
+    """sum_k d b3(k - t)/dt * W(i, k), a quadratic in f = t - k0 tabulated per (i, k0)."""
+    cdef double f
+    cdef int k0 = moving_bin(moving_value, m, &f)
+    cdef const double* q = table + 3 * (fixed_bin(fixed_value, m) * m.bins + k0)
+    return q[0] + f * (q[1] + f * q[2])
+
+
+cdef inline void add_outer(double* sums, double scale, double x0, double x1,
+                           double x2) noexcept nogil:
+    """sums[0:4] += scale * [x0, x1, x2, 1]: one row of an affine-gradient outer product."""
+    sums[0] += scale * x0
+    sums[1] += scale * x1
+    sums[2] += scale * x2
+    sums[3] += scale
+
+
+cdef BinMap make_bin_map(int bins, double fixed_min, double fixed_max,
+                         double moving_min, double moving_max):
+    cdef BinMap m
+    m.bins = bins
+    m.fixed_low = fixed_min
+    m.fixed_scale = (bins - 2 * PADDING) / (fixed_max - fixed_min)
+    m.moving_low = moving_min
+    m.moving_scale = (bins - 2 * PADDING) / (moving_max - moving_min)
+    return m
+
+
+def chunk_count(Py_ssize_t items, Py_ssize_t voxels, Py_ssize_t accumulator_size):
+    """Number of chunks a reduction is split into: a function of the problem alone.
+
+    `items` is what a chunk is made of (voxels or rows). Each chunk has its own accumulator
+    of `accumulator_size` doubles; chunks are at most 256, hold at least ~16k voxels, and
+    their accumulators take at most 4 MiB together.
+    """
+    cdef Py_ssize_t by_memory = max(1, (4 << 20) // (8 * accumulator_size))
+    return int(max(1, min(items, 256, by_memory, voxels // 16384)))
+
+
+def intensity_range(const cython.floating[::1] image, const unsigned char[::1] mask,
+                    bint use_mask, int threads):
+    """Scan a flat image once: min and max over counted voxels, and their number.
+
+    Returns
+    -------
+    low, high : float
+        Extremes over the voxels inside the mask (all voxels without one).
+    counted : int
+        Number of voxels inside the mask.
+    nonfinite : int
+        Number of NaN or infinite voxels anywhere in the image.
+    """
+    cdef Py_ssize_t n = image.shape[0]
+    cdef Py_ssize_t chunks = chunk_count(n, n, 1)
+    cdef double[:, ::1] extremes = np.empty((chunks, 2))
+    cdef Py_ssize_t[:, ::1] counts = np.zeros((chunks, 2), dtype=np.intp)
+    cdef Py_ssize_t c, v, start, stop
+    cdef double value, low, high
+    for c in prange(chunks, nogil=True, num_threads=threads, schedule="static"):
+        start = c * n // chunks
+        stop = (c + 1) * n // chunks
+        low = 1e308
+        high = -1e308
+        for v in range(start, stop):
+            value = image[v]
+            if value - value != 0.0:
+                counts[c, 1] += 1
+            elif not use_mask or mask[v]:
+                counts[c, 0] += 1
+                if value < low:
+                    low = value
+                if value > high:
+                    high = value
+        extremes[c, 0] = low
+        extremes[c, 1] = high
+    return (float(np.min(extremes[:, 0])), float(np.max(extremes[:, 1])),
+            int(np.sum(counts[:, 0])), int(np.sum(counts[:, 1])))
+
+
+def histogram_moments(const cython.floating[::1] fixed, const cython.floating[::1] moving,
+                      const unsigned char[::1] mask, bint use_mask, int bins,
+                      double fixed_min, double fixed_max, double moving_min, double moving_max,
+                      int threads):
+    """Pass 1: per (fixed bin i, moving bin k0) the sums of 1, f, f^2, f^3, f = t - k0.
+
+    The cubic B-spline weights of the 4 bins around t are cubics in f, so these moments
+    give the Parzen joint histogram exactly (see metric.py), with one contiguous update
+    per voxel instead of four scattered ones.
+
+    Returns
+    -------
+    ndarray of float64, shape (bins, bins, 4)
+    """
+    cdef BinMap m = make_bin_map(bins, fixed_min, fixed_max, moving_min, moving_max)
+    cdef Py_ssize_t n = fixed.shape[0]
+    cdef Py_ssize_t chunks = chunk_count(n, n, 4 * bins * bins)
+    cdef double[:, ::1] partial = np.zeros((chunks, 4 * bins * bins))
+    cdef Py_ssize_t c, v, start, stop
+    cdef double f, f2
+    cdef int k0
+    cdef double* cell
+    for c in prange(chunks, nogil=True, num_threads=threads, schedule="static"):
+        start = c * n // chunks
+        stop = (c + 1) * n // chunks
+        for v in range(start, stop):
+            if use_mask and not mask[v]:
+                continue
+            f = 0.0
+            k0 = moving_bin(moving[v], &m, &f)
+            f2 = f * f
+            cell = &partial[c, 4 * (fixed_bin(fixed[v], &m) * bins + k0)]
+            cell[0] += 1.0
+            cell[1] += f
+            cell[2] += f2
+            cell[3] += f2 * f
+    return np.asarray(partial).sum(axis=0).reshape(bins, bins, 4)
+
+
+def dense_gradient(const cython.floating[::1] fixed, const cython.floating[::1] moving,
+                   const unsigned char[::1] mask, bint use_mask, shape,
+                   const double[:, :, ::1] table,
+                   double fixed_min, double fixed_max, double moving_min, double moving_max,
+                   const double[::1] index_to_physical, float[:, ::1] out, int first_axis,
+                   int threads):
+    """Pass 2: dMI/du(x) = -sum_k b3'(k - t) W(i, k) * grad M(x), written into `out`.
+
+    `table[i, k0]` holds the coefficients of that sum as a quadratic in f = t - k0.
+
+    The moving gradient is taken here by central differences mapped by the row-major
+    3x3 `index_to_physical` matrix. Components `first_axis`.. of the 3D gradient are
+    stored, so a 2D image seen as (1, n1, n2) gets its two components.
+    """
+    cdef BinMap m = make_bin_map(table.shape[0], fixed_min, fixed_max, moving_min, moving_max)
+    cdef Py_ssize_t n0 = shape[0], n1 = shape[1], n2 = shape[2]
+    cdef Py_ssize_t components = 3 - first_axis
+    cdef Matrix3 k = matrix3(index_to_physical)
+    cdef const cython.floating* fixed_data = &fixed[0]
+    cdef const cython.floating* moving_data = &moving[0]
+    cdef const double* table_data = &table[0, 0, 0]
+    cdef float* out_data = &out[0, 0]
+    cdef Py_ssize_t row, i2, v
+    cdef double coefficient
+    cdef Vector3 g
+    cdef float* target
+    cdef AxisStep step0, step1
+    for row in prange(n0 * n1, nogil=True, num_threads=threads, schedule="static"):
+        step0 = axis_step(row // n1, n0, n1 * n2)
+        step1 = axis_step(row % n1, n1, n2)
+        for i2 in range(n2):
+            v = row * n2 + i2
+            target = out_data + v * components
+            if use_mask and not mask[v]:
+                coefficient = 0.0
+            else:
+                coefficient = update_coefficient(fixed_data[v], moving_data[v], &m, table_data)
+            g = physical_gradient(moving_data, v, step0, step1, axis_step(i2, n2, 1), &k)
+            if components == 3:
+                target[0] = <float>(coefficient * g.x0)
+            target[components - 2] = <float>(coefficient * g.x1)
+            target[components - 1] = <float>(coefficient * g.x2)
+    return out
+
+
+def dense_gradient_given(const cython.floating[::1] fixed, const cython.floating[::1] moving,
+                         const unsigned char[::1] mask, bint use_mask,
+                         const double[:, :, ::1] table,
+                         double fixed_min, double fixed_max, double moving_min, double moving_max,
+                         const cython.floating[:, ::1] moving_gradient, float[:, ::1] out,
+                         int threads):
+    """Pass 2 with a precomputed moving gradient of shape (n, components)."""
+    cdef BinMap m = make_bin_map(table.shape[0], fixed_min, fixed_max, moving_min, moving_max)
+    cdef Py_ssize_t n = fixed.shape[0], components = out.shape[1]
+    cdef const double* table_data = &table[0, 0, 0]
+    cdef Py_ssize_t v, a
+    cdef double coefficient
+    for v in prange(n, nogil=True, num_threads=threads, schedule="static"):
+        if use_mask and not mask[v]:
+            coefficient = 0.0
+        else:
+            coefficient = update_coefficient(fixed[v], moving[v], &m, table_data)
+        for a in range(components):
+            out[v, a] = <float>(coefficient * moving_gradient[v, a])
+
+
+def affine_gradient(const cython.floating[::1] fixed, const cython.floating[::1] moving,
+                    const unsigned char[::1] mask, bint use_mask, shape,
+                    const double[:, :, ::1] table,
+                    double fixed_min, double fixed_max, double moving_min, double moving_max,
+                    const float[:, ::1] moving_gradient, const double[:, ::1] grid_to_world,
+                    int threads):
+    """dMI/dA for y = A [x; 1]: sum_x dMI/du(x) [x; 1]^T, with x the world point of a voxel.
+
+    `moving_gradient` (voxels, ndim) is grad M at the transformed points, in world units.
+    The per-voxel update is never stored: it is contracted with the point on the fly.
+
+    Returns
+    -------
+    ndarray of float64, shape (3, 4)
+        Row a, column b: derivative with respect to the affine matrix entry A[a, b]
+        (column 3 is the translation), in the 3D embedding of the grid.
+    """
+    cdef BinMap m = make_bin_map(table.shape[0], fixed_min, fixed_max, moving_min, moving_max)
+    cdef Py_ssize_t n1 = shape[1], n2 = shape[2]
+    cdef Py_ssize_t rows = shape[0] * n1
+    cdef Py_ssize_t components = moving_gradient.shape[1]
+    cdef Py_ssize_t chunks = chunk_count(rows, rows * n2, 12)
+    cdef double[:, ::1] partial = np.zeros((chunks, 12))
+    cdef const cython.floating* fixed_data = &fixed[0]
+    cdef const cython.floating* moving_data = &moving[0]
+    cdef const double* table_data = &table[0, 0, 0]
+    cdef const float* gradient_data = &moving_gradient[0, 0]
+    cdef const float* g
+    cdef Py_ssize_t c, row, i0, i1, i2, v
+    cdef double coefficient, x0, x1, x2, g0
+    cdef double* sums
+    for c in prange(chunks, nogil=True, num_threads=threads, schedule="static"):
+        sums = &partial[c, 0]
+        for row in range(c * rows // chunks, (c + 1) * rows // chunks):
+            i0 = row // n1
+            i1 = row % n1
+            for i2 in range(n2):
+                v = row * n2 + i2
+                if use_mask and not mask[v]:
+                    continue
+                coefficient = update_coefficient(fixed_data[v], moving_data[v], &m, table_data)
+                if coefficient == 0.0:
+                    continue
+                g = gradient_data + v * components
+                x0 = (grid_to_world[0, 0] * i0 + grid_to_world[0, 1] * i1
+                      + grid_to_world[0, 2] * i2 + grid_to_world[0, 3])
+                x1 = (grid_to_world[1, 0] * i0 + grid_to_world[1, 1] * i1
+                      + grid_to_world[1, 2] * i2 + grid_to_world[1, 3])
+                x2 = (grid_to_world[2, 0] * i0 + grid_to_world[2, 1] * i1
+                      + grid_to_world[2, 2] * i2 + grid_to_world[2, 3])
+                g0 = 0.0
+                if components == 3:
+                    g0 = g[0]
+                add_outer(sums, coefficient * g0, x0, x1, x2)
+                add_outer(sums + 4, coefficient * g[components - 2], x0, x1, x2)
+                add_outer(sums + 8, coefficient * g[components - 1], x0, x1, x2)
+    return np.asarray(partial).sum(axis=0).reshape(3, 4)
