@@ -4,7 +4,12 @@
 cimport cython
 from cython.parallel cimport prange
 
-from napari_mireg._kernels cimport AxisStep, Matrix3, Vector3, axis_step, matrix3, physical_gradient
+from libc.math cimport floor
+
+import numpy as np
+
+from napari_mireg._kernels cimport (AxisStep, Matrix3, Vector3, axis_step, difference, matrix3,
+                                    physical_gradient)
 
 
 def gradient(const cython.floating[::1] image, shape, const double[::1] index_to_physical,
@@ -36,3 +41,224 @@ def gradient(const cython.floating[::1] image, shape, const double[::1] index_to
             target[components - 2] = <float>g.x1
             target[components - 1] = <float>g.x2
     return out
+
+
+cdef inline double map_coordinate(double position, Py_ssize_t size, bint clamp,
+                                  bint* outside) noexcept nogil:
+    """Keep a sampling position within [0, size - 1]; half a voxel beyond the edge still
+    counts as inside. Further out: clamped to the edge if `clamp`, else flagged outside."""
+    if position < 0.0:
+        if position < -0.5 and not clamp:
+            outside[0] = True
+        return 0.0
+    if position > size - 1:
+        if position > size - 0.5 and not clamp:
+            outside[0] = True
+        return <double>(size - 1)
+    return position
+
+
+cdef inline Py_ssize_t cell_start(double position, Py_ssize_t size) noexcept nogil:
+    """Lower corner of the interpolation cell: 0 .. size - 2 (0 on an axis of size 1)."""
+    cdef Py_ssize_t start = <Py_ssize_t>position
+    if start > size - 2:
+        start = size - 2
+    if start < 0:
+        start = 0
+    return start
+
+
+def warp_linear(const float[:, ::1] image, image_shape, const float[:, ::1] field,
+                bint use_field, output_shape, const double[:, ::1] point_matrix,
+                const double[:, ::1] index_matrix, bint clamp, float[:, ::1] out,
+                int threads):
+    """Trilinear resampling: out[i] = image at index_matrix @ (point_matrix @ i + field[i]).
+
+    `image` is (voxels, channels) on an (m0, m1, m2) grid; `field` (voxels, 3) lives on the
+    output grid. Outside the image: 0, or the nearest edge value if `clamp`.
+    """
+    cdef Py_ssize_t m0 = image_shape[0], m1 = image_shape[1], m2 = image_shape[2]
+    cdef Py_ssize_t n1 = output_shape[1], n2 = output_shape[2]
+    cdef Py_ssize_t rows = output_shape[0] * n1
+    cdef Py_ssize_t channels = image.shape[1]
+    cdef const float* source = &image[0, 0]
+    cdef float* target_data = &out[0, 0]
+    cdef double q0, q1, q2, f0, f1, f2, value
+    cdef Py_ssize_t row, i0, i1, i2, v, c, a, base, s0, s1, s2
+    cdef Py_ssize_t c0, c1, c2
+    cdef bint outside
+    cdef float* target
+    for row in prange(rows, nogil=True, num_threads=threads, schedule="static"):
+        i0 = row // n1
+        i1 = row % n1
+        for i2 in range(n2):
+            v = row * n2 + i2
+            q0 = point_matrix[0, 0] * i0 + point_matrix[0, 1] * i1 + point_matrix[0, 2] * i2 + point_matrix[0, 3]
+            q1 = point_matrix[1, 0] * i0 + point_matrix[1, 1] * i1 + point_matrix[1, 2] * i2 + point_matrix[1, 3]
+            q2 = point_matrix[2, 0] * i0 + point_matrix[2, 1] * i1 + point_matrix[2, 2] * i2 + point_matrix[2, 3]
+            if use_field:
+                q0 = q0 + field[v, 0]
+                q1 = q1 + field[v, 1]
+                q2 = q2 + field[v, 2]
+            outside = False
+            f0 = map_coordinate(index_matrix[0, 0] * q0 + index_matrix[0, 1] * q1 + index_matrix[0, 2] * q2 + index_matrix[0, 3], m0, clamp, &outside)
+            f1 = map_coordinate(index_matrix[1, 0] * q0 + index_matrix[1, 1] * q1 + index_matrix[1, 2] * q2 + index_matrix[1, 3], m1, clamp, &outside)
+            f2 = map_coordinate(index_matrix[2, 0] * q0 + index_matrix[2, 1] * q1 + index_matrix[2, 2] * q2 + index_matrix[2, 3], m2, clamp, &outside)
+            target = target_data + v * channels
+            if outside:
+                for c in range(channels):
+                    target[c] = 0
+                continue
+            c0 = cell_start(f0, m0)
+            c1 = cell_start(f1, m1)
+            c2 = cell_start(f2, m2)
+            f0 = f0 - c0
+            f1 = f1 - c1
+            f2 = f2 - c2
+            s0 = m1 * m2 if m0 > 1 else 0
+            s1 = m2 if m1 > 1 else 0
+            s2 = 1 if m2 > 1 else 0
+            base = (c0 * m1 * m2 + c1 * m2 + c2) * channels
+            s0 = s0 * channels
+            s1 = s1 * channels
+            s2 = s2 * channels
+            for c in range(channels):
+                a = base + c
+                value = ((1 - f0) * ((1 - f1) * ((1 - f2) * source[a] + f2 * source[a + s2])
+                                     + f1 * ((1 - f2) * source[a + s1] + f2 * source[a + s1 + s2]))
+                         + f0 * ((1 - f1) * ((1 - f2) * source[a + s0] + f2 * source[a + s0 + s2])
+                                 + f1 * ((1 - f2) * source[a + s0 + s1]
+                                         + f2 * source[a + s0 + s1 + s2])))
+                target[c] = <float>value
+    return out
+
+
+def warp_nearest_index(image_shape, const float[:, ::1] field, bint use_field, output_shape,
+                       const double[:, ::1] point_matrix, const double[:, ::1] index_matrix,
+                       Py_ssize_t[::1] out, int threads):
+    """Nearest-neighbour resampling as flat source indices (-1 outside the image)."""
+    cdef Py_ssize_t m0 = image_shape[0], m1 = image_shape[1], m2 = image_shape[2]
+    cdef Py_ssize_t n1 = output_shape[1], n2 = output_shape[2]
+    cdef Py_ssize_t rows = output_shape[0] * n1
+    cdef double q0, q1, q2
+    cdef Py_ssize_t row, i0, i1, i2, v, j0, j1, j2
+    for row in prange(rows, nogil=True, num_threads=threads, schedule="static"):
+        i0 = row // n1
+        i1 = row % n1
+        for i2 in range(n2):
+            v = row * n2 + i2
+            q0 = point_matrix[0, 0] * i0 + point_matrix[0, 1] * i1 + point_matrix[0, 2] * i2 + point_matrix[0, 3]
+            q1 = point_matrix[1, 0] * i0 + point_matrix[1, 1] * i1 + point_matrix[1, 2] * i2 + point_matrix[1, 3]
+            q2 = point_matrix[2, 0] * i0 + point_matrix[2, 1] * i1 + point_matrix[2, 2] * i2 + point_matrix[2, 3]
+            if use_field:
+                q0 = q0 + field[v, 0]
+                q1 = q1 + field[v, 1]
+                q2 = q2 + field[v, 2]
+            j0 = <Py_ssize_t>floor(index_matrix[0, 0] * q0 + index_matrix[0, 1] * q1 + index_matrix[0, 2] * q2 + index_matrix[0, 3] + 0.5)
+            j1 = <Py_ssize_t>floor(index_matrix[1, 0] * q0 + index_matrix[1, 1] * q1 + index_matrix[1, 2] * q2 + index_matrix[1, 3] + 0.5)
+            j2 = <Py_ssize_t>floor(index_matrix[2, 0] * q0 + index_matrix[2, 1] * q1 + index_matrix[2, 2] * q2 + index_matrix[2, 3] + 0.5)
+            if j0 < 0 or j0 >= m0 or j1 < 0 or j1 >= m1 or j2 < 0 or j2 >= m2:
+                out[v] = -1
+            else:
+                out[v] = (j0 * m1 + j1) * m2 + j2
+    return out
+
+
+def gaussian_axis(const float[:, ::1] source, float[:, ::1] target, shape, int axis,
+                  const double[::1] weights, int threads):
+    """1D convolution of a (voxels, channels) volume along one axis, edges replicated.
+
+    `weights` has odd length 2r + 1, centred.
+    """
+    cdef Py_ssize_t n0 = shape[0], n1 = shape[1], n2 = shape[2]
+    cdef Py_ssize_t channels = source.shape[1]
+    cdef Py_ssize_t radius = (weights.shape[0] - 1) // 2
+    cdef Py_ssize_t size = (n0, n1, n2)[axis]
+    cdef Py_ssize_t stride = (n1 * n2, n2, 1)[axis] * channels
+    cdef Py_ssize_t rows = n0 * n1
+    cdef const float* src = &source[0, 0]
+    cdef float* dst = &target[0, 0]
+    cdef Py_ssize_t row, i2, c, k, position, neighbour, base
+    cdef double total
+    for row in prange(rows, nogil=True, num_threads=threads, schedule="static"):
+        for i2 in range(n2):
+            base = (row * n2 + i2) * channels
+            if axis == 0:
+                position = row // n1
+            elif axis == 1:
+                position = row % n1
+            else:
+                position = i2
+            for c in range(channels):
+                total = 0.0
+                for k in range(-radius, radius + 1):
+                    neighbour = position + k
+                    if neighbour < 0:
+                        neighbour = 0
+                    elif neighbour > size - 1:
+                        neighbour = size - 1
+                    total = total + weights[k + radius] * src[base + c + (neighbour - position) * stride]
+                dst[base + c] = <float>total
+    return target
+
+
+def jacobian_determinant(const float[:, ::1] field, shape, const double[::1] index_to_world_inverse,
+                         double[::1] out, int threads):
+    """det(I + grad d) of a world displacement field d (voxels, 3) on a grid.
+
+    grad d is taken by central differences in index space and mapped to world units with
+    the row-major inverse of the grid's linear part (d/dx = d/di L^-1).
+    """
+    cdef Py_ssize_t n0 = shape[0], n1 = shape[1], n2 = shape[2]
+    cdef Matrix3 k = matrix3(index_to_world_inverse)
+    cdef const float* data = &field[0, 0]
+    cdef Py_ssize_t row, i2, v, a
+    cdef double d0, d1, d2
+    cdef double j00, j01, j02, j10, j11, j12, j20, j21, j22
+    cdef AxisStep step0, step1, step2
+    for row in prange(n0 * n1, nogil=True, num_threads=threads, schedule="static"):
+        step0 = axis_step(row // n1, n0, n1 * n2 * 3)
+        step1 = axis_step(row % n1, n1, n2 * 3)
+        for i2 in range(n2):
+            v = row * n2 + i2
+            step2 = axis_step(i2, n2, 3)
+            # Row a of the index-space Jacobian of component a, then mapped by L^-1.
+            d0 = difference(data, 3 * v, step0)
+            d1 = difference(data, 3 * v, step1)
+            d2 = difference(data, 3 * v, step2)
+            j00 = 1.0 + d0 * k.m[0] + d1 * k.m[3] + d2 * k.m[6]
+            j01 = d0 * k.m[1] + d1 * k.m[4] + d2 * k.m[7]
+            j02 = d0 * k.m[2] + d1 * k.m[5] + d2 * k.m[8]
+            d0 = difference(data, 3 * v + 1, step0)
+            d1 = difference(data, 3 * v + 1, step1)
+            d2 = difference(data, 3 * v + 1, step2)
+            j10 = d0 * k.m[0] + d1 * k.m[3] + d2 * k.m[6]
+            j11 = 1.0 + d0 * k.m[1] + d1 * k.m[4] + d2 * k.m[7]
+            j12 = d0 * k.m[2] + d1 * k.m[5] + d2 * k.m[8]
+            d0 = difference(data, 3 * v + 2, step0)
+            d1 = difference(data, 3 * v + 2, step1)
+            d2 = difference(data, 3 * v + 2, step2)
+            j20 = d0 * k.m[0] + d1 * k.m[3] + d2 * k.m[6]
+            j21 = d0 * k.m[1] + d1 * k.m[4] + d2 * k.m[7]
+            j22 = 1.0 + d0 * k.m[2] + d1 * k.m[5] + d2 * k.m[8]
+            out[v] = (j00 * (j11 * j22 - j12 * j21) - j01 * (j10 * j22 - j12 * j20)
+                      + j02 * (j10 * j21 - j11 * j20))
+    return out
+
+
+def max_distance(const float[:, ::1] a, const float[:, ::1] b, int threads):
+    """Largest Euclidean distance between matching rows of two (voxels, 3) fields."""
+    cdef Py_ssize_t n = a.shape[0]
+    cdef Py_ssize_t chunks = max(1, min(n, 256))
+    cdef double[::1] largest = np.zeros(chunks)
+    cdef Py_ssize_t c, v
+    cdef double d0, d1, d2, squared
+    for c in prange(chunks, nogil=True, num_threads=threads, schedule="static"):
+        for v in range(c * n // chunks, (c + 1) * n // chunks):
+            d0 = a[v, 0] - b[v, 0]
+            d1 = a[v, 1] - b[v, 1]
+            d2 = a[v, 2] - b[v, 2]
+            squared = d0 * d0 + d1 * d1 + d2 * d2
+            if squared > largest[c]:
+                largest[c] = squared
+    return float(np.sqrt(np.max(largest)))

@@ -50,3 +50,163 @@ def image_gradient(image, index_to_physical=None, *, threads=None):
     _fields.gradient(image.ravel(), shape3, embed_matrix(matrix, 3).ravel(), out, 3 - ndim,
                      thread_count(threads))
     return out.reshape(image.shape + (ndim,))
+
+
+def _flat_channels(volume):
+    """(n0, n1, n2[, C]) float32 volume as a C-contiguous (voxels, C) array."""
+    volume = np.ascontiguousarray(volume, dtype=np.float32)
+    channels = volume.shape[3] if volume.ndim == 4 else 1
+    return volume.reshape(-1, channels)
+
+
+def _field_argument(field, output_shape):
+    if field is None:
+        return np.zeros((1, 3), dtype=np.float32), False
+    field = np.ascontiguousarray(field, dtype=np.float32)
+    if field.shape != tuple(output_shape) + (3,):
+        raise ValueError(f"field must have shape {tuple(output_shape) + (3,)}, got {field.shape}")
+    return field.reshape(-1, 3), True
+
+
+def resample(volume, volume_affine, output_shape, output_affine, *, field=None, prealign=None,
+             interpolation="linear", clamp=False, threads=None):
+    """Sample a 3D volume on another grid, through a displacement field and an affine.
+
+    Output voxel i takes the volume's value at world point ``prealign @ (A i + field[i])``,
+    with A the output grid's voxel-to-world matrix: the composite order of ITK and ANTs
+    (displacement first, then the affine).
+
+    Parameters
+    ----------
+    volume : ndarray, shape (m0, m1, m2) or (m0, m1, m2, C)
+        Scalar or multi-channel volume (channels are interpolated alike).
+    volume_affine, output_affine : ndarray (4, 4)
+        Voxel-to-world matrices of the volume and of the output grid.
+    output_shape : tuple of 3 int
+    field : ndarray, shape ``output_shape + (3,)``, optional
+        World displacement (mm) on the output grid.
+    prealign : ndarray (4, 4), optional
+        World-to-world transform from the output space to the volume's space.
+    interpolation : {"linear", "nearest"}
+        Trilinear (float32 result) or nearest neighbour (the volume's dtype, labels kept).
+    clamp : bool
+        Outside the volume, take the nearest edge value instead of 0.
+    threads : int, optional
+
+    Returns
+    -------
+    ndarray, shape ``output_shape`` (+ (C,) for a multi-channel volume)
+    """
+    output_shape = tuple(int(n) for n in output_shape)
+    flat_field, use_field = _field_argument(field, output_shape)
+    prealign = np.eye(4) if prealign is None else np.asarray(prealign, dtype=np.float64)
+    index_matrix = np.ascontiguousarray(np.linalg.inv(volume_affine) @ prealign)
+    point_matrix = np.ascontiguousarray(output_affine, dtype=np.float64)
+    source_shape = np.shape(volume)[:3]
+    voxels = int(np.prod(output_shape))
+    if interpolation == "nearest":
+        index = np.empty(voxels, dtype=np.intp)
+        _fields.warp_nearest_index(source_shape, flat_field, use_field, output_shape,
+                                   point_matrix, index_matrix, index, thread_count(threads))
+        values = np.asarray(volume).reshape(int(np.prod(source_shape)), -1)
+        result = np.where((index >= 0)[:, None], values[np.maximum(index, 0)], 0)
+        result = result.astype(values.dtype, copy=False)
+    elif interpolation == "linear":
+        source = _flat_channels(volume)
+        result = np.empty((voxels, source.shape[1]), dtype=np.float32)
+        _fields.warp_linear(source, source_shape, flat_field, use_field, output_shape,
+                            point_matrix, index_matrix, clamp, result, thread_count(threads))
+    else:
+        raise ValueError(f"interpolation must be 'linear' or 'nearest', got {interpolation!r}")
+    tail = (result.shape[1],) if np.ndim(volume) == 4 else ()
+    return result.reshape(output_shape + tail)
+
+
+def compose(first, second, affine, *, threads=None):
+    """Displacement of "apply `first`, then `second`": c(x) = first(x) + second(x + first(x)).
+
+    Both are world displacement fields (mm) on one grid with voxel-to-world `affine`;
+    `second` is sampled trilinearly, edges replicated.
+    """
+    shape = first.shape[:3]
+    return first + resample(second, affine, shape, affine, field=first, clamp=True,
+                            threads=threads)
+
+
+def invert(field, affine, *, initial=None, max_iterations=20, tolerance=1e-3, threads=None):
+    """Inverse of x -> x + field(x) by the fixed-point iteration w(x) = -field(x + w(x)).
+
+    Parameters
+    ----------
+    field : ndarray (n0, n1, n2, 3)
+        World displacement (mm) on a grid with voxel-to-world `affine`.
+    initial : ndarray, optional
+        Starting guess (the previous inverse, when the field changed a little).
+    max_iterations : int
+    tolerance : float
+        Stop when the largest change of an iteration is below this, in voxels.
+
+    Returns
+    -------
+    inverse : ndarray of float32 (n0, n1, n2, 3)
+    change : float
+        The largest change of the last iteration, in voxels.
+    """
+    smallest_voxel = float(np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)).min())
+    inverse = -np.asarray(field, dtype=np.float32) if initial is None else initial
+    inverse = np.ascontiguousarray(inverse, dtype=np.float32)
+    change = np.inf
+    for _ in range(max_iterations):
+        updated = resample(field, affine, field.shape[:3], affine, field=inverse, clamp=True,
+                           threads=threads)
+        np.negative(updated, out=updated)
+        change = _fields.max_distance(updated.reshape(-1, 3), inverse.reshape(-1, 3),
+                                      thread_count(threads)) / smallest_voxel
+        inverse = updated
+        if change < tolerance:
+            break
+    return inverse, change
+
+
+def gaussian_weights(sigma):
+    """Normalised Gaussian taps for a sigma in voxels, truncated at 3 sigma."""
+    radius = max(1, int(np.ceil(3.0 * sigma)))
+    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
+    return weights / weights.sum()
+
+
+def smooth(volume, sigma, *, threads=None):
+    """Separable Gaussian smoothing of a (n0, n1, n2[, C]) volume, edges replicated.
+
+    Parameters
+    ----------
+    sigma : float or sequence of 3 float
+        Standard deviation in voxels along each axis; 0 leaves that axis alone.
+
+    Returns
+    -------
+    ndarray of float32, same shape
+    """
+    sigmas = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (3,))
+    shape = np.shape(volume)[:3]
+    current = _flat_channels(volume)
+    axes = [axis for axis in range(3) if sigmas[axis] > 0 and shape[axis] > 1]
+    buffers = [np.empty_like(current) for _ in axes[:2]]
+    for step, axis in enumerate(axes):
+        target = buffers[step % 2]
+        _fields.gaussian_axis(current, target, shape, axis, gaussian_weights(sigmas[axis]),
+                              thread_count(threads))
+        current = target
+    return current.reshape(np.shape(volume)) if axes else current.reshape(np.shape(volume)).copy()
+
+
+def jacobian_determinant(field, affine, *, threads=None):
+    """det(I + grad d) of a world displacement field (n0, n1, n2, 3) on a grid (float64)."""
+    field = np.ascontiguousarray(field, dtype=np.float32)
+    shape = field.shape[:3]
+    out = np.empty(int(np.prod(shape)))
+    inverse_linear = np.ascontiguousarray(np.linalg.inv(np.asarray(affine)[:3, :3]))
+    _fields.jacobian_determinant(field.reshape(-1, 3), shape, inverse_linear.ravel(), out,
+                                 thread_count(threads))
+    return out.reshape(shape)

@@ -106,7 +106,7 @@ class MutualInformation:
         return self._histogram(samples).value
 
     def dense_gradient(self, fixed, moving, spacing=None, mask=None, moving_gradient=None,
-                       out=None):
+                       out=None, grid_to_world=None):
         """MI and its gradient with respect to a displacement of the moving image.
 
         Parameters
@@ -123,6 +123,9 @@ class MutualInformation:
         out : ndarray of float32, optional
             C-contiguous array of shape ``fixed.shape + (ndim,)`` to write the gradient into
             (saves an allocation per call in an optimisation loop).
+        grid_to_world : ndarray, shape (ndim + 1, ndim + 1), optional
+            Voxel-to-world matrix of the grid. When given, the gradient is per mm along the
+            world axes (``L^-T`` times the index differences) and `spacing` is not used.
 
         Returns
         -------
@@ -138,9 +141,13 @@ class MutualInformation:
         common = (samples.fixed, samples.moving, samples.mask, samples.use_mask)
         ranges = samples.fixed_range + samples.moving_range
         if moving_gradient is None:
-            inverse_spacing = 1.0 / spacing_vector(spacing, samples.ndim)
+            if grid_to_world is None:
+                to_physical = np.diag(1.0 / spacing_vector(spacing, samples.ndim))
+            else:
+                linear = _square_matrix(grid_to_world, samples.ndim, "grid_to_world")
+                to_physical = np.linalg.inv(linear[:samples.ndim, :samples.ndim]).T
             _mi.dense_gradient(*common, samples.shape3, histogram.slope_table, *ranges,
-                               embed_matrix(np.diag(inverse_spacing), 3).ravel(), gradient,
+                               embed_matrix(to_physical, 3).ravel(), gradient,
                                3 - samples.ndim, self._thread_count())
         else:
             given = _gradient_array(moving_gradient, np.shape(fixed), samples.fixed.dtype)

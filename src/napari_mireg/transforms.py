@@ -1,0 +1,196 @@
+"""Transforms a user carries and applies: AffineMap and DiffeomorphicMap.
+
+Conventions (those of ITK and ANTs): a transform maps points of the fixed space to points of
+the moving space, and resampling the moving image "into fixed space" samples it at those
+points. World coordinates are in mm. A DiffeomorphicMap holds world displacement fields on
+the fixed grid; the moving point of fixed point p is ``prealign(p + forward(p))``.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from napari_mireg import fields
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A 3D array with its voxel-to-world matrix (a 2D image is stored as (1, n1, n2)).
+
+    Attributes
+    ----------
+    data : ndarray, 3D
+    affine : ndarray (4, 4)
+    ndim : int
+        2 or 3: the dimensionality the user gave.
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    ndim: int
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def spacing(self):
+        """Voxel sizes (mm) along the three array axes."""
+        return np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
+
+    def user_array(self, array):
+        """Give `array` (3D grid + optional channels) the dimensionality the user gave."""
+        return array[0] if self.ndim == 2 else array
+
+
+def as_volume(image, affine=None, name="image", dtype=np.float32):
+    """A Volume from a numpy array (identity affine by default) or a nibabel image.
+
+    Raises
+    ------
+    ValueError
+        For anything but a numeric 2D/3D image (4D with one volume is accepted), non-finite
+        values, or an affine that is not an invertible 4x4 (3x3 for 2D) matrix.
+    """
+    if hasattr(image, "affine") and hasattr(image, "dataobj"):
+        data = np.asanyarray(image.dataobj)
+        affine = image.affine if affine is None else affine
+    else:
+        data = np.asarray(image)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be numeric, got dtype {data.dtype}")
+    if data.ndim not in (2, 3):
+        raise ValueError(f"{name} must be a 2D or 3D image, got shape {data.shape}")
+    if min(data.shape) < 1:
+        raise ValueError(f"{name} is empty (shape {data.shape})")
+    ndim = data.ndim
+    size = ndim + 1
+    affine = np.eye(size) if affine is None else np.asarray(affine, dtype=np.float64)
+    if ndim == 2 and affine.shape == (4, 4):
+        affine = np.delete(np.delete(affine, 0, axis=0), 0, axis=1)  # an embedded 2D affine
+    if affine.shape != (size, size) or not np.all(np.isfinite(affine)):
+        raise ValueError(f"{name} affine must be a finite {size}x{size} matrix, "
+                         f"got shape {affine.shape}")
+    if abs(np.linalg.det(affine[:ndim, :ndim])) < 1e-12:
+        raise ValueError(f"{name} affine is singular")
+    data = np.ascontiguousarray(data, dtype=dtype) if dtype is not None else np.ascontiguousarray(data)
+    if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
+        raise ValueError(f"{name} has NaN or infinite values")
+    if ndim == 2:
+        data = data[None]
+        affine = fields.embed_matrix(affine, 4)
+    return Volume(data, affine, ndim)
+
+
+@dataclass
+class AffineMap:
+    """A world-to-world affine transform from fixed points to moving points.
+
+    Attributes
+    ----------
+    matrix : ndarray (4, 4)
+        ``y = matrix @ [x; 1]`` maps a fixed world point x to a moving world point y.
+    """
+
+    matrix: np.ndarray
+
+    def transform(self, moving, fixed_grid, interpolation="linear", moving_affine=None):
+        """Resample `moving` (array with `moving_affine`, or nibabel image) on `fixed_grid`."""
+        volume = as_volume(moving, moving_affine, "moving", dtype=_dtype_for(interpolation))
+        result = fields.resample(volume.data, volume.affine, fixed_grid.shape,
+                                 fixed_grid.affine, prealign=self.matrix,
+                                 interpolation=interpolation)
+        return fixed_grid.user_array(result)
+
+    def inverse(self):
+        """The AffineMap from moving points to fixed points."""
+        return AffineMap(np.linalg.inv(self.matrix))
+
+
+@dataclass
+class DiffeomorphicMap:
+    """A diffeomorphic fixed-to-moving map: displacement fields on the fixed grid, then affine.
+
+    Attributes
+    ----------
+    fixed_grid, moving_grid : Volume
+        Grids (shape and voxel-to-world matrix); their data is not used.
+    prealign : ndarray (4, 4)
+        World affine applied after the displacement (fixed space -> moving space).
+    forward : ndarray (n0, n1, n2, 3) float32
+        World displacement (mm) on the fixed grid: p -> p + forward(p).
+    backward : ndarray (n0, n1, n2, 3) float32
+        Its inverse on the same grid: q -> q + backward(q).
+    """
+
+    fixed_grid: Volume
+    moving_grid: Volume
+    prealign: np.ndarray
+    forward: np.ndarray
+    backward: np.ndarray
+
+    def transform(self, moving, interpolation="linear", moving_affine=None):
+        """Resample a moving-space image into fixed space.
+
+        Parameters
+        ----------
+        moving : ndarray or nibabel image
+            An image of the moving space, on the moving grid or any other grid (give its
+            affine, or a nibabel image); labels with ``interpolation="nearest"``.
+        interpolation : {"linear", "nearest"}
+        moving_affine : ndarray, optional
+            Voxel-to-world matrix of `moving` (default: the moving grid's).
+
+        Returns
+        -------
+        ndarray on the fixed grid (float32, or the input dtype for "nearest")
+        """
+        if moving_affine is None and not hasattr(moving, "affine"):
+            moving_affine = self.moving_grid.affine
+        volume = as_volume(moving, moving_affine, "moving", dtype=_dtype_for(interpolation))
+        grid = self.fixed_grid
+        result = fields.resample(volume.data, volume.affine, grid.shape, grid.affine,
+                                 field=self.forward, prealign=self.prealign,
+                                 interpolation=interpolation)
+        return grid.user_array(result)
+
+    def transform_inverse(self, fixed, interpolation="linear", fixed_affine=None):
+        """Resample a fixed-space image into moving space (the moving grid)."""
+        return self.inverse().transform(fixed, interpolation=interpolation,
+                                        moving_affine=fixed_affine)
+
+    def inverse(self):
+        """The moving-to-fixed DiffeomorphicMap, its fields resampled on the moving grid.
+
+        The inverse maps a moving point q to ``P^-1 q + backward(P^-1 q)``; written in this
+        class's form it is ``P^-1 (q + e(q))`` with ``e(q) = P_lin backward(P^-1 q)``.
+        """
+        inverse_prealign = np.linalg.inv(self.prealign)
+        linear = self.prealign[:3, :3]
+
+        def on_moving_grid(field):
+            sampled = fields.resample(field, self.fixed_grid.affine, self.moving_grid.shape,
+                                      self.moving_grid.affine, prealign=inverse_prealign,
+                                      clamp=True)
+            return np.ascontiguousarray(sampled @ linear.T.astype(np.float32))
+
+        return DiffeomorphicMap(self.moving_grid, self.fixed_grid, inverse_prealign,
+                                on_moving_grid(self.backward), on_moving_grid(self.forward))
+
+    def jacobian_determinant(self):
+        """det of the Jacobian of p -> p + forward(p) on the fixed grid (the affine aside)."""
+        return self.fixed_grid.user_array(
+            fields.jacobian_determinant(self.forward, self.fixed_grid.affine))
+
+    def inversion_error(self):
+        """Mean and max |phi(phi^-1(x)) - x| over the fixed grid, in voxels."""
+        residual = fields.compose(self.backward, self.forward, self.fixed_grid.affine)
+        voxels = np.sqrt((residual ** 2).sum(axis=-1)) / self.fixed_grid.spacing.min()
+        return float(voxels.mean()), float(voxels.max())
+
+
+def _dtype_for(interpolation):
+    """Linear resampling works on float32; nearest keeps the input dtype (labels)."""
+    return np.float32 if interpolation == "linear" else None
