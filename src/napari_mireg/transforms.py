@@ -179,6 +179,18 @@ class DiffeomorphicMap:
         return DiffeomorphicMap(self.moving_grid, self.fixed_grid, inverse_prealign,
                                 on_moving_grid(self.backward), on_moving_grid(self.forward))
 
+    def displacement(self):
+        """Full world displacement of each fixed voxel, prealignment included (mm).
+
+        ``prealign(p + forward(p)) - p`` on the fixed grid, shape ``grid + (3,)``.
+        """
+        grid = self.fixed_grid
+        index = np.indices(grid.shape, dtype=np.float64).reshape(3, -1).T
+        points = index @ grid.affine[:3, :3].T + grid.affine[:3, 3]
+        moved = points + self.forward.reshape(-1, 3)
+        mapped = moved @ self.prealign[:3, :3].T + self.prealign[:3, 3]
+        return (mapped - points).reshape(grid.shape + (3,)).astype(np.float32)
+
     def jacobian_determinant(self):
         """det of the Jacobian of p -> p + forward(p) on the fixed grid (the affine aside)."""
         return self.fixed_grid.user_array(

@@ -1,0 +1,170 @@
+"""Rigid and affine prealignment driven by the MI metric's affine gradient."""
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from napari_mireg import fields
+from napari_mireg._validate import positive_int
+from napari_mireg.syn import level_grid
+from napari_mireg.transforms import AffineMap, as_volume
+
+
+def centre_of_mass(volume):
+    """World coordinates of the intensity centre of mass of a Volume (positive part)."""
+    weights = np.clip(volume.data, 0, None).astype(np.float64)
+    total = weights.sum()
+    if total <= 0:
+        weights, total = np.ones_like(weights), weights.size
+    index = [np.tensordot(weights.sum(axis=tuple(a for a in range(3) if a != axis)),
+                          np.arange(volume.shape[axis]), axes=1) / total for axis in range(3)]
+    return volume.affine[:3, :3] @ np.array(index) + volume.affine[:3, 3]
+
+
+class AffineRegistration:
+    """MI prealignment: centre of mass, then rigid, then (optionally) affine, coarse to fine.
+
+    Each iteration composes a small transform on the fixed side, about the fixed image's
+    centre c: ``x -> (I + D)(x - c) + c + t`` (D skew-symmetric for rigid), its direction
+    the metric's gradient scaled like displacements (the linear part divided by the mean
+    squared radius of the image), its length a step in mm that halves when MI drops.
+
+    Parameters
+    ----------
+    metric : MutualInformation
+    transform : {"rigid", "affine"}
+        "affine" runs a rigid stage first.
+    level_iters : sequence of int
+        Iterations per level and stage, coarsest first (shrink 2 ** (L - 1 - k)).
+    step : float
+        First step, in voxels of the level.
+    min_step : float
+        A level stops when the step falls below this (voxels).
+    """
+
+    def __init__(self, metric, transform="affine", level_iters=(100, 50), step=1.0,
+                 min_step=0.01):
+        if transform not in ("rigid", "affine"):
+            raise ValueError(f"transform must be 'rigid' or 'affine', got {transform!r}")
+        self.metric = metric
+        self.transform = transform
+        self.level_iters = tuple(positive_int(n, "level_iters entries", minimum=0)
+                                 for n in level_iters)
+        self.step = float(step)
+        self.min_step = float(min_step)
+        self.values = []
+
+    def optimize(self, fixed, moving, *, fixed_affine=None, moving_affine=None, fixed_mask=None,
+                 initial=None):
+        """Find the world transform from fixed points to moving points.
+
+        Parameters
+        ----------
+        fixed, moving : ndarray or nibabel image
+        fixed_affine, moving_affine : ndarray, optional
+            Voxel-to-world matrices of arrays (identity by default).
+        fixed_mask : ndarray of bool, optional
+        initial : ndarray (4, 4), optional
+            Starting transform (default: the centre-of-mass translation).
+
+        Returns
+        -------
+        AffineMap
+        """
+        fixed_volume = as_volume(fixed, fixed_affine, "fixed")
+        moving_volume = as_volume(moving, moving_affine, "moving")
+        if fixed_volume.ndim != moving_volume.ndim:
+            raise ValueError(f"fixed is {fixed_volume.ndim}D but moving is "
+                             f"{moving_volume.ndim}D")
+        matrix = np.eye(4)
+        if initial is None:
+            matrix[:3, 3] = centre_of_mass(moving_volume) - centre_of_mass(fixed_volume)
+        else:
+            matrix = np.asarray(getattr(initial, "matrix", initial), dtype=np.float64)
+        centre = centre_of_mass(fixed_volume)
+        stages = ["rigid"] if self.transform == "rigid" else ["rigid", "affine"]
+        self.values = []
+        levels = len(self.level_iters)
+        for level, iterations in enumerate(self.level_iters):
+            shrink = 2 ** (levels - 1 - level)
+            shape, affine = level_grid(fixed_volume.shape, fixed_volume.affine, shrink)
+            sigma_mm = shrink / 2.0 * fixed_volume.spacing.min() if shrink > 1 else 0.0
+            fixed_level = fields.resample(
+                fields.smooth(fixed_volume.data, sigma_mm / fixed_volume.spacing),
+                fixed_volume.affine, shape, affine)
+            mask_level = None if fixed_mask is None else fields.resample(
+                as_volume(np.asarray(fixed_mask).astype(np.uint8), fixed_volume.affine,
+                          "fixed_mask", dtype=np.uint8).data,
+                fixed_volume.affine, shape, affine, interpolation="nearest").astype(bool)
+            moving_smooth = fields.smooth(moving_volume.data, sigma_mm / moving_volume.spacing)
+            world_gradient = fields.image_gradient(
+                moving_smooth, np.linalg.inv(moving_volume.affine[:3, :3]).T)
+            channels = np.concatenate([moving_smooth[..., None], world_gradient], axis=-1)
+            voxel_mm = np.sqrt((affine[:3, :3] ** 2).sum(axis=0)).min()
+            corners = _corners(shape, affine)
+            radius2 = max(np.mean(((corners - centre) ** 2).sum(axis=1)) / 3.0, voxel_mm ** 2)
+            for stage in stages:
+                matrix = self._level(fixed_level, channels, moving_volume.affine, shape, affine,
+                                     mask_level, matrix, centre, radius2, corners, voxel_mm,
+                                     stage, iterations)
+        return AffineMap(matrix)
+
+    def _level(self, fixed_level, channels, moving_affine, shape, affine, mask, matrix, centre,
+               radius2, corners, voxel_mm, stage, iterations):
+        step_mm = self.step * voxel_mm
+        best_value, best_matrix = -np.inf, matrix
+        for _ in range(iterations):
+            sampled = fields.resample(channels, moving_affine, shape, affine, prealign=matrix,
+                                      clamp=True)
+            value, gradient = self.metric.affine_gradient(
+                fixed_level, sampled[..., 0], grid_to_world=affine, mask=mask,
+                moving_gradient=sampled[..., 1:])
+            self.values.append(value)
+            if value < best_value:
+                matrix, step_mm = best_matrix, step_mm * 0.5
+                if step_mm < self.min_step * voxel_mm:
+                    break
+                continue
+            best_value, best_matrix = value, matrix
+            linear, translation = _ascent_direction(gradient, matrix, centre, radius2, stage)
+            first_order = _change_matrix(linear, translation, centre, 1.0, "affine")
+            largest = np.sqrt(((_apply(first_order, corners) - corners) ** 2).sum(axis=1)).max()
+            if largest == 0:
+                break
+            matrix = matrix @ _change_matrix(linear, translation, centre, step_mm / largest, stage)
+        return best_matrix
+
+
+def _ascent_direction(gradient, matrix, centre, radius2, stage):
+    """Fixed-side change ``x -> x + D(x - c) + t`` along which MI grows: (D, t).
+
+    With y = P(x + D(x - c) + t): dMI/dt = P_lin^T sum g and dMI/dD = P_lin^T sum g (x - c)^T;
+    D is divided by the mean squared radius so both parts move voxels alike.
+    """
+    h = matrix[:3, :3].T @ gradient
+    linear = h[:, :3] - np.outer(h[:, 3], centre)
+    if stage == "rigid":
+        linear = (linear - linear.T) / 2.0
+    return linear / radius2, h[:, 3]
+
+
+def _change_matrix(linear, translation, centre, scale, stage):
+    """4x4 of ``x -> M (x - c) + c + scale t``: M = I + scale D, or the exact rotation."""
+    result = np.eye(4)
+    if stage == "rigid":
+        rotation_vector = scale * np.array([linear[2, 1], linear[0, 2], linear[1, 0]])
+        result[:3, :3] = Rotation.from_rotvec(rotation_vector).as_matrix()
+    else:
+        result[:3, :3] += scale * linear
+    result[:3, 3] = centre - result[:3, :3] @ centre + scale * translation
+    return result
+
+
+def _apply(matrix, points):
+    return points @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def _corners(shape, affine):
+    """World coordinates of the 8 corner voxels of a grid."""
+    index = np.array([[i, j, k] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
+                      for k in (0, shape[2] - 1)], dtype=np.float64)
+    return index @ affine[:3, :3].T + affine[:3, 3]

@@ -1,0 +1,148 @@
+"""The whole job: MI prealignment, then MI-SyN, as one call or as a generator for live views."""
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from napari_mireg import fields
+from napari_mireg.affine import AffineRegistration
+from napari_mireg.metric import MutualInformation
+from napari_mireg.syn import SymmetricDiffeomorphicRegistration
+from napari_mireg.transforms import AffineMap, DiffeomorphicMap, as_volume
+
+
+@dataclass
+class Result:
+    """What a registration gives.
+
+    Attributes
+    ----------
+    affine : AffineMap
+        The prealignment (identity when there was none).
+    mapping : DiffeomorphicMap
+        The full fixed-to-moving map (prealignment included).
+    warped : ndarray
+        The moving image resampled into fixed space.
+    mi_before, mi_after : float
+        MI of the fixed image with the moving image resampled as is (same world
+        coordinates), and with the warped image.
+    timings : dict
+        Seconds: "prealign", "syn", "total".
+    energies : list of float
+        -MI per SyN iteration.
+    """
+
+    affine: AffineMap
+    mapping: DiffeomorphicMap
+    warped: np.ndarray
+    mi_before: float
+    mi_after: float
+    timings: dict = field(default_factory=dict)
+    energies: list = field(default_factory=list)
+
+
+def register_steps(fixed, moving, *, fixed_affine=None, moving_affine=None, prealign="affine",
+                   fixed_mask=None, bins=32, level_iters=(40, 20, 10), step_length=0.25,
+                   update_sigma=1.73, threads=None, with_images=False, initial=None):
+    """Register `moving` to `fixed`, yielding a Snapshot per SyN iteration.
+
+    Parameters
+    ----------
+    fixed, moving : ndarray or nibabel image
+        2D or 3D images; grids may differ (shape, voxel size, orientation).
+    fixed_affine, moving_affine : ndarray, optional
+        Voxel-to-world matrices for arrays (identity by default).
+    prealign : {"affine", "rigid", "none"} or ndarray (4, 4) or AffineMap
+        Prealignment to run, or a known one.
+    fixed_mask : ndarray of bool, optional
+    bins, level_iters, step_length, update_sigma : see SymmetricDiffeomorphicRegistration
+    threads : int, optional
+        Threads of the kernels (all cores by default).
+    with_images : bool
+        Put the warped moving image in each Snapshot.
+    initial : Result or DiffeomorphicMap, optional
+        Continue from an earlier map (its prealignment is kept; `level_iters` then names
+        the extra levels to run, usually one finest-level count).
+
+    Yields
+    ------
+    Snapshot
+
+    Returns
+    -------
+    Result
+        As the generator's return value (``StopIteration.value``); :func:`register` hands
+        it over directly.
+    """
+    start = time.perf_counter()
+    fixed_volume = as_volume(fixed, fixed_affine, "fixed")
+    moving_volume = as_volume(moving, moving_affine, "moving")
+    metric = MutualInformation(bins, threads=threads)
+    previous = getattr(initial, "mapping", initial)
+    if previous is not None:
+        affine_map = AffineMap(previous.prealign)
+    elif isinstance(prealign, str):
+        if prealign not in ("affine", "rigid", "none"):
+            raise ValueError(f"prealign must be 'affine', 'rigid', 'none' or a matrix, "
+                             f"got {prealign!r}")
+        affine_map = AffineMap(np.eye(4)) if prealign == "none" else AffineRegistration(
+            metric, transform=prealign).optimize(
+                fixed_volume.data, moving_volume.data, fixed_affine=fixed_volume.affine,
+                moving_affine=moving_volume.affine, fixed_mask=_mask3(fixed_mask, fixed_volume))
+    else:
+        affine_map = AffineMap(np.asarray(getattr(prealign, "matrix", prealign), dtype=float))
+    prealigned = time.perf_counter()
+
+    syn = SymmetricDiffeomorphicRegistration(metric, level_iters=level_iters,
+                                             step_length=step_length, update_sigma=update_sigma)
+    yield from syn.iterate(fixed_volume.data, moving_volume.data,
+                           fixed_affine=fixed_volume.affine, moving_affine=moving_volume.affine,
+                           prealign=affine_map.matrix,
+                           fixed_mask=_mask3(fixed_mask, fixed_volume),
+                           with_images=with_images, initial=previous)
+    mapping = syn.mapping
+    registered = time.perf_counter()
+
+    as_is = fields.resample(moving_volume.data, moving_volume.affine, fixed_volume.shape,
+                            fixed_volume.affine)
+    warped = fields.resample(moving_volume.data, moving_volume.affine, fixed_volume.shape,
+                             fixed_volume.affine, field=mapping.forward,
+                             prealign=affine_map.matrix)
+    mask = _mask3(fixed_mask, fixed_volume)
+    timings = {"prealign": prealigned - start, "syn": registered - prealigned,
+               "total": time.perf_counter() - start}
+    return Result(affine_map, mapping, fixed_volume.user_array(warped),
+                  _mi_or_zero(metric, fixed_volume.data, as_is, mask),
+                  metric.value(fixed_volume.data, warped, mask), timings, list(syn.energies))
+
+
+def register(fixed, moving, **options):
+    """Register `moving` to `fixed`: prealignment then MI-SyN (see :func:`register_steps`).
+
+    Returns
+    -------
+    Result
+    """
+    steps = register_steps(fixed, moving, **options)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as finished:
+            return finished.value
+
+
+def _mask3(mask, volume):
+    """A user's mask on the volume's 3D grid (2D masks gain the singleton axis)."""
+    if mask is None:
+        return None
+    mask = np.asarray(mask, dtype=bool)
+    return mask[None] if volume.ndim == 2 and mask.ndim == 2 else mask
+
+
+def _mi_or_zero(metric, fixed, moving, mask):
+    """MI, or 0 when the moving image does not overlap the fixed grid at all."""
+    try:
+        return metric.value(fixed, moving, mask)
+    except ValueError:
+        return 0.0
