@@ -9,7 +9,7 @@ from libc.math cimport floor
 import numpy as np
 
 from napari_mireg._kernels cimport (AxisStep, Matrix3, Vector3, axis_step, difference, matrix3,
-                                    physical_gradient)
+                                    physical_gradient, store_components)
 
 
 def gradient(const cython.floating[::1] image, shape, const double[::1] index_to_physical,
@@ -36,11 +36,30 @@ def gradient(const cython.floating[::1] image, shape, const double[::1] index_to
             v = row * n2 + i2
             target = out_data + v * components
             g = physical_gradient(data, v, step0, step1, axis_step(i2, n2, 1), &k)
-            if components == 3:
-                target[0] = <float>g.x0
-            target[components - 2] = <float>g.x1
-            target[components - 1] = <float>g.x2
+            store_components(target, components, 1.0, g)
     return out
+
+
+cdef inline Vector3 source_index(Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t i2,
+                                 const double[:, ::1] point_matrix,
+                                 const double[:, ::1] index_matrix, const float[:, ::1] field,
+                                 bint use_field, Py_ssize_t v) noexcept nogil:
+    """index_matrix @ (point_matrix @ i + field[v]): where output voxel i samples its source."""
+    cdef double q0 = (point_matrix[0, 0] * i0 + point_matrix[0, 1] * i1
+                      + point_matrix[0, 2] * i2 + point_matrix[0, 3])
+    cdef double q1 = (point_matrix[1, 0] * i0 + point_matrix[1, 1] * i1
+                      + point_matrix[1, 2] * i2 + point_matrix[1, 3])
+    cdef double q2 = (point_matrix[2, 0] * i0 + point_matrix[2, 1] * i1
+                      + point_matrix[2, 2] * i2 + point_matrix[2, 3])
+    cdef Vector3 j
+    if use_field:
+        q0 = q0 + field[v, 0]
+        q1 = q1 + field[v, 1]
+        q2 = q2 + field[v, 2]
+    j.x0 = index_matrix[0, 0] * q0 + index_matrix[0, 1] * q1 + index_matrix[0, 2] * q2 + index_matrix[0, 3]
+    j.x1 = index_matrix[1, 0] * q0 + index_matrix[1, 1] * q1 + index_matrix[1, 2] * q2 + index_matrix[1, 3]
+    j.x2 = index_matrix[2, 0] * q0 + index_matrix[2, 1] * q1 + index_matrix[2, 2] * q2 + index_matrix[2, 3]
+    return j
 
 
 cdef inline double map_coordinate(double position, Py_ssize_t size, bint clamp,
@@ -83,7 +102,8 @@ def warp_linear(const float[:, ::1] image, image_shape, const float[:, ::1] fiel
     cdef Py_ssize_t channels = image.shape[1]
     cdef const float* source = &image[0, 0]
     cdef float* target_data = &out[0, 0]
-    cdef double q0, q1, q2, f0, f1, f2, value
+    cdef double f0, f1, f2, value
+    cdef Vector3 j
     cdef Py_ssize_t row, i0, i1, i2, v, c, a, base, s0, s1, s2
     cdef Py_ssize_t c0, c1, c2
     cdef bint outside
@@ -93,17 +113,11 @@ def warp_linear(const float[:, ::1] image, image_shape, const float[:, ::1] fiel
         i1 = row % n1
         for i2 in range(n2):
             v = row * n2 + i2
-            q0 = point_matrix[0, 0] * i0 + point_matrix[0, 1] * i1 + point_matrix[0, 2] * i2 + point_matrix[0, 3]
-            q1 = point_matrix[1, 0] * i0 + point_matrix[1, 1] * i1 + point_matrix[1, 2] * i2 + point_matrix[1, 3]
-            q2 = point_matrix[2, 0] * i0 + point_matrix[2, 1] * i1 + point_matrix[2, 2] * i2 + point_matrix[2, 3]
-            if use_field:
-                q0 = q0 + field[v, 0]
-                q1 = q1 + field[v, 1]
-                q2 = q2 + field[v, 2]
+            j = source_index(i0, i1, i2, point_matrix, index_matrix, field, use_field, v)
             outside = False
-            f0 = map_coordinate(index_matrix[0, 0] * q0 + index_matrix[0, 1] * q1 + index_matrix[0, 2] * q2 + index_matrix[0, 3], m0, clamp, &outside)
-            f1 = map_coordinate(index_matrix[1, 0] * q0 + index_matrix[1, 1] * q1 + index_matrix[1, 2] * q2 + index_matrix[1, 3], m1, clamp, &outside)
-            f2 = map_coordinate(index_matrix[2, 0] * q0 + index_matrix[2, 1] * q1 + index_matrix[2, 2] * q2 + index_matrix[2, 3], m2, clamp, &outside)
+            f0 = map_coordinate(j.x0, m0, clamp, &outside)
+            f1 = map_coordinate(j.x1, m1, clamp, &outside)
+            f2 = map_coordinate(j.x2, m2, clamp, &outside)
             target = target_data + v * channels
             if outside:
                 for c in range(channels):
@@ -140,23 +154,17 @@ def warp_nearest_index(image_shape, const float[:, ::1] field, bint use_field, o
     cdef Py_ssize_t m0 = image_shape[0], m1 = image_shape[1], m2 = image_shape[2]
     cdef Py_ssize_t n1 = output_shape[1], n2 = output_shape[2]
     cdef Py_ssize_t rows = output_shape[0] * n1
-    cdef double q0, q1, q2
+    cdef Vector3 j
     cdef Py_ssize_t row, i0, i1, i2, v, j0, j1, j2
     for row in prange(rows, nogil=True, num_threads=threads, schedule="static"):
         i0 = row // n1
         i1 = row % n1
         for i2 in range(n2):
             v = row * n2 + i2
-            q0 = point_matrix[0, 0] * i0 + point_matrix[0, 1] * i1 + point_matrix[0, 2] * i2 + point_matrix[0, 3]
-            q1 = point_matrix[1, 0] * i0 + point_matrix[1, 1] * i1 + point_matrix[1, 2] * i2 + point_matrix[1, 3]
-            q2 = point_matrix[2, 0] * i0 + point_matrix[2, 1] * i1 + point_matrix[2, 2] * i2 + point_matrix[2, 3]
-            if use_field:
-                q0 = q0 + field[v, 0]
-                q1 = q1 + field[v, 1]
-                q2 = q2 + field[v, 2]
-            j0 = <Py_ssize_t>floor(index_matrix[0, 0] * q0 + index_matrix[0, 1] * q1 + index_matrix[0, 2] * q2 + index_matrix[0, 3] + 0.5)
-            j1 = <Py_ssize_t>floor(index_matrix[1, 0] * q0 + index_matrix[1, 1] * q1 + index_matrix[1, 2] * q2 + index_matrix[1, 3] + 0.5)
-            j2 = <Py_ssize_t>floor(index_matrix[2, 0] * q0 + index_matrix[2, 1] * q1 + index_matrix[2, 2] * q2 + index_matrix[2, 3] + 0.5)
+            j = source_index(i0, i1, i2, point_matrix, index_matrix, field, use_field, v)
+            j0 = <Py_ssize_t>floor(j.x0 + 0.5)
+            j1 = <Py_ssize_t>floor(j.x1 + 0.5)
+            j2 = <Py_ssize_t>floor(j.x2 + 0.5)
             if j0 < 0 or j0 >= m0 or j1 < 0 or j1 >= m1 or j2 < 0 or j2 >= m2:
                 out[v] = -1
             else:

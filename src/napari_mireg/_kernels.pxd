@@ -72,3 +72,12 @@ cdef inline Vector3 physical_gradient(const cython.floating* image, Py_ssize_t v
     g.x1 = k[3] * d0 + k[4] * d1 + k[5] * d2
     g.x2 = k[6] * d0 + k[7] * d1 + k[8] * d2
     return g
+
+
+cdef inline void store_components(float* target, Py_ssize_t components, double scale,
+                                  Vector3 g) noexcept nogil:
+    """Write scale * g into `components` floats: all 3, or the last 2 for a 2D image."""
+    if components == 3:
+        target[0] = <float>(scale * g.x0)
+    target[components - 2] = <float>(scale * g.x1)
+    target[components - 1] = <float>(scale * g.x2)

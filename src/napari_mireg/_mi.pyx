@@ -10,7 +10,8 @@ from cython.parallel cimport prange
 import numpy as np
 
 from napari_mireg._kernels cimport (AxisStep, Matrix3, Vector3, axis_step, matrix3,
-                                    mireg_have_openmp, mireg_max_threads, physical_gradient)
+                                    mireg_have_openmp, mireg_max_threads, physical_gradient,
+                                    store_components)
 
 cdef enum:
     # Histogram padding of the Mattes convention: two empty bins at each end.
@@ -218,10 +219,7 @@ def dense_gradient(const cython.floating[::1] fixed, const cython.floating[::1] 
             else:
                 coefficient = update_coefficient(fixed_data[v], moving_data[v], &m, table_data)
             g = physical_gradient(moving_data, v, step0, step1, axis_step(i2, n2, 1), &k)
-            if components == 3:
-                target[0] = <float>(coefficient * g.x0)
-            target[components - 2] = <float>(coefficient * g.x1)
-            target[components - 1] = <float>(coefficient * g.x2)
+            store_components(target, components, coefficient, g)
     return out
 
 

@@ -5,7 +5,7 @@ from scipy.spatial.transform import Rotation
 
 from napari_mireg import fields
 from napari_mireg._validate import positive_int
-from napari_mireg.syn import level_grid
+from napari_mireg.pyramid import mask_volume, pyramid_level
 from napari_mireg.transforms import AffineMap, as_volume
 
 
@@ -81,21 +81,14 @@ class AffineRegistration:
         else:
             matrix = np.asarray(getattr(initial, "matrix", initial), dtype=np.float64)
         centre = centre_of_mass(fixed_volume)
+        mask = mask_volume(fixed_mask, fixed_volume)
         stages = ["rigid"] if self.transform == "rigid" else ["rigid", "affine"]
         self.values = []
         levels = len(self.level_iters)
         for level, iterations in enumerate(self.level_iters):
-            shrink = 2 ** (levels - 1 - level)
-            shape, affine = level_grid(fixed_volume.shape, fixed_volume.affine, shrink)
-            sigma_mm = shrink / 2.0 * fixed_volume.spacing.min() if shrink > 1 else 0.0
-            fixed_level = fields.resample(
-                fields.smooth(fixed_volume.data, sigma_mm / fixed_volume.spacing),
-                fixed_volume.affine, shape, affine)
-            mask_level = None if fixed_mask is None else fields.resample(
-                as_volume(np.asarray(fixed_mask).astype(np.uint8), fixed_volume.affine,
-                          "fixed_mask", dtype=np.uint8).data,
-                fixed_volume.affine, shape, affine, interpolation="nearest").astype(bool)
-            moving_smooth = fields.smooth(moving_volume.data, sigma_mm / moving_volume.spacing)
+            pyramid = pyramid_level(fixed_volume, moving_volume, mask, level, levels)
+            shape, affine, mask_level = pyramid.shape, pyramid.affine, pyramid.mask
+            fixed_level, moving_smooth = pyramid.fixed, pyramid.moving
             world_gradient = fields.image_gradient(
                 moving_smooth, np.linalg.inv(moving_volume.affine[:3, :3]).T)
             channels = np.concatenate([moving_smooth[..., None], world_gradient], axis=-1)

@@ -78,6 +78,16 @@ def load_template(kind="t1", zoom=1):
     return np.ascontiguousarray(data), affine
 
 
+def tissue_labels(zoom=1):
+    """Tissue labels from the template's probability maps: 1 grey matter, 2 white matter."""
+    grey, _ = load_template("gm", zoom)
+    white, _ = load_template("wm", zoom)
+    labels = np.zeros(grey.shape, np.uint8)
+    labels[(grey > 0.5) & (grey >= white)] = 1
+    labels[(white > 0.5) & (white > grey)] = 2
+    return labels
+
+
 def smooth_displacement(shape, peak, seed=0, smoothness=None):
     """A random smooth displacement field in voxels, with the largest length `peak`.
 

@@ -87,18 +87,15 @@ def register_steps(fixed, moving, *, fixed_affine=None, moving_affine=None, prea
             raise ValueError(f"prealign must be 'affine', 'rigid', 'none' or a matrix, "
                              f"got {prealign!r}")
         affine_map = AffineMap(np.eye(4)) if prealign == "none" else AffineRegistration(
-            metric, transform=prealign).optimize(
-                fixed_volume.data, moving_volume.data, fixed_affine=fixed_volume.affine,
-                moving_affine=moving_volume.affine, fixed_mask=_mask3(fixed_mask, fixed_volume))
+            metric, transform=prealign).optimize(fixed_volume, moving_volume,
+                                                 fixed_mask=_mask3(fixed_mask, fixed_volume))
     else:
         affine_map = AffineMap(np.asarray(getattr(prealign, "matrix", prealign), dtype=float))
     prealigned = time.perf_counter()
 
     syn = SymmetricDiffeomorphicRegistration(metric, level_iters=level_iters,
                                              step_length=step_length, update_sigma=update_sigma)
-    yield from syn.iterate(fixed_volume.data, moving_volume.data,
-                           fixed_affine=fixed_volume.affine, moving_affine=moving_volume.affine,
-                           prealign=affine_map.matrix,
+    yield from syn.iterate(fixed_volume, moving_volume, prealign=affine_map.matrix,
                            fixed_mask=_mask3(fixed_mask, fixed_volume),
                            with_images=with_images, initial=previous)
     mapping = syn.mapping

@@ -11,6 +11,7 @@ import numpy as np
 
 from napari_mireg import fields
 from napari_mireg._validate import positive_int
+from napari_mireg.pyramid import mask_volume, pyramid_level
 from napari_mireg.transforms import DiffeomorphicMap, as_volume
 
 
@@ -42,15 +43,6 @@ class Snapshot:
     joint_histogram: np.ndarray
     warped_moving: np.ndarray | None
     level_affine: np.ndarray
-
-
-def level_grid(shape, affine, factor):
-    """Shape and voxel-to-world matrix of a grid `factor` times coarser (centred blocks)."""
-    factors = np.array([factor if n > 1 else 1 for n in shape])
-    coarse_shape = tuple(int(n) for n in np.ceil(np.array(shape) / factors))
-    index_scale = np.diag(np.append(factors.astype(float), 1.0))
-    index_scale[:3, 3] = (factors - 1) / 2.0
-    return coarse_shape, affine @ index_scale
 
 
 class SymmetricDiffeomorphicRegistration:
@@ -132,12 +124,7 @@ class SymmetricDiffeomorphicRegistration:
             raise ValueError(f"fixed is {fixed_volume.ndim}D but moving is "
                              f"{moving_volume.ndim}D")
         prealign = _prealign_matrix(prealign, fixed_volume.ndim)
-        mask = None
-        if fixed_mask is not None:
-            mask = as_volume(np.asarray(fixed_mask).astype(np.uint8), fixed_volume.affine,
-                             "fixed_mask", dtype=np.uint8)
-            if mask.shape != fixed_volume.shape or not mask.data.any():
-                raise ValueError("fixed_mask must have the fixed shape and select a voxel")
+        mask = mask_volume(fixed_mask, fixed_volume)
         for name, volume in (("fixed", fixed_volume), ("moving", moving_volume)):
             if np.ptp(volume.data) == 0:
                 raise ValueError(f"{name} image is constant (every voxel is "
@@ -149,15 +136,9 @@ class SymmetricDiffeomorphicRegistration:
         half_fixed = half_moving = None
         previous_affine = None
         for level, iterations in enumerate(self.level_iters):
-            shrink = 2 ** (levels - 1 - level)
-            shape, affine = level_grid(fixed_volume.shape, fixed_volume.affine, shrink)
-            sigma_mm = shrink / 2.0 * fixed_volume.spacing.min() if shrink > 1 else 0.0
-            fixed_level = fields.resample(
-                fields.smooth(fixed_volume.data, sigma_mm / fixed_volume.spacing),
-                fixed_volume.affine, shape, affine)
-            moving_source = fields.smooth(moving_volume.data, sigma_mm / moving_volume.spacing)
-            mask_level = None if mask is None else fields.resample(
-                mask.data, mask.affine, shape, affine, interpolation="nearest").astype(bool)
+            pyramid = pyramid_level(fixed_volume, moving_volume, mask, level, levels)
+            shape, affine, mask_level = pyramid.shape, pyramid.affine, pyramid.mask
+            fixed_level, moving_source = pyramid.fixed, pyramid.moving
             if half_fixed is None:
                 half_fixed, half_moving = _initial_half_maps(initial, shape, affine)
             else:

@@ -46,12 +46,16 @@ class Volume:
 def as_volume(image, affine=None, name="image", dtype=np.float32):
     """A Volume from a numpy array (identity affine by default) or a nibabel image.
 
+    A Volume is returned as it is.
+
     Raises
     ------
     ValueError
         For anything but a numeric 2D/3D image (4D with one volume is accepted), non-finite
         values, or an affine that is not an invertible 4x4 (3x3 for 2D) matrix.
     """
+    if isinstance(image, Volume):
+        return image
     if hasattr(image, "affine") and hasattr(image, "dataobj"):
         data = np.asanyarray(image.dataobj)
         affine = image.affine if affine is None else affine

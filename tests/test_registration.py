@@ -1,0 +1,197 @@
+"""The MI-SyN engine end to end: known deformation, physical space, cancellation, bad input."""
+
+import threading
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_mireg import (MutualInformation, SymmetricDiffeomorphicRegistration, register,
+                          register_steps)
+from napari_mireg import fields
+from napari_mireg.datasets import deformed_pair, tissue_labels, warp_linear
+
+
+def mean_dice(reference, warped):
+    scores = [2 * np.sum((reference == k) & (warped == k)) / ((reference == k).sum()
+                                                              + (warped == k).sum())
+              for k in (1, 2)]
+    return float(np.mean(scores))
+
+
+@pytest.fixture(scope="module")
+def known_deformation():
+    """2 mm MNI T1, a T2-like copy deformed by a known field (6 mm peak), their labels."""
+    fixed, moving, affine, displacement = deformed_pair(zoom=2, peak=6.0, seed=0)
+    labels = tissue_labels(2)
+    moving_labels = warp_linear(labels, displacement, order=0).astype(np.uint8)
+    truth, _ = fields.invert((displacement * 2.0).astype(np.float32), affine)
+    return fixed, moving, affine, labels, moving_labels, truth
+
+
+@pytest.fixture(scope="module")
+def registered(known_deformation):
+    fixed, moving, affine, *_ = known_deformation
+    return register(fixed, moving, fixed_affine=affine, moving_affine=affine, prealign="affine")
+
+
+def test_known_deformation_is_recovered(known_deformation, registered):
+    fixed, moving, affine, labels, moving_labels, truth = known_deformation
+    brain = labels > 0
+    before = np.sqrt((truth ** 2).sum(-1))[brain].mean()
+    after = np.sqrt(((registered.mapping.displacement() - truth) ** 2).sum(-1))[brain].mean()
+    print(f"mean displacement error in the brain: {before:.2f} mm -> {after:.2f} mm")
+    assert after <= 1.0 < before
+    assert registered.mi_after > registered.mi_before
+
+
+def test_labels_overlap_beats_affine_only(known_deformation, registered):
+    fixed, moving, affine, labels, moving_labels, _ = known_deformation
+    syn_labels = registered.mapping.transform(moving_labels, interpolation="nearest")
+    affine_labels = registered.affine.transform(moving_labels, registered.mapping.fixed_grid,
+                                                interpolation="nearest", moving_affine=affine)
+    syn_dice, affine_dice = mean_dice(labels, syn_labels), mean_dice(labels, affine_labels)
+    print(f"GM/WM Dice: affine {affine_dice:.3f}, SyN {syn_dice:.3f}")
+    assert syn_labels.dtype == np.uint8
+    assert syn_dice > affine_dice + 0.05
+
+
+def test_map_has_no_folds_and_inverts(registered):
+    determinant = registered.mapping.jacobian_determinant()
+    mean_error, _ = registered.mapping.inversion_error()
+    print(f"det J min {determinant.min():.3f}, inverse consistency {mean_error:.4f} voxel")
+    assert determinant.min() > 0
+    assert mean_error < 0.1
+
+
+def test_transform_inverse_brings_fixed_images_to_moving_space(known_deformation, registered):
+    fixed, moving, affine, labels, moving_labels, _ = known_deformation
+    back = registered.mapping.transform_inverse(labels, interpolation="nearest")
+    assert back.shape == moving_labels.shape
+    assert mean_dice(moving_labels, back) > mean_dice(moving_labels, labels) + 0.05
+
+
+# --- physical space: other voxel sizes, orientations and shapes --------------------------
+
+def reoriented(data, affine, codes):
+    """The same image in another voxel order (e.g. LIA): identical world content."""
+    start = nib.orientations.io_orientation(affine)
+    change = nib.orientations.ornt_transform(start, nib.orientations.axcodes2ornt(codes))
+    new_data = nib.orientations.apply_orientation(data, change)
+    return np.ascontiguousarray(new_data), affine @ nib.orientations.inv_ornt_aff(change,
+                                                                                  data.shape)
+
+
+def regridded(data, affine, zooms, pad=0, interpolation="linear"):
+    """The same image on a grid of other voxel sizes (and `pad` extra voxels per side)."""
+    scale = np.diag(list(zooms) + [1.0])
+    new_affine = affine @ scale
+    new_affine[:3, 3] -= new_affine[:3, :3] @ np.full(3, float(pad))
+    shape = tuple(int(np.ceil(n / z)) + 2 * pad for n, z in zip(data.shape, zooms))
+    return fields.resample(data, affine, shape, new_affine, interpolation=interpolation), new_affine
+
+
+@pytest.mark.parametrize("variant", ["anisotropic", "LIA", "other shape"])
+def test_other_grids_register_like_the_plain_case(known_deformation, registered, variant):
+    fixed, moving, affine, labels, moving_labels, _ = known_deformation
+    plain = mean_dice(labels, registered.mapping.transform(moving_labels, interpolation="nearest"))
+    if variant == "anisotropic":
+        image, image_affine = regridded(moving, affine, (1.0, 1.0, 2.5))
+    elif variant == "LIA":
+        image, image_affine = reoriented(moving, affine, ("L", "I", "A"))
+    else:
+        image, image_affine = regridded(moving, affine, (1.0, 1.0, 1.0), pad=7)
+    result = register(fixed, image, fixed_affine=affine, moving_affine=image_affine,
+                      prealign="affine")
+    # The map is in world coordinates: it carries the moving labels from any grid; using the
+    # original one judges the registration, not the labels' loss on a coarser grid.
+    warped = result.mapping.transform(moving_labels, interpolation="nearest",
+                                      moving_affine=affine)
+    reoriented_labels, labels_affine = reoriented(moving_labels, affine, ("L", "I", "A"))
+    np.testing.assert_array_equal(
+        result.mapping.transform(reoriented_labels, interpolation="nearest",
+                                 moving_affine=labels_affine), warped)
+    assert warped.shape == fixed.shape
+    score = mean_dice(labels, warped)
+    print(f"{variant}: Dice {score:.3f} vs plain {plain:.3f}")
+    assert abs(score - plain) < 0.02
+
+
+def test_nibabel_images_are_accepted(known_deformation):
+    fixed, moving, affine, *_ = known_deformation
+    syn = SymmetricDiffeomorphicRegistration(MutualInformation(32), level_iters=(3, 2))
+    mapping = syn.optimize(nib.Nifti1Image(fixed, affine), nib.Nifti1Image(moving, affine))
+    np.testing.assert_allclose(mapping.fixed_grid.affine, affine)
+    assert mapping.forward.shape == fixed.shape + (3,)
+
+
+def test_2d_registration_reduces_the_mismatch(known_deformation):
+    fixed, moving, affine, labels, moving_labels, _ = known_deformation
+    middle = fixed.shape[2] // 2
+    spacing2d = np.diag([2.0, 2.0, 1.0])
+    result = register(fixed[:, :, middle], moving[:, :, middle], fixed_affine=spacing2d,
+                      moving_affine=spacing2d, prealign="none", level_iters=(30, 20))
+    warped = result.mapping.transform(moving_labels[:, :, middle], interpolation="nearest")
+    assert warped.shape == fixed.shape[:2]
+    assert result.mapping.forward[..., 0].max() == 0  # no motion along the singleton axis
+    assert mean_dice(labels[:, :, middle], warped) > mean_dice(labels[:, :, middle],
+                                                               moving_labels[:, :, middle])
+
+
+# --- cancellation and continuation -------------------------------------------------------
+
+def test_closing_the_generator_stops_within_an_iteration(known_deformation):
+    fixed, moving, affine, *_ = known_deformation
+    threads_before = threading.active_count()
+    steps = register_steps(fixed, moving, fixed_affine=affine, moving_affine=affine,
+                           prealign="none", level_iters=(40, 20, 10))
+    seen = [next(steps) for _ in range(45)]  # into the second level
+    assert seen[-1].level == 1 and np.isfinite(seen[-1].energy)
+    start = time.perf_counter()
+    steps.close()
+    assert time.perf_counter() - start < 1.0
+    assert threading.active_count() == threads_before
+    with pytest.raises(StopIteration):
+        next(steps)
+
+
+def test_snapshots_carry_live_views(known_deformation):
+    fixed, moving, affine, *_ = known_deformation
+    steps = register_steps(fixed, moving, fixed_affine=affine, moving_affine=affine,
+                           prealign="none", level_iters=(2, 1), with_images=True, bins=24)
+    snapshot = next(steps)
+    steps.close()
+    assert snapshot.joint_histogram.shape == (24, 24)
+    assert snapshot.update.shape[-1] == 3 and np.abs(snapshot.update).max() > 0
+    assert snapshot.warped_moving.shape == snapshot.update.shape[:3]
+
+
+def test_continue_refines_an_existing_map(known_deformation, registered):
+    fixed, moving, affine, labels, moving_labels, truth = known_deformation
+    more = register(fixed, moving, fixed_affine=affine, moving_affine=affine,
+                    initial=registered, level_iters=(5,))
+    assert len(more.energies) == 5
+    np.testing.assert_allclose(more.affine.matrix, registered.affine.matrix)
+    assert more.mi_after >= registered.mi_after - 0.01
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fixed_input, moving_input, options, message", [
+    (np.full((10, 12, 14), np.nan), None, {}, "fixed has NaN or infinite"),
+    (None, np.full((10, 12, 14), np.inf), {}, "moving has NaN or infinite"),
+    (np.ones((10, 12, 14)), None, {}, "fixed image is constant"),
+    (None, np.zeros((10, 12, 0)), {}, "moving is empty"),
+    (np.zeros((10, 12, 14, 2)), None, {}, "2D or 3D"),
+    (None, np.zeros((10, 12)), {"prealign": "none"}, "fixed is 3D but moving is 2D"),
+    (None, None, {"fixed_mask": np.zeros((10, 12, 14), bool)}, "select"),
+    (None, None, {"prealign": "warp"}, "prealign must be"),
+])
+def test_bad_input_is_a_value_error_before_any_work(fixed_input, moving_input, options, message):
+    rng = np.random.default_rng(0)
+    fixed = rng.random((10, 12, 14)) if fixed_input is None else fixed_input
+    moving = rng.random((10, 12, 14)) if moving_input is None else moving_input
+    steps = register_steps(fixed, moving, level_iters=(2,), **options)
+    with pytest.raises(ValueError, match=message):
+        next(steps)
