@@ -87,29 +87,28 @@ class AffineRegistration:
         levels = len(self.level_iters)
         for level, iterations in enumerate(self.level_iters):
             pyramid = pyramid_level(fixed_volume, moving_volume, mask, level, levels)
-            shape, affine, mask_level = pyramid.shape, pyramid.affine, pyramid.mask
-            fixed_level, moving_smooth = pyramid.fixed, pyramid.moving
+            # The moving image and its world gradient, resampled together each iteration.
             world_gradient = fields.image_gradient(
-                moving_smooth, np.linalg.inv(moving_volume.affine[:3, :3]).T)
-            channels = np.concatenate([moving_smooth[..., None], world_gradient], axis=-1)
-            voxel_mm = np.sqrt((affine[:3, :3] ** 2).sum(axis=0)).min()
-            corners = _corners(shape, affine)
-            radius2 = max(np.mean(((corners - centre) ** 2).sum(axis=1)) / 3.0, voxel_mm ** 2)
+                pyramid.moving, np.linalg.inv(moving_volume.affine[:3, :3]).T)
+            channels = np.concatenate([pyramid.moving[..., None], world_gradient], axis=-1)
             for stage in stages:
-                matrix = self._level(fixed_level, channels, moving_volume.affine, shape, affine,
-                                     mask_level, matrix, centre, radius2, corners, voxel_mm,
+                matrix = self._level(pyramid, channels, moving_volume.affine, matrix, centre,
                                      stage, iterations)
         return AffineMap(matrix)
 
-    def _level(self, fixed_level, channels, moving_affine, shape, affine, mask, matrix, centre,
-               radius2, corners, voxel_mm, stage, iterations):
+    def _level(self, pyramid, channels, moving_affine, matrix, centre, stage, iterations):
+        """Regular-step ascent of one stage on one level; returns the best matrix."""
+        shape, affine = pyramid.shape, pyramid.affine
+        voxel_mm = fields.voxel_sizes(affine).min()
+        corners = _corners(shape, affine)
+        radius2 = max(np.mean(((corners - centre) ** 2).sum(axis=1)) / 3.0, voxel_mm ** 2)
         step_mm = self.step * voxel_mm
         best_value, best_matrix = -np.inf, matrix
         for _ in range(iterations):
             sampled = fields.resample(channels, moving_affine, shape, affine, prealign=matrix,
                                       clamp=True)
             value, gradient = self.metric.affine_gradient(
-                fixed_level, sampled[..., 0], grid_to_world=affine, mask=mask,
+                pyramid.fixed, sampled[..., 0], grid_to_world=affine, mask=pyramid.mask,
                 moving_gradient=sampled[..., 1:])
             self.values.append(value)
             if value < best_value:

@@ -11,7 +11,7 @@ import numpy as np
 
 from napari_mireg import _mi, register
 from napari_mireg.datasets import deformed_pair
-from napari_mireg.fields import invert
+from napari_mireg.fields import invert, voxel_sizes
 
 
 def main(argv=None):
@@ -24,7 +24,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     fixed, moving, affine, displacement = deformed_pair(zoom=args.zoom, peak=6.0)
-    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    spacing = voxel_sizes(affine)
     print(f"sample pair: MNI152 T1 template vs a deformed T2-like copy, shape {fixed.shape}, "
           f"{spacing[0]:g} mm voxels, peak displacement "
           f"{np.sqrt((displacement ** 2).sum(-1)).max() * spacing[0]:.1f} mm")

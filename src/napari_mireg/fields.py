@@ -18,6 +18,11 @@ def embed_matrix(matrix, size):
     return embedded
 
 
+def voxel_sizes(affine):
+    """Voxel sizes (mm) along the array axes of a grid with voxel-to-world `affine`."""
+    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+
+
 def thread_count(threads):
     """Threads for a kernel call: `threads`, or OpenMP's default when None."""
     return _mi.max_threads() if threads is None else int(threads)
@@ -152,7 +157,7 @@ def invert(field, affine, *, initial=None, max_iterations=20, tolerance=1e-3, th
     change : float
         The largest change of the last iteration, in voxels.
     """
-    smallest_voxel = float(np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)).min())
+    smallest_voxel = float(voxel_sizes(affine).min())
     inverse = -np.asarray(field, dtype=np.float32) if initial is None else initial
     inverse = np.ascontiguousarray(inverse, dtype=np.float32)
     change = np.inf
@@ -198,7 +203,9 @@ def smooth(volume, sigma, *, threads=None):
         _fields.gaussian_axis(current, target, shape, axis, gaussian_weights(sigmas[axis]),
                               thread_count(threads))
         current = target
-    return current.reshape(np.shape(volume)) if axes else current.reshape(np.shape(volume)).copy()
+    if not axes:
+        return current.reshape(np.shape(volume)).copy()
+    return current.reshape(np.shape(volume))
 
 
 def jacobian_determinant(field, affine, *, threads=None):

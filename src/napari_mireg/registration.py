@@ -5,7 +5,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from napari_mireg import fields
 from napari_mireg.affine import AffineRegistration
 from napari_mireg.metric import MutualInformation
 from napari_mireg.syn import SymmetricDiffeomorphicRegistration
@@ -79,6 +78,7 @@ def register_steps(fixed, moving, *, fixed_affine=None, moving_affine=None, prea
     fixed_volume = as_volume(fixed, fixed_affine, "fixed")
     moving_volume = as_volume(moving, moving_affine, "moving")
     metric = MutualInformation(bins, threads=threads)
+    mask = _mask3(fixed_mask, fixed_volume)
     previous = getattr(initial, "mapping", initial)
     if previous is not None:
         affine_map = AffineMap(previous.prealign)
@@ -87,8 +87,7 @@ def register_steps(fixed, moving, *, fixed_affine=None, moving_affine=None, prea
             raise ValueError(f"prealign must be 'affine', 'rigid', 'none' or a matrix, "
                              f"got {prealign!r}")
         affine_map = AffineMap(np.eye(4)) if prealign == "none" else AffineRegistration(
-            metric, transform=prealign).optimize(fixed_volume, moving_volume,
-                                                 fixed_mask=_mask3(fixed_mask, fixed_volume))
+            metric, transform=prealign).optimize(fixed_volume, moving_volume, fixed_mask=mask)
     else:
         affine_map = AffineMap(np.asarray(getattr(prealign, "matrix", prealign), dtype=float))
     prealigned = time.perf_counter()
@@ -96,22 +95,19 @@ def register_steps(fixed, moving, *, fixed_affine=None, moving_affine=None, prea
     syn = SymmetricDiffeomorphicRegistration(metric, level_iters=level_iters,
                                              step_length=step_length, update_sigma=update_sigma)
     yield from syn.iterate(fixed_volume, moving_volume, prealign=affine_map.matrix,
-                           fixed_mask=_mask3(fixed_mask, fixed_volume),
+                           fixed_mask=mask,
                            with_images=with_images, initial=previous)
     mapping = syn.mapping
     registered = time.perf_counter()
 
-    as_is = fields.resample(moving_volume.data, moving_volume.affine, fixed_volume.shape,
-                            fixed_volume.affine)
-    warped = fields.resample(moving_volume.data, moving_volume.affine, fixed_volume.shape,
-                             fixed_volume.affine, field=mapping.forward,
-                             prealign=affine_map.matrix)
-    mask = _mask3(fixed_mask, fixed_volume)
+    as_is = AffineMap(np.eye(4)).transform(moving_volume, fixed_volume)
+    warped = mapping.transform(moving_volume)
+    fixed_image = fixed_volume.user_array(fixed_volume.data)
+    user_mask = None if mask is None else fixed_volume.user_array(mask)
     timings = {"prealign": prealigned - start, "syn": registered - prealigned,
                "total": time.perf_counter() - start}
-    return Result(affine_map, mapping, fixed_volume.user_array(warped),
-                  _mi_or_zero(metric, fixed_volume.data, as_is, mask),
-                  metric.value(fixed_volume.data, warped, mask), timings, list(syn.energies))
+    return Result(affine_map, mapping, warped, _mi_or_zero(metric, fixed_image, as_is, user_mask),
+                  metric.value(fixed_image, warped, user_mask), timings, list(syn.energies))
 
 
 def register(fixed, moving, **options):

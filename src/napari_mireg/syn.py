@@ -142,16 +142,14 @@ class SymmetricDiffeomorphicRegistration:
             if half_fixed is None:
                 half_fixed, half_moving = _initial_half_maps(initial, shape, affine)
             else:
-                half_fixed = [fields.resample(f, previous_affine, shape, affine, clamp=True)
-                              for f in half_fixed]
-                half_moving = [fields.resample(f, previous_affine, shape, affine, clamp=True)
-                               for f in half_moving]
+                half_fixed = _regrid(half_fixed, previous_affine, shape, affine)
+                half_moving = _regrid(half_moving, previous_affine, shape, affine)
             previous_affine = affine
-            step_mm = self.step_length * np.sqrt((affine[:3, :3] ** 2).sum(axis=0)).min()
+            step_mm = self.step_length * fields.voxel_sizes(affine).min()
             level_energies = []
             for iteration in range(iterations):
-                # Edges are replicated: zeros from outside the field of view would be edges
-                # that the metric pulls on wherever the anatomy touches the image border.
+                # Edges are replicated, so a map reaching past the border samples the edge
+                # tissue rather than a zero-filled step.
                 warped_fixed = fields.resample(fixed_level, affine, shape, affine,
                                                field=half_fixed[0], clamp=True)
                 warped_moving = fields.resample(moving_source, moving_volume.affine, shape,
@@ -180,10 +178,8 @@ class SymmetricDiffeomorphicRegistration:
                     break
 
         shape, affine = fixed_volume.shape, fixed_volume.affine
-        half_fixed = [fields.resample(f, previous_affine, shape, affine, clamp=True)
-                      for f in half_fixed]
-        half_moving = [fields.resample(f, previous_affine, shape, affine, clamp=True)
-                       for f in half_moving]
+        half_fixed = _regrid(half_fixed, previous_affine, shape, affine)
+        half_moving = _regrid(half_moving, previous_affine, shape, affine)
         forward = fields.compose(half_fixed[1], half_moving[0], affine)
         backward = fields.compose(half_moving[1], half_fixed[0], affine)
         self.mapping = DiffeomorphicMap(fixed_volume, moving_volume, prealign, forward, backward)
@@ -212,7 +208,7 @@ def _regularised(update, sigma, step_mm):
     border; zeroing after a hard edge would leave a jump that compounds into folds.
     """
     _zero_boundary(update)
-    smoothed = fields.smooth(update, (sigma,) * 3) if sigma > 0 else update.copy()
+    smoothed = fields.smooth(update, (sigma,) * 3) if sigma > 0 else update
     _zero_boundary(smoothed)
     largest = float(np.sqrt((smoothed ** 2).sum(axis=-1)).max())
     if largest > 0:
@@ -227,6 +223,16 @@ def _zero_boundary(field):
             index = [slice(None)] * 4
             index[axis] = [0, -1]
             field[tuple(index)] = 0
+
+
+def _regrid(half_map, from_affine, shape, affine):
+    """A half-way map (field and inverse) on another grid; values are mm, so unchanged.
+
+    Nothing is resampled when the grid is already the wanted one (the finest level).
+    """
+    if half_map[0].shape[:3] == shape and np.array_equal(from_affine, affine):
+        return half_map
+    return [fields.resample(f, from_affine, shape, affine, clamp=True) for f in half_map]
 
 
 def _initial_half_maps(initial, shape, affine):

@@ -36,7 +36,7 @@ class Volume:
     @property
     def spacing(self):
         """Voxel sizes (mm) along the three array axes."""
-        return np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
+        return fields.voxel_sizes(self.affine)
 
     def user_array(self, array):
         """Give `array` (3D grid + optional channels) the dimensionality the user gave."""
@@ -79,7 +79,7 @@ def as_volume(image, affine=None, name="image", dtype=np.float32):
                          f"got shape {affine.shape}")
     if abs(np.linalg.det(affine[:ndim, :ndim])) < 1e-12:
         raise ValueError(f"{name} affine is singular")
-    data = np.ascontiguousarray(data, dtype=dtype) if dtype is not None else np.ascontiguousarray(data)
+    data = np.ascontiguousarray(data, dtype=dtype)
     if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
         raise ValueError(f"{name} has NaN or infinite values")
     if ndim == 2:
