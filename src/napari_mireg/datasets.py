@@ -158,3 +158,122 @@ def deformed_pair(zoom=2, peak=6.0, seed=0, contrast="t2"):
     moved = warp_linear(fixed, displacement)
     moving = t2_like(moved, seed) if contrast == "t2" else moved.astype(np.float32)
     return fixed, np.ascontiguousarray(moving), affine, displacement
+
+
+def synthseg_tissue_labels(zoom=1):
+    """Tissue labels of the template in SynthSeg (FreeSurfer) IDs.
+
+    Cerebral white matter 2/41 and cortex 3/42 come from the probability maps, split into
+    left and right at x = 0; dark (CSF-like) voxels of the T1 become lateral ventricle 4/43
+    inside a box around the ventricles (MNI mm) and CSF 24 elsewhere. A coarse stand-in for
+    a SynthSeg output, made without any model.
+    """
+    t1, affine = load_template("t1", zoom)
+    tissue = tissue_labels(zoom)
+    brain = t1 > 0
+    x, y, z = np.einsum("ij,j...->i...", affine[:3, :3], np.indices(t1.shape, float))
+    x, y, z = x + affine[0, 3], y + affine[1, 3], z + affine[2, 3]
+    left = x < 0
+    labels = np.zeros(t1.shape, np.int16)
+    labels[brain & (tissue == 2)] = np.where(left, 2, 41)[brain & (tissue == 2)]
+    labels[brain & (tissue == 1)] = np.where(left, 3, 42)[brain & (tissue == 1)]
+    dark = brain & (tissue > 0) & (t1 < 0.4 * float(np.percentile(t1[brain], 99)))
+    ventricles = dark & (np.abs(x) <= 28) & (y >= -45) & (y <= 28) & (z >= -2) & (z <= 32)
+    labels[dark] = 24
+    labels[ventricles] = np.where(left, 4, 43)[ventricles]
+    return labels
+
+
+SAMPLE_FILES = {
+    "fixed": "fixed_t1.nii.gz",
+    "moving": "moving_t2.nii.gz",
+    "fixed_labels": "fixed_synthseg.nii.gz",
+    "moving_labels": "moving_synthseg.nii.gz",
+}
+
+
+def sample_pair(zoom=2, peak=6.0, seed=0, rotation_degrees=6.0, shift_mm=(4.0, -3.0, 2.0)):
+    """The sample pair: a T1 brain and a deformed, T2-like, repositioned copy, with labels.
+
+    The moving image is the template deformed by a smooth field of `peak` mm, remapped to a
+    T2-like contrast, and placed in the world with a rotation about the z axis and a shift
+    (its header affine differs from the fixed one), as a scan of another session would be.
+
+    Returns
+    -------
+    dict
+        "fixed", "moving" (float32), "fixed_labels", "moving_labels" (int16), "fixed_affine",
+        "moving_affine", "displacement" (voxels, moving(x) = fixed(x + displacement(x))).
+    """
+    fixed, moving, affine, displacement = deformed_pair(zoom, peak, seed)
+    fixed_labels = synthseg_tissue_labels(zoom)
+    moving_labels = warp_linear(fixed_labels, displacement, order=0).astype(np.int16)
+    angle = np.deg2rad(rotation_degrees)
+    placement = np.eye(4)
+    placement[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    placement[:3, 3] = shift_mm
+    return {"fixed": fixed, "moving": moving, "fixed_labels": fixed_labels,
+            "moving_labels": moving_labels, "fixed_affine": affine,
+            "moving_affine": placement @ affine, "displacement": displacement}
+
+
+def write_sample_data(folder, zoom=2):
+    """Write the sample pair (cropped to the head, int16 intensities) and the licence notice.
+
+    Parameters
+    ----------
+    folder : str or Path
+        Created if missing; files are named as in `SAMPLE_FILES`, plus ``LICENSE.txt``.
+
+    Returns
+    -------
+    dict of Path
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    pair = sample_pair(zoom)
+    box = ndimage.find_objects((pair["fixed"] > 0).astype(np.uint8))[0]
+    box = tuple(slice(max(s.start - 8, 0), s.stop + 8) for s in box)
+    corner = np.array([s.start for s in box] + [1.0])
+    paths = {}
+    for key, name in SAMPLE_FILES.items():
+        side = "moving" if key.startswith("moving") else "fixed"
+        affine = pair[f"{side}_affine"].copy()
+        affine[:3, 3] = (affine @ corner)[:3]
+        data = pair[key][box]
+        image = nib.Nifti1Image(data, affine)
+        image.set_sform(affine, code=1)
+        image.set_qform(affine, code=1)
+        if data.dtype.kind == "f":
+            image.set_data_dtype(np.int16)  # nibabel stores a scale factor: a quarter the size
+        paths[key] = folder / name
+        nib.save(image, paths[key])
+    (folder / "LICENSE.txt").write_text(template_licence() + "\n")
+    return paths
+
+
+def sample_data_path(key="fixed"):
+    """Path of a bundled sample file (see `SAMPLE_FILES`), shipped inside the package."""
+    return Path(__file__).parent / "sample_data" / SAMPLE_FILES[key]
+
+
+def write_cohort(folder, subjects=3, zoom=4, peak=6.0):
+    """Subjects for cohort runs: the template deformed by a different field each, with labels.
+
+    Writes ``subject<k>.nii.gz`` and ``subject<k>_synthseg.nii.gz`` and a ``subjects.csv``
+    (header ``image,labels``, paths relative to the folder); returns the CSV's path.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = synthseg_tissue_labels(zoom)
+    lines = ["image,labels"]
+    for k in range(subjects):
+        _, image, affine, displacement = deformed_pair(zoom, peak, seed=100 + k, contrast="t1")
+        subject_labels = warp_linear(labels, displacement, order=0).astype(np.int16)
+        for name, data in ((f"subject{k}.nii.gz", image),
+                           (f"subject{k}_synthseg.nii.gz", subject_labels)):
+            nib.save(nib.Nifti1Image(data, affine), folder / name)
+        lines.append(f"subject{k}.nii.gz,subject{k}_synthseg.nii.gz")
+    table = folder / "subjects.csv"
+    table.write_text("\n".join(lines) + "\n")
+    return table

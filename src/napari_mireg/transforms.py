@@ -135,6 +135,15 @@ class DiffeomorphicMap:
     forward: np.ndarray
     backward: np.ndarray
 
+    def transforms(self):
+        """The map as a transform chain in ANTs order: the forward field, then the affine."""
+        return [DisplacementField(self.forward, self.fixed_grid), AffineMap(self.prealign)]
+
+    def inverse_transforms(self):
+        """The inverse map in ANTs order: the inverse affine, then the backward field."""
+        return [AffineMap(np.linalg.inv(self.prealign)),
+                DisplacementField(self.backward, self.fixed_grid)]
+
     def transform(self, moving, interpolation="linear", moving_affine=None):
         """Resample a moving-space image into fixed space.
 
@@ -153,12 +162,8 @@ class DiffeomorphicMap:
         """
         if moving_affine is None and not hasattr(moving, "affine"):
             moving_affine = self.moving_grid.affine
-        volume = as_volume(moving, moving_affine, "moving", dtype=_dtype_for(interpolation))
-        grid = self.fixed_grid
-        result = fields.resample(volume.data, volume.affine, grid.shape, grid.affine,
-                                 field=self.forward, prealign=self.prealign,
-                                 interpolation=interpolation)
-        return grid.user_array(result)
+        return apply_transforms(moving, self.fixed_grid, self.transforms(), interpolation,
+                                image_affine=moving_affine)
 
     def transform_inverse(self, fixed, interpolation="linear", fixed_affine=None):
         """Resample a fixed-space image into moving space (the moving grid)."""
@@ -205,6 +210,90 @@ class DiffeomorphicMap:
         residual = fields.compose(self.backward, self.forward, self.fixed_grid.affine)
         voxels = np.sqrt((residual ** 2).sum(axis=-1)) / self.fixed_grid.spacing.min()
         return float(voxels.mean()), float(voxels.max())
+
+
+@dataclass
+class DisplacementField:
+    """A dense transform ``p -> p + field(p)`` given on a grid (zero displacement outside it).
+
+    Attributes
+    ----------
+    field : ndarray (n0, n1, n2, 3) float32
+        World displacement (mm, RAS world of the grid's affine) at each grid voxel.
+    grid : Volume
+        The grid (shape and voxel-to-world matrix); its data is not used.
+    """
+
+    field: np.ndarray
+    grid: Volume
+
+
+def chain_displacement(transforms, reference):
+    """Reduce a chain of transforms to ``p -> M (p + d(p))`` on a reference grid.
+
+    Parameters
+    ----------
+    transforms : sequence of AffineMap or DisplacementField
+        Point transforms from reference space towards the image to sample, the first one
+        applied first to each point: the order of ``antsApplyTransforms -t ... -t ...``.
+    reference : Volume
+        The output grid.
+
+    Returns
+    -------
+    displacement : ndarray ``reference.shape + (3,)`` float32, or None when no field is involved
+    matrix : ndarray (4, 4)
+    """
+    displacement = None
+    matrix = np.eye(4)
+    for transform in transforms:
+        if isinstance(transform, AffineMap):
+            matrix = np.asarray(transform.matrix, dtype=np.float64) @ matrix
+        elif isinstance(transform, DisplacementField):
+            if displacement is None and same_grid(transform.grid, reference) \
+                    and np.array_equal(matrix, np.eye(4)):
+                displacement = np.asarray(transform.field, dtype=np.float32)
+                continue
+            # y = M (p + d) moves to y + F(y) = M (p + d + M_lin^-1 F(y)).
+            sampled = fields.resample(transform.field, transform.grid.affine, reference.shape,
+                                      reference.affine, field=displacement, prealign=matrix)
+            step = sampled @ np.linalg.inv(matrix[:3, :3]).T.astype(np.float32)
+            displacement = step if displacement is None else displacement + step
+        else:
+            raise TypeError(f"expected AffineMap or DisplacementField, got {type(transform)}")
+    return displacement, matrix
+
+
+def apply_transforms(image, reference, transforms, interpolation="linear", image_affine=None):
+    """Resample `image` on the `reference` grid through a chain of transforms.
+
+    Parameters
+    ----------
+    image : ndarray, Volume or nibabel image
+    reference : Volume or nibabel image
+        The output grid.
+    transforms : sequence of AffineMap or DisplacementField
+        As for :func:`chain_displacement` (ANTs order).
+    interpolation : {"linear", "nearest"}
+    image_affine : ndarray, optional
+        Voxel-to-world matrix of an array `image`.
+
+    Returns
+    -------
+    ndarray on the reference grid
+    """
+    reference = as_volume(reference, name="reference", dtype=None)
+    volume = as_volume(image, image_affine, "image", dtype=_dtype_for(interpolation))
+    displacement, matrix = chain_displacement(transforms, reference)
+    result = fields.resample(volume.data, volume.affine, reference.shape, reference.affine,
+                             field=displacement, prealign=matrix, interpolation=interpolation)
+    return reference.user_array(result)
+
+
+def same_grid(first, second, tolerance=1e-3):
+    """True when two Volumes share shape and voxel-to-world matrix (to `tolerance` mm)."""
+    return first.shape == second.shape and np.allclose(first.affine, second.affine,
+                                                       atol=tolerance)
 
 
 def _dtype_for(interpolation):

@@ -1,0 +1,355 @@
+"""Cohort registration on Dask: one task per pair, resumable, one results table.
+
+Each task runs one job of :mod:`napari_mireg.jobs` into ``OUT/pairs/<pair>/`` (written
+atomically, ``report.json`` last). The driver skips pairs whose folder holds a complete
+report made with the same inputs and parameters, submits the others to a Dask cluster (an
+in-process ``LocalCluster`` by default, or an existing scheduler), and writes
+``OUT/results.csv`` (one row per pair), ``OUT/labels.csv`` (one row per pair and label) and
+``OUT/dice_by_label.png``. A failing pair is recorded with its error; the others go on.
+"""
+
+import csv
+import io as text_io
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from napari_mireg import io
+from napari_mireg.jobs import OUTPUT_FILES, read_report, registration_parameters
+
+RESULT_COLUMNS = ("pair", "status", "error", "whole_dice", "whole_jaccard", "mean_dice",
+                  "mean_jaccard", "mi_before", "mi_after", "folds", "seconds", "peak_mb",
+                  "reused")
+LABEL_COLUMNS = ("pair", "label", "name", "dice", "jaccard")
+SUMMARY_METRICS = ("whole_dice", "whole_jaccard", "mean_dice", "mean_jaccard", "mi_after",
+                   "folds", "seconds")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One registration of a cohort: paths (absolute) and the name of its output folder."""
+
+    name: str
+    fixed: str
+    moving: str
+    fixed_labels: str = ""
+    moving_labels: str = ""
+
+
+def _stem(path):
+    name = Path(path).name
+    suffix = io.suffix_of(name)
+    return name[: len(name) - len(suffix)] if suffix else name
+
+
+def _read_table(path, required, optional):
+    """Rows of a CSV file as dicts, paths resolved against the file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise io.InputError(path, "no such file")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = [h.strip() for h in reader.fieldnames or []]
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise io.InputError(path, f"header must have columns {', '.join(required)} "
+                                      f"(optional {', '.join(optional)}); missing "
+                                      f"{', '.join(missing)}")
+        rows = []
+        for number, row in enumerate(reader, start=2):
+            row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+            for column in required:
+                if not row.get(column):
+                    raise io.InputError(path, f"line {number}: empty {column}")
+            rows.append({c: str((path.parent / row[c]).resolve()) if row.get(c) else ""
+                         for c in required + optional})
+    if not rows:
+        raise io.InputError(path, "lists no rows")
+    return rows
+
+
+def unique_names(pairs):
+    """Give pairs unique folder names (a numeric suffix where names collide)."""
+    seen = {}
+    named = []
+    for pair in pairs:
+        count = seen.get(pair.name, 0)
+        seen[pair.name] = count + 1
+        named.append(pair if count == 0 else Pair(f"{pair.name}-{count + 1}", *_paths(pair)))
+    return named
+
+
+def _paths(pair):
+    return pair.fixed, pair.moving, pair.fixed_labels, pair.moving_labels
+
+
+def read_pairs(path):
+    """Pairs of a CSV with header ``fixed,moving[,fixed_labels,moving_labels]``.
+
+    Paths may be relative to the CSV file's folder.
+    """
+    rows = _read_table(path, ["fixed", "moving"], ["fixed_labels", "moving_labels"])
+    return unique_names([Pair(f"{_stem(r['moving'])}_to_{_stem(r['fixed'])}", r["fixed"],
+                               r["moving"], r["fixed_labels"], r["moving_labels"])
+                          for r in rows])
+
+
+def all_pairs(path):
+    """Every ordered pair of the subjects of a CSV with header ``image[,labels]``."""
+    subjects = _read_table(path, ["image"], ["labels"])
+    return unique_names([Pair(f"{_stem(m['image'])}_to_{_stem(f['image'])}", f["image"],
+                               m["image"], f["labels"], m["labels"])
+                          for f in subjects for m in subjects if f is not m])
+
+
+def _expected_inputs(pair):
+    return {key: value for key, value in (("fixed", pair.fixed), ("moving", pair.moving),
+                                           ("fixed_labels", pair.fixed_labels),
+                                           ("moving_labels", pair.moving_labels)) if value}
+
+
+def finished_report(pair, folder, options):
+    """The report of a complete earlier run of this pair with these options, or None."""
+    report = read_report(folder)
+    if report is None:
+        return None
+    inputs = {key: value.get("path") for key, value in report.get("inputs", {}).items()}
+    # Results do not depend on the thread count, so a run with other threads still counts.
+    parameters = {k: v for k, v in report.get("parameters", {}).items() if k != "threads"}
+    wanted = {k: v for k, v in registration_parameters(options).items() if k != "threads"}
+    if inputs != _expected_inputs(pair) or parameters != wanted:
+        return None
+    return report
+
+
+def _row(pair, report=None, error="", seconds=0.0, peak_mb=0.0, reused=False):
+    row = dict.fromkeys(RESULT_COLUMNS, "")
+    row.update(pair=pair.name, status="failed" if error else "ok", error=error,
+               seconds=round(seconds, 3), peak_mb=round(peak_mb, 1), reused=reused)
+    if report is not None:
+        overlap = report.get("overlap") or {}
+        row.update({key: overlap.get(key, "") for key in
+                    ("whole_dice", "whole_jaccard", "mean_dice", "mean_jaccard")})
+        row.update(mi_before=report["mi_before"], mi_after=report["mi_after"],
+                   folds=report["folds"])
+    return row
+
+
+def _label_rows(pair, folder):
+    path = Path(folder) / OUTPUT_FILES["overlap"]
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return [{"pair": pair.name, "label": int(r["label"]), "name": r["name"],
+                 "dice": float(r["dice"]), "jaccard": float(r["jaccard"])}
+                for r in csv.DictReader(handle)]
+
+
+def register_pair(pair, folder, threads_per_task, options):
+    """The Dask task: register one pair into `folder`; returns (row, label rows).
+
+    Errors never escape: they are returned in the row. OpenMP kernels get
+    `threads_per_task` threads and BLAS pools are limited alike, so that tasks side by side
+    do not oversubscribe the cores.
+    """
+    import resource
+
+    from threadpoolctl import threadpool_limits
+
+    from napari_mireg.jobs import load_inputs, run_job
+
+    started = time.perf_counter()
+    folder = Path(folder)
+    for stale in folder.glob(".partial-*"):  # left by a killed worker
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        with threadpool_limits(limits=threads_per_task):
+            inputs = load_inputs(pair.fixed, pair.moving, pair.fixed_labels or None,
+                                 pair.moving_labels or None)
+            report = run_job(inputs, folder, threads=threads_per_task, **options)
+    except Exception as error:  # a failing pair is reported, never fatal to the cohort
+        message = f"{type(error).__name__}: {error}".splitlines()[0]
+        return _row(pair, error=message, seconds=time.perf_counter() - started), []
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return (_row(pair, report, seconds=time.perf_counter() - started, peak_mb=peak_mb),
+            _label_rows(pair, folder))
+
+
+@dataclass
+class CohortResult:
+    """What a cohort run produced.
+
+    Attributes
+    ----------
+    rows : list of dict
+        One per pair, keys `RESULT_COLUMNS`, in the order of the pairs (names made
+        unique by :func:`unique_names`).
+    label_rows : list of dict
+        One per pair and label, keys `LABEL_COLUMNS`.
+    results_csv, labels_csv, plot : Path
+    """
+
+    rows: list
+    label_rows: list
+    results_csv: Path
+    labels_csv: Path
+    plot: Path
+
+
+def _local_client(threads_per_task, workers):
+    from dask.distributed import Client, LocalCluster
+
+    cores = os.cpu_count() or 1
+    workers = workers or max(1, cores // threads_per_task)
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                           dashboard_address=None)
+    return Client(cluster)
+
+
+def run_cohort(pairs, out_dir, *, client=None, threads_per_task=1, workers=None,
+               progress=sys.stderr, **options):
+    """Register every pair on Dask; resumable; writes the cohort tables.
+
+    Parameters
+    ----------
+    pairs : sequence of Pair
+        See :func:`read_pairs` and :func:`all_pairs`.
+    out_dir : str or Path
+        Each pair writes into ``out_dir/pairs/<pair name>/``.
+    client : dask.distributed.Client, optional
+        An existing client (cluster); by default a LocalCluster with `workers` processes
+        (default: cores // threads_per_task), closed at the end.
+    threads_per_task : int
+        Kernel (OpenMP) and BLAS threads of each task.
+    workers : int, optional
+    progress : file or None
+        Where to print one line per finished pair.
+    **options
+        Registration options (prealign, bins, level_iters, step_length, update_sigma).
+
+    Returns
+    -------
+    CohortResult
+    """
+    from dask.distributed import as_completed
+
+    out_dir = Path(out_dir)
+    options = {key: value for key, value in options.items() if key != "threads"}
+    pairs = unique_names(pairs)
+    names = [pair.name for pair in pairs]
+    folders = {pair.name: out_dir / "pairs" / pair.name for pair in pairs}
+    results = {}
+    todo = []
+    for pair in pairs:
+        report = finished_report(pair, folders[pair.name], options)
+        if report is None:
+            todo.append(pair)
+        else:
+            results[pair.name] = (_row(pair, report, seconds=report["timings"]["total"],
+                                       reused=True), _label_rows(pair, folders[pair.name]))
+    _say(progress, f"{len(pairs)} pairs: {len(pairs) - len(todo)} already done, "
+                   f"{len(todo)} to run")
+    owned = None
+    if todo:
+        if client is None:
+            client = owned = _local_client(threads_per_task, workers)
+        try:
+            futures = {client.submit(register_pair, pair, str(folders[pair.name]),
+                                     threads_per_task, options, pure=False): pair
+                       for pair in todo}
+            for done, future in enumerate(as_completed(futures), start=1):
+                pair = futures[future]
+                results[pair.name] = future.result()
+                row = results[pair.name][0]
+                detail = row["error"] or f"mean Dice {row['mean_dice'] or '-'}"
+                _say(progress, f"[{done}/{len(todo)}] {pair.name}: {row['status']} "
+                               f"({row['seconds']:.1f} s) {detail}")
+        finally:
+            if owned is not None:
+                cluster = owned.cluster
+                owned.close()
+                cluster.close()
+    rows = [results[name][0] for name in names]
+    label_rows = [label for name in names for label in results[name][1]]
+    result = CohortResult(rows, label_rows, out_dir / "results.csv", out_dir / "labels.csv",
+                          out_dir / "dice_by_label.png")
+    io.write_text(result.results_csv, _csv_text(rows, RESULT_COLUMNS))
+    io.write_text(result.labels_csv, _csv_text(label_rows, LABEL_COLUMNS))
+    _box_plot(label_rows, result.plot)
+    _say(progress, summary_text(rows))
+    return result
+
+
+def _say(stream, text):
+    if stream is not None:
+        print(text, file=stream, flush=True)
+
+
+def _csv_text(rows, columns):
+    buffer = text_io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def summary_text(rows):
+    """Mean +- sd of each summary metric over the pairs that succeeded."""
+    ok = [row for row in rows if row["status"] == "ok"]
+    lines = [f"{len(ok)} of {len(rows)} pairs ok"]
+    lines += [f"  failed: {row['pair']}: {row['error']}" for row in rows
+              if row["status"] != "ok"]
+    for metric in SUMMARY_METRICS:
+        values = np.array([float(row[metric]) for row in ok if row[metric] != ""])
+        if values.size:
+            lines.append(f"  {metric:13s} {values.mean():.4f} +- {values.std():.4f}")
+    return "\n".join(lines)
+
+
+def _box_plot(label_rows, path):
+    """Box plot of per-label Dice across pairs (nothing is written without label rows)."""
+    if not label_rows:
+        return
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = sorted({row["label"] for row in label_rows})
+    names = {row["label"]: row["name"] for row in label_rows}
+    values = [[row["dice"] for row in label_rows if row["label"] == label
+               and np.isfinite(row["dice"])] for label in labels]
+    figure, axes = plt.subplots(figsize=(max(6.0, 0.35 * len(labels) + 2), 4.5))
+    axes.boxplot(values, tick_labels=[names[label] for label in labels])
+    axes.set_ylabel("Dice")
+    axes.set_title(f"Dice per label across {len({r['pair'] for r in label_rows})} pairs")
+    axes.tick_params(axis="x", labelrotation=90)
+    figure.tight_layout()
+    with io.atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100, format="png")
+    plt.close(figure)
+
+
+def main(args):
+    """`mireg batch` (see cli.py for the arguments)."""
+    from napari_mireg.cli import registration_options
+
+    pairs = all_pairs(args.table) if args.all_pairs else read_pairs(args.table)
+    options = registration_options(args)
+    client = None
+    if args.scheduler:
+        from dask.distributed import Client
+        client = Client(args.scheduler)
+    try:
+        result = run_cohort(pairs, args.out, client=client,
+                            threads_per_task=args.threads_per_task, workers=args.workers,
+                            **options)
+    finally:
+        if client is not None:
+            client.close()
+    print(f"wrote {result.results_csv} and {result.labels_csv}")
+    return 0 if all(row["status"] == "ok" for row in result.rows) else 1

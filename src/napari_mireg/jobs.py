@@ -1,0 +1,222 @@
+"""One registration job from files to an output folder: what `mireg register` and the cohort
+runner do for each pair.
+
+The outputs are written into a hidden temporary folder inside the output folder and moved
+into place only when all of them exist; ``report.json`` moves last, so its presence marks a
+complete job. An error or an interruption removes the temporary folder: nothing half-written
+is ever left behind.
+"""
+
+import json
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from napari_mireg import __version__, io
+from napari_mireg.overlap import overlap_scores
+from napari_mireg.registration import register_steps
+from napari_mireg.transforms import AffineMap, apply_transforms, same_grid
+
+OUTPUT_FILES = {
+    "warped": "warped.nii.gz",
+    "warped_labels": "warped_labels.nii.gz",
+    "affine": "affine.txt",
+    "warp": "warp.nii.gz",
+    "inverse_warp": "inverse_warp.nii.gz",
+    "overlap": "overlap.csv",
+    "report": "report.json",
+}
+REGISTRATION_DEFAULTS = {"prealign": "affine", "bins": 32, "level_iters": (40, 20, 10),
+                         "step_length": 0.25, "update_sigma": 1.73}
+
+
+@dataclass
+class JobInputs:
+    """The volumes of one job, checked against each other.
+
+    Attributes
+    ----------
+    fixed, moving : Volume
+    fixed_labels, moving_labels : Volume or None
+        On the grid of their image.
+    mask : ndarray of bool or None
+        On the fixed grid.
+    paths : dict of str
+    """
+
+    fixed: object
+    moving: object
+    fixed_labels: object = None
+    moving_labels: object = None
+    mask: object = None
+    paths: dict = None
+
+
+def load_inputs(fixed, moving, fixed_labels=None, moving_labels=None, mask=None):
+    """Read and check the files of one job.
+
+    Raises
+    ------
+    io.InputError
+        A file is missing or bad, the images differ in dimensionality, a label map is not on
+        the grid of its image, or labels are given for one side only.
+    """
+    paths = {"fixed": fixed, "moving": moving, "fixed_labels": fixed_labels,
+             "moving_labels": moving_labels, "mask": mask}
+    paths = {key: str(Path(value).resolve()) for key, value in paths.items() if value}
+    fixed_volume = io.load_volume(fixed)
+    moving_volume = io.load_volume(moving)
+    if fixed_volume.ndim != moving_volume.ndim:
+        raise io.InputError(moving, f"is {moving_volume.ndim}D but the fixed image {fixed} "
+                                    f"is {fixed_volume.ndim}D")
+    if bool(fixed_labels) != bool(moving_labels):
+        given = fixed_labels or moving_labels
+        raise io.InputError(given, "labels need both sides: give fixed and moving labels")
+    labels = [_labels_on(path, image, image_path) for path, image, image_path in
+              ((fixed_labels, fixed_volume, fixed), (moving_labels, moving_volume, moving))]
+    mask_array = None
+    if mask:
+        mask_volume = io.load_volume(mask, labels=True)
+        mask_array = apply_transforms(mask_volume, fixed_volume, [], "nearest") > 0
+        if not mask_array.any():
+            raise io.InputError(mask, "the mask selects no voxel of the fixed image")
+    return JobInputs(fixed_volume, moving_volume, labels[0], labels[1], mask_array, paths)
+
+
+def _labels_on(path, image, image_path):
+    """Load a label map and check that it lies on its image's grid."""
+    if not path:
+        return None
+    labels = io.load_volume(path, labels=True)
+    if not same_grid(labels, image):
+        raise io.InputError(path, f"label map grid (shape {labels.shape[-image.ndim:]}) does "
+                                  f"not match its image {image_path} (shape "
+                                  f"{image.shape[-image.ndim:]}) or its affine differs")
+    return labels
+
+
+def run_job_steps(inputs, out_dir, **options):
+    """Register one job and write its outputs, yielding the registration's Snapshots.
+
+    Parameters
+    ----------
+    inputs : JobInputs
+    out_dir : str or Path
+        Created if missing; the outputs (`OUTPUT_FILES`) are written there.
+    **options
+        Options of :func:`napari_mireg.register_steps` (prealign, bins, level_iters,
+        step_length, update_sigma, threads).
+
+    Returns
+    -------
+    dict
+        The report (also written as ``report.json``).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
+    try:
+        result = yield from register_steps(inputs.fixed, inputs.moving,
+                                           fixed_mask=inputs.mask, **options)
+        report = _write_outputs(result, inputs, staging, options)
+        for name in sorted(p.name for p in staging.iterdir() if p.name != "report.json"):
+            (staging / name).replace(out_dir / name)
+        (staging / "report.json").replace(out_dir / "report.json")
+        return report
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def run_job(inputs, out_dir, **options):
+    """:func:`run_job_steps` run to the end; returns the report."""
+    steps = run_job_steps(inputs, out_dir, **options)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as finished:
+            return finished.value
+
+
+def _write_outputs(result, inputs, folder, options):
+    started = time.perf_counter()
+    fixed = inputs.fixed
+    mapping = result.mapping
+    outputs = [OUTPUT_FILES["warped"], OUTPUT_FILES["affine"], OUTPUT_FILES["report"]]
+    io.save_volume(folder / OUTPUT_FILES["warped"], result.warped, fixed.affine)
+    io.save_affine(result.affine, folder / OUTPUT_FILES["affine"])
+    if fixed.ndim == 3:
+        io.save_displacement(mapping, folder / OUTPUT_FILES["warp"], "forward")
+        io.save_displacement(mapping, folder / OUTPUT_FILES["inverse_warp"], "inverse")
+        outputs += [OUTPUT_FILES["warp"], OUTPUT_FILES["inverse_warp"]]
+    overlap = overlap_before = None
+    if inputs.fixed_labels is not None:
+        moving_labels = inputs.moving_labels
+        warped_labels = mapping.transform(moving_labels, interpolation="nearest")
+        as_is = AffineMap(np.eye(4)).transform(moving_labels, fixed, interpolation="nearest")
+        fixed_labels = fixed.user_array(inputs.fixed_labels.data)
+        table = overlap_scores(fixed_labels, warped_labels)
+        overlap = table.summary()
+        overlap_before = overlap_scores(fixed_labels, as_is).summary()
+        io.save_volume(folder / OUTPUT_FILES["warped_labels"], warped_labels, fixed.affine,
+                       labels=True)
+        io.write_text(folder / OUTPUT_FILES["overlap"], table.to_csv_text())
+        outputs += [OUTPUT_FILES["warped_labels"], OUTPUT_FILES["overlap"]]
+    determinant = mapping.jacobian_determinant()
+    consistency, _ = mapping.inversion_error()
+    timings = dict(result.timings, write=time.perf_counter() - started)
+    report = {
+        "inputs": {key: {"path": path} for key, path in inputs.paths.items()},
+        "parameters": registration_parameters(options),
+        "versions": _versions(),
+        "timings": timings,
+        "mi_before": result.mi_before,
+        "mi_after": result.mi_after,
+        "folds": int(np.count_nonzero(determinant <= 0)),
+        "min_jacobian": float(determinant.min()),
+        "inverse_consistency_voxels": consistency,
+        "overlap_before": overlap_before,
+        "overlap": overlap,
+        "outputs": sorted(outputs),
+    }
+    for key, volume in (("fixed", fixed), ("moving", inputs.moving)):
+        report["inputs"][key].update(shape=list(volume.shape[-volume.ndim:]),
+                                     voxel_size=[round(float(v), 6) for v in
+                                                 volume.spacing[-volume.ndim:]])
+    io.write_text(folder / OUTPUT_FILES["report"], json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def registration_parameters(options):
+    """The full parameter set of a job (defaults filled in), as written in the report."""
+    parameters = dict(REGISTRATION_DEFAULTS)
+    parameters.update(options)
+    parameters["level_iters"] = [int(n) for n in parameters["level_iters"]]
+    return parameters
+
+
+def _versions():
+    import nibabel
+    return {"napari_mireg": __version__, "numpy": np.__version__,
+            "nibabel": nibabel.__version__, "python": platform.python_version()}
+
+
+def read_report(out_dir):
+    """The report of a complete job in `out_dir`, or None if the job is missing or partial.
+
+    Complete means: ``report.json`` parses and every output it lists exists and is not empty.
+    """
+    path = Path(out_dir) / OUTPUT_FILES["report"]
+    try:
+        report = json.loads(path.read_text())
+        outputs = report["outputs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if all((Path(out_dir) / name).is_file() and (Path(out_dir) / name).stat().st_size > 0
+           for name in outputs):
+        return report
+    return None
