@@ -82,14 +82,8 @@ def register_steps(fixed, moving, *, fixed_affine=None, moving_affine=None, prea
     previous = getattr(initial, "mapping", initial)
     if previous is not None:
         affine_map = AffineMap(previous.prealign)
-    elif isinstance(prealign, str):
-        if prealign not in ("affine", "rigid", "none"):
-            raise ValueError(f"prealign must be 'affine', 'rigid', 'none' or a matrix, "
-                             f"got {prealign!r}")
-        affine_map = AffineMap(np.eye(4)) if prealign == "none" else AffineRegistration(
-            metric, transform=prealign).optimize(fixed_volume, moving_volume, fixed_mask=mask)
     else:
-        affine_map = AffineMap(np.asarray(getattr(prealign, "matrix", prealign), dtype=float))
+        affine_map = prealignment(fixed_volume, moving_volume, prealign, metric, mask)
     prealigned = time.perf_counter()
 
     syn = SymmetricDiffeomorphicRegistration(metric, level_iters=level_iters,
@@ -108,6 +102,27 @@ def register_steps(fixed, moving, *, fixed_affine=None, moving_affine=None, prea
                "total": time.perf_counter() - start}
     return Result(affine_map, mapping, warped, _mi_or_zero(metric, fixed_image, as_is, user_mask),
                   metric.value(fixed_image, warped, user_mask), timings, list(syn.energies))
+
+
+def prealignment(fixed, moving, prealign, metric, fixed_mask=None):
+    """The prealignment AffineMap: found by MI registration, or the one given.
+
+    Parameters
+    ----------
+    fixed, moving : Volume
+    prealign : {"affine", "rigid", "none"} or ndarray (4, 4) or AffineMap
+    metric : MutualInformation
+    fixed_mask : ndarray of bool on the fixed grid (3D), optional
+    """
+    if not isinstance(prealign, str):
+        return AffineMap(np.asarray(getattr(prealign, "matrix", prealign), dtype=float))
+    if prealign not in ("affine", "rigid", "none"):
+        raise ValueError(f"prealign must be 'affine', 'rigid', 'none' or a matrix, "
+                         f"got {prealign!r}")
+    if prealign == "none":
+        return AffineMap(np.eye(4))
+    return AffineRegistration(metric, transform=prealign).optimize(fixed, moving,
+                                                                   fixed_mask=fixed_mask)
 
 
 def register(fixed, moving, **options):

@@ -5,14 +5,15 @@ moving image half way (shared/design/mi-syn.md, section 4). Fields are world dis
 (mm) on a grid of the fixed image, coarse to fine.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from napari_mireg import fields
 from napari_mireg._validate import positive_int
 from napari_mireg.pyramid import mask_volume, pyramid_level
-from napari_mireg.transforms import DiffeomorphicMap, as_volume
+from napari_mireg.transforms import (AffineMap, DiffeomorphicMap, DisplacementField,
+                                     apply_transforms, as_volume)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,25 @@ class Snapshot:
     joint_histogram: np.ndarray
     warped_moving: np.ndarray | None
     level_affine: np.ndarray
+    state: tuple = field(default=(), repr=False, compare=False)
+
+    def warp(self, image, interpolation="linear"):
+        """Resample a moving-space image by this iteration's map onto the full fixed grid.
+
+        For live views: it costs a composition at the level's resolution and one
+        resampling at full resolution, so call it only for the frames that are shown.
+
+        Parameters
+        ----------
+        image : Volume
+            An image or label map of the moving space (any grid).
+        interpolation : {"linear", "nearest"}
+        """
+        inverse_fixed, forward_moving, fixed_grid, prealign = self.state
+        forward = _regrid([_forward(inverse_fixed, forward_moving, self.level_affine)],
+                          self.level_affine, fixed_grid.shape, fixed_grid.affine)[0]
+        return apply_transforms(image, fixed_grid, [DisplacementField(forward, fixed_grid),
+                                                    AffineMap(prealign)], interpolation)
 
 
 class SymmetricDiffeomorphicRegistration:
@@ -168,20 +188,21 @@ class SymmetricDiffeomorphicRegistration:
                 self.energies.append(-value)
                 warped = None
                 if with_images:
-                    forward = fields.compose(half_fixed[1], half_moving[0], affine)
+                    forward = _forward(half_fixed[1], half_moving[0], affine)
                     warped = fixed_volume.user_array(fields.resample(
                         moving_volume.data, moving_volume.affine, shape, affine, field=forward,
                         prealign=prealign))
                 yield Snapshot(level, iteration, -value, fixed_volume.user_array(forward_update),
-                               histogram, warped, affine)
+                               histogram, warped, affine,
+                               (half_fixed[1], half_moving[0], fixed_volume, prealign))
                 if self._converged(level_energies):
                     break
 
         shape, affine = fixed_volume.shape, fixed_volume.affine
         half_fixed = _regrid(half_fixed, previous_affine, shape, affine)
         half_moving = _regrid(half_moving, previous_affine, shape, affine)
-        forward = fields.compose(half_fixed[1], half_moving[0], affine)
-        backward = fields.compose(half_moving[1], half_fixed[0], affine)
+        forward = _forward(half_fixed[1], half_moving[0], affine)
+        backward = _forward(half_moving[1], half_fixed[0], affine)
         self.mapping = DiffeomorphicMap(fixed_volume, moving_volume, prealign, forward, backward)
 
     def _step(self, half_map, update, affine):
@@ -199,6 +220,11 @@ class SymmetricDiffeomorphicRegistration:
         recent = np.asarray(energies[-window:])
         slope = np.polyfit(np.arange(window), recent, 1)[0]
         return slope / max(abs(recent.mean()), 1e-12) > -self.opt_tol
+
+
+def _forward(inverse_first, second, affine):
+    """The full map from two half-way maps: the inverse of one, then the other."""
+    return fields.compose(inverse_first, second, affine)
 
 
 def _regularised(update, sigma, step_mm):

@@ -1,0 +1,110 @@
+"""The widget's responsiveness, first-frame latency and drawing overhead.
+
+xvfb-run -a python benchmarks/bench_widget.py
+- 1 mm pair (MNI T1 vs deformed T2-like, 182 x 218 x 182): a 10 ms QTimer probes the event
+  loop while the widget registers for `--seconds`; prints the largest gap between ticks.
+- 2 mm sample pair: seconds from Run to the first live frame, and the wall time of a full
+  run in the widget against `register()` with the same options (the drawing overhead).
+"""
+
+import argparse
+import time
+
+import napari
+import numpy as np
+from qtpy.QtCore import QEventLoop, QTimer
+
+from napari_mireg import register
+from napari_mireg._display import labels_colormap, layer_kwargs, layer_volume, to_display
+from napari_mireg._sample_data import sample_pair
+from napari_mireg._widget import RegistrationWidget
+from napari_mireg.datasets import deformed_pair, synthseg_tissue_labels, warp_linear
+
+
+def wait(seconds=None, until=None):
+    """Run the Qt event loop for `seconds`, or until `until()` is true."""
+    loop = QEventLoop()
+    started = time.perf_counter()
+    timer = QTimer()
+    timer.timeout.connect(lambda: (until is not None and until()) or (
+        seconds is not None and time.perf_counter() - started > seconds) and loop.quit())
+    timer.timeout.connect(lambda: until is not None and until() and loop.quit())
+    timer.start(5)
+    loop.exec()
+    timer.stop()
+
+
+def add_volume(viewer, data, affine, name, labels=False):
+    display, display_affine = to_display(data, affine)
+    kwargs = layer_kwargs(display_affine, name, affine=affine, shape=data.shape)
+    if labels:
+        viewer.add_labels(display, colormap=labels_colormap(np.unique(display)), **kwargs)
+    else:
+        viewer.add_image(display, **kwargs)
+
+
+def responsiveness(seconds):
+    viewer = napari.Viewer(show=True)
+    fixed, moving, affine, displacement = deformed_pair(zoom=1, peak=6.0)
+    labels = synthseg_tissue_labels(1)
+    add_volume(viewer, fixed, affine, "fixed")
+    add_volume(viewer, moving, affine, "moving")
+    add_volume(viewer, labels, affine, "fixed labels", labels=True)
+    add_volume(viewer, warp_linear(labels, displacement, order=0).astype(np.int16), affine,
+               "moving labels", labels=True)
+    widget = RegistrationWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.prealign.setCurrentText("none")
+    ticks = []
+    probe = QTimer()
+    probe.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    probe.start(10)
+    wait(1.0)
+    ticks.clear()
+    worker = widget.start()
+    wait(seconds)
+    frames = widget.progress.value()
+    widget.cancel()
+    wait(until=lambda: widget.worker is None)
+    probe.stop()
+    gaps = np.diff(ticks) * 1000
+    print(f"1 mm pair {fixed.shape}: {frames} frames in {seconds:.0f} s; event-loop gaps: "
+          f"max {gaps.max():.0f} ms, 99th percentile {np.percentile(gaps, 99):.0f} ms, "
+          f"median {np.median(gaps):.0f} ms ({len(gaps)} ticks)")
+    del worker
+    viewer.close()
+
+
+def first_frame_and_overhead(iterations):
+    viewer = napari.Viewer(show=True)
+    for data, kwargs, kind in sample_pair():
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    widget = RegistrationWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.iterations.setText(",".join(map(str, iterations)))
+    started = time.perf_counter()
+    widget.start()
+    wait(until=lambda: widget.worker is None)
+    in_widget = time.perf_counter() - started
+    print(f"2 mm sample pair: first live frame {widget.first_frame_seconds * 1000:.0f} ms "
+          f"after Run")
+    fixed = layer_volume(viewer.layers["fixed_t1"])
+    moving = layer_volume(viewer.layers["moving_t2"])
+    started = time.perf_counter()
+    register(fixed, moving, level_iters=tuple(iterations))
+    plain = time.perf_counter() - started
+    print(f"full run: widget {in_widget:.1f} s, register() {plain:.1f} s, overhead "
+          f"{100 * (in_widget / plain - 1):+.1f} %")
+    viewer.close()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    first_frame_and_overhead((40, 20, 10))
+    responsiveness(args.seconds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""The live-view generator the widget runs in a worker thread (no Qt, no napari here).
+
+It drives the engine (prealignment, then :func:`register_steps`) and turns its Snapshots into
+Frames. Every iteration gives a light Frame (level, iteration, energy, joint histogram);
+the heavy views (warped image and labels at full resolution, update magnitude) are computed
+in the worker only when `Pacing` says so, which keeps their cost under a fixed share of the
+engine's time. Stopping the generator stops the engine at once.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from napari_mireg.metric import MutualInformation
+from napari_mireg.registration import prealignment, register_steps
+from napari_mireg.transforms import AffineMap
+
+
+@dataclass
+class Frame:
+    """One live update.
+
+    Attributes
+    ----------
+    stage : {"start", "prealigned", "syn"}
+    level, iteration : int
+        SyN position (-1 before SyN).
+    energy : float or None
+        -MI of the iteration.
+    joint_histogram : ndarray or None
+    warped, warped_labels : ndarray or None
+        Moving image / labels on the fixed grid (heavy frames only).
+    update_magnitude : ndarray or None
+        Length (mm) of the iteration's update on the level grid (heavy frames only).
+    level_affine : ndarray or None
+    """
+
+    stage: str
+    level: int = -1
+    iteration: int = -1
+    energy: float | None = None
+    joint_histogram: np.ndarray | None = None
+    warped: np.ndarray | None = None
+    warped_labels: np.ndarray | None = None
+    update_magnitude: np.ndarray | None = None
+    level_affine: np.ndarray | None = None
+
+
+@dataclass
+class Pacing:
+    """Decides when a heavy frame is due: at most `share` of the time goes to drawing.
+
+    Attributes
+    ----------
+    share : float
+        Largest fraction of the wall time spent on heavy frames.
+    min_interval : float
+        Seconds between heavy frames at least (the eye needs no more).
+    """
+
+    share: float = 0.1
+    min_interval: float = 0.25
+    _last_end: float = field(default=-np.inf, repr=False)
+    _last_cost: float = field(default=0.0, repr=False)
+
+    def due(self):
+        waited = time.perf_counter() - self._last_end
+        return waited >= max(self.min_interval, self._last_cost * (1 - self.share) / self.share)
+
+    def measure(self, started):
+        self._last_end = time.perf_counter()
+        self._last_cost = self._last_end - started
+
+
+@dataclass
+class Job:
+    """What the widget asks for: volumes on display grids and registration options."""
+
+    fixed: object
+    moving: object
+    moving_labels: object = None
+    options: dict = field(default_factory=dict)
+    initial: object = None
+
+
+def live_frames(job, pacing=None):
+    """Register `job`, yielding Frames; returns the engine's Result.
+
+    The first Frame (the moving image as it lies, resampled on the fixed grid) comes before
+    any registration work, so the view reacts at once.
+    """
+    pacing = pacing or Pacing()
+    options = dict(job.options)
+    prealign = options.pop("prealign", "affine")
+    metric = MutualInformation(options.get("bins", 32), threads=options.get("threads"))
+
+    def heavy_frame(stage, warp, update=None, **light):
+        started = time.perf_counter()
+        labels = None if job.moving_labels is None else warp(job.moving_labels, "nearest")
+        frame = Frame(stage, warped=warp(job.moving, "linear"), warped_labels=labels, **light)
+        if update is not None:
+            frame.update_magnitude = np.sqrt((update ** 2).sum(axis=-1))
+        pacing.measure(started)
+        return frame
+
+    if job.initial is None:
+        yield heavy_frame("start", lambda image, how: AffineMap(np.eye(4)).transform(
+            image, job.fixed, how))
+        affine_map = prealignment(job.fixed, job.moving, prealign, metric)
+        yield heavy_frame("prealigned", lambda image, how: affine_map.transform(
+            image, job.fixed, how))
+    else:
+        affine_map = AffineMap(job.initial.mapping.prealign)
+    steps = register_steps(job.fixed, job.moving, prealign=affine_map.matrix,
+                           initial=job.initial, **options)
+    while True:
+        try:
+            snapshot = next(steps)
+        except StopIteration as finished:
+            return finished.value
+        light = {"level": snapshot.level, "iteration": snapshot.iteration,
+                 "energy": snapshot.energy, "joint_histogram": snapshot.joint_histogram}
+        if not pacing.due():
+            yield Frame("syn", **light)
+            continue
+        yield heavy_frame("syn", snapshot.warp, update=snapshot.update,
+                          level_affine=snapshot.level_affine, **light)

@@ -1,0 +1,52 @@
+"""napari reader for NIfTI (.nii, .nii.gz) and FreeSurfer MGH (.mgz, .mgh) volumes."""
+
+from pathlib import Path
+
+import numpy as np
+
+from napari_mireg import io
+from napari_mireg._display import labels_colormap, layer_kwargs, to_display
+
+LABEL_NAME_HINTS = ("synthseg", "aseg", "aparc", "seg", "label", "dseg", "parc", "mask")
+MAX_LABELS = 512
+
+
+def looks_like_labels(path, data):
+    """Labels: integer values with few distinct ones, or a SynthSeg-like file name."""
+    name = Path(path).name.lower()
+    if data.dtype.kind == "f" and not np.array_equal(data, np.round(data)):
+        return False
+    if any(hint in name for hint in LABEL_NAME_HINTS):
+        return True
+    return data.dtype.kind in "iub" and np.unique(data).size <= MAX_LABELS \
+        and data.min() >= 0
+
+
+def read_volume(path):
+    """A napari layer data tuple for one file (Labels or Image)."""
+    probe = io.load_volume(path)
+    labels = looks_like_labels(path, probe.data)
+    volume = io.load_volume(path, labels=True) if labels else probe
+    if volume.ndim != 3:
+        raise io.InputError(path, "napari-mireg reads 3D volumes")
+    display, display_affine = to_display(volume.data, volume.affine)
+    kwargs = layer_kwargs(display_affine, Path(path).name.split(".")[0],
+                          affine=volume.affine, shape=volume.shape, path=path)
+    if labels:
+        kwargs["colormap"] = labels_colormap(np.unique(display))
+        return display, kwargs, "labels"
+    kwargs.update(colormap="gray", blending="additive")
+    return display, kwargs, "image"
+
+
+def get_reader(path):
+    """npe2 reader contribution: a reader function for our suffixes, else None."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if not paths or any(io.suffix_of(p) not in io.VOLUME_SUFFIXES for p in paths):
+        return None
+
+    def reader(requested):
+        requested = [requested] if isinstance(requested, (str, Path)) else list(requested)
+        return [read_volume(p) for p in requested]
+
+    return reader

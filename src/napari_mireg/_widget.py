@@ -1,0 +1,533 @@
+"""The napari dock widget: pick volumes, register live in the background, score, export.
+
+A thin view over the engine: the work runs in `napari.qt.threading.thread_worker` over
+:func:`napari_mireg._frames.live_frames`; every Frame arrives in the main thread (the
+`yielded` signal), where layers, plots and the progress bar are updated. Cancel is
+``worker.quit()``, which takes effect at the next iteration.
+"""
+
+import time
+
+import numpy as np
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout,
+                            QGroupBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
+                            QPushButton, QSpinBox, QTableWidget, QTableWidgetItem,
+                            QVBoxLayout, QWidget)
+
+from napari_mireg import io
+from napari_mireg._display import (labels_colormap, layer_kwargs, layer_volume, on_grid,
+                                   original_grid, scale_translate)
+from napari_mireg._frames import Job, live_frames
+from napari_mireg.labels import clean_labels
+from napari_mireg.overlap import COLUMNS, overlap_scores
+from napari_mireg.transforms import DiffeomorphicMap, apply_transforms
+
+WARPED, WARPED_LABELS = "warped moving", "warped moving labels"
+UPDATE, JACOBIAN, DISPLACEMENT = "update magnitude (mm)", "det J", "displacement (mm)"
+NONE = "(none)"
+CURVE_REDRAW_SECONDS = 0.25
+
+
+class NumericItem(QTableWidgetItem):
+    """A table cell that sorts by its number."""
+
+    def __init__(self, value, text):
+        super().__init__(text)
+        self.value = value
+
+    def __lt__(self, other):
+        return self.value < getattr(other, "value", 0)
+
+
+def _fill(table, rows):
+    """Put rows (dicts keyed by COLUMNS) into a QTableWidget, read-only."""
+    table.setRowCount(len(rows))
+    for index, row in enumerate(rows):
+        for column, key in enumerate(COLUMNS):
+            value = row[key]
+            if isinstance(value, float):
+                item = NumericItem(value, f"{value:.4f}")
+            else:
+                item = NumericItem(value if isinstance(value, int) else 0, str(value))
+            item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
+            table.setItem(index, column, item)
+
+
+class RegistrationWidget(QWidget):
+    """MI-SyN registration of two layers, live.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+    """
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker = None
+        self.result = None
+        self.table = None
+        self.energies = []
+        self.fixed_volume = None
+        self.last_curve_draw = 0.0
+        self.first_frame_seconds = None
+        self._run_started = 0.0
+        self._outcome = None
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self._inputs_box())
+        layout.addWidget(self._parameters_box())
+        layout.addLayout(self._run_row())
+        self.progress = QProgressBar()
+        self.status = QLabel("Idle")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self._plots())
+        layout.addWidget(self._results_box())
+        layout.addWidget(self._cleanup_box())
+        layout.addStretch()
+
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.connect(self.refresh_layer_choices)
+        self.refresh_layer_choices()
+        self._set_running(False)
+
+    # ---------------------------------------------------------------- building the panel
+    def _inputs_box(self):
+        box = QGroupBox("Inputs")
+        form = QFormLayout(box)
+        self.fixed_choice, self.moving_choice = QComboBox(), QComboBox()
+        self.fixed_labels_choice, self.moving_labels_choice = QComboBox(), QComboBox()
+        form.addRow("Fixed image", self.fixed_choice)
+        form.addRow("Moving image", self.moving_choice)
+        form.addRow("Fixed labels", self.fixed_labels_choice)
+        form.addRow("Moving labels", self.moving_labels_choice)
+        open_button = QPushButton("Open files...")
+        open_button.clicked.connect(self._open_files)
+        form.addRow(open_button)
+        return box
+
+    def _parameters_box(self):
+        box = QGroupBox("Parameters")
+        form = QFormLayout(box)
+        self.bins = QSpinBox(minimum=8, maximum=256, value=32)
+        self.iterations = QLineEdit("40,20,10")
+        self.iterations.setToolTip("SyN iterations per level, coarsest first")
+        self.step_length = QDoubleSpinBox(minimum=0.01, maximum=2.0, singleStep=0.05,
+                                          value=0.25)
+        self.update_sigma = QDoubleSpinBox(minimum=0.0, maximum=10.0, singleStep=0.25,
+                                           value=1.73)
+        self.prealign = QComboBox()
+        self.prealign.addItems(["affine", "rigid", "none"])
+        self.threads = QSpinBox(minimum=0, maximum=256, value=0, specialValueText="all cores")
+        for name, control in (("Bins", self.bins), ("Iterations", self.iterations),
+                              ("Step (voxels)", self.step_length),
+                              ("Smoothing sigma (voxels)", self.update_sigma),
+                              ("Prealignment", self.prealign), ("Threads", self.threads)):
+            form.addRow(name, control)
+        return box
+
+    def _run_row(self):
+        row = QHBoxLayout()
+        self.run_button = QPushButton("Run")
+        self.run_button.clicked.connect(self._run_or_cancel)
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.clicked.connect(self._pause_or_resume)
+        self.more_iterations = QSpinBox(minimum=1, maximum=1000, value=10)
+        self.continue_button = QPushButton("Continue")
+        self.continue_button.setToolTip("Run more finest-level iterations from the current map")
+        self.continue_button.clicked.connect(lambda: self.start(continue_from=self.result))
+        for widget in (self.run_button, self.pause_button, self.more_iterations,
+                       self.continue_button):
+            row.addWidget(widget)
+        return row
+
+    def _plots(self):
+        self.figure = Figure(figsize=(4, 2.2), tight_layout=True)
+        self.histogram_axes = self.figure.add_subplot(1, 2, 1)
+        self.curve_axes = self.figure.add_subplot(1, 2, 2)
+        self.histogram_axes.set_title("joint histogram (log)", fontsize=8)
+        self.histogram_axes.set_xlabel("moving bin", fontsize=7)
+        self.histogram_axes.set_ylabel("fixed bin", fontsize=7)
+        self.histogram_image = None
+        self.curve_axes.set_title("MI per iteration", fontsize=8)
+        (self.curve,) = self.curve_axes.plot([], [], lw=1.2)
+        for axes in (self.histogram_axes, self.curve_axes):
+            axes.tick_params(labelsize=6)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(180)
+        return self.canvas
+
+    def _results_box(self):
+        box = QGroupBox("Results")
+        layout = QVBoxLayout(box)
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        layout.addWidget(self.summary)
+        headers = ["label", "name", "Dice", "Jaccard", "fixed voxels", "warped voxels"]
+        self.totals_table = QTableWidget(2, len(COLUMNS))   # whole brain and mean, on top
+        self.overlap_table = QTableWidget(0, len(COLUMNS))  # one row per label, sortable
+        for table in (self.totals_table, self.overlap_table):
+            table.setHorizontalHeaderLabels(headers)
+        self.totals_table.setMaximumHeight(90)
+        self.overlap_table.setSortingEnabled(True)
+        self.overlap_table.setMinimumHeight(160)
+        layout.addWidget(self.totals_table)
+        layout.addWidget(self.overlap_table)
+        grid = QGridLayout()
+        self.export_buttons = []
+        exports = [("Overlap CSV...", self.export_table, "overlap.csv"),
+                   ("Forward warp...", self.export_forward, "warp.nii.gz"),
+                   ("Inverse warp...", self.export_inverse, "inverse_warp.nii.gz"),
+                   ("Affine...", self.export_affine, "affine.txt"),
+                   ("Warped image...", self.export_warped, "warped.nii.gz"),
+                   ("Warped labels...", self.export_warped_labels, "warped_labels.nii.gz")]
+        for index, (text, export, default) in enumerate(exports):
+            button = QPushButton(text)
+            button.clicked.connect(lambda _, e=export, d=default: self._export_with_dialog(e, d))
+            grid.addWidget(button, index // 3, index % 3)
+            self.export_buttons.append(button)
+        layout.addLayout(grid)
+        return box
+
+    def _cleanup_box(self):
+        box = QGroupBox("Clean labels (fill holes, remove islands)")
+        row = QHBoxLayout(box)
+        self.cleanup_choice = QComboBox()
+        self.cleanup_button = QPushButton("Clean")
+        self.cleanup_button.clicked.connect(lambda: self.clean_layer(
+            self.cleanup_choice.currentText()))
+        row.addWidget(self.cleanup_choice, 1)
+        row.addWidget(self.cleanup_button)
+        return box
+
+    # ---------------------------------------------------------------- layer choices
+    def refresh_layer_choices(self, *_):
+        """Fill the layer pickers from the viewer (images and labels, results left out)."""
+        ours = {WARPED, WARPED_LABELS, UPDATE, JACOBIAN, DISPLACEMENT}
+        images = [layer.name for layer in self.viewer.layers
+                  if layer._type_string == "image" and layer.name not in ours]
+        labels = [layer.name for layer in self.viewer.layers if layer._type_string == "labels"
+                  and layer.name not in ours]
+        defaults = [(self.fixed_choice, images, 0, False), (self.moving_choice, images, 1, False),
+                    (self.fixed_labels_choice, labels, 0, True),
+                    (self.moving_labels_choice, labels, 1, True)]
+        for choice, names, position, optional in defaults:
+            current = choice.currentText()
+            choice.blockSignals(True)
+            choice.clear()
+            choice.addItems(([NONE] if optional else []) + names)
+            if current in names:
+                choice.setCurrentText(current)
+            elif len(names) > position:
+                choice.setCurrentText(names[position])
+            choice.blockSignals(False)
+        current = self.cleanup_choice.currentText()
+        self.cleanup_choice.clear()
+        self.cleanup_choice.addItems([layer.name for layer in self.viewer.layers
+                                      if layer._type_string == "labels"])
+        if current:
+            self.cleanup_choice.setCurrentText(current)
+
+    def _open_files(self):
+        paths, _ = QFileDialog.getOpenFileNames(self, "Open volumes", "",
+                                                "Volumes (*.nii *.nii.gz *.mgz *.mgh)")
+        if paths:
+            self.viewer.open(paths, plugin="napari-mireg")
+
+    def _layer(self, choice):
+        name = choice.currentText()
+        return None if name in ("", NONE) else self.viewer.layers[name]
+
+    # ---------------------------------------------------------------- running
+    def options(self):
+        """Registration options from the panel (raises ValueError on bad iterations)."""
+        text = self.iterations.text().replace(" ", "")
+        try:
+            level_iters = tuple(int(v) for v in text.split(",") if v)
+        except ValueError:
+            raise ValueError(f"iterations must be comma-separated integers, got {text!r}")
+        if not level_iters or min(level_iters) < 0:
+            raise ValueError(f"iterations must be integers >= 0, got {text!r}")
+        return {"bins": self.bins.value(), "level_iters": level_iters,
+                "step_length": self.step_length.value(),
+                "update_sigma": self.update_sigma.value(),
+                "prealign": self.prealign.currentText(),
+                "threads": self.threads.value() or None}
+
+    def _job(self, continue_from):
+        fixed, moving = self._layer(self.fixed_choice), self._layer(self.moving_choice)
+        if fixed is None or moving is None:
+            raise ValueError("choose a fixed and a moving image layer")
+        moving_labels = self._layer(self.moving_labels_choice)
+        options = self.options()
+        if continue_from is not None:
+            options["level_iters"] = (self.more_iterations.value(),)
+        self.fixed_volume = layer_volume(fixed)
+        moving_volume = layer_volume(moving)
+        if self.fixed_volume.ndim != moving_volume.ndim:
+            raise ValueError(f"{fixed.name} is {self.fixed_volume.ndim}D but {moving.name} is "
+                             f"{moving_volume.ndim}D")
+        return Job(self.fixed_volume, moving_volume,
+                   None if moving_labels is None else layer_volume(moving_labels, labels=True),
+                   options, continue_from)
+
+    def start(self, continue_from=None):
+        """Start a registration (or continue the last one); returns the worker."""
+        try:
+            job = self._job(continue_from)
+        except ValueError as error:
+            show_error(f"Cannot register: {error}")
+            return None
+        if continue_from is None:
+            self.energies = []
+            self.result = None
+            self.table = None
+        total = sum(job.options["level_iters"]) + (0 if continue_from else 2)
+        self.progress.setRange(0, total)
+        self.progress.setValue(0)
+        self.first_frame_seconds = None
+        self._outcome = None
+        self._run_started = time.perf_counter()
+        # Connecting `errored` here (not after) keeps napari from re-raising the error.
+        self.worker = thread_worker(
+            live_frames, progress={"total": total, "desc": "MI-SyN registration"},
+            connect={"yielded": self.show_frame, "returned": self.show_result,
+                     "errored": self._failed, "finished": self._finished},
+            start_thread=False)(job)
+        self._set_running(True)
+        self.status.setText("Starting...")
+        self.worker.start()
+        return self.worker
+
+    def _run_or_cancel(self):
+        if self.worker is not None and self.worker.is_running:
+            self.cancel()
+        else:
+            self.start()
+
+    def cancel(self):
+        """Stop the running registration at its next iteration; nothing is kept."""
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.setText("Cancelling...")
+
+    def _pause_or_resume(self):
+        if self.worker is None:
+            return
+        if self.worker.is_paused:
+            self.worker.resume()
+            self.pause_button.setText("Pause")
+        else:
+            self.worker.pause()
+            self.pause_button.setText("Resume")
+
+    def _set_running(self, running):
+        self.run_button.setText("Cancel" if running else "Run")
+        self.pause_button.setEnabled(running)
+        self.pause_button.setText("Pause")
+        idle_with_result = not running and self.result is not None
+        self.continue_button.setEnabled(idle_with_result)
+        for button in self.export_buttons:
+            button.setEnabled(idle_with_result)
+        self.cleanup_button.setEnabled(not running)
+
+    def _finished(self):
+        """Back to idle, whatever the outcome; a run that neither ended nor failed was
+        cancelled."""
+        if self._outcome is None:
+            self.status.setText("Cancelled")
+        self.worker = None
+        self._set_running(False)
+
+    def _failed(self, error):
+        self._outcome = "failed"
+        show_error(f"Registration failed: {error}")
+        self.status.setText(f"Failed: {error}")
+
+    # ---------------------------------------------------------------- live view
+    def _show_layer(self, name, data, kind, affine, **extra):
+        """Create or update a result layer on a display grid."""
+        scale, translate = scale_translate(affine)
+        if name in self.viewer.layers:
+            layer = self.viewer.layers[name]
+            if layer.data.shape != data.shape:
+                layer.scale, layer.translate = scale, translate
+            layer.data = data
+            layer.metadata.update(layer_kwargs(affine, name)["metadata"])
+            return layer
+        add = self.viewer.add_labels if kind == "labels" else self.viewer.add_image
+        return add(data, **layer_kwargs(affine, name), **extra)
+
+    def show_frame(self, frame):
+        """Draw one Frame (main thread)."""
+        if self.first_frame_seconds is None:
+            self.first_frame_seconds = time.perf_counter() - self._run_started
+        self.progress.setValue(self.progress.value() + 1)
+        fixed_affine = self.fixed_volume.affine
+        if frame.warped is not None:
+            self._show_layer(WARPED, frame.warped, "image", fixed_affine, colormap="magenta",
+                             blending="additive")
+        if frame.warped_labels is not None:
+            values = np.unique(frame.warped_labels)
+            layer = self._show_layer(WARPED_LABELS, frame.warped_labels, "labels",
+                                     fixed_affine, colormap=labels_colormap(values),
+                                     opacity=0.5)
+            layer.editable = False
+        if frame.update_magnitude is not None:
+            self._show_layer(UPDATE, frame.update_magnitude, "image", frame.level_affine,
+                             colormap="inferno", visible=False)
+        if frame.energy is None:
+            self.status.setText("Prealigning..." if frame.stage == "start" else
+                                "Prealigned; SyN starting")
+            return
+        self.energies.append(-frame.energy)
+        self.status.setText(f"Level {frame.level + 1}, iteration {frame.iteration + 1}: "
+                            f"MI {-frame.energy:.4f}")
+        now = time.perf_counter()
+        if frame.warped is not None or now - self.last_curve_draw > CURVE_REDRAW_SECONDS:
+            self._draw_plots(frame.joint_histogram)
+            self.last_curve_draw = now
+
+    def _draw_plots(self, histogram):
+        logarithm = np.log10(histogram + 1e-7)
+        if self.histogram_image is None or self.histogram_image.get_array().shape != \
+                logarithm.shape:
+            if self.histogram_image is not None:
+                self.histogram_image.remove()
+            self.histogram_image = self.histogram_axes.imshow(logarithm, origin="lower",
+                                                              cmap="viridis", aspect="auto")
+        else:
+            self.histogram_image.set_data(logarithm)
+        self.histogram_image.set_clim(logarithm.min(), logarithm.max())
+        self.curve.set_data(np.arange(1, len(self.energies) + 1), self.energies)
+        self.curve_axes.relim()
+        self.curve_axes.autoscale_view()
+        self.canvas.draw_idle()
+
+    # ---------------------------------------------------------------- results
+    def show_result(self, result):
+        """Final layers, the fold count and the overlap table (main thread)."""
+        self.result = result
+        self._outcome = "done"
+        fixed_affine = self.fixed_volume.affine
+        mapping = result.mapping
+        self._show_layer(WARPED, result.warped, "image", fixed_affine, colormap="magenta",
+                         blending="additive")
+        determinant = mapping.jacobian_determinant()
+        self._show_layer(JACOBIAN, determinant.astype(np.float32), "image", fixed_affine,
+                         colormap="twilight", contrast_limits=(0.0, 2.0), visible=False)
+        magnitude = np.sqrt((mapping.displacement() ** 2).sum(axis=-1))
+        layer = self._show_layer(DISPLACEMENT, magnitude, "image", fixed_affine,
+                                 colormap="viridis", visible=False)
+        layer.metadata["displacement"] = self._original_mapping().transforms()[0]
+        folds = int(np.count_nonzero(determinant <= 0))
+        text = (f"MI {result.mi_before:.4f} -> {result.mi_after:.4f}; folds (det J <= 0): "
+                f"{folds}; min det J {determinant.min():.2f}; "
+                f"{result.timings['total']:.1f} s")
+        fixed_labels = self._layer(self.fixed_labels_choice)
+        moving_labels = self._layer(self.moving_labels_choice)
+        if fixed_labels is not None and moving_labels is not None:
+            warped_labels = mapping.transform(layer_volume(moving_labels, labels=True),
+                                              interpolation="nearest")
+            self._show_layer(WARPED_LABELS, warped_labels, "labels", fixed_affine,
+                             colormap=labels_colormap(np.unique(warped_labels)), opacity=0.5)
+            fixed_grid_labels = apply_transforms(layer_volume(fixed_labels, labels=True),
+                                                 self.fixed_volume, [], "nearest")
+            self.table = overlap_scores(fixed_grid_labels, warped_labels)
+            self._fill_table(self.table)
+            text += (f"\nDice whole brain {self.table.whole_dice:.4f}, mean over labels "
+                     f"{self.table.mean_dice:.4f}; Jaccard {self.table.whole_jaccard:.4f} / "
+                     f"{self.table.mean_jaccard:.4f}")
+        self.summary.setText(text)
+        self.status.setText("Done")
+        self._set_running(False)
+
+    def _fill_table(self, table):
+        totals = [{"label": "", "name": "whole brain", "dice": table.whole_dice,
+                   "jaccard": table.whole_jaccard, "fixed_voxels": "", "warped_voxels": ""},
+                  {"label": "", "name": "mean over labels", "dice": table.mean_dice,
+                   "jaccard": table.mean_jaccard, "fixed_voxels": "", "warped_voxels": ""}]
+        _fill(self.totals_table, totals)
+        self.overlap_table.setSortingEnabled(False)
+        _fill(self.overlap_table, table.rows)
+        self.overlap_table.setSortingEnabled(True)
+        self.overlap_table.sortItems(0, Qt.SortOrder.AscendingOrder)
+
+    # ---------------------------------------------------------------- exports
+    def _fixed_layer(self):
+        return self._layer(self.fixed_choice)
+
+    def _original_mapping(self):
+        """The result's map with its fields on the fixed file's own grid (for exports)."""
+        mapping = self.result.mapping
+        grid = original_grid(self._fixed_layer())
+        forward = on_grid(mapping.forward, mapping.fixed_grid.affine, grid)
+        backward = on_grid(mapping.backward, mapping.fixed_grid.affine, grid)
+        return DiffeomorphicMap(grid, mapping.moving_grid, mapping.prealign, forward, backward)
+
+    def _export_with_dialog(self, export, default):
+        path, _ = QFileDialog.getSaveFileName(self, "Export", default)
+        if path:
+            try:
+                export(path)
+                show_info(f"Wrote {path}")
+            except (OSError, ValueError) as error:
+                show_error(f"Export failed: {error}")
+
+    def export_forward(self, path):
+        """Write the forward warp (ITK/ANTs) on the fixed file's grid."""
+        io.save_displacement(self._original_mapping(), path, "forward")
+
+    def export_inverse(self, path):
+        """Write the inverse warp (ITK/ANTs) on the fixed file's grid."""
+        io.save_displacement(self._original_mapping(), path, "inverse")
+
+    def export_affine(self, path):
+        """Write the prealignment as an ITK affine (.txt or .mat)."""
+        io.save_affine(self.result.affine, path)
+
+    def export_warped(self, path):
+        """Write the warped moving image on the fixed file's grid."""
+        grid = original_grid(self._fixed_layer())
+        io.save_volume(path, on_grid(self.result.warped, self.fixed_volume.affine, grid),
+                       grid.affine)
+
+    def export_warped_labels(self, path):
+        """Write the warped moving labels on the fixed file's grid."""
+        if WARPED_LABELS not in self.viewer.layers:
+            raise ValueError("there are no warped labels: choose moving labels and run")
+        grid = original_grid(self._fixed_layer())
+        data = self.viewer.layers[WARPED_LABELS].data
+        io.save_volume(path, on_grid(data, self.fixed_volume.affine, grid, "nearest"),
+                       grid.affine, labels=True)
+
+    def export_table(self, path):
+        """Write the overlap table as CSV."""
+        if self.table is None:
+            raise ValueError("there is no overlap table: choose fixed and moving labels")
+        io.write_text(path, self.table.to_csv_text())
+
+    # ---------------------------------------------------------------- label cleanup
+    def clean_layer(self, name):
+        """Clean a labels layer into a new layer "<name> cleaned"; returns the changes."""
+        if name not in self.viewer.layers:
+            show_error("Choose a labels layer to clean")
+            return None
+        layer = self.viewer.layers[name]
+        cleaned, changes = clean_labels(np.asarray(layer.data))
+        changed = [c for c in changes if c.island_voxels or c.holes_filled]
+        kwargs = {"name": f"{name} cleaned", "scale": layer.scale, "translate": layer.translate,
+                  "metadata": dict(layer.metadata), "colormap": layer.colormap}
+        self.viewer.add_labels(cleaned, **kwargs)
+        lines = [f"{c.name}: {c.islands_removed} islands ({c.island_voxels} voxels), "
+                 f"{c.holes_filled} hole voxels" for c in changed]
+        show_info(f"Cleaned {name}: {len(changed)} of {len(changes)} labels changed"
+                  + ("\n" + "\n".join(lines[:10]) if lines else ""))
+        return changes

@@ -1,0 +1,198 @@
+"""The napari dock widget, reader, writer and sample data, driven for real under Xvfb."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+
+from napari_mireg import _widget, io  # noqa: E402
+from napari_mireg._reader import get_reader  # noqa: E402
+from napari_mireg._sample_data import sample_pair  # noqa: E402
+from napari_mireg._widget import (DISPLACEMENT, JACOBIAN, UPDATE, WARPED,  # noqa: E402
+                                  WARPED_LABELS, RegistrationWidget)
+from napari_mireg._writer import write_displacement  # noqa: E402
+from napari_mireg.labels import LABEL_COLOURS  # noqa: E402
+
+RUN_TIMEOUT_MS = 120_000
+
+
+@pytest.fixture
+def viewer_with_pair(make_napari_viewer):
+    viewer = make_napari_viewer()
+    for data, kwargs, kind in sample_pair():
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    return viewer
+
+
+def make_widget(viewer, iterations="8,4", prealign="rigid"):
+    widget = RegistrationWidget(viewer)
+    widget.iterations.setText(iterations)
+    widget.prealign.setCurrentText(prealign)
+    viewer.window.add_dock_widget(widget)
+    return widget
+
+
+def run_to_end(qtbot, widget):
+    frames = []
+    worker = widget.start()
+    assert worker is not None
+    worker.yielded.connect(frames.append)
+    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
+        pass
+    return frames
+
+
+def test_widget_runs_live_and_shows_results(viewer_with_pair, qtbot, tmp_path):
+    viewer = viewer_with_pair
+    widget = make_widget(viewer)
+    assert widget.fixed_choice.currentText() == "fixed_t1"
+    assert widget.moving_choice.currentText() == "moving_t2"
+    assert widget.moving_labels_choice.currentText() == "moving_synthseg"
+    frames = run_to_end(qtbot, widget)
+
+    assert frames[0].stage == "start" and frames[0].warped is not None
+    heavy = [f for f in frames if f.stage == "syn" and f.warped is not None]
+    assert heavy and heavy[0].update_magnitude.max() > 0
+    assert len(widget.energies) == sum(1 for f in frames if f.energy is not None) >= 6
+    assert widget.result is not None and widget.status.text() == "Done"
+    assert widget.result.mi_after > widget.result.mi_before
+    for name in (WARPED, WARPED_LABELS, UPDATE, JACOBIAN, DISPLACEMENT):
+        assert name in viewer.layers
+    fixed = viewer.layers["fixed_t1"]
+    assert viewer.layers[WARPED].data.shape == fixed.data.shape
+    np.testing.assert_allclose(viewer.layers[WARPED].scale, fixed.scale)
+    assert viewer.layers[WARPED].data.max() > 0
+    assert set(np.unique(viewer.layers[WARPED_LABELS].data)) >= {2, 3, 41, 42}
+    histogram = widget.histogram_image.get_array()
+    assert histogram.shape == (32, 32) and np.ptp(histogram) > 1
+    assert len(widget.curve.get_xdata()) == len(widget.energies)
+    # The table: whole brain and mean first, then one row per label, with real scores.
+    totals, table = widget.totals_table, widget.overlap_table
+    assert totals.item(0, 1).text() == "whole brain" and totals.item(1, 1).text() == \
+        "mean over labels"
+    assert float(totals.item(0, 2).text()) == pytest.approx(widget.table.whole_dice, abs=1e-4)
+    assert table.rowCount() == len(widget.table.rows)
+    table.sortItems(2)                                  # by Dice
+    dice = [float(table.item(row, 2).text()) for row in range(table.rowCount())]
+    assert dice == sorted(dice)
+    assert 0.8 < widget.table.whole_dice <= 1 and 0.5 < widget.table.mean_dice <= 1
+    names = {table.item(row, 1).text() for row in range(table.rowCount())}
+    assert {"Left-Cerebral-White-Matter", "Right-Cerebral-Cortex"} <= names
+    assert "folds" in widget.summary.text() and "Dice whole brain" in widget.summary.text()
+
+    # Exports land on the fixed file's own grid, in the formats of io.py.
+    widget.export_forward(tmp_path / "warp.nii.gz")
+    widget.export_affine(tmp_path / "affine.txt")
+    widget.export_warped_labels(tmp_path / "labels.nii.gz")
+    widget.export_table(tmp_path / "overlap.csv")
+    fixed_file = nib.load(fixed.metadata["path"])
+    warp = nib.load(tmp_path / "warp.nii.gz")
+    assert warp.shape == fixed_file.shape + (1, 3)
+    np.testing.assert_allclose(warp.affine, fixed_file.affine, atol=1e-4)
+    assert (tmp_path / "overlap.csv").read_text() == widget.table.to_csv_text()
+    assert io.load_volume(tmp_path / "labels.nii.gz", labels=True).shape == fixed_file.shape
+
+    # Continue refines from the current map with more finest-level iterations.
+    before = len(widget.energies)
+    widget.more_iterations.setValue(3)
+    worker = widget.start(continue_from=widget.result)
+    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
+        pass
+    assert len(widget.energies) == before + 3 and widget.status.text() == "Done"
+
+
+def test_cancel_stops_within_an_iteration_and_keeps_the_viewer_usable(viewer_with_pair, qtbot,
+                                                                     tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    viewer = viewer_with_pair
+    widget = make_widget(viewer, iterations="200,200,200", prealign="none")
+    frames = []
+    worker = widget.start()
+    worker.yielded.connect(frames.append)
+    qtbot.waitUntil(lambda: any(f.stage == "syn" for f in frames), timeout=RUN_TIMEOUT_MS)
+    assert widget.run_button.text() == "Cancel"
+    with qtbot.waitSignal(worker.finished, timeout=5_000):
+        widget.run_button.click()
+    assert widget.status.text() == "Cancelled" and widget.result is None
+    assert widget.run_button.text() == "Run" and not widget.continue_button.isEnabled()
+    assert len(frames) < 50
+    assert list(tmp_path.iterdir()) == []
+    viewer.add_image(np.ones((4, 4)), name="still usable")
+    assert "still usable" in viewer.layers
+
+
+def test_engine_errors_are_shown_and_the_widget_returns_to_idle(viewer_with_pair, qtbot,
+                                                                monkeypatch):
+    shown = []
+    monkeypatch.setattr(_widget, "show_error", shown.append)
+    viewer = viewer_with_pair
+    widget = make_widget(viewer)
+    viewer.add_image(np.full((20, 20, 20), 3.0, np.float32), name="constant")
+    widget.moving_choice.setCurrentText("constant")
+    worker = widget.start()
+    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
+        pass
+    assert shown and "Registration failed" in shown[0] and "constant" in shown[0]
+    assert widget.run_button.text() == "Run" and widget.status.text().startswith("Failed")
+    viewer.add_image(np.ones((30, 30), np.float32), name="flat 2D")
+    widget.moving_choice.setCurrentText("flat 2D")
+    assert widget.start() is None
+    assert "3D but flat 2D is 2D" in shown[-1]
+
+
+def test_reader_and_writer_round_trip_a_non_identity_affine(tmp_path):
+    affine = np.array([[0, 0, -1.5, 40], [1.2, 0, 0, -30], [0, 2.0, 0, -20], [0, 0, 0, 1]])
+    data = np.random.default_rng(0).random((10, 12, 14)).astype(np.float32)
+    path = tmp_path / "scan.nii.gz"
+    io.save_volume(path, data, affine)
+    (layer_data, kwargs, kind), = get_reader(str(path))(str(path))
+    assert kind == "image" and np.allclose(kwargs["metadata"]["affine"], affine)
+    reread = io.load_volume(path)
+    assert sorted(layer_data.shape) == sorted(data.shape)
+    assert np.isclose(layer_data.sum(), reread.data.sum())
+    assert get_reader(str(tmp_path / "notes.txt")) is None
+
+    labels_path = tmp_path / "subject_synthseg.nii.gz"
+    io.save_volume(labels_path, (data > 0.5) * 41, affine, labels=True)
+    (_, label_kwargs, kind), = get_reader(str(labels_path))(str(labels_path))
+    assert kind == "labels"
+    assert np.allclose(np.array(label_kwargs["colormap"][41][:3]) * 255, LABEL_COLOURS[41])
+
+    from napari_mireg.transforms import DisplacementField, as_volume
+    field = np.random.default_rng(1).normal(size=(10, 12, 14, 3)).astype(np.float32)
+    meta = {"metadata": {"displacement": DisplacementField(field, as_volume(data, affine))}}
+    written = write_displacement(str(tmp_path / "field.nii.gz"), field[..., 0], meta)
+    loaded = io.load_transform(written[0])
+    np.testing.assert_allclose(loaded.field, field, rtol=1e-6)
+    np.testing.assert_allclose(loaded.grid.affine, affine, atol=1e-5)
+    assert write_displacement(str(tmp_path / "none.nii.gz"), field[..., 0], {}) == []
+
+
+def test_manifest_is_valid():
+    npe2 = Path(sys.executable).parent / "npe2"
+    done = subprocess.run([str(npe2), "validate", "napari-mireg"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0 and "valid" in done.stdout + done.stderr
+
+
+def test_warped_labels_are_drawn_on_screen(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    for data, kwargs, kind in sample_pair():
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    widget = make_widget(viewer, iterations="4", prealign="none")
+    run_to_end(qtbot, widget)
+    for layer in viewer.layers:
+        layer.visible = layer.name == WARPED_LABELS
+    viewer.layers[WARPED_LABELS].opacity = 1.0
+    viewer.dims.set_point(0, viewer.layers[WARPED_LABELS].translate[0]
+                          + 40 * viewer.layers[WARPED_LABELS].scale[0])
+    viewer.reset_view()
+    pixels = viewer.screenshot(canvas_only=True, flash=False)[..., :3].reshape(-1, 3)
+    white_matter = np.all(np.abs(pixels.astype(int) - LABEL_COLOURS[2]) <= 3, axis=1)
+    cortex = np.all(np.abs(pixels.astype(int) - LABEL_COLOURS[3]) <= 3, axis=1)
+    assert white_matter.mean() > 0.01 and cortex.mean() > 0.01
