@@ -4,20 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_mireg.datasets import deformed_pair
-
-
-def blobs(shape, seed, count=12):
-    """A smooth image: a sum of Gaussian blobs of random centres, sizes and heights."""
-    rng = np.random.default_rng(seed)
-    grid = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij")
-    image = np.zeros(shape)
-    for _ in range(count):
-        centre = rng.uniform(0.2, 0.8, len(shape)) * np.array(shape)
-        width = rng.uniform(0.08, 0.2) * min(shape)
-        distance = sum((g - c) ** 2 for g, c in zip(grid, centre))
-        image += rng.uniform(0.5, 1.5) * np.exp(-distance / (2 * width ** 2))
-    return image
+from napari_mireg.datasets import blobs, deformed_pair  # noqa: F401 (blobs: for tests)
 
 
 def smooth_field(shape, peak, seed, sigma=4.0):

@@ -37,14 +37,29 @@ def make_widget(viewer, iterations="8,4", prealign="rigid"):
     return widget
 
 
-def run_to_end(qtbot, widget):
+def record_frames(widget):
+    """Keep every Frame the widget is given (the worker connects to `show_frame` on start)."""
     frames = []
-    worker = widget.start()
-    assert worker is not None
-    worker.yielded.connect(frames.append)
-    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
-        pass
+    show = widget.show_frame
+
+    def recording(frame):
+        frames.append(frame)
+        show(frame)
+
+    widget.show_frame = recording
     return frames
+
+
+def run_to_end(qtbot, widget):
+    frames = record_frames(widget)
+    assert widget.start() is not None
+    wait_idle(qtbot, widget)
+    return frames
+
+
+def wait_idle(qtbot, widget):
+    """Wait until the run has ended (the worker's signals may come before any connection)."""
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=RUN_TIMEOUT_MS)
 
 
 def test_widget_runs_live_and_shows_results(viewer_with_pair, qtbot, tmp_path):
@@ -68,9 +83,11 @@ def test_widget_runs_live_and_shows_results(viewer_with_pair, qtbot, tmp_path):
     np.testing.assert_allclose(viewer.layers[WARPED].scale, fixed.scale)
     assert viewer.layers[WARPED].data.max() > 0
     assert set(np.unique(viewer.layers[WARPED_LABELS].data)) >= {2, 3, 41, 42}
-    histogram = widget.histogram_image.get_array()
+    histogram = widget.plots.image.get_array()
     assert histogram.shape == (32, 32) and np.ptp(histogram) > 1
-    assert len(widget.curve.get_xdata()) == len(widget.energies)
+    assert np.array_equal(widget.plots.curve.get_ydata(), widget.energies)
+    low, high = widget.plots.curve_axes.get_ylim()
+    assert low <= min(widget.energies) and max(widget.energies) <= high
     # The table: whole brain and mean first, then one row per label, with real scores.
     totals, table = widget.totals_table, widget.overlap_table
     assert totals.item(0, 1).text() == "whole brain" and totals.item(1, 1).text() == \
@@ -100,9 +117,8 @@ def test_widget_runs_live_and_shows_results(viewer_with_pair, qtbot, tmp_path):
     # Continue refines from the current map with more finest-level iterations.
     before = len(widget.energies)
     widget.more_iterations.setValue(3)
-    worker = widget.start(continue_from=widget.result)
-    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
-        pass
+    widget.start(continue_from=widget.result)
+    wait_idle(qtbot, widget)
     assert len(widget.energies) == before + 3 and widget.status.text() == "Done"
 
 
@@ -111,9 +127,8 @@ def test_cancel_stops_within_an_iteration_and_keeps_the_viewer_usable(viewer_wit
     monkeypatch.chdir(tmp_path)
     viewer = viewer_with_pair
     widget = make_widget(viewer, iterations="200,200,200", prealign="none")
-    frames = []
+    frames = record_frames(widget)
     worker = widget.start()
-    worker.yielded.connect(frames.append)
     qtbot.waitUntil(lambda: any(f.stage == "syn" for f in frames), timeout=RUN_TIMEOUT_MS)
     assert widget.run_button.text() == "Cancel"
     with qtbot.waitSignal(worker.finished, timeout=5_000):
@@ -134,9 +149,8 @@ def test_engine_errors_are_shown_and_the_widget_returns_to_idle(viewer_with_pair
     widget = make_widget(viewer)
     viewer.add_image(np.full((20, 20, 20), 3.0, np.float32), name="constant")
     widget.moving_choice.setCurrentText("constant")
-    worker = widget.start()
-    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
-        pass
+    widget.start()
+    wait_idle(qtbot, widget)
     assert shown and "Registration failed" in shown[0] and "constant" in shown[0]
     assert widget.run_button.text() == "Run" and widget.status.text().startswith("Failed")
     viewer.add_image(np.ones((30, 30), np.float32), name="flat 2D")

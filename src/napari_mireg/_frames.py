@@ -3,8 +3,8 @@
 It drives the engine (prealignment, then :func:`register_steps`) and turns its Snapshots into
 Frames. Every iteration gives a light Frame (level, iteration, energy, joint histogram);
 the heavy views (warped image and labels at full resolution, update magnitude) are computed
-in the worker only when `Pacing` says so, which keeps their cost under a fixed share of the
-engine's time. Stopping the generator stops the engine at once.
+in the worker only when `Pacing` says so, which keeps their cost (computing and drawing)
+under a fixed share of the engine's time. Stopping the generator stops the engine at once.
 """
 
 import time
@@ -49,28 +49,41 @@ class Frame:
 
 @dataclass
 class Pacing:
-    """Decides when a heavy frame is due: at most `share` of the time goes to drawing.
+    """Decides when a heavy frame is due, so that showing frames costs at most `share`.
+
+    A heavy frame costs its computation in the worker (measured here) and its drawing in
+    the main thread, which the viewer reports with :meth:`drawn`: the time spent putting the
+    frame into layers, counted twice because the canvas repaints it later at about the same
+    cost. The cost of the last frame sets the wait before the next one.
 
     Attributes
     ----------
     share : float
-        Largest fraction of the wall time spent on heavy frames.
+        Largest fraction of the engine's time spent on showing frames.
     min_interval : float
-        Seconds between heavy frames at least (the eye needs no more).
+        Seconds between heavy frames at least.
     """
 
     share: float = 0.1
-    min_interval: float = 0.25
+    min_interval: float = 1.0
     _last_end: float = field(default=-np.inf, repr=False)
-    _last_cost: float = field(default=0.0, repr=False)
+    _computing: float = field(default=0.0, repr=False)
+    _drawing: float = field(default=0.0, repr=False)
 
     def due(self):
+        """True when a heavy frame may be made now."""
+        cost = self._computing + 2.0 * self._drawing
         waited = time.perf_counter() - self._last_end
-        return waited >= max(self.min_interval, self._last_cost * (1 - self.share) / self.share)
+        return waited >= max(self.min_interval, cost * (1 - self.share) / self.share)
 
-    def measure(self, started):
+    def frame_made(self, started):
+        """Record a heavy frame computed from `started` (perf_counter seconds) to now."""
         self._last_end = time.perf_counter()
-        self._last_cost = self._last_end - started
+        self._computing = self._last_end - started
+
+    def drawn(self, seconds):
+        """Record the main thread's time spent putting the last heavy frame into layers."""
+        self._drawing = seconds
 
 
 @dataclass
@@ -101,7 +114,7 @@ def live_frames(job, pacing=None):
         frame = Frame(stage, warped=warp(job.moving, "linear"), warped_labels=labels, **light)
         if update is not None:
             frame.update_magnitude = np.sqrt((update ** 2).sum(axis=-1))
-        pacing.measure(started)
+        pacing.frame_made(started)
         return frame
 
     if job.initial is None:

@@ -9,20 +9,19 @@ A thin view over the engine: the work runs in `napari.qt.threading.thread_worker
 import time
 
 import numpy as np
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout,
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout,
                             QGroupBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
                             QPushButton, QSpinBox, QTableWidget, QTableWidgetItem,
                             QVBoxLayout, QWidget)
 
 from napari_mireg import io
-from napari_mireg._display import (labels_colormap, layer_kwargs, layer_volume, on_grid,
-                                   original_grid, scale_translate)
-from napari_mireg._frames import Job, live_frames
+from napari_mireg._display import (layer_kwargs, layer_volume, on_grid, original_grid,
+                                   scale_translate)
+from napari_mireg._frames import Job, Pacing, live_frames
+from napari_mireg._plots import LivePlots
 from napari_mireg.labels import clean_labels
 from napari_mireg.overlap import COLUMNS, overlap_scores
 from napari_mireg.transforms import DiffeomorphicMap, apply_transforms
@@ -30,7 +29,6 @@ from napari_mireg.transforms import DiffeomorphicMap, apply_transforms
 WARPED, WARPED_LABELS = "warped moving", "warped moving labels"
 UPDATE, JACOBIAN, DISPLACEMENT = "update magnitude (mm)", "det J", "displacement (mm)"
 NONE = "(none)"
-CURVE_REDRAW_SECONDS = 0.25
 
 
 class NumericItem(QTableWidgetItem):
@@ -74,7 +72,8 @@ class RegistrationWidget(QWidget):
         self.table = None
         self.energies = []
         self.fixed_volume = None
-        self.last_curve_draw = 0.0
+        self._frames_seen = 0
+        self._last_histogram = None
         self.first_frame_seconds = None
         self._run_started = 0.0
         self._outcome = None
@@ -88,7 +87,9 @@ class RegistrationWidget(QWidget):
         self.status.setWordWrap(True)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
-        layout.addWidget(self._plots())
+        self.plots = LivePlots()
+        self._planned_iterations = 0
+        layout.addWidget(self.plots.canvas)
         layout.addWidget(self._results_box())
         layout.addWidget(self._cleanup_box())
         layout.addStretch()
@@ -126,11 +127,16 @@ class RegistrationWidget(QWidget):
         self.prealign = QComboBox()
         self.prealign.addItems(["affine", "rigid", "none"])
         self.threads = QSpinBox(minimum=0, maximum=256, value=0, specialValueText="all cores")
+        self.activity_progress = QCheckBox("Progress in napari's activity dock")
+        self.activity_progress.setChecked(True)
+        self.activity_progress.setToolTip("Its animated indicator repaints the window: "
+                                          "costly without a GPU (e.g. over X forwarding)")
         for name, control in (("Bins", self.bins), ("Iterations", self.iterations),
                               ("Step (voxels)", self.step_length),
                               ("Smoothing sigma (voxels)", self.update_sigma),
                               ("Prealignment", self.prealign), ("Threads", self.threads)):
             form.addRow(name, control)
+        form.addRow(self.activity_progress)
         return box
 
     def _run_row(self):
@@ -148,22 +154,6 @@ class RegistrationWidget(QWidget):
             row.addWidget(widget)
         return row
 
-    def _plots(self):
-        self.figure = Figure(figsize=(4, 2.2), tight_layout=True)
-        self.histogram_axes = self.figure.add_subplot(1, 2, 1)
-        self.curve_axes = self.figure.add_subplot(1, 2, 2)
-        self.histogram_axes.set_title("joint histogram (log)", fontsize=8)
-        self.histogram_axes.set_xlabel("moving bin", fontsize=7)
-        self.histogram_axes.set_ylabel("fixed bin", fontsize=7)
-        self.histogram_image = None
-        self.curve_axes.set_title("MI per iteration", fontsize=8)
-        (self.curve,) = self.curve_axes.plot([], [], lw=1.2)
-        for axes in (self.histogram_axes, self.curve_axes):
-            axes.tick_params(labelsize=6)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(180)
-        return self.canvas
-
     def _results_box(self):
         box = QGroupBox("Results")
         layout = QVBoxLayout(box)
@@ -175,7 +165,11 @@ class RegistrationWidget(QWidget):
         self.overlap_table = QTableWidget(0, len(COLUMNS))  # one row per label, sortable
         for table in (self.totals_table, self.overlap_table):
             table.setHorizontalHeaderLabels(headers)
-        self.totals_table.setMaximumHeight(90)
+        for table in (self.totals_table, self.overlap_table):
+            table.verticalHeader().setVisible(False)
+            table.horizontalHeader().setStretchLastSection(True)
+        self.totals_table.setFixedHeight(3 * self.totals_table.verticalHeader()
+                                         .defaultSectionSize() + 8)
         self.overlap_table.setSortingEnabled(True)
         self.overlap_table.setMinimumHeight(160)
         layout.addWidget(self.totals_table)
@@ -290,21 +284,43 @@ class RegistrationWidget(QWidget):
             self.result = None
             self.table = None
         total = sum(job.options["level_iters"]) + (0 if continue_from else 2)
+        self._planned_iterations = len(self.energies) + sum(job.options["level_iters"])
         self.progress.setRange(0, total)
         self.progress.setValue(0)
         self.first_frame_seconds = None
         self._outcome = None
+        self._frames_seen = 0
+        self._pacing = Pacing()
         self._run_started = time.perf_counter()
         # Connecting `errored` here (not after) keeps napari from re-raising the error.
+        activity = {"progress": {"total": total, "desc": "MI-SyN registration"}} \
+            if self.activity_progress.isChecked() else {}
         self.worker = thread_worker(
-            live_frames, progress={"total": total, "desc": "MI-SyN registration"},
+            live_frames, **activity,
             connect={"yielded": self.show_frame, "returned": self.show_result,
                      "errored": self._failed, "finished": self._finished},
-            start_thread=False)(job)
+            start_thread=False)(job, self._pacing)
         self._set_running(True)
         self.status.setText("Starting...")
         self.worker.start()
+        self._prepare_layers(job)   # while the worker makes the first frame
         return self.worker
+
+    def _prepare_layers(self, job):
+        """Create the live layers now: making a layer takes napari a few hundred ms, setting
+        its data far less, so the event loop stays free while frames arrive."""
+        shape = job.fixed.data.shape
+        affine = job.fixed.affine
+        moving = self._layer(self.moving_choice)
+        self._show_layer(WARPED, np.zeros(shape, np.float32), "image", affine,
+                         colormap="magenta", blending="additive",
+                         contrast_limits=moving.contrast_limits)
+        if job.moving_labels is not None:
+            colours = self._layer(self.moving_labels_choice).colormap
+            self._show_layer(WARPED_LABELS, np.zeros(shape, job.moving_labels.data.dtype),
+                             "labels", affine, colormap=colours, opacity=0.5).editable = False
+        self._show_layer(UPDATE, np.zeros((1, 1, 1), np.float32), "image", affine,
+                         colormap="inferno", visible=False)
 
     def _run_or_cancel(self):
         if self.worker is not None and self.worker.is_running:
@@ -360,56 +376,66 @@ class RegistrationWidget(QWidget):
             if layer.data.shape != data.shape:
                 layer.scale, layer.translate = scale, translate
             layer.data = data
+            if name == UPDATE:
+                layer.reset_contrast_limits()
             layer.metadata.update(layer_kwargs(affine, name)["metadata"])
             return layer
         add = self.viewer.add_labels if kind == "labels" else self.viewer.add_image
         return add(data, **layer_kwargs(affine, name), **extra)
 
     def show_frame(self, frame):
-        """Draw one Frame (main thread)."""
+        """Draw one Frame (main thread).
+
+        Light frames only record the energy. Heavy frames (paced by `Pacing`) update the
+        layers, then the text, the progress bar and the plots, one step per turn of the
+        event loop so that no step blocks it for long.
+        """
         if self.first_frame_seconds is None:
             self.first_frame_seconds = time.perf_counter() - self._run_started
-        self.progress.setValue(self.progress.value() + 1)
+        self._frames_seen += 1
+        if frame.energy is not None:
+            self.energies.append(-frame.energy)
+            self._last_histogram = frame.joint_histogram
+        if frame.warped is None:
+            return
         fixed_affine = self.fixed_volume.affine
-        if frame.warped is not None:
-            self._show_layer(WARPED, frame.warped, "image", fixed_affine, colormap="magenta",
-                             blending="additive")
+        steps = [lambda: self._show_layer(WARPED, frame.warped, "image", fixed_affine)]
         if frame.warped_labels is not None:
-            values = np.unique(frame.warped_labels)
-            layer = self._show_layer(WARPED_LABELS, frame.warped_labels, "labels",
-                                     fixed_affine, colormap=labels_colormap(values),
-                                     opacity=0.5)
-            layer.editable = False
+            steps.append(lambda: self._show_layer(WARPED_LABELS, frame.warped_labels, "labels",
+                                                  fixed_affine))
         if frame.update_magnitude is not None:
-            self._show_layer(UPDATE, frame.update_magnitude, "image", frame.level_affine,
-                             colormap="inferno", visible=False)
+            steps.append(lambda: self._show_layer(UPDATE, frame.update_magnitude, "image",
+                                                  frame.level_affine))
+        steps.append(lambda: self._show_progress(frame))
+        self._run_steps(steps, spent=0.0)
+
+    def _run_steps(self, steps, spent):
+        """Run the first step now and the others on later turns; report the time to Pacing.
+
+        Steps left when the run has ended (result shown, cancelled or failed) are dropped.
+        """
+        if self.worker is None or self._outcome is not None:
+            return
+        started = time.perf_counter()
+        steps[0]()
+        spent += time.perf_counter() - started
+        if len(steps) > 1:
+            QTimer.singleShot(0, lambda: self._run_steps(steps[1:], spent))
+        else:
+            self._pacing.drawn(spent)
+
+    def _show_progress(self, frame):
+        self.progress.setValue(self._frames_seen)
         if frame.energy is None:
             self.status.setText("Prealigning..." if frame.stage == "start" else
                                 "Prealigned; SyN starting")
-            return
-        self.energies.append(-frame.energy)
-        self.status.setText(f"Level {frame.level + 1}, iteration {frame.iteration + 1}: "
-                            f"MI {-frame.energy:.4f}")
-        now = time.perf_counter()
-        if frame.warped is not None or now - self.last_curve_draw > CURVE_REDRAW_SECONDS:
+        else:
+            self.status.setText(f"Level {frame.level + 1}, iteration {frame.iteration + 1}: "
+                                f"MI {-frame.energy:.4f}")
             self._draw_plots(frame.joint_histogram)
-            self.last_curve_draw = now
 
     def _draw_plots(self, histogram):
-        logarithm = np.log10(histogram + 1e-7)
-        if self.histogram_image is None or self.histogram_image.get_array().shape != \
-                logarithm.shape:
-            if self.histogram_image is not None:
-                self.histogram_image.remove()
-            self.histogram_image = self.histogram_axes.imshow(logarithm, origin="lower",
-                                                              cmap="viridis", aspect="auto")
-        else:
-            self.histogram_image.set_data(logarithm)
-        self.histogram_image.set_clim(logarithm.min(), logarithm.max())
-        self.curve.set_data(np.arange(1, len(self.energies) + 1), self.energies)
-        self.curve_axes.relim()
-        self.curve_axes.autoscale_view()
-        self.canvas.draw_idle()
+        self.plots.update(histogram, self.energies, self._planned_iterations)
 
     # ---------------------------------------------------------------- results
     def show_result(self, result):
@@ -437,7 +463,7 @@ class RegistrationWidget(QWidget):
             warped_labels = mapping.transform(layer_volume(moving_labels, labels=True),
                                               interpolation="nearest")
             self._show_layer(WARPED_LABELS, warped_labels, "labels", fixed_affine,
-                             colormap=labels_colormap(np.unique(warped_labels)), opacity=0.5)
+                             colormap=moving_labels.colormap, opacity=0.5)
             fixed_grid_labels = apply_transforms(layer_volume(fixed_labels, labels=True),
                                                  self.fixed_volume, [], "nearest")
             self.table = overlap_scores(fixed_grid_labels, warped_labels)
@@ -447,6 +473,9 @@ class RegistrationWidget(QWidget):
                      f"{self.table.mean_jaccard:.4f}")
         self.summary.setText(text)
         self.status.setText("Done")
+        self.progress.setValue(self.progress.maximum())
+        if self._last_histogram is not None:
+            self._draw_plots(self._last_histogram)
         self._set_running(False)
 
     def _fill_table(self, table):

@@ -277,3 +277,24 @@ def write_cohort(folder, subjects=3, zoom=4, peak=6.0):
     table = folder / "subjects.csv"
     table.write_text("\n".join(lines) + "\n")
     return table
+
+
+def blobs(shape, seed, count=12):
+    """A smooth image: a sum of Gaussian blobs of random centres, sizes and heights."""
+    rng = np.random.default_rng(seed)
+    grid = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij")
+    image = np.zeros(shape)
+    for _ in range(count):
+        centre = rng.uniform(0.2, 0.8, len(shape)) * np.array(shape)
+        width = rng.uniform(0.08, 0.2) * min(shape)
+        distance = sum((g - c) ** 2 for g, c in zip(grid, centre))
+        image += rng.uniform(0.5, 1.5) * np.exp(-distance / (2 * width ** 2))
+    return image
+
+
+def blobs_for_check(shape=(24, 28, 26), shift=(1.5, -1.0, 2.0)):
+    """A tiny smooth 3D pair (the moving one shifted and remapped non-monotonically): a
+    quick self-check that needs no template."""
+    fixed = blobs(shape, seed=1)
+    moved = ndimage.shift(fixed, shift, order=3, mode="nearest")
+    return fixed.astype(np.float32), (np.sin(3.0 * moved) + 0.3 * moved).astype(np.float32)

@@ -138,8 +138,14 @@ def compose(first, second, affine, *, threads=None):
                             threads=threads)
 
 
-def invert(field, affine, *, initial=None, max_iterations=20, tolerance=1e-3, threads=None):
-    """Inverse of x -> x + field(x) by the fixed-point iteration w(x) = -field(x + w(x)).
+def invert(field, affine, *, initial=None, max_iterations=20, tolerance=1e-3,
+           polish_tolerance=0.05, threads=None):
+    """Inverse of x -> x + field(x): fixed-point iteration, then Newton steps where needed.
+
+    The fixed-point iteration w(x) = -field(x + w(x)) converges where the map is a mild
+    deformation; where it compresses strongly (det J well below 1) it crawls, and a few
+    voxels may be left far from the inverse. There, Newton steps on r(w) = w + field(x + w),
+    ``w <- w - (I + grad field(x + w))^-1 r``, finish the job.
 
     Parameters
     ----------
@@ -149,13 +155,15 @@ def invert(field, affine, *, initial=None, max_iterations=20, tolerance=1e-3, th
         Starting guess (the previous inverse, when the field changed a little).
     max_iterations : int
     tolerance : float
-        Stop when the largest change of an iteration is below this, in voxels.
+        Stop the fixed-point iteration when its largest change is below this, in voxels.
+    polish_tolerance : float
+        Voxels whose residual |r| is above this (in voxels) get Newton steps.
 
     Returns
     -------
     inverse : ndarray of float32 (n0, n1, n2, 3)
     change : float
-        The largest change of the last iteration, in voxels.
+        The largest change of the last fixed-point iteration, in voxels.
     """
     smallest_voxel = float(voxel_sizes(affine).min())
     inverse = -np.asarray(field, dtype=np.float32) if initial is None else initial
@@ -170,7 +178,38 @@ def invert(field, affine, *, initial=None, max_iterations=20, tolerance=1e-3, th
         inverse = updated
         if change < tolerance:
             break
+    if change > polish_tolerance:
+        _newton_polish(field, affine, inverse, polish_tolerance * smallest_voxel, threads)
     return inverse, change
+
+
+def _newton_polish(field, affine, inverse, tolerance_mm, threads, steps=6):
+    """Newton steps, in place, on the voxels whose inversion residual exceeds the tolerance."""
+    from scipy import ndimage
+
+    shape = field.shape[:3]
+    linear = np.asarray(affine, dtype=np.float64)[:3, :3]
+    to_index = np.linalg.inv(linear)
+    gradient = None
+    for _ in range(steps):
+        residual = inverse + resample(field, affine, shape, affine, field=inverse, clamp=True,
+                                      threads=threads)
+        bad = np.flatnonzero((residual.reshape(-1, 3) ** 2).sum(axis=1) > tolerance_mm ** 2)
+        if bad.size == 0:
+            return
+        if gradient is None:  # d field_c / d world_j, per voxel
+            gradient = np.stack([image_gradient(field[..., c], to_index.T, threads=threads)
+                                 for c in range(3)], axis=-2)
+        flat = inverse.reshape(-1, 3)
+        voxel = np.stack(np.unravel_index(bad, shape), axis=1) + flat[bad] @ to_index.T
+        jacobian = np.stack([ndimage.map_coordinates(gradient[..., c, j], voxel.T, order=1,
+                                                     mode="nearest")
+                             for c in range(3) for j in range(3)], axis=-1).reshape(-1, 3, 3)
+        jacobian += np.eye(3)
+        solvable = np.abs(np.linalg.det(jacobian)) > 1e-6   # the field itself folds there
+        step = np.linalg.solve(jacobian[solvable],
+                               residual.reshape(-1, 3)[bad[solvable]][..., None])[..., 0]
+        flat[bad[solvable]] -= step.astype(np.float32)
 
 
 def gaussian_weights(sigma):

@@ -1,0 +1,31 @@
+"""The engine, the CLI and the batch runner work with Qt and napari absent."""
+
+import subprocess
+import sys
+
+SCRIPT = r"""
+import importlib.abc, sys
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6",
+                                  "superqt", "vispy", "magicgui"):
+            raise ImportError(f"blocked: {name}")
+
+sys.meta_path.insert(0, Block())
+import numpy as np
+import napari_mireg
+from napari_mireg import (affine, batch, cli, fields, io, jobs, labels, metric, overlap,
+                          registration, syn, transforms, _display, _frames)
+from napari_mireg.datasets import blobs_for_check
+fixed, moving = blobs_for_check()
+result = napari_mireg.register(fixed, moving, prealign="rigid", level_iters=(3, 2))
+assert result.mi_after > result.mi_before
+print("ok", sorted(m for m in sys.modules if m.startswith(("napari.", "qtpy"))))
+"""
+
+
+def test_engine_cli_and_batch_import_and_run_without_qt_or_napari():
+    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok []"
