@@ -19,7 +19,7 @@ import numpy as np
 
 from napari_mireg import __version__, io
 from napari_mireg.overlap import overlap_scores
-from napari_mireg.registration import register_steps
+from napari_mireg.registration import register_steps, run_to_end
 from napari_mireg.transforms import AffineMap, apply_transforms, same_grid
 
 OUTPUT_FILES = {
@@ -134,12 +134,7 @@ def run_job_steps(inputs, out_dir, **options):
 
 def run_job(inputs, out_dir, **options):
     """:func:`run_job_steps` run to the end; returns the report."""
-    steps = run_job_steps(inputs, out_dir, **options)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as finished:
-            return finished.value
+    return run_to_end(run_job_steps(inputs, out_dir, **options))
 
 
 def _write_outputs(result, inputs, folder, options):

@@ -132,7 +132,11 @@ def register(fixed, moving, **options):
     -------
     Result
     """
-    steps = register_steps(fixed, moving, **options)
+    return run_to_end(register_steps(fixed, moving, **options))
+
+
+def run_to_end(steps):
+    """Exhaust a generator and return its return value (e.g. a Result)."""
     while True:
         try:
             next(steps)
