@@ -83,15 +83,25 @@ def test_cohort_matches_serial_runs_records_failures_and_resumes(cohort, cluster
     assert result.plot.read_bytes()[:4] == b"\x89PNG"
     assert "4 of 5 pairs ok" in log.getvalue() and "mean_dice" in log.getvalue()
 
-    # A second run does no work; deleting one pair's report re-does only that pair.
+    # A second run does no work (the broken pair's inputs did not change: its failure is
+    # reported again); deleting one pair's output re-does only that pair.
     again = run_cohort(pairs, tmp_path, client=cluster, progress=None, **OPTIONS)
-    reused = {row["pair"]: row["reused"] for row in again.rows}
-    assert reused == {p.name: p.name != "broken_to_subject0" for p in pairs}
-    assert [r["mi_after"] for r in again.rows] == [r["mi_after"] for r in result.rows]
+    assert all(row["reused"] for row in again.rows)
+    assert [(r["status"], r["mi_after"], r["error"]) for r in again.rows] == \
+        [(r["status"], r["mi_after"], r["error"]) for r in result.rows]
     (tmp_path / "pairs" / "subject0_to_subject1" / "warp.nii.gz").unlink()
     third = run_cohort(pairs, tmp_path, client=cluster, progress=None, **OPTIONS)
-    redone = [row["pair"] for row in third.rows if not row["reused"]]
-    assert redone == ["subject0_to_subject1", "broken_to_subject0"]
+    assert [row["pair"] for row in third.rows if not row["reused"]] == ["subject0_to_subject1"]
+    # A repaired input, or --retry-failed, gives the failed pair another try.
+    retried = run_cohort(pairs, tmp_path, client=cluster, progress=None, retry_failed=True,
+                         **OPTIONS)
+    assert [row["pair"] for row in retried.rows if not row["reused"]] == ["broken_to_subject0"]
+    broken = Path(pairs[-1].moving)
+    broken.write_bytes((folder / "subject1.nii.gz").read_bytes())
+    repaired = run_cohort(pairs, tmp_path, client=cluster, progress=None, **OPTIONS)
+    row = repaired.rows[-1]
+    assert row["pair"] == "broken_to_subject0" and row["status"] == "ok" and not row["reused"]
+    broken.write_bytes(broken.read_bytes()[:3000])    # broken again for the other tests
     # Other parameters are another experiment: nothing is reused.
     other = run_cohort(good[:1], tmp_path, client=cluster, progress=None,
                        level_iters=(5,), prealign="rigid")

@@ -5,11 +5,13 @@ atomically, ``report.json`` last). The driver skips pairs whose folder holds a c
 report made with the same inputs and parameters, submits the others to a Dask cluster (an
 in-process ``LocalCluster`` by default, or an existing scheduler), and writes
 ``OUT/results.csv`` (one row per pair), ``OUT/labels.csv`` (one row per pair and label) and
-``OUT/dice_by_label.png``. A failing pair is recorded with its error; the others go on.
+``OUT/dice_by_label.png``. A failing pair is recorded with its error (and in its folder, so
+that a re-run does not try it again until an input file changes); the others go on.
 """
 
 import csv
 import io as text_io
+import json
 import os
 import shutil
 import sys
@@ -113,18 +115,56 @@ def _expected_inputs(pair):
                                            ("moving_labels", pair.moving_labels)) if value}
 
 
+FAILURE_FILE = "failed.json"
+
+
+def _comparable(parameters):
+    """Parameters that decide the results: the thread count does not."""
+    return {k: v for k, v in parameters.items() if k != "threads"}
+
+
+def _input_signature(pair):
+    """Path, size and modification time of each input file (None for a missing file)."""
+    signature = {}
+    for key, path in _expected_inputs(pair).items():
+        try:
+            status = os.stat(path)
+            signature[key] = [path, status.st_size, status.st_mtime_ns]
+        except OSError:
+            signature[key] = [path, None, None]
+    return signature
+
+
 def finished_report(pair, folder, options):
     """The report of a complete earlier run of this pair with these options, or None."""
     report = read_report(folder)
     if report is None:
         return None
     inputs = {key: value.get("path") for key, value in report.get("inputs", {}).items()}
-    # Results do not depend on the thread count, so a run with other threads still counts.
-    parameters = {k: v for k, v in report.get("parameters", {}).items() if k != "threads"}
-    wanted = {k: v for k, v in registration_parameters(options).items() if k != "threads"}
-    if inputs != _expected_inputs(pair) or parameters != wanted:
+    if inputs != _expected_inputs(pair) or _comparable(report.get("parameters", {})) != \
+            _comparable(registration_parameters(options)):
         return None
     return report
+
+
+def earlier_failure(pair, folder, options):
+    """The error of an earlier failed run of this pair, if its input files and the options
+    are unchanged since (a changed or newly present file gives the pair another try)."""
+    try:
+        failure = json.loads((Path(folder) / FAILURE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if failure.get("inputs") != _input_signature(pair) or failure.get("parameters") != \
+            _comparable(registration_parameters(options)):
+        return None
+    return failure.get("error")
+
+
+def _record_failure(pair, folder, options, message):
+    folder.mkdir(parents=True, exist_ok=True)
+    failure = {"error": message, "inputs": _input_signature(pair),
+               "parameters": _comparable(registration_parameters(options))}
+    io.write_text(folder / FAILURE_FILE, json.dumps(failure, indent=2) + "\n")
 
 
 def _row(pair, report=None, error="", seconds=0.0, peak_mb=0.0, reused=False):
@@ -174,7 +214,9 @@ def register_pair(pair, folder, threads_per_task, options):
             report = run_job(inputs, folder, threads=threads_per_task, **options)
     except Exception as error:  # a failing pair is reported, never fatal to the cohort
         message = f"{type(error).__name__}: {error}".splitlines()[0]
+        _record_failure(pair, folder, options, message)
         return _row(pair, error=message, seconds=time.perf_counter() - started), []
+    (folder / FAILURE_FILE).unlink(missing_ok=True)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return (_row(pair, report, seconds=time.perf_counter() - started, peak_mb=peak_mb),
             _label_rows(pair, folder))
@@ -212,7 +254,7 @@ def _local_client(threads_per_task, workers):
 
 
 def run_cohort(pairs, out_dir, *, client=None, threads_per_task=1, workers=None,
-               progress=sys.stderr, **options):
+               retry_failed=False, progress=sys.stderr, **options):
     """Register every pair on Dask; resumable; writes the cohort tables.
 
     Parameters
@@ -227,6 +269,8 @@ def run_cohort(pairs, out_dir, *, client=None, threads_per_task=1, workers=None,
     threads_per_task : int
         Kernel (OpenMP) and BLAS threads of each task.
     workers : int, optional
+    retry_failed : bool
+        Run again the pairs that failed before even if their inputs did not change.
     progress : file or None
         Where to print one line per finished pair.
     **options
@@ -246,12 +290,16 @@ def run_cohort(pairs, out_dir, *, client=None, threads_per_task=1, workers=None,
     results = {}
     todo = []
     for pair in pairs:
-        report = finished_report(pair, folders[pair.name], options)
-        if report is None:
-            todo.append(pair)
-        else:
+        folder = folders[pair.name]
+        report = finished_report(pair, folder, options)
+        error = None if retry_failed or report else earlier_failure(pair, folder, options)
+        if report is not None:
             results[pair.name] = (_row(pair, report, seconds=report["timings"]["total"],
-                                       reused=True), _label_rows(pair, folders[pair.name]))
+                                       reused=True), _label_rows(pair, folder))
+        elif error is not None:
+            results[pair.name] = (_row(pair, error=error, reused=True), [])
+        else:
+            todo.append(pair)
     _say(progress, f"{len(pairs)} pairs: {len(pairs) - len(todo)} already done, "
                    f"{len(todo)} to run")
     owned = None
@@ -347,7 +395,7 @@ def main(args):
     try:
         result = run_cohort(pairs, args.out, client=client,
                             threads_per_task=args.threads_per_task, workers=args.workers,
-                            **options)
+                            retry_failed=args.retry_failed, **options)
     finally:
         if client is not None:
             client.close()

@@ -248,6 +248,8 @@ def build_parser():
     where.add_argument("--scheduler", help="address of a running Dask scheduler")
     where.add_argument("--workers", type=int, help="local workers (default: cores / threads)")
     batch.add_argument("--threads-per-task", type=int, default=1)
+    batch.add_argument("--retry-failed", action="store_true",
+                       help="run failed pairs again even if their inputs did not change")
     add_registration_options(batch)
     batch.set_defaults(run=command_batch)
     return parser
