@@ -7,7 +7,8 @@ the same thread count. Printed: wall time, peak memory of the process for each e
 (run in a fresh subprocess), GM/WM Dice after warping the moving tissue labels, mean
 displacement error inside the brain, and ratios against ANTs.
 
-Usage: python benchmarks/bench_syn.py [--zoom 2] [--iterations 40 20 10] [--threads 2]
+Usage: python benchmarks/bench_syn.py [--zoom 2] [--iterations 40 20 10] [--threads 2] [--extra]
+(--extra adds two other T2-like pairs, other deformations: 9 mm and 4 mm peaks.)
 """
 
 import argparse
@@ -28,11 +29,12 @@ def dice(a, b, label):
     return 2.0 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1)
 
 
-def run_engine(engine, zoom, iterations, threads, contrast):
+def run_engine(engine, zoom, iterations, threads, contrast, peak=6.0, seed=0):
     """Register the pair with one engine; returns a dict of figures (in this process)."""
     from napari_mireg import fields
     from napari_mireg.datasets import deformed_pair, tissue_labels, warp_linear
-    fixed, moving, affine, displacement = deformed_pair(zoom=zoom, peak=6.0, contrast=contrast)
+    fixed, moving, affine, displacement = deformed_pair(zoom=zoom, peak=peak, seed=seed,
+                                                        contrast=contrast)
     labels = tissue_labels(zoom)
     moving_labels = warp_linear(labels, displacement, order=0).astype(np.uint8)
     start = time.perf_counter()
@@ -83,33 +85,43 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--contrast", default="t2", help=argparse.SUPPRESS)
+    parser.add_argument("--peak", type=float, default=6.0, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--extra", action="store_true",
+                        help="also two other T2-like pairs: 9 mm peak (seed 3), 4 mm (seed 7)")
     args = parser.parse_args()
     if args.engine:
         print(json.dumps(run_engine(args.engine, args.zoom, args.iterations, args.threads,
-                                    args.contrast)))
+                                    args.contrast, args.peak, args.seed)))
         return
     environment = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
                        ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=str(args.threads))
     rows = []
-    for engine, contrast in (("mireg", "t2"), ("ants", "t2"), ("mireg", "t1"), ("dipy-cc", "t1")):
+    runs = [("mireg", "t2", 6.0, 0), ("ants", "t2", 6.0, 0), ("mireg", "t1", 6.0, 0),
+            ("dipy-cc", "t1", 6.0, 0)]
+    if args.extra:
+        runs += [(engine, "t2", peak, seed) for peak, seed in ((9.0, 3), (4.0, 7))
+                 for engine in ("mireg", "ants")]
+    for engine, contrast, peak, seed in runs:
         command = [sys.executable, __file__, "--engine", engine, "--contrast", contrast,
                    "--zoom", str(args.zoom), "--threads", str(args.threads), "--iterations",
-                   *map(str, args.iterations)]
+                   *map(str, args.iterations), "--peak", str(peak), "--seed", str(seed)]
         output = subprocess.run(command, env=environment, capture_output=True, text=True)
         if output.returncode != 0:
             print(f"{engine}: failed\n{output.stderr[-2000:]}")
             continue
         row = json.loads(output.stdout.strip().splitlines()[-1])
-        row["contrast"] = contrast
+        row["contrast"] = contrast if (peak, seed) == (6.0, 0) else f"{contrast}-{peak:g}mm"
         rows.append(row)
     print(f"MNI T1 vs deformed copy (6 mm peak), {args.zoom} mm, levels {args.iterations}, "
           f"{args.threads} threads")
-    print(f"{'engine':>8} {'pair':>5} {'seconds':>8} {'peak MB':>8} {'Dice GM':>8} {'Dice WM':>8} "
+    print(f"{'engine':>8} {'pair':>9} {'seconds':>8} {'peak MB':>8} {'Dice GM':>8} {'Dice WM':>8} "
           f"{'err mm':>7} {'time/ANTs':>9}")
-    ants_seconds = next((r["seconds"] for r in rows if r["engine"] == "ants"), None)
     for row in rows:
+        ants_seconds = next((r["seconds"] for r in rows if r["engine"] == "ants"
+                             and r["contrast"] == row["contrast"]), None)
         ratio = f"{row['seconds'] / ants_seconds:.2f}" if ants_seconds else "-"
-        print(f"{row['engine']:>8} {row['contrast']:>5} {row['seconds']:>8.1f} "
+        print(f"{row['engine']:>8} {row['contrast']:>9} {row['seconds']:>8.1f} "
               f"{row['peak_mb']:>8.0f} {row['dice_gm']:>8.3f} {row['dice_wm']:>8.3f} "
               f"{row['error_mm']:>7.2f} {ratio:>9}")
     if rows:
