@@ -120,6 +120,15 @@ def test_antspy_registration_outputs_load_and_apply_alike(tmp_path):
                             io.load_volume(tmp_path / "fixed.nii.gz"),
                             [io.load_transform(path) for path in chain])
     assert correlation(theirs, ours, ours != 0) >= 0.999
+    labels = (np.digitize(moving_data, np.percentile(moving_data, [40, 60, 80])) * 7)
+    io.save_volume(tmp_path / "labels.nii.gz", labels.astype(np.int16),
+                   nib.load(tmp_path / "moving.nii.gz").affine, labels=True)
+    their_labels = ants.apply_transforms(fixed, ants.image_read(str(tmp_path / "labels.nii.gz")),
+                                         chain, interpolator="nearestNeighbor").numpy()
+    our_labels = apply_transforms(io.load_volume(tmp_path / "labels.nii.gz", labels=True),
+                                  io.load_volume(tmp_path / "fixed.nii.gz"),
+                                  [io.load_transform(path) for path in chain], "nearest")
+    assert np.mean(their_labels == our_labels) >= 0.995
     inverse_chain = registration["invtransforms"]   # [affine.mat, InverseWarp], affine inverted
     theirs_back = ants.apply_transforms(moving, fixed, inverse_chain,
                                         whichtoinvert=[True, False]).numpy()
