@@ -69,6 +69,7 @@ class RegistrationWidget(QWidget):
         self.viewer = napari_viewer
         self.worker = None
         self.result = None
+        self.export_mapping = None   # the result's map on the fixed file's grid
         self.table = None
         self.energies = []
         self.fixed_volume = None
@@ -452,7 +453,8 @@ class RegistrationWidget(QWidget):
         magnitude = np.sqrt((mapping.displacement() ** 2).sum(axis=-1))
         layer = self._show_layer(DISPLACEMENT, magnitude, "image", fixed_affine,
                                  colormap="viridis", visible=False)
-        layer.metadata["displacement"] = self._original_mapping().transforms()[0]
+        self.export_mapping = self._original_mapping()
+        layer.metadata["displacement"] = self.export_mapping.transforms()[0]
         folds = int(np.count_nonzero(determinant <= 0))
         text = (f"MI {result.mi_before:.4f} -> {result.mi_after:.4f}; folds (det J <= 0): "
                 f"{folds}; min det J {determinant.min():.2f}; "
@@ -512,11 +514,11 @@ class RegistrationWidget(QWidget):
 
     def export_forward(self, path):
         """Write the forward warp (ITK/ANTs) on the fixed file's grid."""
-        io.save_displacement(self._original_mapping(), path, "forward")
+        io.save_displacement(self.export_mapping, path, "forward")
 
     def export_inverse(self, path):
         """Write the inverse warp (ITK/ANTs) on the fixed file's grid."""
-        io.save_displacement(self._original_mapping(), path, "inverse")
+        io.save_displacement(self.export_mapping, path, "inverse")
 
     def export_affine(self, path):
         """Write the prealignment as an ITK affine (.txt or .mat)."""
