@@ -308,23 +308,27 @@ class RegistrationWidget(QWidget):
         return self.worker
 
     def _prepare_layers(self, job):
-        """Create the live layers now: making a layer takes napari a few hundred ms, setting
-        its data far less, so the event loop stays free while frames arrive."""
+        """Create the live layers that do not exist yet: making a layer takes napari a few
+        hundred ms, setting its data far less, so the event loop stays free while frames
+        arrive."""
         shape = job.fixed.data.shape
         affine = job.fixed.affine
-        moving = self._layer(self.moving_choice)
-        self._show_layer(WARPED, np.zeros(shape, np.float32), "image", affine,
-                         colormap="magenta", blending="additive",
-                         contrast_limits=moving.contrast_limits)
-        if job.moving_labels is not None:
+        missing = [name for name in (WARPED, WARPED_LABELS, UPDATE)
+                   if name not in self.viewer.layers]
+        if WARPED in missing:
+            self._show_layer(WARPED, np.zeros(shape, np.float32), "image", affine,
+                             colormap="magenta", blending="additive",
+                             contrast_limits=self._layer(self.moving_choice).contrast_limits)
+        if WARPED_LABELS in missing and job.moving_labels is not None:
             colours = self._layer(self.moving_labels_choice).colormap
             self._show_layer(WARPED_LABELS, np.zeros(shape, job.moving_labels.data.dtype),
                              "labels", affine, colormap=colours, opacity=0.5).editable = False
-        self._show_layer(UPDATE, np.zeros((1, 1, 1), np.float32), "image", affine,
-                         colormap="inferno", visible=False)
+        if UPDATE in missing:
+            self._show_layer(UPDATE, np.zeros((1, 1, 1), np.float32), "image", affine,
+                             colormap="inferno", visible=False)
 
     def _run_or_cancel(self):
-        if self.worker is not None and self.worker.is_running:
+        if self.worker is not None:
             self.cancel()
         else:
             self.start()
@@ -374,7 +378,7 @@ class RegistrationWidget(QWidget):
         scale, translate = scale_translate(affine)
         if name in self.viewer.layers:
             layer = self.viewer.layers[name]
-            if layer.data.shape != data.shape:
+            if not (np.allclose(layer.scale, scale) and np.allclose(layer.translate, translate)):
                 layer.scale, layer.translate = scale, translate
             layer.data = data
             if name == UPDATE:
