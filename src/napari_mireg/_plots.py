@@ -62,6 +62,9 @@ class LivePlots:
         full |= self._fit_limits(values, planned_iterations)
         if full or self._background is None:
             self.canvas.draw()
+            # The layout is settled after the first draw; recomputing it costs most of a
+            # full redraw.
+            self.figure.set_layout_engine("none")
         else:
             self.canvas.restore_region(self._background)
             self._draw_artists()
@@ -77,8 +80,9 @@ class LivePlots:
         if values.size > right or right < planned_iterations:
             self.curve_axes.set_xlim(0, max(values.size, planned_iterations))
             changed = True
-        if values.min() < low or values.max() > high or changed:
-            margin = 0.5 * max(np.ptp(values), 0.05)   # room to grow: fewer full redraws
-            self.curve_axes.set_ylim(values.min() - margin, values.max() + margin)
+        if values.min() < low or values.max() > high:
+            # MI >= 0: from 0 to well above the largest value, so the limits rarely move
+            # (each move costs a full redraw).
+            self.curve_axes.set_ylim(min(0.0, values.min()), 1.5 * values.max() + 0.1)
             changed = True
         return changed
