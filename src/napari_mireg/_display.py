@@ -74,31 +74,41 @@ def labels_colormap(values):
     return colours
 
 
-def layer_volume(layer, labels=False):
-    """The Volume a layer shows: its data with its display affine.
+def display_affine(layer):
+    """Voxel-to-world matrix of the array a layer shows.
 
     Layers made elsewhere (no display affine in their metadata) read their world axes as
     (S, A, R) from `scale` and `translate`, as this plugin's layers do.
     """
     affine = layer.metadata.get("display_affine")
-    if affine is None:
-        data_ndim = np.ndim(layer.data)
-        scale = np.asarray(layer.scale, float)[-data_ndim:]
-        translate = np.asarray(layer.translate, float)[-data_ndim:]
-        affine = np.eye(data_ndim + 1)
-        affine[:data_ndim, :data_ndim] = np.diag(scale)[::-1] if data_ndim == 3 else \
-            np.diag(scale)
-        affine[:data_ndim, data_ndim] = translate[::-1] if data_ndim == 3 else translate
-    data = np.asarray(layer.data)
-    return as_volume(data, affine, layer.name, dtype=None if labels else np.float32)
+    if affine is not None:
+        return affine
+    ndim = np.ndim(layer.data)
+    scale = np.asarray(layer.scale, float)[-ndim:]
+    translate = np.asarray(layer.translate, float)[-ndim:]
+    order = slice(None, None, -1) if ndim == 3 else slice(None)   # (S, A, R) -> (x, y, z)
+    affine = np.eye(ndim + 1)
+    affine[:ndim, :ndim] = np.diag(scale)[order]
+    affine[:ndim, ndim] = translate[order]
+    return affine
+
+
+def layer_volume(layer, labels=False):
+    """The Volume a layer shows: its data with its display affine."""
+    return as_volume(np.asarray(layer.data), display_affine(layer), layer.name,
+                     dtype=None if labels else np.float32)
 
 
 def original_grid(layer):
-    """The grid of the file a layer was read from (its display grid if it has no file)."""
+    """The grid of the file a layer was read from (its display grid if it has no file).
+
+    Only the grid is wanted: the data is a zero array (not the layer's voxels).
+    """
     metadata = layer.metadata
-    if "affine" not in metadata:
-        return layer_volume(layer)
-    return Volume(np.zeros(metadata["shape"][:3], np.float32), metadata["affine"], 3)
+    if "affine" in metadata:
+        return Volume(np.zeros(metadata["shape"][:3], np.float32), metadata["affine"], 3)
+    return as_volume(np.zeros(np.shape(layer.data), np.float32), display_affine(layer),
+                     layer.name)
 
 
 def on_grid(array, affine, grid, interpolation="linear"):

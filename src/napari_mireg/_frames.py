@@ -117,21 +117,25 @@ def live_frames(job, pacing=None):
         pacing.frame_made(started)
         return frame
 
-    if job.initial is None:
+    prealign_seconds = 0.0
+    if job.initial is None:  # a continued run keeps the earlier map's prealignment
         yield heavy_frame("start", lambda image, how: AffineMap(np.eye(4)).transform(
             image, job.fixed, how))
+        started = time.perf_counter()
         affine_map = prealignment(job.fixed, job.moving, prealign, metric)
+        prealign_seconds = time.perf_counter() - started
+        options["prealign"] = affine_map.matrix
         yield heavy_frame("prealigned", lambda image, how: affine_map.transform(
             image, job.fixed, how))
-    else:
-        affine_map = AffineMap(job.initial.mapping.prealign)
-    steps = register_steps(job.fixed, job.moving, prealign=affine_map.matrix,
-                           initial=job.initial, **options)
+    steps = register_steps(job.fixed, job.moving, initial=job.initial, **options)
     while True:
         try:
             snapshot = next(steps)
         except StopIteration as finished:
-            return finished.value
+            result = finished.value
+            result.timings["prealign"] += prealign_seconds
+            result.timings["total"] += prealign_seconds
+            return result
         light = {"level": snapshot.level, "iteration": snapshot.iteration,
                  "energy": snapshot.energy, "joint_histogram": snapshot.joint_histogram}
         if not pacing.due():

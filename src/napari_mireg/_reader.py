@@ -6,6 +6,8 @@ import numpy as np
 
 from napari_mireg import io
 from napari_mireg._display import labels_colormap, layer_kwargs, to_display
+from napari_mireg.labels import label_values
+from napari_mireg.transforms import Volume
 
 LABEL_NAME_HINTS = ("synthseg", "aseg", "aparc", "seg", "label", "dseg", "parc", "mask")
 MAX_LABELS = 512
@@ -24,9 +26,11 @@ def looks_like_labels(path, data):
 
 def read_volume(path):
     """A napari layer data tuple for one file (Labels or Image)."""
-    probe = io.load_volume(path)
-    labels = looks_like_labels(path, probe.data)
-    volume = io.load_volume(path, labels=True) if labels else probe
+    volume = io.load_volume(path, dtype=None)   # one read; the stored type decides
+    labels = looks_like_labels(path, volume.data)
+    data = label_values(volume.data, str(path)) if labels else \
+        np.ascontiguousarray(volume.data, dtype=np.float32)
+    volume = Volume(data, volume.affine, volume.ndim)
     if volume.ndim != 3:
         raise io.InputError(path, "napari-mireg reads 3D volumes")
     display, display_affine = to_display(volume.data, volume.affine)

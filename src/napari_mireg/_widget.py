@@ -70,9 +70,9 @@ class RegistrationWidget(QWidget):
         self.worker = None
         self.result = None
         self.export_mapping = None   # the result's map on the fixed file's grid
+        self.job = None
         self.table = None
         self.energies = []
-        self.fixed_volume = None
         self._frames_seen = 0
         self._last_histogram = None
         self.first_frame_seconds = None
@@ -264,12 +264,12 @@ class RegistrationWidget(QWidget):
         options = self.options()
         if continue_from is not None:
             options["level_iters"] = (self.more_iterations.value(),)
-        self.fixed_volume = layer_volume(fixed)
+        fixed_volume = layer_volume(fixed)
         moving_volume = layer_volume(moving)
-        if self.fixed_volume.ndim != moving_volume.ndim:
-            raise ValueError(f"{fixed.name} is {self.fixed_volume.ndim}D but {moving.name} is "
+        if fixed_volume.ndim != moving_volume.ndim:
+            raise ValueError(f"{fixed.name} is {fixed_volume.ndim}D but {moving.name} is "
                              f"{moving_volume.ndim}D")
-        return Job(self.fixed_volume, moving_volume,
+        return Job(fixed_volume, moving_volume,
                    None if moving_labels is None else layer_volume(moving_labels, labels=True),
                    options, continue_from)
 
@@ -280,6 +280,7 @@ class RegistrationWidget(QWidget):
         except ValueError as error:
             show_error(f"Cannot register: {error}")
             return None
+        self.job = job
         if continue_from is None:
             self.energies = []
             self.result = None
@@ -403,7 +404,7 @@ class RegistrationWidget(QWidget):
             self._last_histogram = frame.joint_histogram
         if frame.warped is None:
             return
-        fixed_affine = self.fixed_volume.affine
+        fixed_affine = self.job.fixed.affine
         steps = [lambda: self._show_layer(WARPED, frame.warped, "image", fixed_affine)]
         if frame.warped_labels is not None:
             steps.append(lambda: self._show_layer(WARPED_LABELS, frame.warped_labels, "labels",
@@ -447,7 +448,7 @@ class RegistrationWidget(QWidget):
         """Final layers, the fold count and the overlap table (main thread)."""
         self.result = result
         self._outcome = "done"
-        fixed_affine = self.fixed_volume.affine
+        fixed_affine = self.job.fixed.affine
         mapping = result.mapping
         self._show_layer(WARPED, result.warped, "image", fixed_affine, colormap="magenta",
                          blending="additive")
@@ -464,14 +465,11 @@ class RegistrationWidget(QWidget):
                 f"{folds}; min det J {determinant.min():.2f}; "
                 f"{result.timings['total']:.1f} s")
         fixed_labels = self._layer(self.fixed_labels_choice)
-        moving_labels = self._layer(self.moving_labels_choice)
-        if fixed_labels is not None and moving_labels is not None:
-            warped_labels = mapping.transform(layer_volume(moving_labels, labels=True),
-                                              interpolation="nearest")
-            self._show_layer(WARPED_LABELS, warped_labels, "labels", fixed_affine,
-                             colormap=moving_labels.colormap, opacity=0.5)
+        if fixed_labels is not None and self.job.moving_labels is not None:
+            warped_labels = mapping.transform(self.job.moving_labels, interpolation="nearest")
+            self._show_layer(WARPED_LABELS, warped_labels, "labels", fixed_affine)
             fixed_grid_labels = apply_transforms(layer_volume(fixed_labels, labels=True),
-                                                 self.fixed_volume, [], "nearest")
+                                                 self.job.fixed, [], "nearest")
             self.table = overlap_scores(fixed_grid_labels, warped_labels)
             self._fill_table(self.table)
             text += (f"\nDice whole brain {self.table.whole_dice:.4f}, mean over labels "
@@ -496,13 +494,10 @@ class RegistrationWidget(QWidget):
         self.overlap_table.sortItems(0, Qt.SortOrder.AscendingOrder)
 
     # ---------------------------------------------------------------- exports
-    def _fixed_layer(self):
-        return self._layer(self.fixed_choice)
-
     def _original_mapping(self):
         """The result's map with its fields on the fixed file's own grid (for exports)."""
         mapping = self.result.mapping
-        grid = original_grid(self._fixed_layer())
+        grid = original_grid(self._layer(self.fixed_choice))
         forward = on_grid(mapping.forward, mapping.fixed_grid.affine, grid)
         backward = on_grid(mapping.backward, mapping.fixed_grid.affine, grid)
         return DiffeomorphicMap(grid, mapping.moving_grid, mapping.prealign, forward, backward)
@@ -530,17 +525,17 @@ class RegistrationWidget(QWidget):
 
     def export_warped(self, path):
         """Write the warped moving image on the fixed file's grid."""
-        grid = original_grid(self._fixed_layer())
-        io.save_volume(path, on_grid(self.result.warped, self.fixed_volume.affine, grid),
+        grid = self.export_mapping.fixed_grid
+        io.save_volume(path, on_grid(self.result.warped, self.job.fixed.affine, grid),
                        grid.affine)
 
     def export_warped_labels(self, path):
         """Write the warped moving labels on the fixed file's grid."""
         if WARPED_LABELS not in self.viewer.layers:
             raise ValueError("there are no warped labels: choose moving labels and run")
-        grid = original_grid(self._fixed_layer())
+        grid = self.export_mapping.fixed_grid
         data = self.viewer.layers[WARPED_LABELS].data
-        io.save_volume(path, on_grid(data, self.fixed_volume.affine, grid, "nearest"),
+        io.save_volume(path, on_grid(data, self.job.fixed.affine, grid, "nearest"),
                        grid.affine, labels=True)
 
     def export_table(self, path):

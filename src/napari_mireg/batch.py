@@ -16,7 +16,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -82,12 +82,8 @@ def unique_names(pairs):
     for pair in pairs:
         count = seen.get(pair.name, 0)
         seen[pair.name] = count + 1
-        named.append(pair if count == 0 else Pair(f"{pair.name}-{count + 1}", *_paths(pair)))
+        named.append(pair if count == 0 else replace(pair, name=f"{pair.name}-{count + 1}"))
     return named
-
-
-def _paths(pair):
-    return pair.fixed, pair.moving, pair.fixed_labels, pair.moving_labels
 
 
 def read_pairs(path):

@@ -1,6 +1,7 @@
 """Array operations on images and vector fields, over the Cython kernels of _fields.pyx."""
 
 import numpy as np
+from scipy import ndimage
 
 from napari_mireg import _fields, _mi
 from napari_mireg._validate import image_array
@@ -185,8 +186,6 @@ def invert(field, affine, *, initial=None, max_iterations=20, tolerance=1e-3,
 
 def _newton_polish(field, affine, inverse, tolerance_mm, threads, steps=6):
     """Newton steps, in place, on the voxels whose inversion residual exceeds the tolerance."""
-    from scipy import ndimage
-
     shape = field.shape[:3]
     linear = np.asarray(affine, dtype=np.float64)[:3, :3]
     to_index = np.linalg.inv(linear)

@@ -58,7 +58,7 @@ def _open_image(path):
     return image, data
 
 
-def load_volume(path, *, labels=False):
+def load_volume(path, *, labels=False, dtype=np.float32):
     """Read a 2D/3D volume (or a 4D file holding one volume) with its voxel-to-world affine.
 
     Parameters
@@ -68,6 +68,8 @@ def load_volume(path, *, labels=False):
     labels : bool
         Read a label map: integer values kept (whole-number floats converted), any other
         value refused.
+    dtype : numpy dtype or None
+        Type of intensity data (None keeps the file's, e.g. to tell labels from images).
 
     Returns
     -------
@@ -89,7 +91,7 @@ def load_volume(path, *, labels=False):
     try:
         if labels:
             data = label_values(data, "data")
-        return as_volume(data, image.affine, "data", dtype=None if labels else np.float32)
+        return as_volume(data, image.affine, "data", dtype=None if labels else dtype)
     except ValueError as error:
         raise InputError(path, str(error).removeprefix("data: ").removeprefix("data ")) \
             from error
@@ -157,11 +159,6 @@ def save_volume(path, data, affine, *, labels=False):
     _save_image(_nifti(array, np.asarray(affine, dtype=np.float64), path), path)
 
 
-def _require_3d(grid, what):
-    if grid.ndim != 3:
-        raise ValueError(f"{what}: ITK/ANTs exports need 3D images, this registration is 2D")
-
-
 def save_displacement(mapping, path, which="forward"):
     """Write a map's displacement field as an ITK/ANTs warp on the fixed grid.
 
@@ -178,13 +175,14 @@ def save_displacement(mapping, path, which="forward"):
     """
     if which not in ("forward", "inverse"):
         raise ValueError(f"which must be 'forward' or 'inverse', got {which!r}")
-    _require_3d(mapping.fixed_grid, path)
     ras = mapping.forward if which == "forward" else mapping.backward
     save_field(DisplacementField(ras, mapping.fixed_grid), path)
 
 
 def save_field(displacement, path):
     """Write a DisplacementField as an ITK/ANTs warp (see :func:`save_displacement`)."""
+    if displacement.grid.ndim != 3:
+        raise ValueError(f"{path}: ITK/ANTs warps are 3D, this registration is 2D")
     lps = np.asarray(displacement.field, dtype=np.float32) * np.float32([-1, -1, 1])
     image = _nifti(lps[:, :, :, None, :], displacement.grid.affine, path)
     image.header.set_intent(NIFTI_INTENT_VECTOR)
