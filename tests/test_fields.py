@@ -55,6 +55,24 @@ def test_smooth_matches_gaussian_filter_and_leaves_input_alone(grid):
     np.testing.assert_array_equal(image, original)
 
 
+def test_smooth_vector_fields_per_component_even_past_short_axes():
+    # A kernel wider than an axis (radius 15 on 4 voxels) replicates the edge, like
+    # scipy's mode="nearest"; the three components are smoothed independently.
+    field = np.random.default_rng(3).normal(size=(9, 4, 30, 3)).astype(np.float32)
+    sigmas = (1.73, 5.0, 0.7)
+    result = fields.smooth(field, sigmas)
+    for component in range(3):
+        expected = ndimage.gaussian_filter(field[..., component].astype(np.float64), sigmas,
+                                           mode="nearest", radius=(6, 15, 3))  # ceil(3 sigma)
+        np.testing.assert_allclose(result[..., component], expected, atol=1e-6)
+
+
+def test_largest_length_is_the_longest_vector():
+    field = np.random.default_rng(4).normal(size=(7, 8, 9, 3)).astype(np.float32)
+    field[2, 3, 4] = (3.0, -4.0, 12.0)
+    assert fields.largest_length(field) == pytest.approx(13.0, rel=1e-6)
+
+
 def test_jacobian_determinant_matches_numpy(grid):
     _, affine, field = grid
     determinant = fields.jacobian_determinant(field, affine)

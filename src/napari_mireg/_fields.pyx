@@ -4,7 +4,7 @@
 cimport cython
 from cython.parallel cimport prange
 
-from libc.math cimport floor
+from libc.math cimport floor, sqrt
 
 import numpy as np
 
@@ -176,38 +176,70 @@ def gaussian_axis(const float[:, ::1] source, float[:, ::1] target, shape, int a
                   const double[::1] weights, int threads):
     """1D convolution of a (voxels, channels) volume along one axis, edges replicated.
 
-    `weights` has odd length 2r + 1, centred.
+    `weights` has odd length 2r + 1, centred. Each output row (fixed i0, i1: n2 * channels
+    contiguous floats) is a weighted sum of shifted input rows, so the inner loops run over
+    contiguous memory.
     """
     cdef Py_ssize_t n0 = shape[0], n1 = shape[1], n2 = shape[2]
     cdef Py_ssize_t channels = source.shape[1]
     cdef Py_ssize_t radius = (weights.shape[0] - 1) // 2
+    cdef Py_ssize_t length = n2 * channels
     cdef Py_ssize_t size = (n0, n1, n2)[axis]
-    cdef Py_ssize_t stride = (n1 * n2, n2, 1)[axis] * channels
-    cdef Py_ssize_t rows = n0 * n1
+    cdef Py_ssize_t row_stride = (n1, 1, 0)[axis]
     cdef const float* src = &source[0, 0]
     cdef float* dst = &target[0, 0]
-    cdef Py_ssize_t row, i2, c, k, position, neighbour, base
-    cdef double total
-    for row in prange(rows, nogil=True, num_threads=threads, schedule="static"):
-        for i2 in range(n2):
-            base = (row * n2 + i2) * channels
-            if axis == 0:
-                position = row // n1
-            elif axis == 1:
-                position = row % n1
-            else:
-                position = i2
-            for c in range(channels):
-                total = 0.0
-                for k in range(-radius, radius + 1):
-                    neighbour = position + k
-                    if neighbour < 0:
-                        neighbour = 0
-                    elif neighbour > size - 1:
-                        neighbour = size - 1
-                    total = total + weights[k + radius] * src[base + c + (neighbour - position) * stride]
-                dst[base + c] = <float>total
+    cdef float[::1] taps = np.asarray(weights, dtype=np.float32)
+    cdef Py_ssize_t row, position
+    for row in prange(n0 * n1, nogil=True, num_threads=threads, schedule="static"):
+        if axis == 2:
+            _convolve_along_row(src + row * length, dst + row * length, n2, channels,
+                                &taps[0], radius)
+        else:
+            position = row // n1 if axis == 0 else row % n1
+            _convolve_across_rows(src + (row - position * row_stride) * length,
+                                  dst + row * length, length, position, size,
+                                  row_stride * length, &taps[0], radius)
     return target
+
+
+cdef inline void _convolve_across_rows(const float* first_row, float* out, Py_ssize_t length,
+                                       Py_ssize_t position, Py_ssize_t size, Py_ssize_t stride,
+                                       const float* taps, Py_ssize_t radius) noexcept nogil:
+    """out = sum_k taps[k] * row(clamp(position + k - radius)); rows `stride` floats apart."""
+    cdef Py_ssize_t k, j, neighbour
+    cdef const float* row
+    cdef float weight
+    for j in range(length):
+        out[j] = 0
+    for k in range(2 * radius + 1):
+        neighbour = min(max(position + k - radius, 0), size - 1)
+        row = first_row + neighbour * stride
+        weight = taps[k]
+        for j in range(length):
+            out[j] += weight * row[j]
+
+
+cdef inline void _convolve_along_row(const float* row, float* out, Py_ssize_t n,
+                                     Py_ssize_t channels, const float* taps,
+                                     Py_ssize_t radius) noexcept nogil:
+    """Convolve one row of n points (channels interleaved) along itself, edges replicated."""
+    cdef Py_ssize_t k, j, i, c, shift, low, high
+    cdef float weight
+    for j in range(n * channels):
+        out[j] = 0
+    for k in range(2 * radius + 1):
+        shift = k - radius
+        weight = taps[k]
+        low = min(n, max(0, -shift))            # points [low, high) read inside the row
+        high = max(low, min(n, n - shift))
+        for i in range(low):
+            for c in range(channels):
+                out[i * channels + c] += weight * row[c]
+        for j in range(low * channels, high * channels):
+            out[j] += weight * row[j + shift * channels]
+        for i in range(high, n):
+            for c in range(channels):
+                out[i * channels + c] += weight * row[(n - 1) * channels + c]
 
 
 def jacobian_determinant(const float[:, ::1] field, shape, const double[::1] index_to_world_inverse,
@@ -256,17 +288,30 @@ def jacobian_determinant(const float[:, ::1] field, shape, const double[::1] ind
 
 def max_distance(const float[:, ::1] a, const float[:, ::1] b, int threads):
     """Largest Euclidean distance between matching rows of two (voxels, 3) fields."""
-    cdef Py_ssize_t n = a.shape[0]
+    return _largest_length(&a[0, 0], &b[0, 0], a.shape[0], threads)
+
+
+def max_norm(const float[:, ::1] a, int threads):
+    """Largest Euclidean length of the rows of a (voxels, 3) field."""
+    return _largest_length(&a[0, 0], NULL, a.shape[0], threads)
+
+
+cdef double _largest_length(const float* a, const float* b, Py_ssize_t n, int threads):
+    """max_v |a[v] - b[v]| over (n, 3) rows; b NULL stands for zero."""
     cdef Py_ssize_t chunks = max(1, min(n, 256))
     cdef double[::1] largest = np.zeros(chunks)
     cdef Py_ssize_t c, v
     cdef double d0, d1, d2, squared
     for c in prange(chunks, nogil=True, num_threads=threads, schedule="static"):
         for v in range(c * n // chunks, (c + 1) * n // chunks):
-            d0 = a[v, 0] - b[v, 0]
-            d1 = a[v, 1] - b[v, 1]
-            d2 = a[v, 2] - b[v, 2]
+            d0 = a[3 * v]
+            d1 = a[3 * v + 1]
+            d2 = a[3 * v + 2]
+            if b != NULL:
+                d0 = d0 - b[3 * v]
+                d1 = d1 - b[3 * v + 1]
+                d2 = d2 - b[3 * v + 2]
             squared = d0 * d0 + d1 * d1 + d2 * d2
             if squared > largest[c]:
                 largest[c] = squared
-    return float(np.sqrt(np.max(largest)))
+    return sqrt(np.max(largest))

@@ -211,6 +211,12 @@ def _newton_polish(field, affine, inverse, tolerance_mm, threads, steps=6):
         flat[bad[solvable]] -= step.astype(np.float32)
 
 
+def largest_length(field, *, threads=None):
+    """The largest vector length of a (..., 3) float32 field."""
+    flat = np.ascontiguousarray(field, dtype=np.float32).reshape(-1, 3)
+    return _fields.max_norm(flat, thread_count(threads))
+
+
 def gaussian_weights(sigma):
     """Normalised Gaussian taps for a sigma in voxels, truncated at 3 sigma."""
     radius = max(1, int(np.ceil(3.0 * sigma)))
