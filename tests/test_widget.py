@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("napari")
 
 from napari_mireg import _widget, io  # noqa: E402
+from napari_mireg._plots import CURVE_COLOUR  # noqa: E402
 from napari_mireg._reader import get_reader  # noqa: E402
 from napari_mireg._sample_data import sample_pair  # noqa: E402
 from napari_mireg._widget import (DISPLACEMENT, JACOBIAN, UPDATE, WARPED,  # noqa: E402
@@ -83,11 +84,20 @@ def test_widget_runs_live_and_shows_results(viewer_with_pair, qtbot, tmp_path):
     np.testing.assert_allclose(viewer.layers[WARPED].scale, fixed.scale)
     assert viewer.layers[WARPED].data.max() > 0
     assert set(np.unique(viewer.layers[WARPED_LABELS].data)) >= {2, 3, 41, 42}
-    histogram = widget.plots.image.get_array()
+    histogram = widget.plots.histogram
     assert histogram.shape == (32, 32) and np.ptp(histogram) > 1
-    assert np.array_equal(widget.plots.curve.get_ydata(), widget.energies)
-    low, high = widget.plots.curve_axes.get_ylim()
+    assert np.array_equal(widget.plots.values, widget.energies)
+    low, high = widget.plots.y_limits
     assert low <= min(widget.energies) and max(widget.energies) <= high
+    # The plots are painted: the histogram panel shows many colours, the curve its own.
+    painted = widget.plots.grab().toImage()
+    width, height = painted.width(), painted.height()
+    left_colours = {painted.pixel(x, y) for x in range(width // 8, width // 2, 3)
+                    for y in range(height // 4, 3 * height // 4, 3)}
+    right_colours = {painted.pixel(x, y) for x in range(width // 2, width, 2)
+                     for y in range(height)}
+    assert len(left_colours) > 10
+    assert CURVE_COLOUR.rgb() in right_colours
     # The table: whole brain and mean first, then one row per label, with real scores.
     totals, table = widget.totals_table, widget.overlap_table
     assert totals.item(0, 1).text() == "whole brain" and totals.item(1, 1).text() == \

@@ -7,6 +7,9 @@ in the worker only when `Pacing` says so, which keeps their cost (computing and 
 under a fixed share of the engine's time. Stopping the generator stops the engine at once.
 """
 
+import os
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -15,6 +18,11 @@ import numpy as np
 from napari_mireg.metric import MutualInformation
 from napari_mireg.registration import prealignment, register_steps
 from napari_mireg.transforms import AffineMap
+
+# The engine's CPU priority in the widget: with every core busy, the viewer's drawing
+# (software OpenGL included) then gets a core when it needs one. Measured on 2 cores with
+# llvmpipe: event-loop gaps while layers update fell from 100-140 ms to 60-85 ms.
+ENGINE_NICENESS = 10
 
 
 @dataclass
@@ -104,6 +112,7 @@ def live_frames(job, pacing=None):
     any registration work, so the view reacts at once.
     """
     pacing = pacing or Pacing()
+    lower_thread_priority(ENGINE_NICENESS)
     options = dict(job.options)
     prealign = options.pop("prealign", "affine")
     metric = MutualInformation(options.get("bins", 32), threads=options.get("threads"))
@@ -143,3 +152,22 @@ def live_frames(job, pacing=None):
             continue
         yield heavy_frame("syn", snapshot.warp, update=snapshot.update,
                           level_affine=snapshot.level_affine, **light)
+
+
+def lower_thread_priority(niceness):
+    """Raise the calling thread's nice value to at least `niceness` (Linux only).
+
+    On Linux each thread has its own nice value, and the OpenMP threads that the engine
+    starts from this thread inherit it. Elsewhere, or if the system refuses, nothing
+    changes. A thread cannot lower it again without privileges, so the pool thread that ran
+    the engine keeps it, which only matters to the engine's later runs.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    thread = threading.get_native_id()
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, thread)
+        if current < niceness:
+            os.setpriority(os.PRIO_PROCESS, thread, niceness)
+    except OSError:
+        pass

@@ -135,8 +135,9 @@ def compose(first, second, affine, *, threads=None):
     `second` is sampled trilinearly, edges replicated.
     """
     shape = first.shape[:3]
-    return first + resample(second, affine, shape, affine, field=first, clamp=True,
-                            threads=threads)
+    composed = resample(second, affine, shape, affine, field=first, clamp=True, threads=threads)
+    composed += first   # in place: at 1 mm a new array costs as much as the sum
+    return composed
 
 
 def invert(field, affine, *, initial=None, max_iterations=20, tolerance=1e-3,

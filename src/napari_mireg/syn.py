@@ -220,7 +220,9 @@ class SymmetricDiffeomorphicRegistration:
         from 0.926 to 0.943 and lowers the error from 1.02 to 0.74 mm.
         """
         field = fields.compose(update, half_map[0], affine)
-        guess = fields.compose(half_map[1], np.negative(update), affine)
+        guess = fields.resample(update, affine, update.shape[:3], affine, field=half_map[1],
+                                clamp=True)
+        np.subtract(half_map[1], guess, out=guess)   # w - u(x + w): compose(w, -u)
         inverse, _ = fields.invert(field, affine, initial=guess, max_iterations=self.inv_iter,
                                    tolerance=self.inv_tol)
         field, _ = fields.invert(inverse, affine, initial=field, max_iterations=1,
