@@ -47,7 +47,8 @@ def main():
     shoot(viewer, "1-inputs.png")
 
     widget.start()
-    wait(lambda: widget.energies and len(widget.energies) > 45)
+    # A live view (layers, plots) drawn during the second level.
+    wait(lambda: widget.plots.values.size > 45)
     widget.worker.pause()
     wait(lambda: widget.worker.is_paused)
     viewer.layers["moving_t2"].visible = False
