@@ -14,10 +14,10 @@ from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QMovie
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout,
-                            QGroupBox, QHBoxLayout, QLabel, QLineEdit, QMainWindow, QProgressBar,
-                            QPushButton, QSpinBox, QTableWidget, QTableWidgetItem,
-                            QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout,
+                            QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QMainWindow,
+                            QProgressBar, QPushButton, QSpinBox, QTableWidget,
+                            QTableWidgetItem, QVBoxLayout, QWidget)
 
 from napari_mireg import io
 from napari_mireg._display import (layer_kwargs, layer_volume, on_grid, original_grid,
@@ -299,6 +299,7 @@ class RegistrationWidget(QWidget):
         # Connecting `errored` here (not after) keeps napari from re-raising the error.
         activity = {"progress": {"total": total, "desc": "MI-SyN registration"}} \
             if self.activity_progress.isChecked() else {}
+        self._busy_animation_held = not activity   # no progress, no animation to hold
         self.worker = thread_worker(
             live_frames, **activity,
             connect={"yielded": self.show_frame, "returned": self.show_result,
@@ -318,18 +319,22 @@ class RegistrationWidget(QWidget):
         """Pause the animated "in progress" GIF in napari's status bar.
 
         Every frame of it re-composes the whole window, OpenGL canvas included: with
-        software OpenGL that slowed the engine by 80-90 %, against about 15 % with the
+        software OpenGL that slowed the engine by 80-90 %, against about 18 % with the
         animation held (2 mm sample pair). The activity dock's progress bar still moves.
+        Returns True once it is held (napari starts it once, when the progress appears).
         """
         window = self
         while window.parentWidget() is not None:
             window = window.parentWidget()
         if not isinstance(window, QMainWindow):
-            return
+            return True   # not in a napari window: nothing to hold
+        held = False
         for label in window.statusBar().findChildren(QLabel):
             movie = label.movie()
             if movie is not None and movie.state() == QMovie.MovieState.Running:
                 movie.setPaused(True)
+                held = True
+        return held
 
     def _prepare_layers(self, job):
         """Create the live layers that do not exist yet: making a layer takes napari a few
@@ -421,7 +426,8 @@ class RegistrationWidget(QWidget):
         """
         if self.first_frame_seconds is None:
             self.first_frame_seconds = time.perf_counter() - self._run_started
-        self._hold_busy_animation()   # napari starts it when the worker's progress appears
+        if not self._busy_animation_held:
+            self._busy_animation_held = self._hold_busy_animation()
         self._frames_seen += 1
         if frame.energy is not None:
             self.energies.append(-frame.energy)
