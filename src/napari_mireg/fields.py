@@ -192,8 +192,7 @@ def _newton_polish(field, affine, inverse, tolerance_mm, threads, steps=6):
     to_index = np.linalg.inv(linear)
     gradient = None
     for _ in range(steps):
-        residual = inverse + resample(field, affine, shape, affine, field=inverse, clamp=True,
-                                      threads=threads)
+        residual = compose(inverse, field, affine, threads=threads)   # w + h(x + w)
         bad = np.flatnonzero((residual.reshape(-1, 3) ** 2).sum(axis=1) > tolerance_mm ** 2)
         if bad.size == 0:
             return
