@@ -63,8 +63,16 @@ def wait_idle(qtbot, widget):
     qtbot.waitUntil(lambda: widget.worker is None, timeout=RUN_TIMEOUT_MS)
 
 
-def test_widget_runs_live_and_shows_results(viewer_with_pair, qtbot, tmp_path):
+def test_widget_runs_live_and_shows_results(viewer_with_pair, qtbot, tmp_path, monkeypatch):
     viewer = viewer_with_pair
+    bars = []
+
+    class RecordedProgress(_widget.progress):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    monkeypatch.setattr(_widget, "progress", RecordedProgress)
     widget = make_widget(viewer)
     assert widget.fixed_choice.currentText() == "fixed_t1"
     assert widget.moving_choice.currentText() == "moving_t2"
@@ -74,8 +82,13 @@ def test_widget_runs_live_and_shows_results(viewer_with_pair, qtbot, tmp_path):
     assert frames[0].stage == "start" and frames[0].warped is not None
     heavy = [f for f in frames if f.stage == "syn" and f.warped is not None]
     assert heavy and heavy[0].update_magnitude.max() > 0
+    # Every level's update is shown on the fixed grid, so its layer never changes shape.
+    assert {f.update_magnitude.shape for f in heavy} == {viewer.layers["fixed_t1"].data.shape}
     assert len(widget.energies) == sum(1 for f in frames if f.energy is not None) >= 6
     assert widget.result is not None and widget.status.text() == "Done"
+    # napari's activity dock had a bar for the run, moved with the drawn frames, then closed.
+    assert len(bars) == 1 and bars[0].total == widget.progress.maximum()
+    assert 0 < bars[0].n <= bars[0].total and bars[0].disable
     assert widget.result.mi_after > widget.result.mi_before
     for name in (WARPED, WARPED_LABELS, UPDATE, JACOBIAN, DISPLACEMENT):
         assert name in viewer.layers
@@ -130,6 +143,33 @@ def test_widget_runs_live_and_shows_results(viewer_with_pair, qtbot, tmp_path):
     widget.start(continue_from=widget.result)
     wait_idle(qtbot, widget)
     assert len(widget.energies) == before + 3 and widget.status.text() == "Done"
+
+
+def test_live_layers_take_frames_in_place(viewer_with_pair):
+    """A frame is copied into the live layer's buffer and re-sliced, with no data event
+    (which would rebuild napari's colour shaders); arrays the widget was given are never
+    written."""
+    viewer = viewer_with_pair
+    widget = make_widget(viewer)
+    fixed = viewer.layers["fixed_t1"]
+    affine, shape = fixed.metadata["display_affine"], fixed.data.shape
+    first = np.zeros(shape, np.float32)
+    layer = widget._show_live(WARPED, first, "image", affine)
+    data_events = []
+    layer.events.data.connect(data_events.append)
+    centre = tuple(np.mean(layer.extent.world, axis=0))
+    widget._show_live(WARPED, np.full(shape, 3.0, np.float32), "image", affine)
+    assert layer.data is first and np.all(first == 3.0) and not data_events
+    assert layer.get_value(centre, world=True) == 3.0   # the drawn slice shows the new frame
+
+    result = np.ones(shape, np.float32)
+    widget._show_layer(WARPED, result, "image", affine)
+    data_events.clear()
+    later = np.full(shape, 5.0, np.float32)
+    widget._show_live(WARPED, later, "image", affine)
+    assert np.all(result == 1.0) and layer.data is later and len(data_events) == 1
+    widget._show_live(WARPED, np.full(shape, 7.0, np.float32), "image", affine)
+    assert np.all(later == 7.0) and len(data_events) == 1 and layer.get_value(centre, world=True) == 7.0
 
 
 def test_cancel_stops_within_an_iteration_and_keeps_the_viewer_usable(viewer_with_pair, qtbot,

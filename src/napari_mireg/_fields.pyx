@@ -29,7 +29,7 @@ def gradient(const cython.floating[::1] image, shape, const double[::1] index_to
     cdef Vector3 g
     cdef float* target
     cdef AxisStep step0, step1
-    for row in prange(n0 * n1, nogil=True, num_threads=threads, schedule="static"):
+    for row in prange(n0 * n1, nogil=True, num_threads=threads, schedule="guided"):
         step0 = axis_step(row // n1, n0, n1 * n2)
         step1 = axis_step(row % n1, n1, n2)
         for i2 in range(n2):
@@ -108,7 +108,7 @@ def warp_linear(const float[:, ::1] image, image_shape, const float[:, ::1] fiel
     cdef Py_ssize_t c0, c1, c2
     cdef bint outside
     cdef float* target
-    for row in prange(rows, nogil=True, num_threads=threads, schedule="static"):
+    for row in prange(rows, nogil=True, num_threads=threads, schedule="guided"):
         i0 = row // n1
         i1 = row % n1
         for i2 in range(n2):
@@ -156,7 +156,7 @@ def warp_nearest_index(image_shape, const float[:, ::1] field, bint use_field, o
     cdef Py_ssize_t rows = output_shape[0] * n1
     cdef Vector3 j
     cdef Py_ssize_t row, i0, i1, i2, v, j0, j1, j2
-    for row in prange(rows, nogil=True, num_threads=threads, schedule="static"):
+    for row in prange(rows, nogil=True, num_threads=threads, schedule="guided"):
         i0 = row // n1
         i1 = row % n1
         for i2 in range(n2):
@@ -190,7 +190,7 @@ def gaussian_axis(const float[:, ::1] source, float[:, ::1] target, shape, int a
     cdef float* dst = &target[0, 0]
     cdef float[::1] taps = np.asarray(weights, dtype=np.float32)
     cdef Py_ssize_t row, position
-    for row in prange(n0 * n1, nogil=True, num_threads=threads, schedule="static"):
+    for row in prange(n0 * n1, nogil=True, num_threads=threads, schedule="guided"):
         if axis == 2:
             _convolve_along_row(src + row * length, dst + row * length, n2, channels,
                                 &taps[0], radius)
@@ -256,7 +256,7 @@ def jacobian_determinant(const float[:, ::1] field, shape, const double[::1] ind
     cdef double d0, d1, d2
     cdef double j00, j01, j02, j10, j11, j12, j20, j21, j22
     cdef AxisStep step0, step1, step2
-    for row in prange(n0 * n1, nogil=True, num_threads=threads, schedule="static"):
+    for row in prange(n0 * n1, nogil=True, num_threads=threads, schedule="guided"):
         step0 = axis_step(row // n1, n0, n1 * n2 * 3)
         step1 = axis_step(row % n1, n1, n2 * 3)
         for i2 in range(n2):
@@ -302,7 +302,7 @@ cdef double _largest_length(const float* a, const float* b, Py_ssize_t n, int th
     cdef double[::1] largest = np.zeros(chunks)
     cdef Py_ssize_t c, v
     cdef double d0, d1, d2, squared
-    for c in prange(chunks, nogil=True, num_threads=threads, schedule="static"):
+    for c in prange(chunks, nogil=True, num_threads=threads, schedule="guided"):
         for v in range(c * n // chunks, (c + 1) * n // chunks):
             d0 = a[3 * v]
             d1 = a[3 * v + 1]

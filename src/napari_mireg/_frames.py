@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from napari_mireg import fields
 from napari_mireg.metric import MutualInformation
 from napari_mireg.registration import prealignment, register_steps
 from napari_mireg.transforms import AffineMap
@@ -43,8 +44,9 @@ class Frame:
     warped, warped_labels : ndarray or None
         Moving image / labels on the fixed grid (heavy frames only).
     update_magnitude : ndarray or None
-        Length (mm) of the iteration's update on the level grid (heavy frames only).
-    level_affine : ndarray or None
+        Length (mm) of the iteration's update, interpolated from the level grid onto the
+        fixed grid so that the layer keeps its shape and place at every level (heavy frames
+        only).
     """
 
     stage: str
@@ -55,7 +57,6 @@ class Frame:
     warped: np.ndarray | None = None
     warped_labels: np.ndarray | None = None
     update_magnitude: np.ndarray | None = None
-    level_affine: np.ndarray | None = None
 
 
 @dataclass
@@ -120,12 +121,14 @@ def live_frames(job, pacing=None):
     prealign = options.pop("prealign", "affine")
     metric = MutualInformation(options.get("bins", 32), threads=options.get("threads"))
 
-    def heavy_frame(stage, warp, update=None, **light):
+    def heavy_frame(stage, warp, update=None, level_affine=None, **light):
         started = time.perf_counter()
         labels = None if job.moving_labels is None else warp(job.moving_labels, "nearest")
         frame = Frame(stage, warped=warp(job.moving, "linear"), warped_labels=labels, **light)
         if update is not None:
-            frame.update_magnitude = np.sqrt((update ** 2).sum(axis=-1))
+            frame.update_magnitude = fields.resample(
+                np.sqrt((update ** 2).sum(axis=-1)), level_affine, job.fixed.shape,
+                job.fixed.affine, clamp=True, threads=options.get("threads"))
         pacing.frame_made(started)
         return frame
 

@@ -121,7 +121,7 @@ def intensity_range(const cython.floating[::1] image, const unsigned char[::1] m
     cdef Py_ssize_t[:, ::1] counts = np.zeros((chunks, 2), dtype=np.intp)
     cdef Py_ssize_t c, v, start, stop
     cdef double value, low, high
-    for c in prange(chunks, nogil=True, num_threads=threads, schedule="static"):
+    for c in prange(chunks, nogil=True, num_threads=threads, schedule="guided"):
         start = c * n // chunks
         stop = (c + 1) * n // chunks
         low = 1e308
@@ -164,7 +164,7 @@ def histogram_moments(const cython.floating[::1] fixed, const cython.floating[::
     cdef double f, f2
     cdef int k0
     cdef double* cell
-    for c in prange(chunks, nogil=True, num_threads=threads, schedule="static"):
+    for c in prange(chunks, nogil=True, num_threads=threads, schedule="guided"):
         start = c * n // chunks
         stop = (c + 1) * n // chunks
         for v in range(start, stop):
@@ -208,7 +208,7 @@ def dense_gradient(const cython.floating[::1] fixed, const cython.floating[::1] 
     cdef Vector3 g
     cdef float* target
     cdef AxisStep step0, step1
-    for row in prange(n0 * n1, nogil=True, num_threads=threads, schedule="static"):
+    for row in prange(n0 * n1, nogil=True, num_threads=threads, schedule="guided"):
         step0 = axis_step(row // n1, n0, n1 * n2)
         step1 = axis_step(row % n1, n1, n2)
         for i2 in range(n2):
@@ -235,7 +235,7 @@ def dense_gradient_given(const cython.floating[::1] fixed, const cython.floating
     cdef const double* table_data = &table[0, 0, 0]
     cdef Py_ssize_t v, a
     cdef double coefficient
-    for v in prange(n, nogil=True, num_threads=threads, schedule="static"):
+    for v in prange(n, nogil=True, num_threads=threads, schedule="guided"):
         if use_mask and not mask[v]:
             coefficient = 0.0
         else:
@@ -275,7 +275,7 @@ def affine_gradient(const cython.floating[::1] fixed, const cython.floating[::1]
     cdef Py_ssize_t c, row, i0, i1, i2, v
     cdef double coefficient, x0, x1, x2, g0
     cdef double* sums
-    for c in prange(chunks, nogil=True, num_threads=threads, schedule="static"):
+    for c in prange(chunks, nogil=True, num_threads=threads, schedule="guided"):
         sums = &partial[c, 0]
         for row in range(c * rows // chunks, (c + 1) * rows // chunks):
             i0 = row // n1

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 from napari.qt.threading import thread_worker
+from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QMovie
@@ -58,6 +59,16 @@ def _fill(table, rows):
             table.setItem(index, column, item)
 
 
+def _collect_garbage():
+    """A full garbage collection, done while no registration runs.
+
+    One of napari's many objects pauses the event loop for 0.1-0.2 s; done when the widget
+    opens and after each run, it leaves too few new objects for Python to start one during
+    the next run (it did once mid-run, 179 ms), and keeps it out of the Run button's time.
+    """
+    gc.collect()
+
+
 class RegistrationWidget(QWidget):
     """MI-SyN registration of two layers, live.
 
@@ -77,6 +88,8 @@ class RegistrationWidget(QWidget):
         self.energies = []
         self._frames_seen = 0
         self._last_histogram = None
+        self._live_buffers = {}   # layer name -> the array a live layer shows
+        self._activity = None     # the activity dock's progress bar of a run
         self.first_frame_seconds = None
         self._run_started = 0.0
         self._outcome = None
@@ -101,6 +114,7 @@ class RegistrationWidget(QWidget):
             event.connect(self.refresh_layer_choices)
         self.refresh_layer_choices()
         self._set_running(False)
+        _collect_garbage()
 
     # ---------------------------------------------------------------- building the panel
     def _inputs_box(self):
@@ -296,21 +310,20 @@ class RegistrationWidget(QWidget):
         self._frames_seen = 0
         self._pacing = Pacing()
         self._run_started = time.perf_counter()
+        self._busy_animation_held = not self.activity_progress.isChecked()
         # Connecting `errored` here (not after) keeps napari from re-raising the error.
-        activity = {"progress": {"total": total, "desc": "MI-SyN registration"}} \
-            if self.activity_progress.isChecked() else {}
-        self._busy_animation_held = not activity   # no progress, no animation to hold
         self.worker = thread_worker(
-            live_frames, **activity,
+            live_frames,
             connect={"yielded": self.show_frame, "returned": self.show_result,
                      "errored": self._failed, "finished": self._finished},
             start_thread=False)(job, self._pacing)
         self._set_running(True)
         self.status.setText("Starting...")
-        # A full garbage collection of napari's many objects pauses the event loop for
-        # 0.1-0.2 s; doing one now, while the view is being set up, makes one during the
-        # live run unlikely.
-        gc.collect()
+        if self.activity_progress.isChecked():
+            # Moved with the heavy frames only: a repaint of it per iteration re-composes
+            # the whole window (costly with software OpenGL). Made before the worker
+            # starts, as napari's progress bars process pending events when they change.
+            self._activity = progress(total=total, desc="MI-SyN registration")
         self.worker.start()
         self._prepare_layers(job)   # while the worker makes the first frame
         return self.worker
@@ -337,24 +350,28 @@ class RegistrationWidget(QWidget):
         return held
 
     def _prepare_layers(self, job):
-        """Create the live layers that do not exist yet: making a layer takes napari a few
-        hundred ms, setting its data far less, so the event loop stays free while frames
-        arrive."""
+        """Create the live layers that do not exist yet, each showing a zero buffer that
+        the frames are then copied into: making a layer takes napari a few hundred ms,
+        updating its buffer far less, so the event loop stays free while frames arrive."""
         shape = job.fixed.data.shape
         affine = job.fixed.affine
         missing = [name for name in (WARPED, WARPED_LABELS, UPDATE)
                    if name not in self.viewer.layers]
         if WARPED in missing:
-            self._show_layer(WARPED, np.zeros(shape, np.float32), "image", affine,
-                             colormap="magenta", blending="additive",
-                             contrast_limits=self._layer(self.moving_choice).contrast_limits)
+            self._add_live(WARPED, np.zeros(shape, np.float32), "image", affine,
+                           colormap="magenta", blending="additive",
+                           contrast_limits=self._layer(self.moving_choice).contrast_limits)
         if WARPED_LABELS in missing and job.moving_labels is not None:
             colours = self._layer(self.moving_labels_choice).colormap
-            self._show_layer(WARPED_LABELS, np.zeros(shape, job.moving_labels.data.dtype),
-                             "labels", affine, colormap=colours, opacity=0.5).editable = False
+            self._add_live(WARPED_LABELS, np.zeros(shape, job.moving_labels.data.dtype),
+                           "labels", affine, colormap=colours, opacity=0.5).editable = False
         if UPDATE in missing:
-            self._show_layer(UPDATE, np.zeros((1, 1, 1), np.float32), "image", affine,
-                             colormap="inferno", visible=False)
+            self._add_live(UPDATE, np.zeros(shape, np.float32), "image", affine,
+                           colormap="inferno", visible=False)
+
+    def _add_live(self, name, buffer, kind, affine, **extra):
+        self._live_buffers[name] = buffer
+        return self._show_layer(name, buffer, kind, affine, **extra)
 
     def _run_or_cancel(self):
         if self.worker is not None:
@@ -393,8 +410,13 @@ class RegistrationWidget(QWidget):
         cancelled."""
         if self._outcome is None:
             self.status.setText("Cancelled")
+        self._refresh_thumbnails()
+        if self._activity is not None:
+            self._activity.close()
+            self._activity = None
         self.worker = None
         self._set_running(False)
+        _collect_garbage()
 
     def _failed(self, error):
         self._outcome = "failed"
@@ -417,6 +439,36 @@ class RegistrationWidget(QWidget):
         add = self.viewer.add_labels if kind == "labels" else self.viewer.add_image
         return add(data, **layer_kwargs(affine, name), **extra)
 
+    def _show_live(self, name, data, kind, affine):
+        """Update a live layer with a frame's array.
+
+        A frame of the buffer's shape and grid is copied into the layer's buffer, and the
+        layer re-sliced without a data event: a data event makes napari rebuild a Labels
+        layer's colour texture and shader (tens of ms with software OpenGL) and re-draw the
+        thumbnails, on every frame. Otherwise (a layer that shows a result array, or another
+        grid) the frame's array becomes the layer's data and its new buffer. Only the
+        widget's own buffers are written, never arrays it was given.
+        """
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        buffer = self._live_buffers.get(name)
+        reusable = (layer is not None and layer.data is buffer and buffer.shape == data.shape
+                    and buffer.dtype == data.dtype
+                    and np.allclose(layer.metadata.get("display_affine"), affine))
+        if not reusable:
+            self._live_buffers[name] = data
+            return self._show_layer(name, data, kind, affine)
+        np.copyto(buffer, data)
+        layer.refresh(thumbnail=False, extent=False)
+        if name == UPDATE and layer.visible:
+            layer.reset_contrast_limits()
+        return layer
+
+    def _refresh_thumbnails(self):
+        """Bring the live layers' thumbnails up to date (they are not re-drawn per frame)."""
+        for name, buffer in self._live_buffers.items():
+            if name in self.viewer.layers and self.viewer.layers[name].data is buffer:
+                self.viewer.layers[name].refresh()
+
     def show_frame(self, frame):
         """Draw one Frame (main thread).
 
@@ -435,13 +487,13 @@ class RegistrationWidget(QWidget):
         if frame.warped is None:
             return
         fixed_affine = self.job.fixed.affine
-        steps = [lambda: self._show_layer(WARPED, frame.warped, "image", fixed_affine)]
+        steps = [lambda: self._show_live(WARPED, frame.warped, "image", fixed_affine)]
         if frame.warped_labels is not None:
-            steps.append(lambda: self._show_layer(WARPED_LABELS, frame.warped_labels, "labels",
-                                                  fixed_affine))
+            steps.append(lambda: self._show_live(WARPED_LABELS, frame.warped_labels, "labels",
+                                                 fixed_affine))
         if frame.update_magnitude is not None:
-            steps.append(lambda: self._show_layer(UPDATE, frame.update_magnitude, "image",
-                                                  frame.level_affine))
+            steps.append(lambda: self._show_live(UPDATE, frame.update_magnitude, "image",
+                                                 fixed_affine))
         steps.append(lambda: self._show_progress(frame))
         self._run_steps(steps, spent=0.0)
 
@@ -469,6 +521,8 @@ class RegistrationWidget(QWidget):
             self.status.setText(f"Level {frame.level + 1}, iteration {frame.iteration + 1}: "
                                 f"MI {-frame.energy:.4f}")
             self._draw_plots(frame.joint_histogram)
+        if self._activity is not None:   # last: it processes pending events (napari's bar)
+            self._activity.update(self._frames_seen - self._activity.n)
 
     def _draw_plots(self, histogram):
         self.plots.show_data(histogram, self.energies, self._planned_iterations)
