@@ -260,3 +260,32 @@ def test_warped_labels_are_drawn_on_screen(make_napari_viewer, qtbot):
     white_matter = np.all(np.abs(pixels.astype(int) - LABEL_COLOURS[2]) <= 3, axis=1)
     cortex = np.all(np.abs(pixels.astype(int) - LABEL_COLOURS[3]) <= 3, axis=1)
     assert white_matter.mean() > 0.01 and cortex.mean() > 0.01
+
+
+def test_pacing_keeps_heavy_frames_within_their_share(monkeypatch):
+    """A heavy frame is due once the last one's cost (computing + drawing) is at most
+    `share` of the time since it, and never sooner than `min_interval`."""
+    from napari_mireg import _frames
+    now = [100.0]
+    monkeypatch.setattr(_frames.time, "perf_counter", lambda: now[0])
+    pacing = _frames.Pacing(share=0.1, min_interval=1.0)
+    assert pacing.due()                       # nothing drawn yet
+    pacing.frame_made(started=99.95)          # 50 ms of computing
+    pacing.drawn(0.25)                        # 250 ms to draw: 0.3 s a frame
+    for waited, due in ((0.5, False), (1.0, False), (2.6, False), (2.75, True)):
+        now[0] = 100.0 + waited
+        assert pacing.due() is due, waited
+    # Drawing counts as the median of the last three frames: one slow frame (the first
+    # pays for compiling shaders) does not hold the view back for long.
+    pacing.frame_made(started=now[0] - 0.01)
+    pacing.drawn(0.01)                        # median(0.25, 0.01) = 0.13: wait 1.26 s
+    start = now[0]
+    for waited, due in ((1.2, False), (1.3, True)):
+        now[0] = start + waited
+        assert pacing.due() is due, waited
+    pacing.frame_made(started=now[0] - 0.01)
+    pacing.drawn(0.01)                        # median 0.01: the 1 s floor holds
+    start = now[0]
+    for waited, due in ((0.9, False), (1.0, True)):
+        now[0] = start + waited
+        assert pacing.due() is due, waited

@@ -63,10 +63,11 @@ class Frame:
 class Pacing:
     """Decides when a heavy frame is due, so that showing frames costs at most `share`.
 
-    A heavy frame costs its computation in the worker (measured here) and its drawing in
-    the main thread, which the viewer reports with :meth:`drawn`: the time spent putting the
-    frame into layers, counted twice because the canvas repaints it later at about the same
-    cost. The cost of the last frame sets the wait before the next one.
+    A heavy frame costs its computation in the worker (measured here) and its drawing,
+    which the viewer reports with :meth:`drawn`: the time from putting the frame into the
+    layers to the end of the repaint that shows it. The last frame's computing and the
+    median drawing time of the last three frames set the wait before the next one (the
+    first frame's drawing also pays one-off costs, such as compiling the layers' shaders).
 
     Attributes
     ----------
@@ -80,11 +81,12 @@ class Pacing:
     min_interval: float = 1.0
     _last_end: float = field(default=-np.inf, repr=False)
     _computing: float = field(default=0.0, repr=False)
-    _drawing: float = field(default=0.0, repr=False)
+    _drawing: list = field(default_factory=list, repr=False)
 
     def due(self):
         """True when a heavy frame may be made now."""
-        cost = self._computing + 2.0 * self._drawing
+        drawing = float(np.median(self._drawing)) if self._drawing else 0.0
+        cost = self._computing + drawing
         waited = time.perf_counter() - self._last_end
         return waited >= max(self.min_interval, cost * (1 - self.share) / self.share)
 
@@ -94,8 +96,8 @@ class Pacing:
         self._computing = self._last_end - started
 
     def drawn(self, seconds):
-        """Record the main thread's time spent putting the last heavy frame into layers."""
-        self._drawing = seconds
+        """Record how long the last heavy frame took to draw (seconds)."""
+        self._drawing = self._drawing[-2:] + [seconds]
 
 
 @dataclass

@@ -32,6 +32,9 @@ from napari_mireg.transforms import DiffeomorphicMap, apply_transforms
 WARPED, WARPED_LABELS = "warped moving", "warped moving labels"
 UPDATE, JACOBIAN, DISPLACEMENT = "update magnitude (mm)", "det J", "displacement (mm)"
 NONE = "(none)"
+# Main-thread time a frame's steps may take in one turn of the event loop before the rest
+# wait for the next turn (the repaint in between adds to the pause).
+TURN_SECONDS = 0.025
 
 
 class NumericItem(QTableWidgetItem):
@@ -319,11 +322,6 @@ class RegistrationWidget(QWidget):
             start_thread=False)(job, self._pacing)
         self._set_running(True)
         self.status.setText("Starting...")
-        if self.activity_progress.isChecked():
-            # Moved with the heavy frames only: a repaint of it per iteration re-composes
-            # the whole window (costly with software OpenGL). Made before the worker
-            # starts, as napari's progress bars process pending events when they change.
-            self._activity = progress(total=total, desc="MI-SyN registration")
         self.worker.start()
         self._prepare_layers(job)   # while the worker makes the first frame
         return self.worker
@@ -473,11 +471,9 @@ class RegistrationWidget(QWidget):
         """Draw one Frame (main thread).
 
         Light frames only record the energy. Heavy frames (paced by `Pacing`) update the
-        layers, then the text, the progress bar and the plots, one step per turn of the
-        event loop so that no step blocks it for long.
+        layers, then the text, the progress bar and the plots, in steps spread over turns
+        of the event loop so that none blocks it for long (see `_run_steps`).
         """
-        if self.first_frame_seconds is None:
-            self.first_frame_seconds = time.perf_counter() - self._run_started
         if not self._busy_animation_held:
             self._busy_animation_held = self._hold_busy_animation()
         self._frames_seen += 1
@@ -488,6 +484,8 @@ class RegistrationWidget(QWidget):
             return
         fixed_affine = self.job.fixed.affine
         steps = [lambda: self._show_live(WARPED, frame.warped, "image", fixed_affine)]
+        if self.first_frame_seconds is None:   # Run to the first warped image in its layer
+            steps.append(self._first_frame_shown)
         if frame.warped_labels is not None:
             steps.append(lambda: self._show_live(WARPED_LABELS, frame.warped_labels, "labels",
                                                  fixed_affine))
@@ -495,22 +493,41 @@ class RegistrationWidget(QWidget):
             steps.append(lambda: self._show_live(UPDATE, frame.update_magnitude, "image",
                                                  fixed_affine))
         steps.append(lambda: self._show_progress(frame))
-        self._run_steps(steps, spent=0.0)
+        self._run_steps(steps)
 
-    def _run_steps(self, steps, spent):
-        """Run the first step now and the others on later turns; report the time to Pacing.
+    def _first_frame_shown(self):
+        """Record the first frame's latency; then add the activity dock's progress bar.
 
-        Steps left when the run has ended (result shown, cancelled or failed) are dropped.
+        The bar is made here rather than at Run because making one takes napari about
+        0.1 s, and napari's bars process pending events as they change.
+        """
+        self.first_frame_seconds = time.perf_counter() - self._run_started
+        if self.activity_progress.isChecked() and self._activity is None:
+            bar = progress(total=self.progress.maximum(), desc="MI-SyN registration")
+            if self.worker is None:   # the run ended while the bar was being made
+                bar.close()
+            else:
+                self._activity = bar
+
+    def _run_steps(self, steps, began=None):
+        """Run a frame's steps, as many in a turn of the event loop as fit in `TURN_SECONDS`.
+
+        Each turn is followed by a repaint of what it changed: fewer turns mean fewer
+        repaints (each re-composes the window, 50-100 ms with software OpenGL at 1 mm), and
+        shorter turns shorter pauses. Pacing is told the time from the first step to the
+        repaint after the last. Steps left when the run has ended (result shown, cancelled or
+        failed) are dropped.
         """
         if self.worker is None or self._outcome is not None:
             return
-        started = time.perf_counter()
-        steps[0]()
-        spent += time.perf_counter() - started
-        if len(steps) > 1:
-            QTimer.singleShot(0, lambda: self._run_steps(steps[1:], spent))
-        else:
-            self._pacing.drawn(spent)
+        turn = time.perf_counter()
+        began = turn if began is None else began
+        while steps and time.perf_counter() - turn < TURN_SECONDS:
+            steps.pop(0)()
+        if steps:
+            QTimer.singleShot(0, lambda: self._run_steps(steps, began))
+        else:   # a zero timer runs once the pending repaint is done
+            QTimer.singleShot(0, lambda: self._pacing.drawn(time.perf_counter() - began))
 
     def _show_progress(self, frame):
         self.progress.setValue(self._frames_seen)
@@ -521,7 +538,10 @@ class RegistrationWidget(QWidget):
             self.status.setText(f"Level {frame.level + 1}, iteration {frame.iteration + 1}: "
                                 f"MI {-frame.energy:.4f}")
             self._draw_plots(frame.joint_histogram)
-        if self._activity is not None:   # last: it processes pending events (napari's bar)
+        # The activity dock's bar moves with the heavy frames only: a repaint of it per
+        # iteration re-composes the whole window (costly with software OpenGL). Last, as it
+        # processes pending events.
+        if self._activity is not None:
             self._activity.update(self._frames_seen - self._activity.n)
 
     def _draw_plots(self, histogram):
