@@ -34,7 +34,7 @@ UPDATE, JACOBIAN, DISPLACEMENT = "update magnitude (mm)", "det J", "displacement
 NONE = "(none)"
 # Main-thread time a frame's steps may take in one turn of the event loop before the rest
 # wait for the next turn (the repaint in between adds to the pause).
-TURN_SECONDS = 0.025
+TURN_SECONDS = 0.015
 
 
 class NumericItem(QTableWidgetItem):
@@ -530,7 +530,11 @@ class RegistrationWidget(QWidget):
             QTimer.singleShot(0, lambda: self._pacing.drawn(time.perf_counter() - began))
 
     def _show_progress(self, frame):
+        # QProgressBar.setValue repaints at once, which re-composes the whole window
+        # (50-100 ms with software OpenGL); with updates held it joins the turn's repaint.
+        self.progress.setUpdatesEnabled(False)
         self.progress.setValue(self._frames_seen)
+        self.progress.setUpdatesEnabled(True)
         if frame.energy is None:
             self.status.setText("Prealigning..." if frame.stage == "start" else
                                 "Prealigned; SyN starting")
