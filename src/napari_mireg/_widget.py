@@ -65,9 +65,10 @@ def _fill(table, rows):
 def _collect_garbage():
     """A full garbage collection, done while no registration runs.
 
-    One of napari's many objects pauses the event loop for 0.1-0.2 s; done when the widget
-    opens and after each run, it leaves too few new objects for Python to start one during
-    the next run (it did once mid-run, 179 ms), and keeps it out of the Run button's time.
+    A full collection of napari's many objects pauses the event loop for 0.1-0.2 s. Done
+    when the widget opens and after each run, it leaves too few new objects for Python to
+    start one during the next run (it did once mid-run, 179 ms), and stays out of the Run
+    button's time.
     """
     gc.collect()
 
@@ -501,7 +502,8 @@ class RegistrationWidget(QWidget):
         The bar is made here rather than at Run because making one takes napari about
         0.1 s, and napari's bars process pending events as they change.
         """
-        self.first_frame_seconds = time.perf_counter() - self._run_started
+        if self.first_frame_seconds is None:   # two frames may have queued this step
+            self.first_frame_seconds = time.perf_counter() - self._run_started
         if self.activity_progress.isChecked() and self._activity is None:
             bar = progress(total=self.progress.maximum(), desc="MI-SyN registration")
             if self.worker is None:   # the run ended while the bar was being made
@@ -527,7 +529,8 @@ class RegistrationWidget(QWidget):
         if steps:
             QTimer.singleShot(0, lambda: self._run_steps(steps, began))
         else:   # a zero timer runs once the pending repaint is done
-            QTimer.singleShot(0, lambda: self._pacing.drawn(time.perf_counter() - began))
+            pacing = self._pacing
+            QTimer.singleShot(0, lambda: pacing.drawn(time.perf_counter() - began))
 
     def _show_progress(self, frame):
         # QProgressBar.setValue repaints at once, which re-composes the whole window
