@@ -169,7 +169,8 @@ def test_live_layers_take_frames_in_place(viewer_with_pair):
     widget._show_live(WARPED, later, "image", affine)
     assert np.all(result == 1.0) and layer.data is later and len(data_events) == 1
     widget._show_live(WARPED, np.full(shape, 7.0, np.float32), "image", affine)
-    assert np.all(later == 7.0) and len(data_events) == 1 and layer.get_value(centre, world=True) == 7.0
+    assert np.all(later == 7.0) and len(data_events) == 1
+    assert layer.get_value(centre, world=True) == 7.0
 
 
 def test_cancel_stops_within_an_iteration_and_keeps_the_viewer_usable(viewer_with_pair, qtbot,

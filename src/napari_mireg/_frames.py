@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from napari_mireg import fields
+from napari_mireg._display import on_grid
 from napari_mireg.metric import MutualInformation
 from napari_mireg.registration import prealignment, register_steps
 from napari_mireg.transforms import AffineMap
@@ -128,9 +128,8 @@ def live_frames(job, pacing=None):
         labels = None if job.moving_labels is None else warp(job.moving_labels, "nearest")
         frame = Frame(stage, warped=warp(job.moving, "linear"), warped_labels=labels, **light)
         if update is not None:
-            frame.update_magnitude = fields.resample(
-                np.sqrt((update ** 2).sum(axis=-1)), level_affine, job.fixed.shape,
-                job.fixed.affine, clamp=True, threads=options.get("threads"))
+            frame.update_magnitude = on_grid(np.sqrt((update ** 2).sum(axis=-1)),
+                                             level_affine, job.fixed)
         pacing.frame_made(started)
         return frame
 

@@ -369,6 +369,7 @@ class RegistrationWidget(QWidget):
                            colormap="inferno", visible=False)
 
     def _add_live(self, name, buffer, kind, affine, **extra):
+        """Show `buffer` in layer `name` (made if missing) as the layer's live buffer."""
         self._live_buffers[name] = buffer
         return self._show_layer(name, buffer, kind, affine, **extra)
 
@@ -448,25 +449,31 @@ class RegistrationWidget(QWidget):
         grid) the frame's array becomes the layer's data and its new buffer. Only the
         widget's own buffers are written, never arrays it was given.
         """
-        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        layer = self._live_layer(name)
         buffer = self._live_buffers.get(name)
-        reusable = (layer is not None and layer.data is buffer and buffer.shape == data.shape
-                    and buffer.dtype == data.dtype
-                    and np.allclose(layer.metadata.get("display_affine"), affine))
-        if not reusable:
-            self._live_buffers[name] = data
-            return self._show_layer(name, data, kind, affine)
+        if (layer is None or buffer.shape != data.shape or buffer.dtype != data.dtype
+                or not np.allclose(layer.metadata["display_affine"], affine)):
+            return self._add_live(name, data, kind, affine)
         np.copyto(buffer, data)
         layer.refresh(thumbnail=False, extent=False)
         if name == UPDATE and layer.visible:
             layer.reset_contrast_limits()
         return layer
 
+    def _live_layer(self, name):
+        """The layer `name` if it still shows the widget's buffer, else None."""
+        if name in self.viewer.layers and name in self._live_buffers:
+            layer = self.viewer.layers[name]
+            if layer.data is self._live_buffers[name]:
+                return layer
+        return None
+
     def _refresh_thumbnails(self):
         """Bring the live layers' thumbnails up to date (they are not re-drawn per frame)."""
-        for name, buffer in self._live_buffers.items():
-            if name in self.viewer.layers and self.viewer.layers[name].data is buffer:
-                self.viewer.layers[name].refresh()
+        for name in self._live_buffers:
+            layer = self._live_layer(name)
+            if layer is not None:
+                layer.refresh()
 
     def show_frame(self, frame):
         """Draw one Frame (main thread).
