@@ -1,22 +1,29 @@
 """The widget's responsiveness, first-frame latency and drawing overhead.
 
 xvfb-run -a python benchmarks/bench_widget.py
-- 1 mm pair (MNI T1 vs deformed T2-like, 182 x 218 x 182): a 10 ms QTimer probes the event
-  loop while the widget registers for `--seconds`; prints the largest gap between ticks.
+- 1 mm pair (MNI T1 vs deformed T2-like, 197 x 233 x 189): a 10 ms QTimer probes the event
+  loop while the widget registers for `--seconds`, with the window filling the screen;
+  prints the largest gap between ticks, with the live images off (the engine's own effect)
+  and on, and with frames replayed without the engine (the drawing's own effect).
 - 2 mm sample pair: time from Run to the first live frame, and the SyN time of a full run
   in the widget against `register()` with the same prealignment and iterations (what drawing
   costs the engine), with napari's activity-dock progress off and on.
 """
 
 import argparse
+import itertools
 import time
+from unittest import mock
 
 import napari
 import numpy as np
 from qtpy.QtCore import QEventLoop, QTimer
+from qtpy.QtWidgets import QApplication
 
 from napari_mireg import register
 from napari_mireg._display import labels_colormap, layer_kwargs, layer_volume, to_display
+from napari_mireg import _widget
+from napari_mireg._frames import Frame
 from napari_mireg._sample_data import sample_pair
 from napari_mireg._widget import RegistrationWidget
 from napari_mireg.datasets import deformed_pair, synthseg_tissue_labels, warp_linear
@@ -48,7 +55,42 @@ def add_volume(viewer, data, affine, name, labels=False):
         viewer.add_image(display, **kwargs)
 
 
-def responsiveness(seconds):
+def fill_screen(viewer):
+    """Give the viewer's window the whole screen (under software OpenGL the cost of a
+    repaint grows with the window's area, so the figures name it); returns "W x H"."""
+    window = viewer.window._qt_window
+    window.setGeometry(QApplication.primaryScreen().availableGeometry())
+    wait(0.5)
+    return f"{window.width()} x {window.height()}"
+
+
+def replayed_frames(job, pacing):
+    """Frames like the engine's at 1 mm, with no engine running (the drawing alone): a
+    heavy frame (warped image and labels shifted a voxel each time, an update magnitude)
+    every 1.2 s, light frames every 0.3 s in between."""
+    rng = np.random.default_rng(0)
+    histogram = rng.random((32, 32))
+    for iteration in itertools.count():
+        time.sleep(0.3)
+        if iteration % 4:
+            yield Frame("syn", 0, iteration, -0.5, histogram)
+            continue
+        shift = iteration // 4 % 8
+        yield Frame("syn", 0, iteration, -0.5, histogram,
+                    warped=np.roll(job.moving.data, shift, axis=0).astype(np.float32),
+                    warped_labels=np.roll(job.moving_labels.data, shift, axis=0),
+                    update_magnitude=rng.random(job.fixed.data.shape, dtype=np.float32))
+
+
+def responsiveness(seconds, live=True, engine=True):
+    """Probe the event loop while the widget registers the 1 mm pair.
+
+    `live` False turns the live images off, which leaves the engine's own effect on the
+    loop; `engine` False replays frames without registering, which leaves the drawing's.
+    """
+    if not engine:
+        with mock.patch.object(_widget, "live_frames", replayed_frames):
+            return responsiveness(seconds, live)
     viewer = napari.Viewer(show=True)
     fixed, moving, affine, displacement = deformed_pair(zoom=1, peak=6.0)
     labels = synthseg_tissue_labels(1)
@@ -61,6 +103,8 @@ def responsiveness(seconds):
     viewer.window.add_dock_widget(widget)
     widget.prealign.setCurrentText("none")
     widget.activity_progress.setChecked(False)
+    widget.live_images.setChecked(live)
+    window_size = fill_screen(viewer)
     ticks = []
     probe = QTimer()
     probe.timeout.connect(lambda: ticks.append(time.perf_counter()))
@@ -80,8 +124,11 @@ def responsiveness(seconds):
     gaps = np.diff(ticks[:cancelled]) * 1000
     after = np.diff(ticks[cancelled - 1:]) * 1000
     responsiveness.ticks = ticks[:cancelled]
-    print(f"1 mm pair {fixed.shape}: {frames} frames in {seconds:.0f} s; event-loop gaps: "
-          f"max {gaps.max():.0f} ms, 99th percentile {np.percentile(gaps, 99):.0f} ms, "
+    what = "live images " + ("on" if live else "off")
+    if _widget.live_frames is replayed_frames:
+        what = "frames replayed, no engine"
+    print(f"1 mm pair {fixed.shape}, window {window_size}, {what}: {frames} frames in {seconds:.0f} s; "
+          f"event-loop gaps: max {gaps.max():.0f} ms, 99th percentile {np.percentile(gaps, 99):.0f} ms, "
           f"median {np.median(gaps):.0f} ms ({len(gaps)} ticks); the Run handler itself "
           f"(making the live layers) took {run_handler * 1000:.0f} ms; the largest gap once "
           f"cancelled (thumbnails, garbage collection) {after.max():.0f} ms")
@@ -126,7 +173,9 @@ def main():
     args = parser.parse_args()
     for activity in (False, True):
         first_frame_and_overhead((40, 20, 10), activity, args.repeats)
-    responsiveness(args.seconds)
+    for live in (False, True):
+        responsiveness(args.seconds, live)
+    responsiveness(args.seconds, engine=False)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def shoot(viewer, name):
 def main():
     IMAGES.mkdir(parents=True, exist_ok=True)
     viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1500, 1000)
+    viewer.window._qt_window.resize(1500, 1280)   # the whole panel, without scrolling
     for data, kwargs, kind in sample_pair():
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     viewer.layers["fixed_synthseg"].visible = False

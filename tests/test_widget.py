@@ -290,3 +290,41 @@ def test_pacing_keeps_heavy_frames_within_their_share(monkeypatch):
     for waited, due in ((0.9, False), (1.0, True)):
         now[0] = start + waited
         assert pacing.due() is due, waited
+    # Without live images nothing is ever due, even before the first frame.
+    never = _frames.Pacing(min_interval=np.inf)
+    assert never.due() is False
+    never.frame_made(started=now[0])
+    now[0] += 1e6
+    assert never.due() is False
+
+
+def test_without_live_images_only_the_plots_move(viewer_with_pair, qtbot, monkeypatch):
+    """Live images off: the SyN frames carry the energy and histogram but no images, and
+    still move the plots during the run; the result layers come at the end."""
+    monkeypatch.setattr(_widget, "PROGRESS_SECONDS", 0.0)
+    widget = make_widget(viewer_with_pair, iterations="6,3")
+    widget.live_images.setChecked(False)
+    curve_lengths = []
+    draw = widget._draw_plots
+    monkeypatch.setattr(widget, "_draw_plots", lambda histogram: (
+        curve_lengths.append(len(widget.energies) if widget.result is None else None),
+        draw(histogram)))
+    frames = run_to_end(qtbot, widget)
+    syn = [f for f in frames if f.stage == "syn"]
+    assert len(syn) == len(widget.energies) >= 6
+    assert all(f.warped is None and f.joint_histogram is not None for f in syn)
+    during_run = [n for n in curve_lengths if n is not None]
+    assert len(during_run) >= 3 and during_run == sorted(during_run) and during_run[0] >= 1
+    assert np.array_equal(widget.plots.values, widget.energies)
+    assert widget.status.text() == "Done" and WARPED in viewer_with_pair.layers
+    assert viewer_with_pair.layers[WARPED].data.max() > 0
+
+
+def test_the_panel_scrolls_so_the_window_fits_a_laptop_screen(make_napari_viewer):
+    """The panel is taller than a laptop's screen: it scrolls vertically, never sideways."""
+    from qtpy.QtWidgets import QScrollArea
+    widget = make_widget(make_napari_viewer())
+    content = widget.findChild(QScrollArea).widget()
+    assert content.minimumSizeHint().height() > 800
+    assert widget.minimumSizeHint().height() < 200
+    assert widget.minimumSizeHint().width() > content.minimumSizeHint().width()

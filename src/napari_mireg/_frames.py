@@ -74,7 +74,7 @@ class Pacing:
     share : float
         Largest fraction of the engine's time spent on showing frames.
     min_interval : float
-        Seconds between heavy frames at least.
+        Seconds between heavy frames at least (``inf``: none during SyN).
     """
 
     share: float = 0.1
@@ -88,7 +88,8 @@ class Pacing:
         drawing = float(np.median(self._drawing)) if self._drawing else 0.0
         cost = self._computing + drawing
         waited = time.perf_counter() - self._last_end
-        return waited >= max(self.min_interval, cost * (1 - self.share) / self.share)
+        wait = max(self.min_interval, cost * (1 - self.share) / self.share)
+        return wait < np.inf and waited >= wait
 
     def frame_made(self, started):
         """Record a heavy frame computed from `started` (perf_counter seconds) to now."""

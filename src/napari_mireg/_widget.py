@@ -7,18 +7,19 @@ A thin view over the engine: the work runs in `napari.qt.threading.thread_worker
 """
 
 import gc
+import threading
 import time
 
 import numpy as np
 from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QEvent, QSize, Qt, QTimer
 from qtpy.QtGui import QMovie
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout,
-                            QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QMainWindow,
-                            QProgressBar, QPushButton, QSpinBox, QTableWidget,
-                            QTableWidgetItem, QVBoxLayout, QWidget)
+                            QFrame, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
+                            QMainWindow, QProgressBar, QPushButton, QScrollArea, QSpinBox,
+                            QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from napari_mireg import io
 from napari_mireg._display import (layer_kwargs, layer_volume, on_grid, original_grid,
@@ -35,6 +36,8 @@ NONE = "(none)"
 # Main-thread time a frame's steps may take in one turn of the event loop before the rest
 # wait for the next turn (the repaint in between adds to the pause).
 TURN_SECONDS = 0.015
+# With the live images off, the text, progress bar and plots move this often at most.
+PROGRESS_SECONDS = 1.0
 
 
 class NumericItem(QTableWidgetItem):
@@ -62,6 +65,17 @@ def _fill(table, rows):
             table.setItem(index, column, item)
 
 
+def _touch_pages(buffers):
+    """Write every page of freshly allocated `buffers` (zeros stay zeros).
+
+    A new array's memory is only mapped when first written: for a 1 mm volume the first copy
+    of a frame into it took about 0.1 s of page faults on the main thread. Run in a helper
+    thread while the worker makes the first frame (numpy's fill releases the GIL).
+    """
+    for buffer in buffers:
+        buffer.fill(0)
+
+
 def _collect_garbage():
     """A full garbage collection, done while no registration runs.
 
@@ -71,6 +85,27 @@ def _collect_garbage():
     button's time.
     """
     gc.collect()
+
+
+class _VerticalScrollArea(QScrollArea):
+    """A scroll area that scrolls its widget vertically only: it is as wide as the
+    widget needs (whatever the widget shows now), as short as the dock allows."""
+
+    def __init__(self):
+        super().__init__()
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+
+    def minimumSizeHint(self):
+        hint = super().minimumSizeHint()
+        scroll_bar = self.verticalScrollBar().sizeHint().width()
+        return QSize(self.widget().minimumSizeHint().width() + scroll_bar, hint.height())
+
+    def eventFilter(self, watched, event):
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()   # the widget's own minimum may have changed
+        return super().eventFilter(watched, event)
 
 
 class RegistrationWidget(QWidget):
@@ -93,12 +128,16 @@ class RegistrationWidget(QWidget):
         self._frames_seen = 0
         self._last_histogram = None
         self._live_buffers = {}   # layer name -> the array a live layer shows
+        self._buffers_touched = None   # thread that maps the new buffers' pages
         self._activity = None     # the activity dock's progress bar of a run
         self.first_frame_seconds = None
         self._run_started = 0.0
+        self._pacing = Pacing()
+        self._progress_shown_at = 0.0
         self._outcome = None
 
-        layout = QVBoxLayout(self)
+        content = QWidget()
+        layout = QVBoxLayout(content)
         layout.addWidget(self._inputs_box())
         layout.addWidget(self._parameters_box())
         layout.addLayout(self._run_row())
@@ -113,6 +152,7 @@ class RegistrationWidget(QWidget):
         layout.addWidget(self._results_box())
         layout.addWidget(self._cleanup_box())
         layout.addStretch()
+        self._scroll_area(content)
 
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self.refresh_layer_choices)
@@ -121,6 +161,19 @@ class RegistrationWidget(QWidget):
         _collect_garbage()
 
     # ---------------------------------------------------------------- building the panel
+    def _scroll_area(self, content):
+        """Show `content` in a vertical scroll area filling the widget.
+
+        The panel is about 1150 px tall: without it, napari's window could not be made
+        shorter than that, taller than a laptop's screen (the bottom of the window,
+        the viewer's sliders included, would be out of reach).
+        """
+        area = _VerticalScrollArea()
+        area.setWidget(content)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(area)
+
     def _inputs_box(self):
         box = QGroupBox("Inputs")
         form = QFormLayout(box)
@@ -157,7 +210,14 @@ class RegistrationWidget(QWidget):
                               ("Smoothing sigma (voxels)", self.update_sigma),
                               ("Prealignment", self.prealign), ("Threads", self.threads)):
             form.addRow(name, control)
+        self.live_images = QCheckBox("Show the warped images during the run")
+        self.live_images.setChecked(True)
+        self.live_images.setToolTip("Off: only the histogram, the MI curve and the progress "
+                                    "move until the end (for a slow display, such as X11 "
+                                    "forwarding from a cluster)")
+        self.live_images.toggled.connect(self._show_live_images)
         form.addRow(self.activity_progress)
+        form.addRow(self.live_images)
         return box
 
     def _run_row(self):
@@ -313,6 +373,7 @@ class RegistrationWidget(QWidget):
         self._outcome = None
         self._frames_seen = 0
         self._pacing = Pacing()
+        self._show_live_images(self.live_images.isChecked())
         self._run_started = time.perf_counter()
         self._busy_animation_held = not self.activity_progress.isChecked()
         # Connecting `errored` here (not after) keeps napari from re-raising the error.
@@ -326,6 +387,11 @@ class RegistrationWidget(QWidget):
         self.worker.start()
         self._prepare_layers(job)   # while the worker makes the first frame
         return self.worker
+
+    def _show_live_images(self, show):
+        """Turn the live images on or off, also during a run (no SyN iteration is due
+        for a heavy frame while they are off)."""
+        self._pacing.min_interval = Pacing.min_interval if show else np.inf
 
     def _hold_busy_animation(self):
         """Pause the animated "in progress" GIF in napari's status bar.
@@ -367,6 +433,11 @@ class RegistrationWidget(QWidget):
         if UPDATE in missing:
             self._add_live(UPDATE, np.zeros(shape, np.float32), "image", affine,
                            colormap="inferno", visible=False)
+        new_buffers = [self._live_buffers[name] for name in missing
+                       if name in self._live_buffers]
+        self._buffers_touched = threading.Thread(target=_touch_pages, args=(new_buffers,),
+                                                 daemon=True)
+        self._buffers_touched.start()
 
     def _add_live(self, name, buffer, kind, affine, **extra):
         """Show `buffer` in layer `name` (made if missing) as the layer's live buffer."""
@@ -454,6 +525,8 @@ class RegistrationWidget(QWidget):
         if (layer is None or buffer.shape != data.shape or buffer.dtype != data.dtype
                 or not np.allclose(layer.metadata["display_affine"], affine)):
             return self._add_live(name, data, kind, affine)
+        if self._buffers_touched is not None:
+            self._buffers_touched.join()
         np.copyto(buffer, data)
         layer.refresh(thumbnail=False, extent=False)
         if name == UPDATE and layer.visible:
@@ -478,9 +551,10 @@ class RegistrationWidget(QWidget):
     def show_frame(self, frame):
         """Draw one Frame (main thread).
 
-        Light frames only record the energy. Heavy frames (paced by `Pacing`) update the
-        layers, then the text, the progress bar and the plots, in steps spread over turns
-        of the event loop so that none blocks it for long (see `_run_steps`).
+        Light frames only record the energy; with the live images off, one a second also
+        moves the text, the progress bar and the plots. Heavy frames (paced by `Pacing`)
+        update the layers, then the text, the progress bar and the plots, in steps spread
+        over turns of the event loop so that none blocks it for long (see `_run_steps`).
         """
         if not self._busy_animation_held:
             self._busy_animation_held = self._hold_busy_animation()
@@ -489,6 +563,9 @@ class RegistrationWidget(QWidget):
             self.energies.append(-frame.energy)
             self._last_histogram = frame.joint_histogram
         if frame.warped is None:
+            if (frame.energy is not None and not self.live_images.isChecked()
+                    and time.perf_counter() - self._progress_shown_at >= PROGRESS_SECONDS):
+                self._run_steps([lambda: self._show_progress(frame)])
             return
         fixed_affine = self.job.fixed.affine
         steps = [lambda: self._show_live(WARPED, frame.warped, "image", fixed_affine)]
@@ -540,6 +617,7 @@ class RegistrationWidget(QWidget):
             QTimer.singleShot(0, lambda: pacing.drawn(time.perf_counter() - began))
 
     def _show_progress(self, frame):
+        self._progress_shown_at = time.perf_counter()
         # QProgressBar.setValue repaints at once, which re-composes the whole window
         # (50-100 ms with software OpenGL); with updates held it joins the turn's repaint.
         self.progress.setUpdatesEnabled(False)
