@@ -20,9 +20,8 @@ import numpy as np
 from qtpy.QtCore import QEventLoop, QTimer
 from qtpy.QtWidgets import QApplication
 
-from napari_mireg import register
+from napari_mireg import _widget, register
 from napari_mireg._display import labels_colormap, layer_kwargs, layer_volume, to_display
-from napari_mireg import _widget
 from napari_mireg._frames import Frame
 from napari_mireg._sample_data import sample_pair
 from napari_mireg._widget import RegistrationWidget
@@ -90,7 +89,12 @@ def responsiveness(seconds, live=True, engine=True):
     """
     if not engine:
         with mock.patch.object(_widget, "live_frames", replayed_frames):
-            return responsiveness(seconds, live)
+            return _probe_while_running(seconds, live, "frames replayed, no engine")
+    return _probe_while_running(seconds, live, f"live images {'on' if live else 'off'}")
+
+
+def _probe_while_running(seconds, live, what):
+    """The probe of `responsiveness`; `what` names the case in the printed line."""
     viewer = napari.Viewer(show=True)
     fixed, moving, affine, displacement = deformed_pair(zoom=1, peak=6.0)
     labels = synthseg_tissue_labels(1)
@@ -124,14 +128,12 @@ def responsiveness(seconds, live=True, engine=True):
     gaps = np.diff(ticks[:cancelled]) * 1000
     after = np.diff(ticks[cancelled - 1:]) * 1000
     responsiveness.ticks = ticks[:cancelled]
-    what = "live images " + ("on" if live else "off")
-    if _widget.live_frames is replayed_frames:
-        what = "frames replayed, no engine"
-    print(f"1 mm pair {fixed.shape}, window {window_size}, {what}: {frames} frames in {seconds:.0f} s; "
-          f"event-loop gaps: max {gaps.max():.0f} ms, 99th percentile {np.percentile(gaps, 99):.0f} ms, "
-          f"median {np.median(gaps):.0f} ms ({len(gaps)} ticks); the Run handler itself "
-          f"(making the live layers) took {run_handler * 1000:.0f} ms; the largest gap once "
-          f"cancelled (thumbnails, garbage collection) {after.max():.0f} ms")
+    print(f"1 mm pair {fixed.shape}, window {window_size}, {what}: {frames} frames in "
+          f"{seconds:.0f} s; event-loop gaps: max {gaps.max():.0f} ms, 99th percentile "
+          f"{np.percentile(gaps, 99):.0f} ms, median {np.median(gaps):.0f} ms ({len(gaps)} "
+          f"ticks); the Run handler itself (making the live layers) took "
+          f"{run_handler * 1000:.0f} ms; the largest gap once cancelled (thumbnails, "
+          f"garbage collection) {after.max():.0f} ms")
     viewer.close()
 
 

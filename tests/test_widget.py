@@ -10,6 +10,8 @@ import pytest
 
 pytest.importorskip("napari")
 
+from qtpy.QtWidgets import QScrollArea  # noqa: E402
+
 from napari_mireg import _widget, io  # noqa: E402
 from napari_mireg._plots import CURVE_COLOUR  # noqa: E402
 from napari_mireg._reader import get_reader  # noqa: E402
@@ -322,7 +324,6 @@ def test_without_live_images_only_the_plots_move(viewer_with_pair, qtbot, monkey
 
 def test_the_panel_scrolls_so_the_window_fits_a_laptop_screen(make_napari_viewer):
     """The panel is taller than a laptop's screen: it scrolls vertically, never sideways."""
-    from qtpy.QtWidgets import QScrollArea
     widget = make_widget(make_napari_viewer())
     content = widget.findChild(QScrollArea).widget()
     assert content.minimumSizeHint().height() > 800
