@@ -435,9 +435,10 @@ class RegistrationWidget(QWidget):
                            colormap="inferno", visible=False)
         new_buffers = [self._live_buffers[name] for name in missing
                        if name in self._live_buffers]
-        self._buffers_touched = threading.Thread(target=_touch_pages, args=(new_buffers,),
-                                                 daemon=True)
-        self._buffers_touched.start()
+        if new_buffers:
+            self._buffers_touched = threading.Thread(target=_touch_pages, args=(new_buffers,),
+                                                     daemon=True)
+            self._buffers_touched.start()
 
     def _add_live(self, name, buffer, kind, affine, **extra):
         """Show `buffer` in layer `name` (made if missing) as the layer's live buffer."""
@@ -525,8 +526,9 @@ class RegistrationWidget(QWidget):
         if (layer is None or buffer.shape != data.shape or buffer.dtype != data.dtype
                 or not np.allclose(layer.metadata["display_affine"], affine)):
             return self._add_live(name, data, kind, affine)
-        if self._buffers_touched is not None:
+        if self._buffers_touched is not None:   # the first copy into new buffers
             self._buffers_touched.join()
+            self._buffers_touched = None
         np.copyto(buffer, data)
         layer.refresh(thumbnail=False, extent=False)
         if name == UPDATE and layer.visible:
@@ -565,7 +567,7 @@ class RegistrationWidget(QWidget):
         if frame.warped is None:
             if (frame.energy is not None and not self.live_images.isChecked()
                     and time.perf_counter() - self._progress_shown_at >= PROGRESS_SECONDS):
-                self._run_steps([lambda: self._show_progress(frame)])
+                self._show_progress(frame)   # one cheap step; not a drawing for Pacing
             return
         fixed_affine = self.job.fixed.affine
         steps = [lambda: self._show_live(WARPED, frame.warped, "image", fixed_affine)]
