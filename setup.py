@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -27,7 +26,9 @@ def compiler_has_openmp(compiler):
         with open(source, "w") as handle:
             handle.write(OPENMP_PROBE)
         objects = compiler.compile([source], output_dir=folder, extra_postargs=["-fopenmp"])
-        compiler.link_executable(objects, os.path.join(folder, "probe"), extra_postargs=["-fopenmp"])
+        compiler.link_executable(
+            objects, os.path.join(folder, "probe"), extra_postargs=["-fopenmp"]
+        )
         return True
     except Exception:  # any compile or link failure means: no OpenMP
         return False
@@ -39,6 +40,7 @@ class BuildWithOptionalOpenMP(build_ext):
     """build_ext that adds -fopenmp only when the compiler supports it."""
 
     def build_extensions(self):
+        """Add the OpenMP flags when they work, then build."""
         use_openmp = self.compiler.compiler_type == "unix" and compiler_has_openmp(self.compiler)
         for extension in self.extensions:
             if use_openmp:
@@ -49,6 +51,7 @@ class BuildWithOptionalOpenMP(build_ext):
 
 
 def kernel(name):
+    """The Extension of one Cython module of the package."""
     return Extension(
         f"napari_mireg.{name}",
         [f"src/napari_mireg/{name}.pyx"],

@@ -19,9 +19,13 @@ from napari_mireg.datasets import write_cohort
 
 
 def throughput(pairs, out_dir, workers):
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
-        client.run(lambda: None)                 # workers up before the clock starts
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        client.run(lambda: None)  # workers up before the clock starts
         started = time.perf_counter()
         result = run_cohort(pairs, out_dir, client=client, threads_per_task=1, progress=None)
         elapsed = time.perf_counter() - started
@@ -42,8 +46,10 @@ def main():
         for workers in (1, 2):
             rate, elapsed, peak = throughput(pairs, Path(folder) / f"out{workers}", workers)
             figures[workers] = rate
-            print(f"{workers} worker(s): {rate:.0f} pairs/hour ({elapsed:.1f} s), "
-                  f"peak memory per worker {peak:.0f} MB")
+            print(
+                f"{workers} worker(s): {rate:.0f} pairs/hour ({elapsed:.1f} s), "
+                f"peak memory per worker {peak:.0f} MB"
+            )
         print(f"scaling 2 workers / 1 worker: {figures[2] / figures[1]:.2f}x")
     return 0
 

@@ -56,7 +56,8 @@ def add_volume(viewer, data, affine, name, labels=False):
 
 def fill_screen(viewer):
     """Give the viewer's window the whole screen (under software OpenGL the cost of a
-    repaint grows with the window's area, so the figures name it); returns "W x H"."""
+    repaint grows with the window's area, so the figures name it); returns "W x H".
+    """
     window = viewer.window._qt_window
     window.setGeometry(QApplication.primaryScreen().availableGeometry())
     wait(0.5)
@@ -66,7 +67,8 @@ def fill_screen(viewer):
 def replayed_frames(job, pacing):
     """Frames like the engine's at 1 mm, with no engine running (the drawing alone): a
     heavy frame (warped image and labels shifted a voxel each time, an update magnitude)
-    every 1.2 s, light frames every 0.3 s in between."""
+    every 1.2 s, light frames every 0.3 s in between.
+    """
     rng = np.random.default_rng(0)
     histogram = rng.random((32, 32))
     for iteration in itertools.count():
@@ -75,10 +77,16 @@ def replayed_frames(job, pacing):
             yield Frame("syn", 0, iteration, -0.5, histogram)
             continue
         shift = iteration // 4 % 8
-        yield Frame("syn", 0, iteration, -0.5, histogram,
-                    warped=np.roll(job.moving.data, shift, axis=0).astype(np.float32),
-                    warped_labels=np.roll(job.moving_labels.data, shift, axis=0),
-                    update_magnitude=rng.random(job.fixed.data.shape, dtype=np.float32))
+        yield Frame(
+            "syn",
+            0,
+            iteration,
+            -0.5,
+            histogram,
+            warped=np.roll(job.moving.data, shift, axis=0).astype(np.float32),
+            warped_labels=np.roll(job.moving_labels.data, shift, axis=0),
+            update_magnitude=rng.random(job.fixed.data.shape, dtype=np.float32),
+        )
 
 
 def responsiveness(seconds, live=True, engine=True):
@@ -101,8 +109,13 @@ def _probe_while_running(seconds, live, what):
     add_volume(viewer, fixed, affine, "fixed")
     add_volume(viewer, moving, affine, "moving")
     add_volume(viewer, labels, affine, "fixed labels", labels=True)
-    add_volume(viewer, warp_linear(labels, displacement, order=0).astype(np.int16), affine,
-               "moving labels", labels=True)
+    add_volume(
+        viewer,
+        warp_linear(labels, displacement, order=0).astype(np.int16),
+        affine,
+        "moving labels",
+        labels=True,
+    )
     widget = RegistrationWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.prealign.setCurrentText("none")
@@ -116,7 +129,7 @@ def _probe_while_running(seconds, live, what):
     wait(1.0)
     ticks.clear()
     started = time.perf_counter()
-    widget.start()   # creates the live layers (its own time is printed apart)
+    widget.start()  # creates the live layers (its own time is printed apart)
     run_handler = time.perf_counter() - started
     wait(seconds)
     frames = widget._frames_seen
@@ -126,20 +139,23 @@ def _probe_while_running(seconds, live, what):
     wait(0.5)
     probe.stop()
     gaps = np.diff(ticks[:cancelled]) * 1000
-    after = np.diff(ticks[cancelled - 1:]) * 1000
+    after = np.diff(ticks[cancelled - 1 :]) * 1000
     responsiveness.ticks = ticks[:cancelled]
-    print(f"1 mm pair {fixed.shape}, window {window_size}, {what}: {frames} frames in "
-          f"{seconds:.0f} s; event-loop gaps: max {gaps.max():.0f} ms, 99th percentile "
-          f"{np.percentile(gaps, 99):.0f} ms, median {np.median(gaps):.0f} ms ({len(gaps)} "
-          f"ticks); the Run handler itself (making the live layers) took "
-          f"{run_handler * 1000:.0f} ms; the largest gap once cancelled (thumbnails, "
-          f"garbage collection) {after.max():.0f} ms")
+    print(
+        f"1 mm pair {fixed.shape}, window {window_size}, {what}: {frames} frames in "
+        f"{seconds:.0f} s; event-loop gaps: max {gaps.max():.0f} ms, 99th percentile "
+        f"{np.percentile(gaps, 99):.0f} ms, median {np.median(gaps):.0f} ms ({len(gaps)} "
+        f"ticks); the Run handler itself (making the live layers) took "
+        f"{run_handler * 1000:.0f} ms; the largest gap once cancelled (thumbnails, "
+        f"garbage collection) {after.max():.0f} ms"
+    )
     viewer.close()
 
 
 def first_frame_and_overhead(iterations, activity, repeats):
     """Run the widget `repeats` times, each against `register()` right after it (the same
-    prealignment and iterations), and print the median and range of the slowdown."""
+    prealignment and iterations), and print the median and range of the slowdown.
+    """
     viewer = napari.Viewer(show=True)
     for data, kwargs, kind in sample_pair():
         getattr(viewer, f"add_{kind}")(data, **kwargs)
@@ -154,24 +170,30 @@ def first_frame_and_overhead(iterations, activity, repeats):
         widget.start()
         wait(until=lambda: widget.worker is None)
         in_widget = widget.result.timings["syn"]
-        plain = register(fixed, moving, prealign=widget.result.affine.matrix,
-                         level_iters=tuple(iterations)).timings["syn"]
+        plain = register(
+            fixed, moving, prealign=widget.result.prealignment.matrix, level_iters=tuple(iterations)
+        ).timings["syn"]
         first_frames.append(widget.first_frame_seconds * 1000)
         slowdowns.append(100 * (in_widget / plain - 1))
-    print(f"2 mm sample pair, activity-dock progress {'on' if activity else 'off'}, "
-          f"{repeats} runs: first live frame {np.median(first_frames):.0f} ms after Run "
-          f"(max {max(first_frames):.0f}); drawing costs the engine "
-          f"{np.median(slowdowns):+.1f} % (median; {min(slowdowns):+.1f} to "
-          f"{max(slowdowns):+.1f} %), {widget._frames_seen} frames a run")
+    print(
+        f"2 mm sample pair, activity-dock progress {'on' if activity else 'off'}, "
+        f"{repeats} runs: first live frame {np.median(first_frames):.0f} ms after Run "
+        f"(max {max(first_frames):.0f}); drawing costs the engine "
+        f"{np.median(slowdowns):+.1f} % (median; {min(slowdowns):+.1f} to "
+        f"{max(slowdowns):+.1f} %), {widget._frames_seen} frames a run"
+    )
     viewer.close()
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--repeats", type=int, default=5,
-                        help="widget runs for the overhead figures (this machine's timing "
-                             "noise is about 10 %%)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="widget runs for the overhead figures (this machine's timing noise is about 10 %%)",
+    )
     args = parser.parse_args()
     for activity in (False, True):
         first_frame_and_overhead((40, 20, 10), activity, args.repeats)

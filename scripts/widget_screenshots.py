@@ -20,8 +20,9 @@ def wait(until, timeout=300.0):
     loop = QEventLoop()
     started = time.perf_counter()
     timer = QTimer()
-    timer.timeout.connect(lambda: (until() or time.perf_counter() - started > timeout)
-                          and loop.quit())
+    timer.timeout.connect(
+        lambda: (until() or time.perf_counter() - started > timeout) and loop.quit()
+    )
     timer.start(50)
     loop.exec()
     timer.stop()
@@ -36,7 +37,7 @@ def shoot(viewer, name):
 def main():
     IMAGES.mkdir(parents=True, exist_ok=True)
     viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1500, 1280)   # the whole panel, without scrolling
+    viewer.window._qt_window.resize(1500, 1280)  # the whole panel, without scrolling
     for data, kwargs, kind in sample_pair():
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     viewer.layers["fixed_synthseg"].visible = False

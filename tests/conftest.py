@@ -14,8 +14,9 @@ def smooth_field(shape, peak, seed, sigma=4.0):
     gradient and resampling with edge clamping differ by design.
     """
     rng = np.random.default_rng(seed)
-    field = np.stack([ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
-                      for _ in shape], axis=-1)
+    field = np.stack(
+        [ndimage.gaussian_filter(rng.standard_normal(shape), sigma) for _ in shape], axis=-1
+    )
     inner = np.zeros(shape, bool)
     inner[(slice(1, -1),) * len(shape)] = True
     field[~inner] = 0

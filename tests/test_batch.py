@@ -1,8 +1,9 @@
 """Cohort runs on a 2-worker Dask LocalCluster: same numbers as serial runs, failures
-recorded, resumable."""
+recorded, resumable.
+"""
 
 import csv
-import io as text_io
+import io
 from pathlib import Path
 
 import pytest
@@ -18,32 +19,41 @@ OPTIONS = {"level_iters": (10, 5), "prealign": "rigid"}
 def cohort(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cohort")
     subjects = write_cohort(folder, subjects=2, zoom=4)
-    pairs = all_pairs(subjects)                          # 2 ordered pairs
+    pairs = all_pairs(subjects)  # 2 ordered pairs
     table = folder / "pairs.csv"
     broken = folder / "broken.nii.gz"
     broken.write_bytes((folder / "subject1.nii.gz").read_bytes()[:3000])
-    table.write_text("fixed,moving,fixed_labels,moving_labels\n"
-                     "subject0.nii.gz,subject1.nii.gz,subject0_synthseg.nii.gz,"
-                     "subject1_synthseg.nii.gz\n"
-                     "subject1.nii.gz,subject0.nii.gz,,\n"
-                     "subject0.nii.gz,broken.nii.gz,,\n")
+    table.write_text(
+        "fixed,moving,fixed_labels,moving_labels\n"
+        "subject0.nii.gz,subject1.nii.gz,subject0_synthseg.nii.gz,"
+        "subject1_synthseg.nii.gz\n"
+        "subject1.nii.gz,subject0.nii.gz,,\n"
+        "subject0.nii.gz,broken.nii.gz,,\n"
+    )
     return folder, unique_names(pairs + read_pairs(table))
 
 
 @pytest.fixture(scope="module")
 def cluster():
     distributed = pytest.importorskip("dask.distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as local, \
-            distributed.Client(local) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as local,
+        distributed.Client(local) as client,
+    ):
         yield client
 
 
 def test_pair_tables_resolve_paths_and_name_pairs(cohort):
     folder, pairs = cohort
-    assert [p.name for p in pairs] == ["subject1_to_subject0", "subject0_to_subject1",
-                                       "subject1_to_subject0-2", "subject0_to_subject1-2",
-                                       "broken_to_subject0"]
+    assert [p.name for p in pairs] == [
+        "subject1_to_subject0",
+        "subject0_to_subject1",
+        "subject1_to_subject0-2",
+        "subject0_to_subject1-2",
+        "broken_to_subject0",
+    ]
     assert pairs[2].fixed == str(folder / "subject0.nii.gz") and pairs[3].fixed_labels == ""
     bad = folder / "bad.csv"
     bad.write_text("image,moving\nsubject0.nii.gz,subject1.nii.gz\n")
@@ -57,17 +67,22 @@ def read_csv(path):
 
 def test_cohort_matches_serial_runs_records_failures_and_resumes(cohort, cluster, tmp_path):
     folder, pairs = cohort
-    log = text_io.StringIO()
+    log = io.StringIO()
     result = run_cohort(pairs, tmp_path, client=cluster, progress=log, **OPTIONS)
     rows = {row["pair"]: row for row in result.rows}
     assert rows["broken_to_subject0"]["status"] == "failed"
     assert "broken.nii.gz: cannot be read" in rows["broken_to_subject0"]["error"]
     good = [p for p in pairs if p.name != "broken_to_subject0"]
     assert all(rows[p.name]["status"] == "ok" for p in good)
-    for pair in good[:1] + good[3:]:                      # one with labels, one without
-        serial = run_job(load_inputs(pair.fixed, pair.moving, pair.fixed_labels or None,
-                                     pair.moving_labels or None), tmp_path / "serial",
-                         threads=1, **OPTIONS)
+    for pair in good[:1] + good[3:]:  # one with labels, one without
+        serial = run_job(
+            load_inputs(
+                pair.fixed, pair.moving, pair.fixed_labels or None, pair.moving_labels or None
+            ),
+            tmp_path / "serial",
+            threads=1,
+            **OPTIONS,
+        )
         assert rows[pair.name]["mi_after"] == serial["mi_after"]
         assert rows[pair.name]["mi_before"] == serial["mi_before"]
         if pair.fixed_labels:
@@ -77,8 +92,11 @@ def test_cohort_matches_serial_runs_records_failures_and_resumes(cohort, cluster
     assert [r["pair"] for r in written] == [p.name for p in pairs]
     assert float(written[0]["mi_after"]) == pytest.approx(rows[pairs[0].name]["mi_after"])
     labels = read_csv(result.labels_csv)
-    assert {r["pair"] for r in labels} == {"subject1_to_subject0", "subject0_to_subject1",
-                                           "subject1_to_subject0-2"}
+    assert {r["pair"] for r in labels} == {
+        "subject1_to_subject0",
+        "subject0_to_subject1",
+        "subject1_to_subject0-2",
+    }
     assert {"Left-Cerebral-White-Matter", "CSF"} <= {r["name"] for r in labels}
     assert result.plot.read_bytes()[:4] == b"\x89PNG"
     assert "4 of 5 pairs ok" in log.getvalue() and "mean_dice" in log.getvalue()
@@ -87,24 +105,27 @@ def test_cohort_matches_serial_runs_records_failures_and_resumes(cohort, cluster
     # reported again); deleting one pair's output re-does only that pair.
     again = run_cohort(pairs, tmp_path, client=cluster, progress=None, **OPTIONS)
     assert all(row["reused"] for row in again.rows)
-    assert [(r["status"], r["mi_after"], r["error"]) for r in again.rows] == \
-        [(r["status"], r["mi_after"], r["error"]) for r in result.rows]
+    assert [(r["status"], r["mi_after"], r["error"]) for r in again.rows] == [
+        (r["status"], r["mi_after"], r["error"]) for r in result.rows
+    ]
     (tmp_path / "pairs" / "subject0_to_subject1" / "warp.nii.gz").unlink()
     third = run_cohort(pairs, tmp_path, client=cluster, progress=None, **OPTIONS)
     assert [row["pair"] for row in third.rows if not row["reused"]] == ["subject0_to_subject1"]
     # A repaired input, or --retry-failed, gives the failed pair another try.
-    retried = run_cohort(pairs, tmp_path, client=cluster, progress=None, retry_failed=True,
-                         **OPTIONS)
+    retried = run_cohort(
+        pairs, tmp_path, client=cluster, progress=None, retry_failed=True, **OPTIONS
+    )
     assert [row["pair"] for row in retried.rows if not row["reused"]] == ["broken_to_subject0"]
     broken = Path(pairs[-1].moving)
     broken.write_bytes((folder / "subject1.nii.gz").read_bytes())
     repaired = run_cohort(pairs, tmp_path, client=cluster, progress=None, **OPTIONS)
     row = repaired.rows[-1]
     assert row["pair"] == "broken_to_subject0" and row["status"] == "ok" and not row["reused"]
-    broken.write_bytes(broken.read_bytes()[:3000])    # broken again for the other tests
+    broken.write_bytes(broken.read_bytes()[:3000])  # broken again for the other tests
     # Other parameters are another experiment: nothing is reused.
-    other = run_cohort(good[:1], tmp_path, client=cluster, progress=None,
-                       level_iters=(5,), prealign="rigid")
+    other = run_cohort(
+        good[:1], tmp_path, client=cluster, progress=None, level_iters=(5,), prealign="rigid"
+    )
     assert other.rows[0]["reused"] is False
 
 
@@ -112,8 +133,21 @@ def test_mireg_batch_command_runs_on_a_local_cluster(cohort, tmp_path):
     from napari_mireg.cli import main
 
     folder, _ = cohort
-    code = main(["batch", str(folder / "subjects.csv"), "--all-pairs", "--workers", "2",
-                 "--iterations", "5", "--prealign", "none", "--out", str(tmp_path)])
+    code = main(
+        [
+            "batch",
+            str(folder / "subjects.csv"),
+            "--all-pairs",
+            "--workers",
+            "2",
+            "--iterations",
+            "5",
+            "--prealign",
+            "none",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     rows = read_csv(tmp_path / "results.csv")
     assert [r["status"] for r in rows] == ["ok", "ok"] and float(rows[0]["mean_dice"]) > 0.5

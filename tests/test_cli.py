@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_mireg import io
+from napari_mireg import files
 from napari_mireg.cli import main
 from napari_mireg.datasets import write_sample_data
 from napari_mireg.jobs import OUTPUT_FILES
@@ -28,16 +28,27 @@ def pair(tmp_path_factory):
 
 
 def run(*args, **options):
-    return subprocess.run(MIREG + [str(a) for a in args], capture_output=True, text=True,
-                          **options)
+    return subprocess.run(MIREG + [str(a) for a in args], capture_output=True, text=True, **options)
 
 
 @pytest.fixture(scope="module")
 def registered(pair, tmp_path_factory):
     out = tmp_path_factory.mktemp("registered") / "out"
-    done = run("register", pair["fixed"], pair["moving"], "--fixed-labels",
-               pair["fixed_labels"], "--moving-labels", pair["moving_labels"],
-               "--iterations", "20,10", "--threads", "2", "--out", out)
+    done = run(
+        "register",
+        pair["fixed"],
+        pair["moving"],
+        "--fixed-labels",
+        pair["fixed_labels"],
+        "--moving-labels",
+        pair["moving_labels"],
+        "--iterations",
+        "20,10",
+        "--threads",
+        "2",
+        "--out",
+        out,
+    )
     assert done.returncode == 0, done.stderr
     return out, done
 
@@ -59,7 +70,7 @@ def test_register_writes_every_output_and_the_report(pair, registered):
     fixed = nib.load(pair["fixed"])
     assert warp.shape == fixed.shape + (1, 3) and int(warp.header["intent_code"]) == 1007
     np.testing.assert_allclose(warp.affine, fixed.affine, atol=1e-4)
-    warped_labels = io.load_volume(out / "warped_labels.nii.gz", labels=True)
+    warped_labels = files.load_volume(out / "warped_labels.nii.gz", labels=True)
     assert warped_labels.data.dtype.kind == "i"
     rows = (out / "overlap.csv").read_text().splitlines()
     assert rows[0] == "label,name,dice,jaccard,fixed_voxels,warped_voxels"
@@ -68,41 +79,73 @@ def test_register_writes_every_output_and_the_report(pair, registered):
 
 def test_apply_reproduces_the_warped_outputs(pair, registered, tmp_path):
     out, _ = registered
-    done = run("apply", out / "warp.nii.gz", out / "affine.txt", "--to", pair["moving"],
-               "--out", tmp_path / "again.nii.gz")
+    done = run(
+        "apply",
+        out / "warp.nii.gz",
+        out / "affine.txt",
+        "--to",
+        pair["moving"],
+        "--out",
+        tmp_path / "again.nii.gz",
+    )
     assert done.returncode == 0, done.stderr
-    again = io.load_volume(tmp_path / "again.nii.gz").data
-    np.testing.assert_allclose(again, io.load_volume(out / "warped.nii.gz").data, atol=1e-3)
-    done = run("apply", out / "warp.nii.gz", out / "affine.txt", "--to", pair["moving_labels"],
-               "--labels", "--out", tmp_path / "labels.nii.gz")
+    again = files.load_volume(tmp_path / "again.nii.gz").data
+    np.testing.assert_allclose(again, files.load_volume(out / "warped.nii.gz").data, atol=1e-3)
+    done = run(
+        "apply",
+        out / "warp.nii.gz",
+        out / "affine.txt",
+        "--to",
+        pair["moving_labels"],
+        "--labels",
+        "--out",
+        tmp_path / "labels.nii.gz",
+    )
     assert done.returncode == 0, done.stderr
-    assert np.array_equal(io.load_volume(tmp_path / "labels.nii.gz", labels=True).data,
-                          io.load_volume(out / "warped_labels.nii.gz", labels=True).data)
+    assert np.array_equal(
+        files.load_volume(tmp_path / "labels.nii.gz", labels=True).data,
+        files.load_volume(out / "warped_labels.nii.gz", labels=True).data,
+    )
     # The inverse pair takes the fixed labels to the moving grid, where they overlap the
     # moving labels better than the fixed labels resampled with no transform.
-    done = run("apply", f"[{out / 'affine.txt'},1]", out / "inverse_warp.nii.gz", "--to",
-               pair["fixed_labels"], "--labels", "--reference", pair["moving"],
-               "--out", tmp_path / "back.nii.gz")
+    done = run(
+        "apply",
+        f"[{out / 'affine.txt'},1]",
+        out / "inverse_warp.nii.gz",
+        "--to",
+        pair["fixed_labels"],
+        "--labels",
+        "--reference",
+        pair["moving"],
+        "--out",
+        tmp_path / "back.nii.gz",
+    )
     assert done.returncode == 0, done.stderr
-    moving_labels = io.load_volume(pair["moving_labels"], labels=True)
-    back = io.load_volume(tmp_path / "back.nii.gz", labels=True).data
-    unmoved = apply_transforms(io.load_volume(pair["fixed_labels"], labels=True), moving_labels,
-                               [], "nearest")
+    moving_labels = files.load_volume(pair["moving_labels"], labels=True)
+    back = files.load_volume(tmp_path / "back.nii.gz", labels=True).data
+    unmoved = apply_transforms(
+        files.load_volume(pair["fixed_labels"], labels=True), moving_labels, [], "nearest"
+    )
     after = overlap_scores(moving_labels.data, back).mean_dice
     assert after > overlap_scores(moving_labels.data, unmoved).mean_dice + 0.2
 
 
 def test_overlap_and_clean_labels_commands(pair, registered, tmp_path):
     out, _ = registered
-    done = run("overlap", pair["fixed_labels"], out / "warped_labels.nii.gz",
-               "--csv", tmp_path / "scores.csv")
+    done = run(
+        "overlap",
+        pair["fixed_labels"],
+        out / "warped_labels.nii.gz",
+        "--csv",
+        tmp_path / "scores.csv",
+    )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "scores.csv").read_text() == (out / "overlap.csv").read_text()
     assert "whole brain Dice" in done.stdout
     done = run("clean-labels", out / "warped_labels.nii.gz", tmp_path / "clean.nii.gz")
     assert done.returncode == 0, done.stderr
-    cleaned = io.load_volume(tmp_path / "clean.nii.gz", labels=True).data
-    original = io.load_volume(out / "warped_labels.nii.gz", labels=True).data
+    cleaned = files.load_volume(tmp_path / "clean.nii.gz", labels=True).data
+    original = files.load_volume(out / "warped_labels.nii.gz", labels=True).data
     assert set(np.unique(cleaned)) == set(np.unique(original))
     assert "labels changed" in done.stdout
 
@@ -122,10 +165,28 @@ def bad_inputs(pair, folder):
         ([folder / "missing.nii.gz", pair["moving"]], "missing.nii.gz: no such file"),
         ([pair["fixed"], truncated], "truncated.nii.gz: cannot be read"),
         ([pair["fixed"], several], "several.nii.gz: has shape (8, 8, 8, 2): 2 volumes"),
-        ([pair["fixed"], pair["moving"], "--fixed-labels", pair["fixed_labels"],
-          "--moving-labels", float_labels], "float_labels.nii.gz: label map holds non-integer"),
-        ([pair["fixed"], pair["moving"], "--fixed-labels", pair["fixed_labels"],
-          "--moving-labels", other_grid], "other_grid.nii.gz: label map grid"),
+        (
+            [
+                pair["fixed"],
+                pair["moving"],
+                "--fixed-labels",
+                pair["fixed_labels"],
+                "--moving-labels",
+                float_labels,
+            ],
+            "float_labels.nii.gz: label map holds non-integer",
+        ),
+        (
+            [
+                pair["fixed"],
+                pair["moving"],
+                "--fixed-labels",
+                pair["fixed_labels"],
+                "--moving-labels",
+                other_grid,
+            ],
+            "other_grid.nii.gz: label map grid",
+        ),
     ]
 
 
@@ -140,16 +201,28 @@ def test_bad_inputs_exit_2_with_one_line_and_leave_nothing(pair, tmp_path):
         assert done.returncode == 2
         assert words in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert run("register", "--help").returncode == 0
-    assert run("register", pair["fixed"]).returncode == 2          # argparse: missing args
+    assert run("register", pair["fixed"]).returncode == 2  # argparse: missing args
 
 
 def test_ctrl_c_exits_130_and_leaves_no_partial_output(pair, tmp_path):
     out = tmp_path / "out"
-    process = subprocess.Popen(MIREG + ["register", str(pair["fixed"]), str(pair["moving"]),
-                                        "--iterations", "400,400", "--prealign", "none",
-                                        "--out", str(out)],
-                               stderr=subprocess.PIPE, text=True)
-    assert "level 1/2" in process.stderr.readline()     # registering now
+    process = subprocess.Popen(
+        MIREG
+        + [
+            "register",
+            str(pair["fixed"]),
+            str(pair["moving"]),
+            "--iterations",
+            "400,400",
+            "--prealign",
+            "none",
+            "--out",
+            str(out),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert "level 1/2" in process.stderr.readline()  # registering now
     process.send_signal(signal.SIGINT)
     started = time.perf_counter()
     code = process.wait(timeout=30)

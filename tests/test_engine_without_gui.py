@@ -15,7 +15,7 @@ class Block(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Block())
 import numpy as np
 import napari_mireg
-from napari_mireg import (affine, batch, cli, fields, io, jobs, labels, metric, overlap,
+from napari_mireg import (affine, batch, cli, fields, files, jobs, labels, metric, overlap,
                           registration, syn, transforms, _display, _frames)
 from napari_mireg.datasets import blobs_for_check
 fixed, moving = blobs_for_check()

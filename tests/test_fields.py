@@ -2,19 +2,19 @@
 
 import numpy as np
 import pytest
+from conftest import smooth_field
 from scipy import ndimage
 
 from napari_mireg import fields
-
-from conftest import smooth_field
 
 
 @pytest.fixture(scope="module")
 def grid():
     rng = np.random.default_rng(0)
     image = ndimage.gaussian_filter(rng.random((20, 24, 28)), 2).astype(np.float32)
-    affine = np.array([[0.0, 1.5, 0.0, 3.0], [-1.0, 0.0, 0.0, -2.0], [0.0, 0.0, 2.0, 5.0],
-                       [0.0, 0.0, 0.0, 1.0]])
+    affine = np.array(
+        [[0.0, 1.5, 0.0, 3.0], [-1.0, 0.0, 0.0, -2.0], [0.0, 0.0, 2.0, 5.0], [0.0, 0.0, 0.0, 1.0]]
+    )
     field = (smooth_field(image.shape, 3.0, seed=1, sigma=3.0)).astype(np.float32)
     return image, affine, field
 
@@ -37,8 +37,9 @@ def test_resample_matches_map_coordinates(grid):
 def test_nearest_keeps_labels_and_dtype(grid):
     image, affine, field = grid
     labels = (image * 40).astype(np.int16)
-    result = fields.resample(labels, affine, image.shape, affine, field=field,
-                             interpolation="nearest")
+    result = fields.resample(
+        labels, affine, image.shape, affine, field=field, interpolation="nearest"
+    )
     assert result.dtype == np.int16
     assert set(np.unique(result)) <= set(np.unique(labels)) | {0}
     identity = fields.resample(labels, affine, image.shape, affine, interpolation="nearest")
@@ -49,8 +50,9 @@ def test_smooth_matches_gaussian_filter_and_leaves_input_alone(grid):
     image, _, _ = grid
     original = image.copy()
     result = fields.smooth(image, (1.5, 0.0, 2.0))
-    expected = ndimage.gaussian_filter(image.astype(np.float64), (1.5, 0.0, 2.0), mode="nearest",
-                                       truncate=3.0)
+    expected = ndimage.gaussian_filter(
+        image.astype(np.float64), (1.5, 0.0, 2.0), mode="nearest", truncate=3.0
+    )
     np.testing.assert_allclose(result, expected, atol=1e-6)
     np.testing.assert_array_equal(image, original)
 
@@ -62,8 +64,9 @@ def test_smooth_vector_fields_per_component_even_past_short_axes():
     sigmas = (1.73, 5.0, 0.7)
     result = fields.smooth(field, sigmas)
     for component in range(3):
-        expected = ndimage.gaussian_filter(field[..., component].astype(np.float64), sigmas,
-                                           mode="nearest", radius=(6, 15, 3))  # ceil(3 sigma)
+        expected = ndimage.gaussian_filter(
+            field[..., component].astype(np.float64), sigmas, mode="nearest", radius=(6, 15, 3)
+        )  # ceil(3 sigma)
         np.testing.assert_allclose(result[..., component], expected, atol=1e-6)
 
 

@@ -4,9 +4,16 @@ import numpy as np
 import pytest
 
 from napari_mireg.datasets import synthseg_tissue_labels
-from napari_mireg.labels import (LABEL_COLOURS, SYNTHSEG_1_LABELS, SYNTHSEG_2_LABELS,
-                                 SYNTHSEG_PARC_LABELS, clean_labels, label_colour, label_name,
-                                 label_values)
+from napari_mireg.labels import (
+    LABEL_COLOURS,
+    SYNTHSEG_1_LABELS,
+    SYNTHSEG_2_LABELS,
+    SYNTHSEG_PARC_LABELS,
+    clean_labels,
+    label_colour,
+    label_name,
+    label_values,
+)
 
 
 def test_table_matches_synthseg_and_freesurfer():
@@ -37,10 +44,10 @@ def planted_map():
     labels[12:22, 2:28, 2:28] = 3
     labels[22:28, 2:28, 2:28] = 41
     clean = labels.copy()
-    labels[5:8, 10:13, 10:13] = 0          # a 27-voxel hole inside label 2
-    labels[24:26, 5:7, 5:7] = 3            # an 8-voxel island of 3 inside 41
-    labels[14, 20, 20] = 41                # a 1-voxel island of 41 inside 3
-    labels[0, 0, 0] = 3                    # an island of 3 in the background
+    labels[5:8, 10:13, 10:13] = 0  # a 27-voxel hole inside label 2
+    labels[24:26, 5:7, 5:7] = 3  # an 8-voxel island of 3 inside 41
+    labels[14, 20, 20] = 41  # a 1-voxel island of 41 inside 3
+    labels[0, 0, 0] = 3  # an island of 3 in the background
     return labels, clean
 
 
@@ -59,9 +66,9 @@ def test_cleanup_fixes_planted_holes_and_islands():
 def test_cleanup_min_island_keeps_large_components():
     labels, _ = planted_map()
     cleaned, changes = clean_labels(labels, min_island=5, fill_holes=False)
-    assert np.count_nonzero(cleaned[24:26, 5:7, 5:7] == 3) == 8   # 8 voxels >= 5: kept
-    assert cleaned[0, 0, 0] == 0 and cleaned[14, 20, 20] == 3      # 1-voxel islands: gone
-    assert np.count_nonzero(cleaned[5:8, 10:13, 10:13]) == 0       # holes left alone
+    assert np.count_nonzero(cleaned[24:26, 5:7, 5:7] == 3) == 8  # 8 voxels >= 5: kept
+    assert cleaned[0, 0, 0] == 0 and cleaned[14, 20, 20] == 3  # 1-voxel islands: gone
+    assert np.count_nonzero(cleaned[5:8, 10:13, 10:13]) == 0  # holes left alone
 
 
 def test_cleanup_leaves_a_clean_map_bit_for_bit_and_keeps_every_label():
@@ -70,7 +77,7 @@ def test_cleanup_leaves_a_clean_map_bit_for_bit_and_keeps_every_label():
     assert cleaned.dtype == clean.dtype and np.array_equal(cleaned, clean)
     assert all(c.island_voxels == 0 and c.holes_filled == 0 for c in changes)
     tiny = clean.copy()
-    tiny[25, 25, 25] = 17                  # a one-voxel label is its own largest component
+    tiny[25, 25, 25] = 17  # a one-voxel label is its own largest component
     cleaned, _ = clean_labels(tiny)
     assert set(np.unique(cleaned)) == set(np.unique(tiny))
 

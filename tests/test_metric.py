@@ -2,26 +2,28 @@
 
 import numpy as np
 import pytest
+from conftest import blobs, smooth_field
 from scipy import ndimage
 
 from napari_mireg import MutualInformation
 from napari_mireg.datasets import warp_linear
 from napari_mireg.references import cosine_similarity, itk_mattes_derivative
 
-from conftest import blobs, smooth_field
-
 INNER3 = (slice(1, -1),) * 3
 
 
 def cubic_bspline(u):
     a = np.abs(u)
-    return np.where(a < 1, (4 - 6 * a ** 2 + 3 * a ** 3) / 6, np.where(a < 2, (2 - a) ** 3 / 6, 0.0))
+    return np.where(a < 1, (4 - 6 * a**2 + 3 * a**3) / 6, np.where(a < 2, (2 - a) ** 3 / 6, 0.0))
 
 
 def cubic_bspline_slope(u):
     a = np.abs(u)
-    return np.where(a < 1, np.sign(u) * (-2 * a + 1.5 * a ** 2),
-                    np.where(a < 2, -np.sign(u) * 0.5 * (2 - a) ** 2, 0.0))
+    return np.where(
+        a < 1,
+        np.sign(u) * (-2 * a + 1.5 * a**2),
+        np.where(a < 2, -np.sign(u) * 0.5 * (2 - a) ** 2, 0.0),
+    )
 
 
 def transcription(fixed, moving, bins=32, spacing=None, mask=None):
@@ -57,13 +59,15 @@ def transcription(fixed, moving, bins=32, spacing=None, mask=None):
 
 # --- agreement with an independent transcription of the formulas -----------------------
 
+
 @pytest.mark.parametrize("bins", [5, 32, 64])
 def test_value_gradient_and_histogram_match_transcription(blob_pair, bins):
     fixed, moving = blob_pair
     metric = MutualInformation(bins)
     value, gradient = metric.dense_gradient(fixed, moving, spacing=(1.0, 1.2, 2.5))
-    expected_value, expected_p, expected_gradient = transcription(fixed, moving, bins,
-                                                                  spacing=(1.0, 1.2, 2.5))
+    expected_value, expected_p, expected_gradient = transcription(
+        fixed, moving, bins, spacing=(1.0, 1.2, 2.5)
+    )
     assert value == pytest.approx(expected_value, rel=1e-9)
     np.testing.assert_allclose(metric.joint_histogram, expected_p, atol=1e-12)
     scale = np.abs(expected_gradient).max()
@@ -78,8 +82,9 @@ def test_masked_metric_matches_transcription(blob_pair):
     value, gradient = MutualInformation(32).dense_gradient(fixed, moving, mask=mask)
     expected_value, _, expected_gradient = transcription(fixed, moving, 32, mask=mask)
     assert value == pytest.approx(expected_value, rel=1e-9)
-    np.testing.assert_allclose(gradient, expected_gradient,
-                               atol=1e-5 * np.abs(expected_gradient).max())
+    np.testing.assert_allclose(
+        gradient, expected_gradient, atol=1e-5 * np.abs(expected_gradient).max()
+    )
     assert np.all(gradient[~mask] == 0)
 
 
@@ -119,6 +124,7 @@ def test_out_buffer_is_filled_and_returned(blob_pair):
 
 # --- ITK -------------------------------------------------------------------------------
 
+
 def _itk_check(fixed, moving, spacing, bins=32):
     value, gradient = MutualInformation(bins).dense_gradient(fixed, moving, spacing=spacing)
     itk_value, itk_gradient, _ = itk_mattes_derivative(fixed, moving, spacing, bins=bins)
@@ -152,6 +158,7 @@ def test_matches_itk_with_anisotropic_spacing(brain_pair):
 
 
 # --- finite differences ----------------------------------------------------------------
+
 
 def directional_derivative_error(fixed, moving, field, step=0.05):
     """Relative gap between <grad, v> and the central difference of MI along v."""
@@ -196,6 +203,7 @@ def test_gradient_ascent_increases_mi(blob_pair):
 
 # --- affine gradient -------------------------------------------------------------------
 
+
 def test_affine_gradient_is_the_contracted_dense_gradient(blob_pair):
     fixed, moving = blob_pair
     spacing = np.array([1.0, 1.5, 2.0])
@@ -205,8 +213,9 @@ def test_affine_gradient_is_the_contracted_dense_gradient(blob_pair):
     value, affine = metric.affine_gradient(fixed, moving, grid_to_world=grid_to_world)
     dense_value, dense = metric.dense_gradient(fixed, moving, spacing=spacing)
     index = np.stack(np.meshgrid(*[np.arange(n) for n in fixed.shape], indexing="ij"), -1)
-    points = np.concatenate([index * spacing + grid_to_world[:3, 3], np.ones(fixed.shape + (1,))],
-                            axis=-1)
+    points = np.concatenate(
+        [index * spacing + grid_to_world[:3, 3], np.ones(fixed.shape + (1,))], axis=-1
+    )
     expected = dense.reshape(-1, 3).astype(np.float64).T @ points.reshape(-1, 4)
     assert value == dense_value
     np.testing.assert_allclose(affine, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
@@ -222,19 +231,23 @@ def test_affine_gradient_matches_finite_differences(blob_pair):
 
     def resampled(image, matrix):
         # world = voxel index here; sample at matrix @ [x; 1]
-        return ndimage.affine_transform(image, matrix[:3, :3], offset=matrix[:3, 3], order=1,
-                                        mode="nearest")
+        return ndimage.affine_transform(
+            image, matrix[:3, :3], offset=matrix[:3, 3], order=1, mode="nearest"
+        )
 
     current = np.eye(4)
     current[:3, :3] = [[1.0, 0.03, 0.0], [-0.02, 0.98, 0.01], [0.0, 0.02, 1.03]]
     current[:3, 3] = centre - current[:3, :3] @ centre + [0.5, -0.3, 0.2]
-    moving_gradient = np.stack([resampled(component, current)
-                                for component in np.gradient(moving)], axis=-1)
-    _, gradient = metric.affine_gradient(fixed, resampled(moving, current), mask=mask,
-                                         moving_gradient=moving_gradient)
+    moving_gradient = np.stack(
+        [resampled(component, current) for component in np.gradient(moving)], axis=-1
+    )
+    _, gradient = metric.affine_gradient(
+        fixed, resampled(moving, current), mask=mask, moving_gradient=moving_gradient
+    )
     # Exact: the kernel contracts the dense update field with [x; 1].
-    _, dense = metric.dense_gradient(fixed, resampled(moving, current), mask=mask,
-                                     moving_gradient=moving_gradient)
+    _, dense = metric.dense_gradient(
+        fixed, resampled(moving, current), mask=mask, moving_gradient=moving_gradient
+    )
     index = np.stack(np.meshgrid(*[np.arange(n) for n in fixed.shape], indexing="ij"), -1)
     points = np.concatenate([index.reshape(-1, 3), np.ones((fixed.size, 1))], axis=1)
     contracted = dense.reshape(-1, 3).astype(np.float64).T @ points
@@ -245,8 +258,9 @@ def test_affine_gradient_matches_finite_differences(blob_pair):
         direction = np.zeros((4, 4))
         direction[axis, 3] = 1.0
         step = 0.25
-        numeric = (metric.value(fixed, resampled(moving, current + step * direction), mask)
-                   - metric.value(fixed, resampled(moving, current - step * direction), mask))
+        numeric = metric.value(
+            fixed, resampled(moving, current + step * direction), mask
+        ) - metric.value(fixed, resampled(moving, current - step * direction), mask)
         numeric /= 2 * step
         assert gradient[axis, 3] == pytest.approx(numeric, rel=0.15), axis
 
@@ -258,6 +272,7 @@ def test_affine_gradient_in_2d_has_ndim_by_ndim_plus_one_entries(blob_pair):
 
 
 # --- determinism and dtypes ------------------------------------------------------------
+
 
 def test_one_thread_and_all_threads_agree(brain_pair):
     fixed, moving, _ = brain_pair
@@ -276,34 +291,48 @@ def test_float32_and_float64_inputs_agree(blob_pair):
     fixed, moving = blob_pair
     fixed32, moving32 = fixed.astype(np.float32), moving.astype(np.float32)
     value32, gradient32 = MutualInformation(32).dense_gradient(fixed32, moving32)
-    value64, gradient64 = MutualInformation(32).dense_gradient(fixed32.astype(np.float64),
-                                                               moving32.astype(np.float64))
+    value64, gradient64 = MutualInformation(32).dense_gradient(
+        fixed32.astype(np.float64), moving32.astype(np.float64)
+    )
     assert value32 == pytest.approx(value64, rel=1e-6)
     np.testing.assert_allclose(gradient32, gradient64, atol=1e-5 * np.abs(gradient64).max())
 
 
 def test_integer_images_are_accepted(blob_pair):
     fixed, moving = blob_pair
-    as_int = lambda image: np.round(image * 1000).astype(np.int16)
+
+    def as_int(image):
+        return np.round(image * 1000).astype(np.int16)
+
     value = MutualInformation(32).value(as_int(fixed), as_int(moving))
     assert value == pytest.approx(MutualInformation(32).value(fixed, moving), rel=0.05)
 
 
 # --- bad input -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("make_input, message", [
-    (lambda f, m: (np.full_like(f, 3.0), m, None), "fixed image is constant"),
-    (lambda f, m: (f, np.zeros_like(m), None), "moving image is constant"),
-    (lambda f, m: (f, np.where(f > 0.5, np.nan, m), None), "moving image has .* NaN or infinite"),
-    (lambda f, m: (np.where(f > 0.5, np.inf, f), m, None), "fixed image has .* NaN or infinite"),
-    (lambda f, m: (f, m[:-1], None), "same shape"),
-    (lambda f, m: (f, m, np.zeros(f.shape, bool)), "mask selects no voxel"),
-    (lambda f, m: (f, m, np.ones(f.shape[:-1], bool)), "mask must have the image shape"),
-    (lambda f, m: (f.astype(str), m, None), "fixed must be a numeric array"),
-    (lambda f, m: (f, m.astype(object), None), "moving must be a numeric array"),
-    (lambda f, m: (f[None], m[None], None), "2D or 3D"),
-    (lambda f, m: (f, m, np.where(f > 0.5, f, 1.0)), "mask must hold only 0 and 1"),
-])
+
+@pytest.mark.parametrize(
+    "make_input, message",
+    [
+        (lambda f, m: (np.full_like(f, 3.0), m, None), "fixed image is constant"),
+        (lambda f, m: (f, np.zeros_like(m), None), "moving image is constant"),
+        (
+            lambda f, m: (f, np.where(f > 0.5, np.nan, m), None),
+            "moving image has .* NaN or infinite",
+        ),
+        (
+            lambda f, m: (np.where(f > 0.5, np.inf, f), m, None),
+            "fixed image has .* NaN or infinite",
+        ),
+        (lambda f, m: (f, m[:-1], None), "same shape"),
+        (lambda f, m: (f, m, np.zeros(f.shape, bool)), "mask selects no voxel"),
+        (lambda f, m: (f, m, np.ones(f.shape[:-1], bool)), "mask must have the image shape"),
+        (lambda f, m: (f.astype(str), m, None), "fixed must be a numeric array"),
+        (lambda f, m: (f, m.astype(object), None), "moving must be a numeric array"),
+        (lambda f, m: (f[None], m[None], None), "2D or 3D"),
+        (lambda f, m: (f, m, np.where(f > 0.5, f, 1.0)), "mask must hold only 0 and 1"),
+    ],
+)
 def test_bad_input_raises_value_error_naming_the_problem(blob_pair, make_input, message):
     fixed, moving, mask = make_input(*blob_pair)
     with pytest.raises(ValueError, match=message):
@@ -330,7 +359,7 @@ def test_bins_below_five_or_not_integer_is_an_error(bins):
 
 def test_joint_histogram_before_any_call_is_an_error():
     with pytest.raises(RuntimeError, match="after a call"):
-        MutualInformation(32).joint_histogram
+        _ = MutualInformation(32).joint_histogram
 
 
 def test_bad_spacing_and_matrices_are_errors(blob_pair):

@@ -43,8 +43,8 @@ def test_missing_labels_follow_the_documented_conventions():
     warped = np.array([[0, 2, 0], [41, 41, 0]])
     table = overlap_scores(fixed, warped, labels=[2, 3, 41, 17])
     rows = {row["label"]: row for row in table.rows}
-    assert rows[3]["dice"] == 0 and rows[41]["dice"] == 0      # one side only: 0, counted
-    assert np.isnan(rows[17]["dice"])                          # absent from both: NaN
+    assert rows[3]["dice"] == 0 and rows[41]["dice"] == 0  # one side only: 0, counted
+    assert np.isnan(rows[17]["dice"])  # absent from both: NaN
     assert table.mean_dice == pytest.approx((2 / 3 + 0 + 0) / 3)
     assert "17,Left-Hippocampus,nan" in table.to_csv_text()
 

@@ -7,16 +7,23 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_mireg import (MutualInformation, SymmetricDiffeomorphicRegistration, register,
-                          register_steps)
-from napari_mireg import fields
+from napari_mireg import (
+    MutualInformation,
+    SymmetricDiffeomorphicRegistration,
+    fields,
+    register,
+    register_steps,
+)
 from napari_mireg.datasets import deformed_pair, tissue_labels, warp_linear
 
 
 def mean_dice(reference, warped):
-    scores = [2 * np.sum((reference == k) & (warped == k)) / ((reference == k).sum()
-                                                              + (warped == k).sum())
-              for k in (1, 2)]
+    scores = [
+        2
+        * np.sum((reference == k) & (warped == k))
+        / ((reference == k).sum() + (warped == k).sum())
+        for k in (1, 2)
+    ]
     return float(np.mean(scores))
 
 
@@ -39,7 +46,7 @@ def registered(known_deformation):
 def test_known_deformation_is_recovered(known_deformation, registered):
     fixed, moving, affine, labels, moving_labels, truth = known_deformation
     brain = labels > 0
-    before = np.sqrt((truth ** 2).sum(-1))[brain].mean()
+    before = np.sqrt((truth**2).sum(-1))[brain].mean()
     after = np.sqrt(((registered.mapping.displacement() - truth) ** 2).sum(-1))[brain].mean()
     print(f"mean displacement error in the brain: {before:.2f} mm -> {after:.2f} mm")
     assert after <= 1.0 < before
@@ -49,8 +56,9 @@ def test_known_deformation_is_recovered(known_deformation, registered):
 def test_labels_overlap_beats_affine_only(known_deformation, registered):
     fixed, moving, affine, labels, moving_labels, _ = known_deformation
     syn_labels = registered.mapping.transform(moving_labels, interpolation="nearest")
-    affine_labels = registered.affine.transform(moving_labels, registered.mapping.fixed_grid,
-                                                interpolation="nearest", moving_affine=affine)
+    affine_labels = registered.affine.transform(
+        moving_labels, registered.mapping.fixed_grid, interpolation="nearest", moving_affine=affine
+    )
     syn_dice, affine_dice = mean_dice(labels, syn_labels), mean_dice(labels, affine_labels)
     print(f"GM/WM Dice: affine {affine_dice:.3f}, SyN {syn_dice:.3f}")
     assert syn_labels.dtype == np.uint8
@@ -74,13 +82,15 @@ def test_transform_inverse_brings_fixed_images_to_moving_space(known_deformation
 
 # --- physical space: other voxel sizes, orientations and shapes --------------------------
 
+
 def reoriented(data, affine, codes):
     """The same image in another voxel order (e.g. LIA): identical world content."""
     start = nib.orientations.io_orientation(affine)
     change = nib.orientations.ornt_transform(start, nib.orientations.axcodes2ornt(codes))
     new_data = nib.orientations.apply_orientation(data, change)
-    return np.ascontiguousarray(new_data), affine @ nib.orientations.inv_ornt_aff(change,
-                                                                                  data.shape)
+    return np.ascontiguousarray(new_data), affine @ nib.orientations.inv_ornt_aff(
+        change, data.shape
+    )
 
 
 def regridded(data, affine, zooms, pad=0, interpolation="linear"):
@@ -88,7 +98,7 @@ def regridded(data, affine, zooms, pad=0, interpolation="linear"):
     scale = np.diag(list(zooms) + [1.0])
     new_affine = affine @ scale
     new_affine[:3, 3] -= new_affine[:3, :3] @ np.full(3, float(pad))
-    shape = tuple(int(np.ceil(n / z)) + 2 * pad for n, z in zip(data.shape, zooms))
+    shape = tuple(int(np.ceil(n / z)) + 2 * pad for n, z in zip(data.shape, zooms, strict=True))
     return fields.resample(data, affine, shape, new_affine, interpolation=interpolation), new_affine
 
 
@@ -102,16 +112,19 @@ def test_other_grids_register_like_the_plain_case(known_deformation, registered,
         image, image_affine = reoriented(moving, affine, ("L", "I", "A"))
     else:
         image, image_affine = regridded(moving, affine, (1.0, 1.0, 1.0), pad=7)
-    result = register(fixed, image, fixed_affine=affine, moving_affine=image_affine,
-                      prealign="affine")
+    result = register(
+        fixed, image, fixed_affine=affine, moving_affine=image_affine, prealign="affine"
+    )
     # The map is in world coordinates: it carries the moving labels from any grid; using the
     # original one judges the registration, not the labels' loss on a coarser grid.
-    warped = result.mapping.transform(moving_labels, interpolation="nearest",
-                                      moving_affine=affine)
+    warped = result.mapping.transform(moving_labels, interpolation="nearest", moving_affine=affine)
     reoriented_labels, labels_affine = reoriented(moving_labels, affine, ("L", "I", "A"))
     np.testing.assert_array_equal(
-        result.mapping.transform(reoriented_labels, interpolation="nearest",
-                                 moving_affine=labels_affine), warped)
+        result.mapping.transform(
+            reoriented_labels, interpolation="nearest", moving_affine=labels_affine
+        ),
+        warped,
+    )
     assert warped.shape == fixed.shape
     score = mean_dice(labels, warped)
     print(f"{variant}: Dice {score:.3f} vs plain {plain:.3f}")
@@ -130,22 +143,36 @@ def test_2d_registration_reduces_the_mismatch(known_deformation):
     fixed, moving, affine, labels, moving_labels, _ = known_deformation
     middle = fixed.shape[2] // 2
     spacing2d = np.diag([2.0, 2.0, 1.0])
-    result = register(fixed[:, :, middle], moving[:, :, middle], fixed_affine=spacing2d,
-                      moving_affine=spacing2d, prealign="none", level_iters=(30, 20))
+    result = register(
+        fixed[:, :, middle],
+        moving[:, :, middle],
+        fixed_affine=spacing2d,
+        moving_affine=spacing2d,
+        prealign="none",
+        level_iters=(30, 20),
+    )
     warped = result.mapping.transform(moving_labels[:, :, middle], interpolation="nearest")
     assert warped.shape == fixed.shape[:2]
     assert result.mapping.forward[..., 0].max() == 0  # no motion along the singleton axis
-    assert mean_dice(labels[:, :, middle], warped) > mean_dice(labels[:, :, middle],
-                                                               moving_labels[:, :, middle])
+    assert mean_dice(labels[:, :, middle], warped) > mean_dice(
+        labels[:, :, middle], moving_labels[:, :, middle]
+    )
 
 
 # --- cancellation and continuation -------------------------------------------------------
 
+
 def test_closing_the_generator_stops_within_an_iteration(known_deformation):
     fixed, moving, affine, *_ = known_deformation
     threads_before = threading.active_count()
-    steps = register_steps(fixed, moving, fixed_affine=affine, moving_affine=affine,
-                           prealign="none", level_iters=(40, 20, 10))
+    steps = register_steps(
+        fixed,
+        moving,
+        fixed_affine=affine,
+        moving_affine=affine,
+        prealign="none",
+        level_iters=(40, 20, 10),
+    )
     seen = [next(steps) for _ in range(45)]  # into the second level
     assert seen[-1].level == 1 and np.isfinite(seen[-1].energy)
     start = time.perf_counter()
@@ -158,8 +185,16 @@ def test_closing_the_generator_stops_within_an_iteration(known_deformation):
 
 def test_snapshots_carry_live_views(known_deformation):
     fixed, moving, affine, *_ = known_deformation
-    steps = register_steps(fixed, moving, fixed_affine=affine, moving_affine=affine,
-                           prealign="none", level_iters=(2, 1), with_images=True, bins=24)
+    steps = register_steps(
+        fixed,
+        moving,
+        fixed_affine=affine,
+        moving_affine=affine,
+        prealign="none",
+        level_iters=(2, 1),
+        with_images=True,
+        bins=24,
+    )
     snapshot = next(steps)
     steps.close()
     assert snapshot.joint_histogram.shape == (24, 24)
@@ -169,8 +204,14 @@ def test_snapshots_carry_live_views(known_deformation):
 
 def test_continue_refines_an_existing_map(known_deformation, registered):
     fixed, moving, affine, labels, moving_labels, truth = known_deformation
-    more = register(fixed, moving, fixed_affine=affine, moving_affine=affine,
-                    initial=registered, level_iters=(5,))
+    more = register(
+        fixed,
+        moving,
+        fixed_affine=affine,
+        moving_affine=affine,
+        initial=registered,
+        level_iters=(5,),
+    )
     assert len(more.energies) == 5
     np.testing.assert_allclose(more.affine.matrix, registered.affine.matrix)
     assert more.mi_after >= registered.mi_after - 0.01
@@ -178,16 +219,20 @@ def test_continue_refines_an_existing_map(known_deformation, registered):
 
 # --- bad input ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("fixed_input, moving_input, options, message", [
-    (np.full((10, 12, 14), np.nan), None, {}, "fixed has NaN or infinite"),
-    (None, np.full((10, 12, 14), np.inf), {}, "moving has NaN or infinite"),
-    (np.ones((10, 12, 14)), None, {}, "fixed image is constant"),
-    (None, np.zeros((10, 12, 0)), {}, "moving is empty"),
-    (np.zeros((10, 12, 14, 2)), None, {}, "2D or 3D"),
-    (None, np.zeros((10, 12)), {"prealign": "none"}, "fixed is 3D but moving is 2D"),
-    (None, None, {"fixed_mask": np.zeros((10, 12, 14), bool)}, "select"),
-    (None, None, {"prealign": "warp"}, "prealign must be"),
-])
+
+@pytest.mark.parametrize(
+    "fixed_input, moving_input, options, message",
+    [
+        (np.full((10, 12, 14), np.nan), None, {}, "fixed has NaN or infinite"),
+        (None, np.full((10, 12, 14), np.inf), {}, "moving has NaN or infinite"),
+        (np.ones((10, 12, 14)), None, {}, "fixed image is constant"),
+        (None, np.zeros((10, 12, 0)), {}, "moving is empty"),
+        (np.zeros((10, 12, 14, 2)), None, {}, "2D or 3D"),
+        (None, np.zeros((10, 12)), {"prealign": "none"}, "fixed is 3D but moving is 2D"),
+        (None, None, {"fixed_mask": np.zeros((10, 12, 14), bool)}, "select"),
+        (None, None, {"prealign": "warp"}, "prealign: must be one of"),
+    ],
+)
 def test_bad_input_is_a_value_error_before_any_work(fixed_input, moving_input, options, message):
     rng = np.random.default_rng(0)
     fixed = rng.random((10, 12, 14)) if fixed_input is None else fixed_input

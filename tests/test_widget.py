@@ -12,12 +12,18 @@ pytest.importorskip("napari")
 
 from qtpy.QtWidgets import QScrollArea  # noqa: E402
 
-from napari_mireg import _widget, io  # noqa: E402
+from napari_mireg import _widget, files  # noqa: E402
 from napari_mireg._plots import CURVE_COLOUR  # noqa: E402
 from napari_mireg._reader import get_reader  # noqa: E402
 from napari_mireg._sample_data import sample_pair  # noqa: E402
-from napari_mireg._widget import (DISPLACEMENT, JACOBIAN, UPDATE, WARPED,  # noqa: E402
-                                  WARPED_LABELS, RegistrationWidget)
+from napari_mireg._widget import (  # noqa: E402
+    DISPLACEMENT,
+    JACOBIAN,
+    UPDATE,
+    WARPED,
+    WARPED_LABELS,
+    RegistrationWidget,
+)
 from napari_mireg._writer import write_displacement  # noqa: E402
 from napari_mireg.labels import LABEL_COLOURS  # noqa: E402
 
@@ -107,19 +113,24 @@ def test_widget_runs_live_and_shows_results(viewer_with_pair, qtbot, tmp_path, m
     # The plots are painted: the histogram panel shows many colours, the curve its own.
     painted = widget.plots.grab().toImage()
     width, height = painted.width(), painted.height()
-    left_colours = {painted.pixel(x, y) for x in range(width // 8, width // 2, 3)
-                    for y in range(height // 4, 3 * height // 4, 3)}
-    right_colours = {painted.pixel(x, y) for x in range(width // 2, width, 2)
-                     for y in range(height)}
+    left_colours = {
+        painted.pixel(x, y)
+        for x in range(width // 8, width // 2, 3)
+        for y in range(height // 4, 3 * height // 4, 3)
+    }
+    right_colours = {
+        painted.pixel(x, y) for x in range(width // 2, width, 2) for y in range(height)
+    }
     assert len(left_colours) > 10
     assert CURVE_COLOUR.rgb() in right_colours
     # The table: whole brain and mean first, then one row per label, with real scores.
     totals, table = widget.totals_table, widget.overlap_table
-    assert totals.item(0, 1).text() == "whole brain" and totals.item(1, 1).text() == \
-        "mean over labels"
+    assert (
+        totals.item(0, 1).text() == "whole brain" and totals.item(1, 1).text() == "mean over labels"
+    )
     assert float(totals.item(0, 2).text()) == pytest.approx(widget.table.whole_dice, abs=1e-4)
     assert table.rowCount() == len(widget.table.rows)
-    table.sortItems(2)                                  # by Dice
+    table.sortItems(2)  # by Dice
     dice = [float(table.item(row, 2).text()) for row in range(table.rowCount())]
     assert dice == sorted(dice)
     assert 0.8 < widget.table.whole_dice <= 1 and 0.5 < widget.table.mean_dice <= 1
@@ -127,7 +138,7 @@ def test_widget_runs_live_and_shows_results(viewer_with_pair, qtbot, tmp_path, m
     assert {"Left-Cerebral-White-Matter", "Right-Cerebral-Cortex"} <= names
     assert "folds" in widget.summary.text() and "Dice whole brain" in widget.summary.text()
 
-    # Exports land on the fixed file's own grid, in the formats of io.py.
+    # Exports land on the fixed file's own grid, in the formats of files.py.
     widget.export_forward(tmp_path / "warp.nii.gz")
     widget.export_affine(tmp_path / "affine.txt")
     widget.export_warped_labels(tmp_path / "labels.nii.gz")
@@ -137,7 +148,7 @@ def test_widget_runs_live_and_shows_results(viewer_with_pair, qtbot, tmp_path, m
     assert warp.shape == fixed_file.shape + (1, 3)
     np.testing.assert_allclose(warp.affine, fixed_file.affine, atol=1e-4)
     assert (tmp_path / "overlap.csv").read_text() == widget.table.to_csv_text()
-    assert io.load_volume(tmp_path / "labels.nii.gz", labels=True).shape == fixed_file.shape
+    assert files.load_volume(tmp_path / "labels.nii.gz", labels=True).shape == fixed_file.shape
 
     # Continue refines from the current map with more finest-level iterations.
     before = len(widget.energies)
@@ -150,7 +161,8 @@ def test_widget_runs_live_and_shows_results(viewer_with_pair, qtbot, tmp_path, m
 def test_live_layers_take_frames_in_place(viewer_with_pair):
     """A frame is copied into the live layer's buffer and re-sliced, with no data event
     (which would rebuild napari's colour shaders); arrays the widget was given are never
-    written."""
+    written.
+    """
     viewer = viewer_with_pair
     widget = make_widget(viewer)
     fixed = viewer.layers["fixed_t1"]
@@ -162,7 +174,7 @@ def test_live_layers_take_frames_in_place(viewer_with_pair):
     centre = tuple(np.mean(layer.extent.world, axis=0))
     widget._show_live(WARPED, np.full(shape, 3.0, np.float32), "image", affine)
     assert layer.data is first and np.all(first == 3.0) and not data_events
-    assert layer.get_value(centre, world=True) == 3.0   # the drawn slice shows the new frame
+    assert layer.get_value(centre, world=True) == 3.0  # the drawn slice shows the new frame
 
     result = np.ones(shape, np.float32)
     widget._show_layer(WARPED, result, "image", affine)
@@ -175,8 +187,9 @@ def test_live_layers_take_frames_in_place(viewer_with_pair):
     assert layer.get_value(centre, world=True) == 7.0
 
 
-def test_cancel_stops_within_an_iteration_and_keeps_the_viewer_usable(viewer_with_pair, qtbot,
-                                                                     tmp_path, monkeypatch):
+def test_cancel_stops_within_an_iteration_and_keeps_the_viewer_usable(
+    viewer_with_pair, qtbot, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     viewer = viewer_with_pair
     widget = make_widget(viewer, iterations="200,200,200", prealign="none")
@@ -194,8 +207,9 @@ def test_cancel_stops_within_an_iteration_and_keeps_the_viewer_usable(viewer_wit
     assert "still usable" in viewer.layers
 
 
-def test_engine_errors_are_shown_and_the_widget_returns_to_idle(viewer_with_pair, qtbot,
-                                                                monkeypatch):
+def test_engine_errors_are_shown_and_the_widget_returns_to_idle(
+    viewer_with_pair, qtbot, monkeypatch
+):
     shown = []
     monkeypatch.setattr(_widget, "show_error", shown.append)
     viewer = viewer_with_pair
@@ -216,25 +230,26 @@ def test_reader_and_writer_round_trip_a_non_identity_affine(tmp_path):
     affine = np.array([[0, 0, -1.5, 40], [1.2, 0, 0, -30], [0, 2.0, 0, -20], [0, 0, 0, 1]])
     data = np.random.default_rng(0).random((10, 12, 14)).astype(np.float32)
     path = tmp_path / "scan.nii.gz"
-    io.save_volume(path, data, affine)
-    (layer_data, kwargs, kind), = get_reader(str(path))(str(path))
+    files.save_volume(path, data, affine)
+    ((layer_data, kwargs, kind),) = get_reader(str(path))(str(path))
     assert kind == "image" and np.allclose(kwargs["metadata"]["affine"], affine)
-    reread = io.load_volume(path)
+    reread = files.load_volume(path)
     assert sorted(layer_data.shape) == sorted(data.shape)
     assert np.isclose(layer_data.sum(), reread.data.sum())
     assert get_reader(str(tmp_path / "notes.txt")) is None
 
     labels_path = tmp_path / "subject_synthseg.nii.gz"
-    io.save_volume(labels_path, (data > 0.5) * 41, affine, labels=True)
-    (_, label_kwargs, kind), = get_reader(str(labels_path))(str(labels_path))
+    files.save_volume(labels_path, (data > 0.5) * 41, affine, labels=True)
+    ((_, label_kwargs, kind),) = get_reader(str(labels_path))(str(labels_path))
     assert kind == "labels"
     assert np.allclose(np.array(label_kwargs["colormap"][41][:3]) * 255, LABEL_COLOURS[41])
 
     from napari_mireg.transforms import DisplacementField, as_volume
+
     field = np.random.default_rng(1).normal(size=(10, 12, 14, 3)).astype(np.float32)
     meta = {"metadata": {"displacement": DisplacementField(field, as_volume(data, affine))}}
     written = write_displacement(str(tmp_path / "field.nii.gz"), field[..., 0], meta)
-    loaded = io.load_transform(written[0])
+    loaded = files.load_transform(written[0])
     np.testing.assert_allclose(loaded.field, field, rtol=1e-6)
     np.testing.assert_allclose(loaded.grid.affine, affine, atol=1e-5)
     assert write_displacement(str(tmp_path / "none.nii.gz"), field[..., 0], {}) == []
@@ -242,8 +257,7 @@ def test_reader_and_writer_round_trip_a_non_identity_affine(tmp_path):
 
 def test_manifest_is_valid():
     npe2 = Path(sys.executable).parent / "npe2"
-    done = subprocess.run([str(npe2), "validate", "napari-mireg"], capture_output=True,
-                          text=True)
+    done = subprocess.run([str(npe2), "validate", "napari-mireg"], capture_output=True, text=True)
     assert done.returncode == 0 and "valid" in done.stdout + done.stderr
 
 
@@ -256,8 +270,9 @@ def test_warped_labels_are_drawn_on_screen(make_napari_viewer, qtbot):
     for layer in viewer.layers:
         layer.visible = layer.name == WARPED_LABELS
     viewer.layers[WARPED_LABELS].opacity = 1.0
-    viewer.dims.set_point(0, viewer.layers[WARPED_LABELS].translate[0]
-                          + 40 * viewer.layers[WARPED_LABELS].scale[0])
+    viewer.dims.set_point(
+        0, viewer.layers[WARPED_LABELS].translate[0] + 40 * viewer.layers[WARPED_LABELS].scale[0]
+    )
     viewer.reset_view()
     pixels = viewer.screenshot(canvas_only=True, flash=False)[..., :3].reshape(-1, 3)
     white_matter = np.all(np.abs(pixels.astype(int) - LABEL_COLOURS[2]) <= 3, axis=1)
@@ -267,27 +282,29 @@ def test_warped_labels_are_drawn_on_screen(make_napari_viewer, qtbot):
 
 def test_pacing_keeps_heavy_frames_within_their_share(monkeypatch):
     """A heavy frame is due once the last one's cost (computing + drawing) is at most
-    `share` of the time since it, and never sooner than `min_interval`."""
+    `share` of the time since it, and never sooner than `min_interval`.
+    """
     from napari_mireg import _frames
+
     now = [100.0]
     monkeypatch.setattr(_frames.time, "perf_counter", lambda: now[0])
     pacing = _frames.Pacing(share=0.1, min_interval=1.0)
-    assert pacing.due()                       # nothing drawn yet
-    pacing.frame_made(started=99.95)          # 50 ms of computing
-    pacing.drawn(0.25)                        # 250 ms to draw: 0.3 s a frame
+    assert pacing.due()  # nothing drawn yet
+    pacing.frame_made(started=99.95)  # 50 ms of computing
+    pacing.drawn(0.25)  # 250 ms to draw: 0.3 s a frame
     for waited, due in ((0.5, False), (1.0, False), (2.6, False), (2.75, True)):
         now[0] = 100.0 + waited
         assert pacing.due() is due, waited
     # Drawing counts as the median of the last three frames: one slow frame (the first
     # pays for compiling shaders) does not hold the view back for long.
     pacing.frame_made(started=now[0] - 0.01)
-    pacing.drawn(0.01)                        # median(0.25, 0.01) = 0.13: wait 1.26 s
+    pacing.drawn(0.01)  # median(0.25, 0.01) = 0.13: wait 1.26 s
     start = now[0]
     for waited, due in ((1.2, False), (1.3, True)):
         now[0] = start + waited
         assert pacing.due() is due, waited
     pacing.frame_made(started=now[0] - 0.01)
-    pacing.drawn(0.01)                        # median 0.01: the 1 s floor holds
+    pacing.drawn(0.01)  # median 0.01: the 1 s floor holds
     start = now[0]
     for waited, due in ((0.9, False), (1.0, True)):
         now[0] = start + waited
@@ -302,15 +319,21 @@ def test_pacing_keeps_heavy_frames_within_their_share(monkeypatch):
 
 def test_without_live_images_only_the_plots_move(viewer_with_pair, qtbot, monkeypatch):
     """Live images off: the SyN frames carry the energy and histogram but no images, and
-    still move the plots during the run; the result layers come at the end."""
+    still move the plots during the run; the result layers come at the end.
+    """
     monkeypatch.setattr(_widget, "PROGRESS_SECONDS", 0.0)
     widget = make_widget(viewer_with_pair, iterations="6,3")
     widget.live_images.setChecked(False)
     curve_lengths = []
     draw = widget._draw_plots
-    monkeypatch.setattr(widget, "_draw_plots", lambda histogram: (
-        curve_lengths.append(len(widget.energies) if widget.result is None else None),
-        draw(histogram)))
+    monkeypatch.setattr(
+        widget,
+        "_draw_plots",
+        lambda histogram: (
+            curve_lengths.append(len(widget.energies) if widget.result is None else None),
+            draw(histogram),
+        ),
+    )
     frames = run_to_end(qtbot, widget)
     syn = [f for f in frames if f.stage == "syn"]
     assert len(syn) == len(widget.energies) >= 6

@@ -42,7 +42,7 @@ def to_display(data, affine):
 
 
 def scale_translate(display_affine):
-    """napari `scale` and `translate` of a display grid (world axes S, A, R, in mm)."""
+    """Napari `scale` and `translate` of a display grid (world axes S, A, R, in mm)."""
     display_affine = np.asarray(display_affine, float)
     scale = fields.voxel_sizes(display_affine)
     return tuple(float(s) for s in scale), tuple(float(t) for t in display_affine[[2, 1, 0], 3])
@@ -61,8 +61,12 @@ def layer_metadata(display_affine, affine=None, shape=None, path=None):
 def layer_kwargs(display_affine, name, **metadata):
     """Keyword arguments of a layer on a display grid."""
     scale, translate = scale_translate(display_affine)
-    return {"name": name, "scale": scale, "translate": translate,
-            "metadata": layer_metadata(display_affine, **metadata)}
+    return {
+        "name": name,
+        "scale": scale,
+        "translate": translate,
+        "metadata": layer_metadata(display_affine, **metadata),
+    }
 
 
 def labels_colormap(values):
@@ -86,7 +90,7 @@ def display_affine(layer):
     ndim = np.ndim(layer.data)
     scale = np.asarray(layer.scale, float)[-ndim:]
     translate = np.asarray(layer.translate, float)[-ndim:]
-    order = slice(None, None, -1) if ndim == 3 else slice(None)   # (S, A, R) -> (x, y, z)
+    order = slice(None, None, -1) if ndim == 3 else slice(None)  # (S, A, R) -> (x, y, z)
     affine = np.eye(ndim + 1)
     affine[:ndim, :ndim] = np.diag(scale)[order]
     affine[:ndim, ndim] = translate[order]
@@ -95,8 +99,12 @@ def display_affine(layer):
 
 def layer_volume(layer, labels=False):
     """The Volume a layer shows: its data with its display affine."""
-    return as_volume(np.asarray(layer.data), display_affine(layer), layer.name,
-                     dtype=None if labels else np.float32)
+    return as_volume(
+        np.asarray(layer.data),
+        display_affine(layer),
+        layer.name,
+        dtype=None if labels else np.float32,
+    )
 
 
 def original_grid(layer):
@@ -107,8 +115,7 @@ def original_grid(layer):
     metadata = layer.metadata
     if "affine" in metadata:
         return Volume(np.zeros(metadata["shape"][:3], np.float32), metadata["affine"], 3)
-    return as_volume(np.zeros(np.shape(layer.data), np.float32), display_affine(layer),
-                     layer.name)
+    return as_volume(np.zeros(np.shape(layer.data), np.float32), display_affine(layer), layer.name)
 
 
 def on_grid(array, affine, grid, interpolation="linear"):

@@ -17,6 +17,7 @@ import numpy as np
 
 from napari_mireg._display import on_grid
 from napari_mireg.metric import MutualInformation
+from napari_mireg.options import RegistrationOptions
 from napari_mireg.registration import prealignment, register_steps
 from napari_mireg.transforms import AffineMap
 
@@ -102,49 +103,54 @@ class Pacing:
 
 
 @dataclass
-class Job:
+class LiveRun:
     """What the widget asks for: volumes on display grids and registration options."""
 
     fixed: object
     moving: object
     moving_labels: object = None
-    options: dict = field(default_factory=dict)
+    options: RegistrationOptions = field(default_factory=RegistrationOptions)
     initial: object = None
 
 
-def live_frames(job, pacing=None):
-    """Register `job`, yielding Frames; returns the engine's Result.
+def live_frames(run, pacing=None):
+    """Register `run`, yielding Frames; returns the engine's Result.
 
     The first Frame (the moving image as it lies, resampled on the fixed grid) comes before
     any registration work, so the view reacts at once.
     """
     pacing = pacing or Pacing()
     lower_thread_priority(ENGINE_NICENESS)
-    options = dict(job.options)
-    prealign = options.pop("prealign", "affine")
-    metric = MutualInformation(options.get("bins", 32), threads=options.get("threads"))
+    options = RegistrationOptions.build(run.options)
+    metric = MutualInformation(options.bins, threads=options.threads)
+    prealignment_matrix = None
 
     def heavy_frame(stage, warp, update=None, level_affine=None, **light):
         started = time.perf_counter()
-        labels = None if job.moving_labels is None else warp(job.moving_labels, "nearest")
-        frame = Frame(stage, warped=warp(job.moving, "linear"), warped_labels=labels, **light)
+        labels = None if run.moving_labels is None else warp(run.moving_labels, "nearest")
+        frame = Frame(stage, warped=warp(run.moving, "linear"), warped_labels=labels, **light)
         if update is not None:
-            frame.update_magnitude = on_grid(np.sqrt((update ** 2).sum(axis=-1)),
-                                             level_affine, job.fixed)
+            frame.update_magnitude = on_grid(
+                np.sqrt((update**2).sum(axis=-1)), level_affine, run.fixed
+            )
         pacing.frame_made(started)
         return frame
 
     prealign_seconds = 0.0
-    if job.initial is None:  # a continued run keeps the earlier map's prealignment
-        yield heavy_frame("start", lambda image, how: AffineMap(np.eye(4)).transform(
-            image, job.fixed, how))
+    if run.initial is None:  # a continued run keeps the earlier map's prealignment
+        yield heavy_frame(
+            "start", lambda image, how: AffineMap(np.eye(4)).transform(image, run.fixed, how)
+        )
         started = time.perf_counter()
-        affine_map = prealignment(job.fixed, job.moving, prealign, metric)
+        affine_map = prealignment(run.fixed, run.moving, options.prealign, metric)
         prealign_seconds = time.perf_counter() - started
-        options["prealign"] = affine_map.matrix
-        yield heavy_frame("prealigned", lambda image, how: affine_map.transform(
-            image, job.fixed, how))
-    steps = register_steps(job.fixed, job.moving, initial=job.initial, **options)
+        prealignment_matrix = affine_map.matrix
+        yield heavy_frame(
+            "prealigned", lambda image, how: affine_map.transform(image, run.fixed, how)
+        )
+    steps = register_steps(
+        run.fixed, run.moving, options, initial=run.initial, prealign=prealignment_matrix
+    )
     while True:
         try:
             snapshot = next(steps)
@@ -153,13 +159,22 @@ def live_frames(job, pacing=None):
             result.timings["prealign"] += prealign_seconds
             result.timings["total"] += prealign_seconds
             return result
-        light = {"level": snapshot.level, "iteration": snapshot.iteration,
-                 "energy": snapshot.energy, "joint_histogram": snapshot.joint_histogram}
+        light = {
+            "level": snapshot.level,
+            "iteration": snapshot.iteration,
+            "energy": snapshot.energy,
+            "joint_histogram": snapshot.joint_histogram,
+        }
         if not pacing.due():
             yield Frame("syn", **light)
             continue
-        yield heavy_frame("syn", snapshot.warp, update=snapshot.update,
-                          level_affine=snapshot.level_affine, **light)
+        yield heavy_frame(
+            "syn",
+            snapshot.warp,
+            update=snapshot.update,
+            level_affine=snapshot.level_affine,
+            **light,
+        )
 
 
 def lower_thread_priority(niceness):

@@ -12,8 +12,8 @@ from qtpy.QtGui import QColor, QFont, QImage, QPainter, QPalette, QPen, QPolygon
 from qtpy.QtWidgets import QWidget
 
 CURVE_COLOUR = QColor("#4fc3f7")
-MARGIN = 6          # pixels around each panel
-LABEL_SPACE = 30    # pixels left of and below a plot area for the tick labels
+MARGIN = 6  # pixels around each panel
+LABEL_SPACE = 30  # pixels left of and below a plot area for the tick labels
 
 
 def _viridis_table():
@@ -52,12 +52,16 @@ class LivePlots(QWidget):
         logarithm = np.log10(np.asarray(histogram, dtype=np.float64) + 1e-7)
         self.histogram = logarithm
         low, high = logarithm.min(), logarithm.max()
-        levels = np.zeros(logarithm.shape, dtype=np.intp) if high <= low else \
-            np.round(255 * (logarithm - low) / (high - low)).astype(np.intp)
-        pixels = np.ascontiguousarray(self._colours[levels[::-1]])   # fixed bins upwards
+        levels = (
+            np.zeros(logarithm.shape, dtype=np.intp)
+            if high <= low
+            else np.round(255 * (logarithm - low) / (high - low)).astype(np.intp)
+        )
+        pixels = np.ascontiguousarray(self._colours[levels[::-1]])  # fixed bins upwards
         rows, columns = pixels.shape
-        self._image = QImage(pixels.data, columns, rows, 4 * columns,
-                             QImage.Format.Format_ARGB32).copy()
+        self._image = QImage(
+            pixels.data, columns, rows, 4 * columns, QImage.Format.Format_ARGB32
+        ).copy()
         self.values = np.asarray(values, dtype=np.float64)
         self.x_limit = max(self.values.size, int(planned_iterations), 1)
         self._fit_y_limits()
@@ -65,7 +69,8 @@ class LivePlots(QWidget):
 
     def _fit_y_limits(self):
         """Widen the curve's range when the values leave it (MI >= 0: from 0 to well above
-        the largest value)."""
+        the largest value).
+        """
         if self.values.size == 0:
             return
         low, high = self.y_limits
@@ -87,10 +92,18 @@ class LivePlots(QWidget):
         if self._image is not None:
             painter.drawImage(histogram_area, self._image)
             rows, columns = self.histogram.shape
-            self._axis_labels(painter, histogram_area, text, (0, columns - 1), (0, rows - 1),
-                              "moving bin", "fixed bin")
-        self._axis_labels(painter, curve_area, text, (0, self.x_limit), self.y_limits,
-                          "iteration", "")
+            self._axis_labels(
+                painter,
+                histogram_area,
+                text,
+                (0, columns - 1),
+                (0, rows - 1),
+                "moving bin",
+                "fixed bin",
+            )
+        self._axis_labels(
+            painter, curve_area, text, (0, self.x_limit), self.y_limits, "iteration", ""
+        )
         self._curve(painter, curve_area)
         painter.end()
 
@@ -99,10 +112,17 @@ class LivePlots(QWidget):
         """Draw a panel's title and frame; return the plot area inside it."""
         painter.setPen(colour)
         line = painter.fontMetrics().height()
-        painter.drawText(QRectF(rect.left(), rect.top(), rect.width(), line),
-                         Qt.AlignmentFlag.AlignHCenter, title)
-        area = QRectF(rect.left() + LABEL_SPACE, rect.top() + line + 2,
-                      rect.width() - LABEL_SPACE, rect.height() - line - 2 - LABEL_SPACE)
+        painter.drawText(
+            QRectF(rect.left(), rect.top(), rect.width(), line),
+            Qt.AlignmentFlag.AlignHCenter,
+            title,
+        )
+        area = QRectF(
+            rect.left() + LABEL_SPACE,
+            rect.top() + line + 2,
+            rect.width() - LABEL_SPACE,
+            rect.height() - line - 2 - LABEL_SPACE,
+        )
         painter.drawRect(area)
         return area
 
@@ -111,26 +131,43 @@ class LivePlots(QWidget):
         """Tick labels at both ends of each axis, and the axis titles."""
         painter.setPen(colour)
         line = painter.fontMetrics().height()
-        number = (lambda v: f"{v:g}") if float(y_range[1]).is_integer() else \
-            (lambda v: f"{v:.2f}")
+        number = (lambda v: f"{v:g}") if float(y_range[1]).is_integer() else (lambda v: f"{v:.2f}")
         below = area.bottom() + 2
-        painter.drawText(QRectF(area.left() - 20, below, 40, line),
-                         Qt.AlignmentFlag.AlignHCenter, f"{x_range[0]:g}")
-        painter.drawText(QRectF(area.right() - 20, below, 40, line),
-                         Qt.AlignmentFlag.AlignHCenter, f"{x_range[1]:g}")
-        painter.drawText(QRectF(area.left(), below + line, area.width(), line),
-                         Qt.AlignmentFlag.AlignHCenter, x_title)
+        painter.drawText(
+            QRectF(area.left() - 20, below, 40, line),
+            Qt.AlignmentFlag.AlignHCenter,
+            f"{x_range[0]:g}",
+        )
+        painter.drawText(
+            QRectF(area.right() - 20, below, 40, line),
+            Qt.AlignmentFlag.AlignHCenter,
+            f"{x_range[1]:g}",
+        )
+        painter.drawText(
+            QRectF(area.left(), below + line, area.width(), line),
+            Qt.AlignmentFlag.AlignHCenter,
+            x_title,
+        )
         end = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
-        painter.drawText(QRectF(area.left() - LABEL_SPACE, area.bottom() - line, LABEL_SPACE - 3,
-                                line), end, number(y_range[0]))
-        painter.drawText(QRectF(area.left() - LABEL_SPACE, area.top(), LABEL_SPACE - 3, line),
-                         end, number(y_range[1]))
+        painter.drawText(
+            QRectF(area.left() - LABEL_SPACE, area.bottom() - line, LABEL_SPACE - 3, line),
+            end,
+            number(y_range[0]),
+        )
+        painter.drawText(
+            QRectF(area.left() - LABEL_SPACE, area.top(), LABEL_SPACE - 3, line),
+            end,
+            number(y_range[1]),
+        )
         if y_title:
             painter.save()
             painter.translate(area.left() - LABEL_SPACE + line / 2, area.center().y())
             painter.rotate(-90)
-            painter.drawText(QRectF(-area.height() / 2, -line / 2, area.height(), line),
-                             Qt.AlignmentFlag.AlignHCenter, y_title)
+            painter.drawText(
+                QRectF(-area.height() / 2, -line / 2, area.height(), line),
+                Qt.AlignmentFlag.AlignHCenter,
+                y_title,
+            )
             painter.restore()
 
     def _curve(self, painter, area):
@@ -140,4 +177,4 @@ class LivePlots(QWidget):
         x = area.left() + area.width() * np.arange(1, self.values.size + 1) / self.x_limit
         y = area.bottom() - area.height() * (self.values - low) / (high - low)
         painter.setPen(QPen(CURVE_COLOUR, 1.5))
-        painter.drawPolyline(QPolygonF([QPointF(a, b) for a, b in zip(x, y)]))
+        painter.drawPolyline(QPolygonF([QPointF(a, b) for a, b in zip(x, y, strict=True)]))

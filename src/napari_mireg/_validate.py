@@ -23,8 +23,9 @@ def image_array(image, name):
     if array.dtype.kind not in "biuf":
         raise ValueError(f"{name} must be a numeric array, got dtype {array.dtype}")
     if array.ndim not in (2, 3):
-        raise ValueError(f"{name} must be a 2D or 3D array, got {array.ndim} dimensions "
-                         f"(shape {array.shape})")
+        raise ValueError(
+            f"{name} must be a 2D or 3D array, got {array.ndim} dimensions (shape {array.shape})"
+        )
     if min(array.shape) < 1:
         raise ValueError(f"{name} is empty (shape {array.shape})")
     dtype = np.float64 if array.dtype == np.float64 else np.float32
@@ -36,8 +37,9 @@ def image_pair(fixed, moving):
     fixed = image_array(fixed, "fixed")
     moving = image_array(moving, "moving")
     if fixed.shape != moving.shape:
-        raise ValueError(f"fixed and moving must have the same shape, got {fixed.shape} "
-                         f"and {moving.shape}")
+        raise ValueError(
+            f"fixed and moving must have the same shape, got {fixed.shape} and {moving.shape}"
+        )
     if fixed.dtype != moving.dtype:
         fixed = fixed.astype(np.float64)
         moving = moving.astype(np.float64)

@@ -16,17 +16,41 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, QSize, Qt, QTimer
 from qtpy.QtGui import QMovie
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout,
-                            QFrame, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
-                            QMainWindow, QProgressBar, QPushButton, QScrollArea, QSpinBox,
-                            QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QFrame,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
-from napari_mireg import io
-from napari_mireg._display import (layer_kwargs, layer_volume, on_grid, original_grid,
-                                   scale_translate)
-from napari_mireg._frames import Job, Pacing, live_frames
+from napari_mireg import files
+from napari_mireg._display import (
+    layer_kwargs,
+    layer_volume,
+    on_grid,
+    original_grid,
+    scale_translate,
+)
+from napari_mireg._frames import LiveRun, Pacing, live_frames
 from napari_mireg._plots import LivePlots
 from napari_mireg.labels import clean_labels
+from napari_mireg.options import RegistrationOptions
 from napari_mireg.overlap import COLUMNS, overlap_scores
 from napari_mireg.transforms import DiffeomorphicMap, apply_transforms
 
@@ -89,7 +113,8 @@ def _collect_garbage():
 
 class _VerticalScrollArea(QScrollArea):
     """A scroll area that scrolls its widget vertically only: it is as wide as the
-    widget needs (whatever the widget shows now), as short as the dock allows."""
+    widget needs (whatever the widget shows now), as short as the dock allows.
+    """
 
     def __init__(self):
         super().__init__()
@@ -104,7 +129,7 @@ class _VerticalScrollArea(QScrollArea):
 
     def eventFilter(self, watched, event):
         if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
-            self.updateGeometry()   # the widget's own minimum may have changed
+            self.updateGeometry()  # the widget's own minimum may have changed
         return super().eventFilter(watched, event)
 
 
@@ -121,15 +146,15 @@ class RegistrationWidget(QWidget):
         self.viewer = napari_viewer
         self.worker = None
         self.result = None
-        self.export_mapping = None   # the result's map on the fixed file's grid
+        self.export_mapping = None  # the result's map on the fixed file's grid
         self.job = None
         self.table = None
         self.energies = []
         self._frames_seen = 0
         self._last_histogram = None
-        self._live_buffers = {}   # layer name -> the array a live layer shows
-        self._buffers_touched = None   # thread that maps the new buffers' pages
-        self._activity = None     # the activity dock's progress bar of a run
+        self._live_buffers = {}  # layer name -> the array a live layer shows
+        self._buffers_touched = None  # thread that maps the new buffers' pages
+        self._activity = None  # the activity dock's progress bar of a run
         self.first_frame_seconds = None
         self._run_started = 0.0
         self._pacing = Pacing()
@@ -194,27 +219,33 @@ class RegistrationWidget(QWidget):
         self.bins = QSpinBox(minimum=8, maximum=256, value=32)
         self.iterations = QLineEdit("40,20,10")
         self.iterations.setToolTip("SyN iterations per level, coarsest first")
-        self.step_length = QDoubleSpinBox(minimum=0.01, maximum=2.0, singleStep=0.05,
-                                          value=0.25)
-        self.update_sigma = QDoubleSpinBox(minimum=0.0, maximum=10.0, singleStep=0.25,
-                                           value=1.73)
+        self.step_length = QDoubleSpinBox(minimum=0.01, maximum=2.0, singleStep=0.05, value=0.25)
+        self.update_sigma = QDoubleSpinBox(minimum=0.0, maximum=10.0, singleStep=0.25, value=1.73)
         self.prealign = QComboBox()
         self.prealign.addItems(["affine", "rigid", "none"])
         self.threads = QSpinBox(minimum=0, maximum=256, value=0, specialValueText="all cores")
         self.activity_progress = QCheckBox("Progress in napari's activity dock")
         self.activity_progress.setChecked(True)
-        self.activity_progress.setToolTip("A progress bar in napari's activity dock (its "
-                                          "busy animation is held still during the run)")
-        for name, control in (("Bins", self.bins), ("Iterations", self.iterations),
-                              ("Step (voxels)", self.step_length),
-                              ("Smoothing sigma (voxels)", self.update_sigma),
-                              ("Prealignment", self.prealign), ("Threads", self.threads)):
+        self.activity_progress.setToolTip(
+            "A progress bar in napari's activity dock (its "
+            "busy animation is held still during the run)"
+        )
+        for name, control in (
+            ("Bins", self.bins),
+            ("Iterations", self.iterations),
+            ("Step (voxels)", self.step_length),
+            ("Smoothing sigma (voxels)", self.update_sigma),
+            ("Prealignment", self.prealign),
+            ("Threads", self.threads),
+        ):
             form.addRow(name, control)
         self.live_images = QCheckBox("Show the warped images during the run")
         self.live_images.setChecked(True)
-        self.live_images.setToolTip("Off: only the histogram, the MI curve and the progress "
-                                    "move until the end (for a slow display, such as X11 "
-                                    "forwarding from a cluster)")
+        self.live_images.setToolTip(
+            "Off: only the histogram, the MI curve and the progress "
+            "move until the end (for a slow display, such as X11 "
+            "forwarding from a cluster)"
+        )
         self.live_images.toggled.connect(self._show_live_images)
         form.addRow(self.activity_progress)
         form.addRow(self.live_images)
@@ -230,8 +261,12 @@ class RegistrationWidget(QWidget):
         self.continue_button = QPushButton("Continue")
         self.continue_button.setToolTip("Run more finest-level iterations from the current map")
         self.continue_button.clicked.connect(lambda: self.start(continue_from=self.result))
-        for widget in (self.run_button, self.pause_button, self.more_iterations,
-                       self.continue_button):
+        for widget in (
+            self.run_button,
+            self.pause_button,
+            self.more_iterations,
+            self.continue_button,
+        ):
             row.addWidget(widget)
         return row
 
@@ -242,27 +277,30 @@ class RegistrationWidget(QWidget):
         self.summary.setWordWrap(True)
         layout.addWidget(self.summary)
         headers = ["label", "name", "Dice", "Jaccard", "fixed voxels", "warped voxels"]
-        self.totals_table = QTableWidget(2, len(COLUMNS))   # whole brain and mean, on top
+        self.totals_table = QTableWidget(2, len(COLUMNS))  # whole brain and mean, on top
         self.overlap_table = QTableWidget(0, len(COLUMNS))  # one row per label, sortable
         for table in (self.totals_table, self.overlap_table):
             table.setHorizontalHeaderLabels(headers)
         for table in (self.totals_table, self.overlap_table):
             table.verticalHeader().setVisible(False)
             table.horizontalHeader().setStretchLastSection(True)
-        self.totals_table.setFixedHeight(3 * self.totals_table.verticalHeader()
-                                         .defaultSectionSize() + 8)
+        self.totals_table.setFixedHeight(
+            3 * self.totals_table.verticalHeader().defaultSectionSize() + 8
+        )
         self.overlap_table.setSortingEnabled(True)
         self.overlap_table.setMinimumHeight(160)
         layout.addWidget(self.totals_table)
         layout.addWidget(self.overlap_table)
         grid = QGridLayout()
         self.export_buttons = []
-        exports = [("Overlap CSV...", self.export_table, "overlap.csv"),
-                   ("Forward warp...", self.export_forward, "warp.nii.gz"),
-                   ("Inverse warp...", self.export_inverse, "inverse_warp.nii.gz"),
-                   ("Affine...", self.export_affine, "affine.txt"),
-                   ("Warped image...", self.export_warped, "warped.nii.gz"),
-                   ("Warped labels...", self.export_warped_labels, "warped_labels.nii.gz")]
+        exports = [
+            ("Overlap CSV...", self.export_table, "overlap.csv"),
+            ("Forward warp...", self.export_forward, "warp.nii.gz"),
+            ("Inverse warp...", self.export_inverse, "inverse_warp.nii.gz"),
+            ("Affine...", self.export_affine, "affine.txt"),
+            ("Warped image...", self.export_warped, "warped.nii.gz"),
+            ("Warped labels...", self.export_warped_labels, "warped_labels.nii.gz"),
+        ]
         for index, (text, export, default) in enumerate(exports):
             button = QPushButton(text)
             button.clicked.connect(lambda _, e=export, d=default: self._export_with_dialog(e, d))
@@ -276,8 +314,9 @@ class RegistrationWidget(QWidget):
         row = QHBoxLayout(box)
         self.cleanup_choice = QComboBox()
         self.cleanup_button = QPushButton("Clean")
-        self.cleanup_button.clicked.connect(lambda: self.clean_layer(
-            self.cleanup_choice.currentText()))
+        self.cleanup_button.clicked.connect(
+            lambda: self.clean_layer(self.cleanup_choice.currentText())
+        )
         row.addWidget(self.cleanup_choice, 1)
         row.addWidget(self.cleanup_button)
         return box
@@ -286,13 +325,22 @@ class RegistrationWidget(QWidget):
     def refresh_layer_choices(self, *_):
         """Fill the layer pickers from the viewer (images and labels, results left out)."""
         ours = {WARPED, WARPED_LABELS, UPDATE, JACOBIAN, DISPLACEMENT}
-        images = [layer.name for layer in self.viewer.layers
-                  if layer._type_string == "image" and layer.name not in ours]
-        labels = [layer.name for layer in self.viewer.layers if layer._type_string == "labels"
-                  and layer.name not in ours]
-        defaults = [(self.fixed_choice, images, 0, False), (self.moving_choice, images, 1, False),
-                    (self.fixed_labels_choice, labels, 0, True),
-                    (self.moving_labels_choice, labels, 1, True)]
+        images = [
+            layer.name
+            for layer in self.viewer.layers
+            if layer._type_string == "image" and layer.name not in ours
+        ]
+        labels = [
+            layer.name
+            for layer in self.viewer.layers
+            if layer._type_string == "labels" and layer.name not in ours
+        ]
+        defaults = [
+            (self.fixed_choice, images, 0, False),
+            (self.moving_choice, images, 1, False),
+            (self.fixed_labels_choice, labels, 0, True),
+            (self.moving_labels_choice, labels, 1, True),
+        ]
         for choice, names, position, optional in defaults:
             current = choice.currentText()
             choice.blockSignals(True)
@@ -305,14 +353,16 @@ class RegistrationWidget(QWidget):
             choice.blockSignals(False)
         current = self.cleanup_choice.currentText()
         self.cleanup_choice.clear()
-        self.cleanup_choice.addItems([layer.name for layer in self.viewer.layers
-                                      if layer._type_string == "labels"])
+        self.cleanup_choice.addItems(
+            [layer.name for layer in self.viewer.layers if layer._type_string == "labels"]
+        )
         if current:
             self.cleanup_choice.setCurrentText(current)
 
     def _open_files(self):
-        paths, _ = QFileDialog.getOpenFileNames(self, "Open volumes", "",
-                                                "Volumes (*.nii *.nii.gz *.mgz *.mgh)")
+        paths, _ = QFileDialog.getOpenFileNames(
+            self, "Open volumes", "", "Volumes (*.nii *.nii.gz *.mgz *.mgh)"
+        )
         if paths:
             self.viewer.open(paths, plugin="napari-mireg")
 
@@ -322,19 +372,15 @@ class RegistrationWidget(QWidget):
 
     # ---------------------------------------------------------------- running
     def options(self):
-        """Registration options from the panel (raises ValueError on bad iterations)."""
-        text = self.iterations.text().replace(" ", "")
-        try:
-            level_iters = tuple(int(v) for v in text.split(",") if v)
-        except ValueError:
-            raise ValueError(f"iterations must be comma-separated integers, got {text!r}")
-        if not level_iters or min(level_iters) < 0:
-            raise ValueError(f"iterations must be integers >= 0, got {text!r}")
-        return {"bins": self.bins.value(), "level_iters": level_iters,
-                "step_length": self.step_length.value(),
-                "update_sigma": self.update_sigma.value(),
-                "prealign": self.prealign.currentText(),
-                "threads": self.threads.value() or None}
+        """RegistrationOptions from the panel (OptionError, a ValueError, on a bad value)."""
+        return RegistrationOptions.build(
+            bins=self.bins.value(),
+            level_iters=self.iterations.text(),
+            step_length=self.step_length.value(),
+            update_sigma=self.update_sigma.value(),
+            prealign=self.prealign.currentText(),
+            threads=self.threads.value() or None,
+        )
 
     def _job(self, continue_from):
         fixed, moving = self._layer(self.fixed_choice), self._layer(self.moving_choice)
@@ -343,15 +389,20 @@ class RegistrationWidget(QWidget):
         moving_labels = self._layer(self.moving_labels_choice)
         options = self.options()
         if continue_from is not None:
-            options["level_iters"] = (self.more_iterations.value(),)
+            options = options.replace(level_iters=(self.more_iterations.value(),))
         fixed_volume = layer_volume(fixed)
         moving_volume = layer_volume(moving)
         if fixed_volume.ndim != moving_volume.ndim:
-            raise ValueError(f"{fixed.name} is {fixed_volume.ndim}D but {moving.name} is "
-                             f"{moving_volume.ndim}D")
-        return Job(fixed_volume, moving_volume,
-                   None if moving_labels is None else layer_volume(moving_labels, labels=True),
-                   options, continue_from)
+            raise ValueError(
+                f"{fixed.name} is {fixed_volume.ndim}D but {moving.name} is {moving_volume.ndim}D"
+            )
+        return LiveRun(
+            fixed_volume,
+            moving_volume,
+            None if moving_labels is None else layer_volume(moving_labels, labels=True),
+            options,
+            continue_from,
+        )
 
     def start(self, continue_from=None):
         """Start a registration (or continue the last one); returns the worker."""
@@ -365,8 +416,8 @@ class RegistrationWidget(QWidget):
             self.energies = []
             self.result = None
             self.table = None
-        total = sum(job.options["level_iters"]) + (0 if continue_from else 2)
-        self._planned_iterations = len(self.energies) + sum(job.options["level_iters"])
+        total = sum(job.options.level_iters) + (0 if continue_from else 2)
+        self._planned_iterations = len(self.energies) + sum(job.options.level_iters)
         self.progress.setRange(0, total)
         self.progress.setValue(0)
         self.first_frame_seconds = None
@@ -379,18 +430,24 @@ class RegistrationWidget(QWidget):
         # Connecting `errored` here (not after) keeps napari from re-raising the error.
         self.worker = thread_worker(
             live_frames,
-            connect={"yielded": self.show_frame, "returned": self.show_result,
-                     "errored": self._failed, "finished": self._finished},
-            start_thread=False)(job, self._pacing)
+            connect={
+                "yielded": self.show_frame,
+                "returned": self.show_result,
+                "errored": self._failed,
+                "finished": self._finished,
+            },
+            start_thread=False,
+        )(job, self._pacing)
         self._set_running(True)
         self.status.setText("Starting...")
         self.worker.start()
-        self._prepare_layers(job)   # while the worker makes the first frame
+        self._prepare_layers(job)  # while the worker makes the first frame
         return self.worker
 
     def _show_live_images(self, show):
         """Turn the live images on or off, also during a run (no SyN iteration is due
-        for a heavy frame while they are off)."""
+        for a heavy frame while they are off).
+        """
         self._pacing.min_interval = Pacing.min_interval if show else np.inf
 
     def _hold_busy_animation(self):
@@ -405,7 +462,7 @@ class RegistrationWidget(QWidget):
         while window.parentWidget() is not None:
             window = window.parentWidget()
         if not isinstance(window, QMainWindow):
-            return True   # not in a napari window: nothing to hold
+            return True  # not in a napari window: nothing to hold
         held = False
         for label in window.statusBar().findChildren(QLabel):
             movie = label.movie()
@@ -417,27 +474,47 @@ class RegistrationWidget(QWidget):
     def _prepare_layers(self, job):
         """Create the live layers that do not exist yet, each showing a zero buffer that
         the frames are then copied into: making a layer takes napari a few hundred ms,
-        updating its buffer far less, so the event loop stays free while frames arrive."""
+        updating its buffer far less, so the event loop stays free while frames arrive.
+        """
         shape = job.fixed.data.shape
         affine = job.fixed.affine
-        missing = [name for name in (WARPED, WARPED_LABELS, UPDATE)
-                   if name not in self.viewer.layers]
+        missing = [
+            name for name in (WARPED, WARPED_LABELS, UPDATE) if name not in self.viewer.layers
+        ]
         if WARPED in missing:
-            self._add_live(WARPED, np.zeros(shape, np.float32), "image", affine,
-                           colormap="magenta", blending="additive",
-                           contrast_limits=self._layer(self.moving_choice).contrast_limits)
+            self._add_live(
+                WARPED,
+                np.zeros(shape, np.float32),
+                "image",
+                affine,
+                colormap="magenta",
+                blending="additive",
+                contrast_limits=self._layer(self.moving_choice).contrast_limits,
+            )
         if WARPED_LABELS in missing and job.moving_labels is not None:
             colours = self._layer(self.moving_labels_choice).colormap
-            self._add_live(WARPED_LABELS, np.zeros(shape, job.moving_labels.data.dtype),
-                           "labels", affine, colormap=colours, opacity=0.5).editable = False
+            self._add_live(
+                WARPED_LABELS,
+                np.zeros(shape, job.moving_labels.data.dtype),
+                "labels",
+                affine,
+                colormap=colours,
+                opacity=0.5,
+            ).editable = False
         if UPDATE in missing:
-            self._add_live(UPDATE, np.zeros(shape, np.float32), "image", affine,
-                           colormap="inferno", visible=False)
-        new_buffers = [self._live_buffers[name] for name in missing
-                       if name in self._live_buffers]
+            self._add_live(
+                UPDATE,
+                np.zeros(shape, np.float32),
+                "image",
+                affine,
+                colormap="inferno",
+                visible=False,
+            )
+        new_buffers = [self._live_buffers[name] for name in missing if name in self._live_buffers]
         if new_buffers:
-            self._buffers_touched = threading.Thread(target=_touch_pages, args=(new_buffers,),
-                                                     daemon=True)
+            self._buffers_touched = threading.Thread(
+                target=_touch_pages, args=(new_buffers,), daemon=True
+            )
             self._buffers_touched.start()
 
     def _add_live(self, name, buffer, kind, affine, **extra):
@@ -479,7 +556,8 @@ class RegistrationWidget(QWidget):
 
     def _finished(self):
         """Back to idle, whatever the outcome; a run that neither ended nor failed was
-        cancelled."""
+        cancelled.
+        """
         if self._outcome is None:
             self.status.setText("Cancelled")
         self._refresh_thumbnails()
@@ -523,10 +601,14 @@ class RegistrationWidget(QWidget):
         """
         layer = self._live_layer(name)
         buffer = self._live_buffers.get(name)
-        if (layer is None or buffer.shape != data.shape or buffer.dtype != data.dtype
-                or not np.allclose(layer.metadata["display_affine"], affine)):
+        if (
+            layer is None
+            or buffer.shape != data.shape
+            or buffer.dtype != data.dtype
+            or not np.allclose(layer.metadata["display_affine"], affine)
+        ):
             return self._add_live(name, data, kind, affine)
-        if self._buffers_touched is not None:   # the first copy into new buffers
+        if self._buffers_touched is not None:  # the first copy into new buffers
             self._buffers_touched.join()
             self._buffers_touched = None
         np.copyto(buffer, data)
@@ -565,20 +647,25 @@ class RegistrationWidget(QWidget):
             self.energies.append(-frame.energy)
             self._last_histogram = frame.joint_histogram
         if frame.warped is None:
-            if (frame.energy is not None and not self.live_images.isChecked()
-                    and time.perf_counter() - self._progress_shown_at >= PROGRESS_SECONDS):
-                self._show_progress(frame)   # one cheap step; not a drawing for Pacing
+            if (
+                frame.energy is not None
+                and not self.live_images.isChecked()
+                and time.perf_counter() - self._progress_shown_at >= PROGRESS_SECONDS
+            ):
+                self._show_progress(frame)  # one cheap step; not a drawing for Pacing
             return
         fixed_affine = self.job.fixed.affine
         steps = [lambda: self._show_live(WARPED, frame.warped, "image", fixed_affine)]
-        if self.first_frame_seconds is None:   # Run to the first warped image in its layer
+        if self.first_frame_seconds is None:  # Run to the first warped image in its layer
             steps.append(self._first_frame_shown)
         if frame.warped_labels is not None:
-            steps.append(lambda: self._show_live(WARPED_LABELS, frame.warped_labels, "labels",
-                                                 fixed_affine))
+            steps.append(
+                lambda: self._show_live(WARPED_LABELS, frame.warped_labels, "labels", fixed_affine)
+            )
         if frame.update_magnitude is not None:
-            steps.append(lambda: self._show_live(UPDATE, frame.update_magnitude, "image",
-                                                 fixed_affine))
+            steps.append(
+                lambda: self._show_live(UPDATE, frame.update_magnitude, "image", fixed_affine)
+            )
         steps.append(lambda: self._show_progress(frame))
         self._run_steps(steps)
 
@@ -588,11 +675,11 @@ class RegistrationWidget(QWidget):
         The bar is made here rather than at Run because making one takes napari about
         0.1 s, and napari's bars process pending events as they change.
         """
-        if self.first_frame_seconds is None:   # two frames may have queued this step
+        if self.first_frame_seconds is None:  # two frames may have queued this step
             self.first_frame_seconds = time.perf_counter() - self._run_started
         if self.activity_progress.isChecked() and self._activity is None:
             bar = progress(total=self.progress.maximum(), desc="MI-SyN registration")
-            if self.worker is None:   # the run ended while the bar was being made
+            if self.worker is None:  # the run ended while the bar was being made
                 bar.close()
             else:
                 self._activity = bar
@@ -614,7 +701,7 @@ class RegistrationWidget(QWidget):
             steps.pop(0)()
         if steps:
             QTimer.singleShot(0, lambda: self._run_steps(steps, began))
-        else:   # a zero timer runs once the pending repaint is done
+        else:  # a zero timer runs once the pending repaint is done
             pacing = self._pacing
             QTimer.singleShot(0, lambda: pacing.drawn(time.perf_counter() - began))
 
@@ -626,11 +713,13 @@ class RegistrationWidget(QWidget):
         self.progress.setValue(self._frames_seen)
         self.progress.setUpdatesEnabled(True)
         if frame.energy is None:
-            self.status.setText("Prealigning..." if frame.stage == "start" else
-                                "Prealigned; SyN starting")
+            self.status.setText(
+                "Prealigning..." if frame.stage == "start" else "Prealigned; SyN starting"
+            )
         else:
-            self.status.setText(f"Level {frame.level + 1}, iteration {frame.iteration + 1}: "
-                                f"MI {-frame.energy:.4f}")
+            self.status.setText(
+                f"Level {frame.level + 1}, iteration {frame.iteration + 1}: MI {-frame.energy:.4f}"
+            )
             self._draw_plots(frame.joint_histogram)
         # The activity dock's bar moves with the heavy frames only: a repaint of it per
         # iteration re-composes the whole window (costly with software OpenGL). Last, as it
@@ -648,31 +737,45 @@ class RegistrationWidget(QWidget):
         self._outcome = "done"
         fixed_affine = self.job.fixed.affine
         mapping = result.mapping
-        self._show_layer(WARPED, result.warped, "image", fixed_affine, colormap="magenta",
-                         blending="additive")
+        self._show_layer(
+            WARPED, result.warped, "image", fixed_affine, colormap="magenta", blending="additive"
+        )
         determinant = mapping.jacobian_determinant()
-        self._show_layer(JACOBIAN, determinant.astype(np.float32), "image", fixed_affine,
-                         colormap="twilight", contrast_limits=(0.0, 2.0), visible=False)
+        self._show_layer(
+            JACOBIAN,
+            determinant.astype(np.float32),
+            "image",
+            fixed_affine,
+            colormap="twilight",
+            contrast_limits=(0.0, 2.0),
+            visible=False,
+        )
         magnitude = np.sqrt((mapping.displacement() ** 2).sum(axis=-1))
-        layer = self._show_layer(DISPLACEMENT, magnitude, "image", fixed_affine,
-                                 colormap="viridis", visible=False)
+        layer = self._show_layer(
+            DISPLACEMENT, magnitude, "image", fixed_affine, colormap="viridis", visible=False
+        )
         self.export_mapping = self._original_mapping()
         layer.metadata["displacement"] = self.export_mapping.transforms()[0]
         folds = int(np.count_nonzero(determinant <= 0))
-        text = (f"MI {result.mi_before:.4f} -> {result.mi_after:.4f}; folds (det J <= 0): "
-                f"{folds}; min det J {determinant.min():.2f}; "
-                f"{result.timings['total']:.1f} s")
+        text = (
+            f"MI {result.mi_before:.4f} -> {result.mi_after:.4f}; folds (det J <= 0): "
+            f"{folds}; min det J {determinant.min():.2f}; "
+            f"{result.timings['total']:.1f} s"
+        )
         fixed_labels = self._layer(self.fixed_labels_choice)
         if fixed_labels is not None and self.job.moving_labels is not None:
             warped_labels = mapping.transform(self.job.moving_labels, interpolation="nearest")
             self._show_layer(WARPED_LABELS, warped_labels, "labels", fixed_affine)
-            fixed_grid_labels = apply_transforms(layer_volume(fixed_labels, labels=True),
-                                                 self.job.fixed, [], "nearest")
+            fixed_grid_labels = apply_transforms(
+                layer_volume(fixed_labels, labels=True), self.job.fixed, [], "nearest"
+            )
             self.table = overlap_scores(fixed_grid_labels, warped_labels)
             self._fill_table(self.table)
-            text += (f"\nDice whole brain {self.table.whole_dice:.4f}, mean over labels "
-                     f"{self.table.mean_dice:.4f}; Jaccard {self.table.whole_jaccard:.4f} / "
-                     f"{self.table.mean_jaccard:.4f}")
+            text += (
+                f"\nDice whole brain {self.table.whole_dice:.4f}, mean over labels "
+                f"{self.table.mean_dice:.4f}; Jaccard {self.table.whole_jaccard:.4f} / "
+                f"{self.table.mean_jaccard:.4f}"
+            )
         self.summary.setText(text)
         self.status.setText("Done")
         self.progress.setValue(self.progress.maximum())
@@ -681,10 +784,24 @@ class RegistrationWidget(QWidget):
         self._set_running(False)
 
     def _fill_table(self, table):
-        totals = [{"label": "", "name": "whole brain", "dice": table.whole_dice,
-                   "jaccard": table.whole_jaccard, "fixed_voxels": "", "warped_voxels": ""},
-                  {"label": "", "name": "mean over labels", "dice": table.mean_dice,
-                   "jaccard": table.mean_jaccard, "fixed_voxels": "", "warped_voxels": ""}]
+        totals = [
+            {
+                "label": "",
+                "name": "whole brain",
+                "dice": table.whole_dice,
+                "jaccard": table.whole_jaccard,
+                "fixed_voxels": "",
+                "warped_voxels": "",
+            },
+            {
+                "label": "",
+                "name": "mean over labels",
+                "dice": table.mean_dice,
+                "jaccard": table.mean_jaccard,
+                "fixed_voxels": "",
+                "warped_voxels": "",
+            },
+        ]
         _fill(self.totals_table, totals)
         self.overlap_table.setSortingEnabled(False)
         _fill(self.overlap_table, table.rows)
@@ -711,21 +828,22 @@ class RegistrationWidget(QWidget):
 
     def export_forward(self, path):
         """Write the forward warp (ITK/ANTs) on the fixed file's grid."""
-        io.save_displacement(self.export_mapping, path, "forward")
+        files.save_displacement(self.export_mapping, path, "forward")
 
     def export_inverse(self, path):
         """Write the inverse warp (ITK/ANTs) on the fixed file's grid."""
-        io.save_displacement(self.export_mapping, path, "inverse")
+        files.save_displacement(self.export_mapping, path, "inverse")
 
     def export_affine(self, path):
         """Write the prealignment as an ITK affine (.txt or .mat)."""
-        io.save_affine(self.result.affine, path)
+        files.save_affine(self.result.prealignment, path)
 
     def export_warped(self, path):
         """Write the warped moving image on the fixed file's grid."""
         grid = self.export_mapping.fixed_grid
-        io.save_volume(path, on_grid(self.result.warped, self.job.fixed.affine, grid),
-                       grid.affine)
+        files.save_volume(
+            path, on_grid(self.result.warped, self.job.fixed.affine, grid), grid.affine
+        )
 
     def export_warped_labels(self, path):
         """Write the warped moving labels on the fixed file's grid."""
@@ -733,14 +851,15 @@ class RegistrationWidget(QWidget):
             raise ValueError("there are no warped labels: choose moving labels and run")
         grid = self.export_mapping.fixed_grid
         data = self.viewer.layers[WARPED_LABELS].data
-        io.save_volume(path, on_grid(data, self.job.fixed.affine, grid, "nearest"),
-                       grid.affine, labels=True)
+        files.save_volume(
+            path, on_grid(data, self.job.fixed.affine, grid, "nearest"), grid.affine, labels=True
+        )
 
     def export_table(self, path):
         """Write the overlap table as CSV."""
         if self.table is None:
             raise ValueError("there is no overlap table: choose fixed and moving labels")
-        io.write_text(path, self.table.to_csv_text())
+        files.write_text(path, self.table.to_csv_text())
 
     # ---------------------------------------------------------------- label cleanup
     def clean_layer(self, name):
@@ -751,11 +870,21 @@ class RegistrationWidget(QWidget):
         layer = self.viewer.layers[name]
         cleaned, changes = clean_labels(np.asarray(layer.data))
         changed = [c for c in changes if c.island_voxels or c.holes_filled]
-        kwargs = {"name": f"{name} cleaned", "scale": layer.scale, "translate": layer.translate,
-                  "metadata": dict(layer.metadata), "colormap": layer.colormap}
+        kwargs = {
+            "name": f"{name} cleaned",
+            "scale": layer.scale,
+            "translate": layer.translate,
+            "metadata": dict(layer.metadata),
+            "colormap": layer.colormap,
+        }
         self.viewer.add_labels(cleaned, **kwargs)
-        lines = [f"{c.name}: {c.islands_removed} islands ({c.island_voxels} voxels), "
-                 f"{c.holes_filled} hole voxels" for c in changed]
-        show_info(f"Cleaned {name}: {len(changed)} of {len(changes)} labels changed"
-                  + ("\n" + "\n".join(lines[:10]) if lines else ""))
+        lines = [
+            f"{c.name}: {c.islands_removed} islands ({c.island_voxels} voxels), "
+            f"{c.holes_filled} hole voxels"
+            for c in changed
+        ]
+        show_info(
+            f"Cleaned {name}: {len(changed)} of {len(changes)} labels changed"
+            + ("\n" + "\n".join(lines[:10]) if lines else "")
+        )
         return changes

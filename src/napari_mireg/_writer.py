@@ -5,7 +5,7 @@ the field itself on the fixed image's original grid (``metadata["displacement"]`
 DisplacementField). Saving that layer writes the warp ANTs and SimpleITK read.
 """
 
-from napari_mireg import io
+from napari_mireg import files
 
 
 def write_displacement(path, data, meta):
@@ -13,7 +13,7 @@ def write_displacement(path, data, meta):
     field = meta.get("metadata", {}).get("displacement")
     if field is None:
         return []
-    if io.suffix_of(path) not in (".nii", ".nii.gz"):
+    if files.suffix_of(path) not in (".nii", ".nii.gz"):
         path = f"{path}.nii.gz"
-    io.save_field(field, path)
+    files.save_field(field, path)
     return [str(path)]

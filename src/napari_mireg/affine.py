@@ -1,5 +1,7 @@
 """Rigid and affine prealignment driven by the MI metric's affine gradient."""
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.spatial.transform import Rotation
 
@@ -15,9 +17,39 @@ def centre_of_mass(volume):
     total = weights.sum()
     if total <= 0:
         weights, total = np.ones_like(weights), weights.size
-    index = [np.tensordot(weights.sum(axis=tuple(a for a in range(3) if a != axis)),
-                          np.arange(volume.shape[axis]), axes=1) / total for axis in range(3)]
+    index = [
+        np.tensordot(
+            weights.sum(axis=tuple(a for a in range(3) if a != axis)),
+            np.arange(volume.shape[axis]),
+            axes=1,
+        )
+        / total
+        for axis in range(3)
+    ]
     return volume.affine[:3, :3] @ np.array(index) + volume.affine[:3, 3]
+
+
+@dataclass(frozen=True)
+class AffineStep:
+    """What one prealignment iteration reports (for progress displays).
+
+    Attributes
+    ----------
+    level : int
+        0 is the coarsest level.
+    levels : int
+    stage : {"rigid", "affine"}
+    iteration : int
+        Iteration within the stage and level, from 0.
+    value : float
+        MI at the start of the iteration.
+    """
+
+    level: int
+    levels: int
+    stage: str
+    iteration: int
+    value: float
 
 
 class AffineRegistration:
@@ -41,21 +73,31 @@ class AffineRegistration:
         A level stops when the step falls below this (voxels).
     """
 
-    def __init__(self, metric, transform="affine", level_iters=(100, 50), step=1.0,
-                 min_step=0.01):
+    def __init__(self, metric, transform="affine", level_iters=(100, 50), step=1.0, min_step=0.01):
         if transform not in ("rigid", "affine"):
             raise ValueError(f"transform must be 'rigid' or 'affine', got {transform!r}")
         self.metric = metric
         self.transform = transform
-        self.level_iters = tuple(positive_int(n, "level_iters entries", minimum=0)
-                                 for n in level_iters)
+        self.level_iters = tuple(
+            positive_int(n, "level_iters entries", minimum=0) for n in level_iters
+        )
         self.step = float(step)
         self.min_step = float(min_step)
         self.values = []
 
-    def optimize(self, fixed, moving, *, fixed_affine=None, moving_affine=None, fixed_mask=None,
-                 initial=None):
-        """Find the world transform from fixed points to moving points.
+    def optimize(self, fixed, moving, **options):
+        """Run :meth:`iterate` to the end and return its AffineMap (same parameters)."""
+        steps = self.iterate(fixed, moving, **options)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as finished:
+                return finished.value
+
+    def iterate(
+        self, fixed, moving, *, fixed_affine=None, moving_affine=None, fixed_mask=None, initial=None
+    ):
+        """Find the world transform from fixed points to moving points, yielding AffineSteps.
 
         Parameters
         ----------
@@ -66,15 +108,19 @@ class AffineRegistration:
         initial : ndarray (4, 4), optional
             Starting transform (default: the centre-of-mass translation).
 
+        Yields
+        ------
+        AffineStep
+
         Returns
         -------
         AffineMap
+            As the generator's return value.
         """
         fixed_volume = as_volume(fixed, fixed_affine, "fixed")
         moving_volume = as_volume(moving, moving_affine, "moving")
         if fixed_volume.ndim != moving_volume.ndim:
-            raise ValueError(f"fixed is {fixed_volume.ndim}D but moving is "
-                             f"{moving_volume.ndim}D")
+            raise ValueError(f"fixed is {fixed_volume.ndim}D but moving is {moving_volume.ndim}D")
         matrix = np.eye(4)
         if initial is None:
             matrix[:3, 3] = centre_of_mass(moving_volume) - centre_of_mass(fixed_volume)
@@ -89,28 +135,45 @@ class AffineRegistration:
             pyramid = pyramid_level(fixed_volume, moving_volume, mask, level, levels)
             # The moving image and its world gradient, resampled together each iteration.
             world_gradient = fields.image_gradient(
-                pyramid.moving, np.linalg.inv(moving_volume.affine[:3, :3]).T)
+                pyramid.moving, np.linalg.inv(moving_volume.affine[:3, :3]).T
+            )
             channels = np.concatenate([pyramid.moving[..., None], world_gradient], axis=-1)
             for stage in stages:
-                matrix = self._level(pyramid, channels, moving_volume.affine, matrix, centre,
-                                     stage, iterations)
+                matrix = yield from self._level(
+                    pyramid,
+                    channels,
+                    moving_volume.affine,
+                    matrix,
+                    centre,
+                    stage,
+                    iterations,
+                    (level, levels),
+                )
         return AffineMap(matrix)
 
-    def _level(self, pyramid, channels, moving_affine, matrix, centre, stage, iterations):
-        """Regular-step ascent of one stage on one level; returns the best matrix."""
+    def _level(self, pyramid, channels, moving_affine, matrix, centre, stage, iterations, where):
+        """Regular-step ascent of one stage on one level, yielding an AffineStep per
+        iteration; returns the best matrix.
+        """
         shape, affine = pyramid.shape, pyramid.affine
         voxel_mm = fields.voxel_sizes(affine).min()
         corners = _corners(shape, affine)
-        radius2 = max(np.mean(((corners - centre) ** 2).sum(axis=1)) / 3.0, voxel_mm ** 2)
+        radius2 = max(np.mean(((corners - centre) ** 2).sum(axis=1)) / 3.0, voxel_mm**2)
         step_mm = self.step * voxel_mm
         best_value, best_matrix = -np.inf, matrix
-        for _ in range(iterations):
-            sampled = fields.resample(channels, moving_affine, shape, affine, prealign=matrix,
-                                      clamp=True)
+        for iteration in range(iterations):
+            sampled = fields.resample(
+                channels, moving_affine, shape, affine, prealign=matrix, clamp=True
+            )
             value, gradient = self.metric.affine_gradient(
-                pyramid.fixed, sampled[..., 0], grid_to_world=affine, mask=pyramid.mask,
-                moving_gradient=sampled[..., 1:])
+                pyramid.fixed,
+                sampled[..., 0],
+                grid_to_world=affine,
+                mask=pyramid.mask,
+                moving_gradient=sampled[..., 1:],
+            )
             self.values.append(value)
+            yield AffineStep(*where, stage, iteration, value)
             if value < best_value:
                 matrix, step_mm = best_matrix, step_mm * 0.5
                 if step_mm < self.min_step * voxel_mm:
@@ -157,6 +220,13 @@ def _apply(matrix, points):
 
 def _corners(shape, affine):
     """World coordinates of the 8 corner voxels of a grid."""
-    index = np.array([[i, j, k] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
-                      for k in (0, shape[2] - 1)], dtype=np.float64)
+    index = np.array(
+        [
+            [i, j, k]
+            for i in (0, shape[0] - 1)
+            for j in (0, shape[1] - 1)
+            for k in (0, shape[2] - 1)
+        ],
+        dtype=np.float64,
+    )
     return index @ affine[:3, :3].T + affine[:3, 3]

@@ -10,7 +10,7 @@ that a re-run does not try it again until an input file changes); the others go 
 """
 
 import csv
-import io as text_io
+import io
 import json
 import os
 import shutil
@@ -21,15 +21,35 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_mireg import io
-from napari_mireg.jobs import OUTPUT_FILES, read_report, registration_parameters
+from napari_mireg import files
+from napari_mireg.jobs import OUTPUT_FILES, read_report
+from napari_mireg.options import RegistrationOptions, from_arguments
 
-RESULT_COLUMNS = ("pair", "status", "error", "whole_dice", "whole_jaccard", "mean_dice",
-                  "mean_jaccard", "mi_before", "mi_after", "folds", "seconds", "peak_mb",
-                  "reused")
+RESULT_COLUMNS = (
+    "pair",
+    "status",
+    "error",
+    "whole_dice",
+    "whole_jaccard",
+    "mean_dice",
+    "mean_jaccard",
+    "mi_before",
+    "mi_after",
+    "folds",
+    "seconds",
+    "peak_mb",
+    "reused",
+)
 LABEL_COLUMNS = ("pair", "label", "name", "dice", "jaccard")
-SUMMARY_METRICS = ("whole_dice", "whole_jaccard", "mean_dice", "mean_jaccard", "mi_after",
-                   "folds", "seconds")
+SUMMARY_METRICS = (
+    "whole_dice",
+    "whole_jaccard",
+    "mean_dice",
+    "mean_jaccard",
+    "mi_after",
+    "folds",
+    "seconds",
+)
 
 
 @dataclass(frozen=True)
@@ -45,7 +65,7 @@ class Pair:
 
 def _stem(path):
     name = Path(path).name
-    suffix = io.suffix_of(name)
+    suffix = files.suffix_of(name)
     return name[: len(name) - len(suffix)] if suffix else name
 
 
@@ -53,25 +73,32 @@ def _read_table(path, required, optional):
     """Rows of a CSV file as dicts, paths resolved against the file's folder."""
     path = Path(path)
     if not path.is_file():
-        raise io.InputError(path, "no such file")
+        raise files.InputError(path, "no such file")
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
         header = [h.strip() for h in reader.fieldnames or []]
         missing = [c for c in required if c not in header]
         if missing:
-            raise io.InputError(path, f"header must have columns {', '.join(required)} "
-                                      f"(optional {', '.join(optional)}); missing "
-                                      f"{', '.join(missing)}")
+            raise files.InputError(
+                path,
+                f"header must have columns {', '.join(required)} "
+                f"(optional {', '.join(optional)}); missing "
+                f"{', '.join(missing)}",
+            )
         rows = []
         for number, row in enumerate(reader, start=2):
             row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
             for column in required:
                 if not row.get(column):
-                    raise io.InputError(path, f"line {number}: empty {column}")
-            rows.append({c: str((path.parent / row[c]).resolve()) if row.get(c) else ""
-                         for c in required + optional})
+                    raise files.InputError(path, f"line {number}: empty {column}")
+            rows.append(
+                {
+                    c: str((path.parent / row[c]).resolve()) if row.get(c) else ""
+                    for c in required + optional
+                }
+            )
     if not rows:
-        raise io.InputError(path, "lists no rows")
+        raise files.InputError(path, "lists no rows")
     return rows
 
 
@@ -92,31 +119,53 @@ def read_pairs(path):
     Paths may be relative to the CSV file's folder.
     """
     rows = _read_table(path, ["fixed", "moving"], ["fixed_labels", "moving_labels"])
-    return unique_names([Pair(f"{_stem(r['moving'])}_to_{_stem(r['fixed'])}", r["fixed"],
-                               r["moving"], r["fixed_labels"], r["moving_labels"])
-                          for r in rows])
+    return unique_names(
+        [
+            Pair(
+                f"{_stem(r['moving'])}_to_{_stem(r['fixed'])}",
+                r["fixed"],
+                r["moving"],
+                r["fixed_labels"],
+                r["moving_labels"],
+            )
+            for r in rows
+        ]
+    )
 
 
 def all_pairs(path):
     """Every ordered pair of the subjects of a CSV with header ``image[,labels]``."""
     subjects = _read_table(path, ["image"], ["labels"])
-    return unique_names([Pair(f"{_stem(m['image'])}_to_{_stem(f['image'])}", f["image"],
-                               m["image"], f["labels"], m["labels"])
-                          for f in subjects for m in subjects if f is not m])
+    return unique_names(
+        [
+            Pair(
+                f"{_stem(m['image'])}_to_{_stem(f['image'])}",
+                f["image"],
+                m["image"],
+                f["labels"],
+                m["labels"],
+            )
+            for f in subjects
+            for m in subjects
+            if f is not m
+        ]
+    )
 
 
 def _expected_inputs(pair):
-    return {key: value for key, value in (("fixed", pair.fixed), ("moving", pair.moving),
-                                           ("fixed_labels", pair.fixed_labels),
-                                           ("moving_labels", pair.moving_labels)) if value}
+    return {
+        key: value
+        for key, value in (
+            ("fixed", pair.fixed),
+            ("moving", pair.moving),
+            ("fixed_labels", pair.fixed_labels),
+            ("moving_labels", pair.moving_labels),
+        )
+        if value
+    }
 
 
 FAILURE_FILE = "failed.json"
-
-
-def _comparable(parameters):
-    """Parameters that decide the results: the thread count does not."""
-    return {k: v for k, v in parameters.items() if k != "threads"}
 
 
 def _input_signature(pair):
@@ -137,42 +186,59 @@ def finished_report(pair, folder, options):
     if report is None:
         return None
     inputs = {key: value.get("path") for key, value in report.get("inputs", {}).items()}
-    if inputs != _expected_inputs(pair) or _comparable(report.get("parameters", {})) != \
-            _comparable(registration_parameters(options)):
+    parameters = {k: v for k, v in report.get("parameters", {}).items() if k != "threads"}
+    if inputs != _expected_inputs(pair) or parameters != options.results_key():
         return None
     return report
 
 
 def earlier_failure(pair, folder, options):
     """The error of an earlier failed run of this pair, if its input files and the options
-    are unchanged since (a changed or newly present file gives the pair another try)."""
+    are unchanged since (a changed or newly present file gives the pair another try).
+    """
     try:
         failure = json.loads((Path(folder) / FAILURE_FILE).read_text())
     except (OSError, ValueError):
         return None
-    if failure.get("inputs") != _input_signature(pair) or failure.get("parameters") != \
-            _comparable(registration_parameters(options)):
+    if (
+        failure.get("inputs") != _input_signature(pair)
+        or failure.get("parameters") != options.results_key()
+    ):
         return None
     return failure.get("error")
 
 
 def _record_failure(pair, folder, options, message):
     folder.mkdir(parents=True, exist_ok=True)
-    failure = {"error": message, "inputs": _input_signature(pair),
-               "parameters": _comparable(registration_parameters(options))}
-    io.write_text(folder / FAILURE_FILE, json.dumps(failure, indent=2) + "\n")
+    failure = {
+        "error": message,
+        "inputs": _input_signature(pair),
+        "parameters": options.results_key(),
+    }
+    files.write_text(folder / FAILURE_FILE, json.dumps(failure, indent=2) + "\n")
 
 
 def _row(pair, report=None, error="", seconds=0.0, peak_mb=0.0, reused=False):
     row = dict.fromkeys(RESULT_COLUMNS, "")
-    row.update(pair=pair.name, status="failed" if error else "ok", error=error,
-               seconds=round(seconds, 3), peak_mb=round(peak_mb, 1), reused=reused)
+    row.update(
+        pair=pair.name,
+        status="failed" if error else "ok",
+        error=error,
+        seconds=round(seconds, 3),
+        peak_mb=round(peak_mb, 1),
+        reused=reused,
+    )
     if report is not None:
         overlap = report.get("overlap") or {}
-        row.update({key: overlap.get(key, "") for key in
-                    ("whole_dice", "whole_jaccard", "mean_dice", "mean_jaccard")})
-        row.update(mi_before=report["mi_before"], mi_after=report["mi_after"],
-                   folds=report["folds"])
+        row.update(
+            {
+                key: overlap.get(key, "")
+                for key in ("whole_dice", "whole_jaccard", "mean_dice", "mean_jaccard")
+            }
+        )
+        row.update(
+            mi_before=report["mi_before"], mi_after=report["mi_after"], folds=report["folds"]
+        )
     return row
 
 
@@ -181,9 +247,16 @@ def _label_rows(pair, folder):
     if not path.is_file():
         return []
     with path.open(newline="") as handle:
-        return [{"pair": pair.name, "label": int(r["label"]), "name": r["name"],
-                 "dice": float(r["dice"]), "jaccard": float(r["jaccard"])}
-                for r in csv.DictReader(handle)]
+        return [
+            {
+                "pair": pair.name,
+                "label": int(r["label"]),
+                "name": r["name"],
+                "dice": float(r["dice"]),
+                "jaccard": float(r["jaccard"]),
+            }
+            for r in csv.DictReader(handle)
+        ]
 
 
 def register_pair(pair, folder, threads_per_task, options):
@@ -205,17 +278,20 @@ def register_pair(pair, folder, threads_per_task, options):
         shutil.rmtree(stale, ignore_errors=True)
     try:
         with threadpool_limits(limits=threads_per_task):
-            inputs = load_inputs(pair.fixed, pair.moving, pair.fixed_labels or None,
-                                 pair.moving_labels or None)
-            report = run_job(inputs, folder, threads=threads_per_task, **options)
+            inputs = load_inputs(
+                pair.fixed, pair.moving, pair.fixed_labels or None, pair.moving_labels or None
+            )
+            report = run_job(inputs, folder, options, threads=threads_per_task)
     except Exception as error:  # a failing pair is reported, never fatal to the cohort
         message = f"{type(error).__name__}: {error}".splitlines()[0]
         _record_failure(pair, folder, options, message)
         return _row(pair, error=message, seconds=time.perf_counter() - started), []
     (folder / FAILURE_FILE).unlink(missing_ok=True)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    return (_row(pair, report, seconds=time.perf_counter() - started, peak_mb=peak_mb),
-            _label_rows(pair, folder))
+    return (
+        _row(pair, report, seconds=time.perf_counter() - started, peak_mb=peak_mb),
+        _label_rows(pair, folder),
+    )
 
 
 @dataclass
@@ -244,13 +320,24 @@ def _local_client(threads_per_task, workers):
 
     cores = os.cpu_count() or 1
     workers = workers or max(1, cores // threads_per_task)
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None)
+    cluster = LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+    )
     return Client(cluster)
 
 
-def run_cohort(pairs, out_dir, *, client=None, threads_per_task=1, workers=None,
-               retry_failed=False, progress=sys.stderr, **options):
+def run_cohort(
+    pairs,
+    out_dir,
+    options=None,
+    *,
+    client=None,
+    threads_per_task=1,
+    workers=None,
+    retry_failed=False,
+    progress=sys.stderr,
+    **settings,
+):
     """Register every pair on Dask; resumable; writes the cohort tables.
 
     Parameters
@@ -269,8 +356,10 @@ def run_cohort(pairs, out_dir, *, client=None, threads_per_task=1, workers=None,
         Run again the pairs that failed before even if their inputs did not change.
     progress : file or None
         Where to print one line per finished pair.
-    **options
-        Registration options (prealign, bins, level_iters, step_length, update_sigma).
+    options : RegistrationOptions or dict, optional
+    **settings
+        Single registration options overriding `options`; ``threads`` is ignored
+        (`threads_per_task` decides).
 
     Returns
     -------
@@ -278,8 +367,8 @@ def run_cohort(pairs, out_dir, *, client=None, threads_per_task=1, workers=None,
     """
     from dask.distributed import as_completed
 
+    options = RegistrationOptions.build(options, **settings).replace(threads=None)
     out_dir = Path(out_dir)
-    options = {key: value for key, value in options.items() if key != "threads"}
     pairs = unique_names(pairs)
     names = [pair.name for pair in pairs]
     folders = {pair.name: out_dir / "pairs" / pair.name for pair in pairs}
@@ -290,29 +379,41 @@ def run_cohort(pairs, out_dir, *, client=None, threads_per_task=1, workers=None,
         report = finished_report(pair, folder, options)
         error = None if retry_failed or report else earlier_failure(pair, folder, options)
         if report is not None:
-            results[pair.name] = (_row(pair, report, seconds=report["timings"]["total"],
-                                       reused=True), _label_rows(pair, folder))
+            results[pair.name] = (
+                _row(pair, report, seconds=report["timings"]["total"], reused=True),
+                _label_rows(pair, folder),
+            )
         elif error is not None:
             results[pair.name] = (_row(pair, error=error, reused=True), [])
         else:
             todo.append(pair)
-    _say(progress, f"{len(pairs)} pairs: {len(pairs) - len(todo)} already done, "
-                   f"{len(todo)} to run")
+    _say(progress, f"{len(pairs)} pairs: {len(pairs) - len(todo)} already done, {len(todo)} to run")
     owned = None
     if todo:
         if client is None:
             client = owned = _local_client(threads_per_task, workers)
         try:
-            futures = {client.submit(register_pair, pair, str(folders[pair.name]),
-                                     threads_per_task, options, pure=False): pair
-                       for pair in todo}
+            futures = {
+                client.submit(
+                    register_pair,
+                    pair,
+                    str(folders[pair.name]),
+                    threads_per_task,
+                    options,
+                    pure=False,
+                ): pair
+                for pair in todo
+            }
             for done, future in enumerate(as_completed(futures), start=1):
                 pair = futures[future]
                 results[pair.name] = future.result()
                 row = results[pair.name][0]
                 detail = row["error"] or f"mean Dice {row['mean_dice'] or '-'}"
-                _say(progress, f"[{done}/{len(todo)}] {pair.name}: {row['status']} "
-                               f"({row['seconds']:.1f} s) {detail}")
+                _say(
+                    progress,
+                    f"[{done}/{len(todo)}] {pair.name}: {row['status']} "
+                    f"({row['seconds']:.1f} s) {detail}",
+                )
         finally:
             if owned is not None:
                 cluster = owned.cluster
@@ -320,10 +421,15 @@ def run_cohort(pairs, out_dir, *, client=None, threads_per_task=1, workers=None,
                 cluster.close()
     rows = [results[name][0] for name in names]
     label_rows = [label for name in names for label in results[name][1]]
-    result = CohortResult(rows, label_rows, out_dir / "results.csv", out_dir / "labels.csv",
-                          out_dir / "dice_by_label.png")
-    io.write_text(result.results_csv, _csv_text(rows, RESULT_COLUMNS))
-    io.write_text(result.labels_csv, _csv_text(label_rows, LABEL_COLUMNS))
+    result = CohortResult(
+        rows,
+        label_rows,
+        out_dir / "results.csv",
+        out_dir / "labels.csv",
+        out_dir / "dice_by_label.png",
+    )
+    files.write_text(result.results_csv, _csv_text(rows, RESULT_COLUMNS))
+    files.write_text(result.labels_csv, _csv_text(label_rows, LABEL_COLUMNS))
     _box_plot(label_rows, result.plot)
     _say(progress, summary_text(rows))
     return result
@@ -335,7 +441,7 @@ def _say(stream, text):
 
 
 def _csv_text(rows, columns):
-    buffer = text_io.StringIO()
+    buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
@@ -346,8 +452,7 @@ def summary_text(rows):
     """Mean +- sd of each summary metric over the pairs that succeeded."""
     ok = [row for row in rows if row["status"] == "ok"]
     lines = [f"{len(ok)} of {len(rows)} pairs ok"]
-    lines += [f"  failed: {row['pair']}: {row['error']}" for row in rows
-              if row["status"] != "ok"]
+    lines += [f"  failed: {row['pair']}: {row['error']}" for row in rows if row["status"] != "ok"]
     for metric in SUMMARY_METRICS:
         values = np.array([float(row[metric]) for row in ok if row[metric] != ""])
         if values.size:
@@ -360,38 +465,46 @@ def _box_plot(label_rows, path):
     if not label_rows:
         return
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     labels = sorted({row["label"] for row in label_rows})
     names = {row["label"]: row["name"] for row in label_rows}
-    values = [[row["dice"] for row in label_rows if row["label"] == label
-               and np.isfinite(row["dice"])] for label in labels]
+    values = [
+        [row["dice"] for row in label_rows if row["label"] == label and np.isfinite(row["dice"])]
+        for label in labels
+    ]
     figure, axes = plt.subplots(figsize=(max(6.0, 0.35 * len(labels) + 2), 4.5))
     axes.boxplot(values, tick_labels=[names[label] for label in labels])
     axes.set_ylabel("Dice")
     axes.set_title(f"Dice per label across {len({r['pair'] for r in label_rows})} pairs")
     axes.tick_params(axis="x", labelrotation=90)
     figure.tight_layout()
-    with io.atomic_path(path) as temporary:
+    with files.atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=100, format="png")
     plt.close(figure)
 
 
 def main(args):
     """`mireg batch` (see cli.py for the arguments)."""
-    from napari_mireg.cli import registration_options
-
+    options = from_arguments(args)
     pairs = all_pairs(args.table) if args.all_pairs else read_pairs(args.table)
-    options = registration_options(args)
     client = None
     if args.scheduler:
         from dask.distributed import Client
+
         client = Client(args.scheduler)
     try:
-        result = run_cohort(pairs, args.out, client=client,
-                            threads_per_task=args.threads_per_task, workers=args.workers,
-                            retry_failed=args.retry_failed, **options)
+        result = run_cohort(
+            pairs,
+            args.out,
+            options,
+            client=client,
+            threads_per_task=args.threads_per_task,
+            workers=args.workers,
+            retry_failed=args.retry_failed,
+        )
     finally:
         if client is not None:
             client.close()

@@ -11,47 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_mireg import __version__, io
+from napari_mireg import __version__, files
+from napari_mireg.options import add_arguments as add_registration_options
+from napari_mireg.options import from_arguments as registration_options
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
 
 
 class BadInput(Exception):
     """A problem the user can fix; printed as one line, exit code 2."""
-
-
-def iterations(text):
-    """Parse "40,20,10" into a tuple of positive ints (argparse type)."""
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"iterations must be >= 0, got {text!r}")
-    return values
-
-
-def add_registration_options(parser):
-    """The registration options shared by `register` and `batch`."""
-    group = parser.add_argument_group("registration")
-    group.add_argument("--prealign", choices=("affine", "rigid", "none"), default="affine",
-                       help="MI prealignment before SyN (default: affine)")
-    group.add_argument("--bins", type=int, default=32, help="histogram bins (default: 32)")
-    group.add_argument("--iterations", type=iterations, default=(40, 20, 10),
-                       help="SyN iterations per level, coarsest first (default: 40,20,10)")
-    group.add_argument("--step-length", type=float, default=0.25,
-                       help="largest update per iteration, in voxels (default: 0.25)")
-    group.add_argument("--update-sigma", type=float, default=1.73,
-                       help="Gaussian smoothing of each update, in voxels (default: 1.73)")
-    group.add_argument("--threads", type=int, default=None,
-                       help="threads of the kernels (default: all cores)")
-
-
-def registration_options(args):
-    """Keyword options of register_steps from parsed arguments."""
-    return {"prealign": args.prealign, "bins": args.bins, "level_iters": args.iterations,
-            "step_length": args.step_length, "update_sigma": args.update_sigma,
-            "threads": args.threads}
 
 
 class Progress:
@@ -66,11 +34,14 @@ class Progress:
         self.live = stream.isatty()
 
     def update(self, snapshot):
+        """Count one SyN iteration and redraw the line."""
         self.done += 1
         filled = int(30 * min(self.done, self.total) / self.total)
-        line = (f"[{'#' * filled}{'.' * (30 - filled)}] level {snapshot.level + 1}/"
-                f"{self.levels} iteration {snapshot.iteration + 1} MI {-snapshot.energy:.4f} "
-                f"{time.perf_counter() - self.started:5.1f} s")
+        line = (
+            f"[{'#' * filled}{'.' * (30 - filled)}] level {snapshot.level + 1}/"
+            f"{self.levels} iteration {snapshot.iteration + 1} MI {-snapshot.energy:.4f} "
+            f"{time.perf_counter() - self.started:5.1f} s"
+        )
         if self.live:
             self.stream.write("\r" + line)
         elif self.done == 1 or self.done % 10 == 0:
@@ -78,20 +49,21 @@ class Progress:
         self.stream.flush()
 
     def close(self):
+        """End the line (on a terminal)."""
         if self.live:
             self.stream.write("\n")
 
 
 def command_register(args):
+    """`mireg register`: one job from files to an output folder."""
     from napari_mireg.jobs import load_inputs, run_job_steps
 
-    inputs = load_inputs(args.fixed, args.moving, args.fixed_labels, args.moving_labels,
-                         args.mask)
     options = registration_options(args)
+    inputs = load_inputs(args.fixed, args.moving, args.fixed_labels, args.moving_labels, args.mask)
     out_dir = Path(args.out)
     created = not out_dir.exists()
-    progress = Progress(args.iterations)
-    steps = run_job_steps(inputs, out_dir, **options)
+    progress = Progress(options.level_iters)
+    steps = run_job_steps(inputs, out_dir, options)
     try:
         while True:
             try:
@@ -106,100 +78,123 @@ def command_register(args):
         raise
     finally:
         progress.close()
-    print(f"MI {report['mi_before']:.4f} -> {report['mi_after']:.4f}; folds "
-          f"{report['folds']}; {report['timings']['total']:.1f} s")
+    print(
+        f"MI {report['mi_before']:.4f} -> {report['mi_after']:.4f}; folds "
+        f"{report['folds']}; {report['timings']['total']:.1f} s"
+    )
     if report["overlap"]:
         before, after = report["overlap_before"], report["overlap"]
-        print(f"Dice whole brain {before['whole_dice']:.4f} -> {after['whole_dice']:.4f}, "
-              f"mean over labels {before['mean_dice']:.4f} -> {after['mean_dice']:.4f}")
+        print(
+            f"Dice whole brain {before['whole_dice']:.4f} -> {after['whole_dice']:.4f}, "
+            f"mean over labels {before['mean_dice']:.4f} -> {after['mean_dice']:.4f}"
+        )
     print(f"outputs in {out_dir}: {', '.join(report['outputs'])}")
     return EXIT_OK
 
 
 def parse_transform(text):
-    """"file" or "[file,1]" (ANTs syntax for the inverse of an affine)."""
+    """Read a transform given as FILE or [FILE,1] (ANTs: the inverse of an affine)."""
     text = text.strip()
     if text.startswith("[") and text.endswith("]"):
         name, _, flag = text[1:-1].rpartition(",")
         if flag.strip() not in ("0", "1") or not name:
             raise BadInput(f"{text}: expected [FILE,0] or [FILE,1]")
-        return io.load_transform(name.strip(), invert=flag.strip() == "1")
-    return io.load_transform(text)
+        return files.load_transform(name.strip(), invert=flag.strip() == "1")
+    return files.load_transform(text)
 
 
 def command_apply(args):
+    """`mireg apply`: resample an image through transforms."""
     from napari_mireg.transforms import DisplacementField, apply_transforms
 
     transforms = [parse_transform(t) for t in args.transforms]
-    image = io.load_volume(args.to, labels=args.labels)
+    image = files.load_volume(args.to, labels=args.labels)
     if args.reference:
-        reference = io.load_volume(args.reference)
+        reference = files.load_volume(args.reference)
     else:
         grids = [t.grid for t in transforms if isinstance(t, DisplacementField)]
         if not grids:
             raise BadInput("only affine transforms given: say the output grid with --reference")
         reference = grids[0]
-    warped = apply_transforms(image, reference, transforms,
-                              "nearest" if args.labels else "linear")
-    io.save_volume(args.out, warped, reference.affine, labels=args.labels)
+    warped = apply_transforms(image, reference, transforms, "nearest" if args.labels else "linear")
+    files.save_volume(args.out, warped, reference.affine, labels=args.labels)
     print(f"wrote {args.out} (shape {np.shape(warped)})")
     return EXIT_OK
 
 
 def command_overlap(args):
+    """`mireg overlap`: Dice/Jaccard of two label maps."""
     from napari_mireg.overlap import overlap_scores
     from napari_mireg.transforms import same_grid
 
-    fixed = io.load_volume(args.fixed_labels, labels=True)
-    warped = io.load_volume(args.warped_labels, labels=True)
+    fixed = files.load_volume(args.fixed_labels, labels=True)
+    warped = files.load_volume(args.warped_labels, labels=True)
     if not same_grid(fixed, warped):
-        raise BadInput(f"{args.warped_labels}: not on the grid of {args.fixed_labels} "
-                       f"(shape or affine differs)")
+        raise BadInput(
+            f"{args.warped_labels}: not on the grid of {args.fixed_labels} "
+            f"(shape or affine differs)"
+        )
     table = overlap_scores(fixed.data, warped.data)
     text = table.to_csv_text()
     if args.csv:
-        io.write_text(args.csv, text)
+        files.write_text(args.csv, text)
     else:
         sys.stdout.write(text)
-    print(f"whole brain Dice {table.whole_dice:.4f} Jaccard {table.whole_jaccard:.4f}; mean "
-          f"over {len(table.rows)} labels Dice {table.mean_dice:.4f} Jaccard "
-          f"{table.mean_jaccard:.4f}", file=sys.stderr if not args.csv else sys.stdout)
+    print(
+        f"whole brain Dice {table.whole_dice:.4f} Jaccard {table.whole_jaccard:.4f}; mean "
+        f"over {len(table.rows)} labels Dice {table.mean_dice:.4f} Jaccard "
+        f"{table.mean_jaccard:.4f}",
+        file=sys.stderr if not args.csv else sys.stdout,
+    )
     return EXIT_OK
 
 
 def command_clean_labels(args):
+    """`mireg clean-labels`: islands and holes per label."""
     from napari_mireg.labels import clean_labels
 
-    labels = io.load_volume(args.input, labels=True)
-    cleaned, changes = clean_labels(labels.user_array(labels.data),
-                                    min_island=args.min_island,
-                                    fill_holes=not args.no_fill_holes)
-    io.save_volume(args.output, cleaned, labels.affine, labels=True)
+    labels = files.load_volume(args.input, labels=True)
+    cleaned, changes = clean_labels(
+        labels.user_array(labels.data),
+        min_island=args.min_island,
+        fill_holes=not args.no_fill_holes,
+    )
+    files.save_volume(args.output, cleaned, labels.affine, labels=True)
     for change in changes:
         if change.island_voxels or change.holes_filled:
-            print(f"{change.label:5d} {change.name:32s} islands {change.islands_removed} "
-                  f"({change.island_voxels} voxels) holes filled {change.holes_filled} "
-                  f"voxels: {change.voxels_before} -> {change.voxels_after}")
-    print(f"{sum(c.island_voxels + c.holes_filled > 0 for c in changes)} of {len(changes)} "
-          f"labels changed; wrote {args.output}")
+            print(
+                f"{change.label:5d} {change.name:32s} islands {change.islands_removed} "
+                f"({change.island_voxels} voxels) holes filled {change.holes_filled} "
+                f"voxels: {change.voxels_before} -> {change.voxels_after}"
+            )
+    print(
+        f"{sum(c.island_voxels + c.holes_filled > 0 for c in changes)} of {len(changes)} "
+        f"labels changed; wrote {args.output}"
+    )
     return EXIT_OK
 
 
 def command_batch(args):
+    """`mireg batch`: a cohort on Dask."""
     from napari_mireg.batch import main as batch_main
+
     return batch_main(args)
 
 
 def build_parser():
     """The argparse parser of ``mireg`` with its subcommands."""
-    parser = argparse.ArgumentParser(prog="mireg", description="Mutual-information SyN "
-                                     "registration of brain MRI (napari-mireg).")
+    parser = argparse.ArgumentParser(
+        prog="mireg", description="Mutual-information SyN registration of brain MRI (napari-mireg)."
+    )
     parser.add_argument("--version", action="version", version=f"mireg {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    register = commands.add_parser("register", help="register MOVING to FIXED",
-                                   description="Register MOVING to FIXED (MI prealignment, "
-                                   "then MI-SyN) and write the outputs into --out.")
+    register = commands.add_parser(
+        "register",
+        help="register MOVING to FIXED",
+        description="Register MOVING to FIXED (MI prealignment, "
+        "then MI-SyN) and write the outputs into --out.",
+    )
     register.add_argument("fixed", help="fixed image (.nii, .nii.gz, .mgz)")
     register.add_argument("moving", help="moving image")
     register.add_argument("--fixed-labels", help="label map of the fixed image (e.g. SynthSeg)")
@@ -209,10 +204,13 @@ def build_parser():
     add_registration_options(register)
     register.set_defaults(run=command_register)
 
-    apply = commands.add_parser("apply", help="apply transforms to an image",
-                                description="Resample --to IMAGE through TRANSFORMs given in "
-                                "ANTs order (e.g. warp.nii.gz affine.txt; [affine.txt,1] "
-                                "inverts an affine).")
+    apply = commands.add_parser(
+        "apply",
+        help="apply transforms to an image",
+        description="Resample --to IMAGE through TRANSFORMs given in "
+        "ANTs order (e.g. warp.nii.gz affine.txt; [affine.txt,1] "
+        "inverts an affine).",
+    )
     apply.add_argument("transforms", nargs="+", metavar="TRANSFORM")
     apply.add_argument("--to", required=True, metavar="IMAGE", help="image to resample")
     apply.add_argument("--reference", help="output grid (default: the first warp's grid)")
@@ -229,27 +227,38 @@ def build_parser():
     clean = commands.add_parser("clean-labels", help="fill holes and remove islands per label")
     clean.add_argument("input")
     clean.add_argument("output")
-    clean.add_argument("--min-island", type=int, default=None,
-                       help="keep components of at least this many voxels (default: only "
-                       "the largest of each label)")
+    clean.add_argument(
+        "--min-island",
+        type=int,
+        default=None,
+        help="keep components of at least this many voxels (default: only "
+        "the largest of each label)",
+    )
     clean.add_argument("--no-fill-holes", action="store_true")
     clean.set_defaults(run=command_clean_labels)
 
-    batch = commands.add_parser("batch", help="register a cohort on Dask",
-                                description="Register every pair of PAIRS.csv (header "
-                                "fixed,moving[,fixed_labels,moving_labels]) or, with "
-                                "--all-pairs, every ordered pair of SUBJECTS.csv (header "
-                                "image[,labels]).")
+    batch = commands.add_parser(
+        "batch",
+        help="register a cohort on Dask",
+        description="Register every pair of PAIRS.csv (header "
+        "fixed,moving[,fixed_labels,moving_labels]) or, with "
+        "--all-pairs, every ordered pair of SUBJECTS.csv (header "
+        "image[,labels]).",
+    )
     batch.add_argument("table", metavar="CSV")
-    batch.add_argument("--all-pairs", action="store_true",
-                       help="CSV lists subjects; register every ordered pair")
+    batch.add_argument(
+        "--all-pairs", action="store_true", help="CSV lists subjects; register every ordered pair"
+    )
     batch.add_argument("--out", required=True)
     where = batch.add_mutually_exclusive_group()
     where.add_argument("--scheduler", help="address of a running Dask scheduler")
     where.add_argument("--workers", type=int, help="local workers (default: cores / threads)")
     batch.add_argument("--threads-per-task", type=int, default=1)
-    batch.add_argument("--retry-failed", action="store_true",
-                       help="run failed pairs again even if their inputs did not change")
+    batch.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="run failed pairs again even if their inputs did not change",
+    )
     add_registration_options(batch)
     batch.set_defaults(run=command_batch)
     return parser
@@ -260,7 +269,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (BadInput, ValueError) as error:  # io.InputError is a ValueError
+    except (BadInput, ValueError) as error:  # files.InputError is a ValueError
         print(f"mireg {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -51,7 +51,7 @@ def template_licence():
         "documentation for any purpose and without fee is hereby granted, provided that the "
         "above copyright notice appear in all copies. The authors and McGill University make "
         "no representations about the suitability of this software for any purpose. It is "
-        "provided \"as is\" without express or implied warranty."
+        'provided "as is" without express or implied warranty.'
     )
 
 
@@ -108,13 +108,14 @@ def smooth_displacement(shape, peak, seed=0, smoothness=None):
     """
     rng = np.random.default_rng(seed)
     sigma = smoothness if smoothness is not None else max(2.0, min(shape) / 10.0)
-    field = np.stack([ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
-                      for _ in shape], axis=-1)
+    field = np.stack(
+        [ndimage.gaussian_filter(rng.standard_normal(shape), sigma) for _ in shape], axis=-1
+    )
     # Fade to zero at the border, so nothing is pulled in from outside the image.
     for axis, size in enumerate(shape):
         ramp = np.sin(np.linspace(0.0, np.pi, size)) ** 0.5
         field *= ramp.reshape([-1 if a == axis else 1 for a in range(len(shape))] + [1])
-    length = np.sqrt((field ** 2).sum(axis=-1)).max()
+    length = np.sqrt((field**2).sum(axis=-1)).max()
     return field * (peak / length)
 
 
@@ -212,9 +213,15 @@ def sample_pair(zoom=2, peak=6.0, seed=0, rotation_degrees=6.0, shift_mm=(4.0, -
     placement = np.eye(4)
     placement[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
     placement[:3, 3] = shift_mm
-    return {"fixed": fixed, "moving": moving, "fixed_labels": fixed_labels,
-            "moving_labels": moving_labels, "fixed_affine": affine,
-            "moving_affine": placement @ affine, "displacement": displacement}
+    return {
+        "fixed": fixed,
+        "moving": moving,
+        "fixed_labels": fixed_labels,
+        "moving_labels": moving_labels,
+        "fixed_affine": affine,
+        "moving_affine": placement @ affine,
+        "displacement": displacement,
+    }
 
 
 def write_sample_data(folder, zoom=2):
@@ -270,8 +277,10 @@ def write_cohort(folder, subjects=3, zoom=4, peak=6.0):
     for k in range(subjects):
         _, image, affine, displacement = deformed_pair(zoom, peak, seed=100 + k, contrast="t1")
         subject_labels = warp_linear(labels, displacement, order=0).astype(np.int16)
-        for name, data in ((f"subject{k}.nii.gz", image),
-                           (f"subject{k}_synthseg.nii.gz", subject_labels)):
+        for name, data in (
+            (f"subject{k}.nii.gz", image),
+            (f"subject{k}_synthseg.nii.gz", subject_labels),
+        ):
             nib.save(nib.Nifti1Image(data, affine), folder / name)
         lines.append(f"subject{k}.nii.gz,subject{k}_synthseg.nii.gz")
     table = folder / "subjects.csv"
@@ -287,14 +296,15 @@ def blobs(shape, seed, count=12):
     for _ in range(count):
         centre = rng.uniform(0.2, 0.8, len(shape)) * np.array(shape)
         width = rng.uniform(0.08, 0.2) * min(shape)
-        distance = sum((g - c) ** 2 for g, c in zip(grid, centre))
-        image += rng.uniform(0.5, 1.5) * np.exp(-distance / (2 * width ** 2))
+        distance = sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True))
+        image += rng.uniform(0.5, 1.5) * np.exp(-distance / (2 * width**2))
     return image
 
 
 def blobs_for_check(shape=(24, 28, 26), shift=(1.5, -1.0, 2.0)):
     """A tiny smooth 3D pair (the moving one shifted and remapped non-monotonically): a
-    quick self-check that needs no template."""
+    quick self-check that needs no template.
+    """
     fixed = blobs(shape, seed=1)
     moved = ndimage.shift(fixed, shift, order=3, mode="nearest")
     return fixed.astype(np.float32), (np.sin(3.0 * moved) + 0.3 * moved).astype(np.float32)

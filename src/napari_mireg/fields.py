@@ -15,7 +15,7 @@ def embed_matrix(matrix, size):
     """
     matrix = np.asarray(matrix, dtype=np.float64)
     embedded = np.eye(size)
-    embedded[size - matrix.shape[0]:, size - matrix.shape[1]:] = matrix
+    embedded[size - matrix.shape[0] :, size - matrix.shape[1] :] = matrix
     return embedded
 
 
@@ -53,8 +53,9 @@ def image_gradient(image, index_to_physical=None, *, threads=None):
         raise ValueError(f"index_to_physical must be {ndim}x{ndim}, got {matrix.shape}")
     out = np.empty((image.size, ndim), dtype=np.float32)
     shape3 = (1,) * (3 - ndim) + image.shape
-    _fields.gradient(image.ravel(), shape3, embed_matrix(matrix, 3).ravel(), out, 3 - ndim,
-                     thread_count(threads))
+    _fields.gradient(
+        image.ravel(), shape3, embed_matrix(matrix, 3).ravel(), out, 3 - ndim, thread_count(threads)
+    )
     return out.reshape(image.shape + (ndim,))
 
 
@@ -74,8 +75,18 @@ def _field_argument(field, output_shape):
     return field.reshape(-1, 3), True
 
 
-def resample(volume, volume_affine, output_shape, output_affine, *, field=None, prealign=None,
-             interpolation="linear", clamp=False, threads=None):
+def resample(
+    volume,
+    volume_affine,
+    output_shape,
+    output_affine,
+    *,
+    field=None,
+    prealign=None,
+    interpolation="linear",
+    clamp=False,
+    threads=None,
+):
     """Sample a 3D volume on another grid, through a displacement field and an affine.
 
     Output voxel i takes the volume's value at world point ``prealign @ (A i + field[i])``,
@@ -112,16 +123,34 @@ def resample(volume, volume_affine, output_shape, output_affine, *, field=None, 
     voxels = int(np.prod(output_shape))
     if interpolation == "nearest":
         index = np.empty(voxels, dtype=np.intp)
-        _fields.warp_nearest_index(source_shape, flat_field, use_field, output_shape,
-                                   point_matrix, index_matrix, index, thread_count(threads))
+        _fields.warp_nearest_index(
+            source_shape,
+            flat_field,
+            use_field,
+            output_shape,
+            point_matrix,
+            index_matrix,
+            index,
+            thread_count(threads),
+        )
         values = np.asarray(volume).reshape(int(np.prod(source_shape)), -1)
         result = np.where((index >= 0)[:, None], values[np.maximum(index, 0)], 0)
         result = result.astype(values.dtype, copy=False)
     elif interpolation == "linear":
         source = _flat_channels(volume)
         result = np.empty((voxels, source.shape[1]), dtype=np.float32)
-        _fields.warp_linear(source, source_shape, flat_field, use_field, output_shape,
-                            point_matrix, index_matrix, clamp, result, thread_count(threads))
+        _fields.warp_linear(
+            source,
+            source_shape,
+            flat_field,
+            use_field,
+            output_shape,
+            point_matrix,
+            index_matrix,
+            clamp,
+            result,
+            thread_count(threads),
+        )
     else:
         raise ValueError(f"interpolation must be 'linear' or 'nearest', got {interpolation!r}")
     tail = (result.shape[1],) if np.ndim(volume) == 4 else ()
@@ -136,12 +165,20 @@ def compose(first, second, affine, *, threads=None):
     """
     shape = first.shape[:3]
     composed = resample(second, affine, shape, affine, field=first, clamp=True, threads=threads)
-    composed += first   # in place: at 1 mm a new array costs as much as the sum
+    composed += first  # in place: at 1 mm a new array costs as much as the sum
     return composed
 
 
-def invert(field, affine, *, initial=None, max_iterations=20, tolerance=1e-3,
-           polish_tolerance=0.05, threads=None):
+def invert(
+    field,
+    affine,
+    *,
+    initial=None,
+    max_iterations=20,
+    tolerance=1e-3,
+    polish_tolerance=0.05,
+    threads=None,
+):
     """Inverse of x -> x + field(x): fixed-point iteration, then Newton steps where needed.
 
     The fixed-point iteration w(x) = -field(x + w(x)) converges where the map is a mild
@@ -172,11 +209,16 @@ def invert(field, affine, *, initial=None, max_iterations=20, tolerance=1e-3,
     inverse = np.ascontiguousarray(inverse, dtype=np.float32)
     change = np.inf
     for _ in range(max_iterations):
-        updated = resample(field, affine, field.shape[:3], affine, field=inverse, clamp=True,
-                           threads=threads)
+        updated = resample(
+            field, affine, field.shape[:3], affine, field=inverse, clamp=True, threads=threads
+        )
         np.negative(updated, out=updated)
-        change = _fields.max_distance(updated.reshape(-1, 3), inverse.reshape(-1, 3),
-                                      thread_count(threads)) / smallest_voxel
+        change = (
+            _fields.max_distance(
+                updated.reshape(-1, 3), inverse.reshape(-1, 3), thread_count(threads)
+            )
+            / smallest_voxel
+        )
         inverse = updated
         if change < tolerance:
             break
@@ -192,22 +234,30 @@ def _newton_polish(field, affine, inverse, tolerance_mm, threads, steps=6):
     to_index = np.linalg.inv(linear)
     gradient = None
     for _ in range(steps):
-        residual = compose(inverse, field, affine, threads=threads)   # w + h(x + w)
-        bad = np.flatnonzero((residual.reshape(-1, 3) ** 2).sum(axis=1) > tolerance_mm ** 2)
+        residual = compose(inverse, field, affine, threads=threads)  # w + h(x + w)
+        bad = np.flatnonzero((residual.reshape(-1, 3) ** 2).sum(axis=1) > tolerance_mm**2)
         if bad.size == 0:
             return
         if gradient is None:  # d field_c / d world_j, per voxel
-            gradient = np.stack([image_gradient(field[..., c], to_index.T, threads=threads)
-                                 for c in range(3)], axis=-2)
+            gradient = np.stack(
+                [image_gradient(field[..., c], to_index.T, threads=threads) for c in range(3)],
+                axis=-2,
+            )
         flat = inverse.reshape(-1, 3)
         voxel = np.stack(np.unravel_index(bad, shape), axis=1) + flat[bad] @ to_index.T
-        jacobian = np.stack([ndimage.map_coordinates(gradient[..., c, j], voxel.T, order=1,
-                                                     mode="nearest")
-                             for c in range(3) for j in range(3)], axis=-1).reshape(-1, 3, 3)
+        jacobian = np.stack(
+            [
+                ndimage.map_coordinates(gradient[..., c, j], voxel.T, order=1, mode="nearest")
+                for c in range(3)
+                for j in range(3)
+            ],
+            axis=-1,
+        ).reshape(-1, 3, 3)
         jacobian += np.eye(3)
-        solvable = np.abs(np.linalg.det(jacobian)) > 1e-6   # the field itself folds there
-        step = np.linalg.solve(jacobian[solvable],
-                               residual.reshape(-1, 3)[bad[solvable]][..., None])[..., 0]
+        solvable = np.abs(np.linalg.det(jacobian)) > 1e-6  # the field itself folds there
+        step = np.linalg.solve(
+            jacobian[solvable], residual.reshape(-1, 3)[bad[solvable]][..., None]
+        )[..., 0]
         flat[bad[solvable]] -= step.astype(np.float32)
 
 
@@ -244,8 +294,9 @@ def smooth(volume, sigma, *, threads=None):
     buffers = [np.empty_like(current) for _ in axes[:2]]
     for step, axis in enumerate(axes):
         target = buffers[step % 2]
-        _fields.gaussian_axis(current, target, shape, axis, gaussian_weights(sigmas[axis]),
-                              thread_count(threads))
+        _fields.gaussian_axis(
+            current, target, shape, axis, gaussian_weights(sigmas[axis]), thread_count(threads)
+        )
         current = target
     if not axes:
         return current.reshape(np.shape(volume)).copy()
@@ -258,6 +309,7 @@ def jacobian_determinant(field, affine, *, threads=None):
     shape = field.shape[:3]
     out = np.empty(int(np.prod(shape)))
     inverse_linear = np.ascontiguousarray(np.linalg.inv(np.asarray(affine)[:3, :3]))
-    _fields.jacobian_determinant(field.reshape(-1, 3), shape, inverse_linear.ravel(), out,
-                                 thread_count(threads))
+    _fields.jacobian_determinant(
+        field.reshape(-1, 3), shape, inverse_linear.ravel(), out, thread_count(threads)
+    )
     return out.reshape(shape)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_mireg import __version__, io
+from napari_mireg import __version__, files
+from napari_mireg.options import RegistrationOptions
 from napari_mireg.overlap import overlap_scores
 from napari_mireg.registration import register_steps, run_to_end
 from napari_mireg.transforms import AffineMap, apply_transforms, same_grid
@@ -31,8 +32,6 @@ OUTPUT_FILES = {
     "overlap": "overlap.csv",
     "report": "report.json",
 }
-REGISTRATION_DEFAULTS = {"prealign": "affine", "bins": 32, "level_iters": (40, 20, 10),
-                         "step_length": 0.25, "update_sigma": 1.73}
 
 
 @dataclass
@@ -62,29 +61,40 @@ def load_inputs(fixed, moving, fixed_labels=None, moving_labels=None, mask=None)
 
     Raises
     ------
-    io.InputError
+    files.InputError
         A file is missing or bad, the images differ in dimensionality, a label map is not on
         the grid of its image, or labels are given for one side only.
     """
-    paths = {"fixed": fixed, "moving": moving, "fixed_labels": fixed_labels,
-             "moving_labels": moving_labels, "mask": mask}
+    paths = {
+        "fixed": fixed,
+        "moving": moving,
+        "fixed_labels": fixed_labels,
+        "moving_labels": moving_labels,
+        "mask": mask,
+    }
     paths = {key: str(Path(value).resolve()) for key, value in paths.items() if value}
-    fixed_volume = io.load_volume(fixed)
-    moving_volume = io.load_volume(moving)
+    fixed_volume = files.load_volume(fixed)
+    moving_volume = files.load_volume(moving)
     if fixed_volume.ndim != moving_volume.ndim:
-        raise io.InputError(moving, f"is {moving_volume.ndim}D but the fixed image {fixed} "
-                                    f"is {fixed_volume.ndim}D")
+        raise files.InputError(
+            moving, f"is {moving_volume.ndim}D but the fixed image {fixed} is {fixed_volume.ndim}D"
+        )
     if bool(fixed_labels) != bool(moving_labels):
         given = fixed_labels or moving_labels
-        raise io.InputError(given, "labels need both sides: give fixed and moving labels")
-    labels = [_labels_on(path, image, image_path) for path, image, image_path in
-              ((fixed_labels, fixed_volume, fixed), (moving_labels, moving_volume, moving))]
+        raise files.InputError(given, "labels need both sides: give fixed and moving labels")
+    labels = [
+        _labels_on(path, image, image_path)
+        for path, image, image_path in (
+            (fixed_labels, fixed_volume, fixed),
+            (moving_labels, moving_volume, moving),
+        )
+    ]
     mask_array = None
     if mask:
-        mask_volume = io.load_volume(mask, labels=True)
+        mask_volume = files.load_volume(mask, labels=True)
         mask_array = apply_transforms(mask_volume, fixed_volume, [], "nearest") > 0
         if not mask_array.any():
-            raise io.InputError(mask, "the mask selects no voxel of the fixed image")
+            raise files.InputError(mask, "the mask selects no voxel of the fixed image")
     return JobInputs(fixed_volume, moving_volume, labels[0], labels[1], mask_array, paths)
 
 
@@ -92,15 +102,18 @@ def _labels_on(path, image, image_path):
     """Load a label map and check that it lies on its image's grid."""
     if not path:
         return None
-    labels = io.load_volume(path, labels=True)
+    labels = files.load_volume(path, labels=True)
     if not same_grid(labels, image):
-        raise io.InputError(path, f"label map grid (shape {labels.shape[-image.ndim:]}) does "
-                                  f"not match its image {image_path} (shape "
-                                  f"{image.shape[-image.ndim:]}) or its affine differs")
+        raise files.InputError(
+            path,
+            f"label map grid (shape {labels.shape[-image.ndim :]}) does "
+            f"not match its image {image_path} (shape "
+            f"{image.shape[-image.ndim :]}) or its affine differs",
+        )
     return labels
 
 
-def run_job_steps(inputs, out_dir, **options):
+def run_job_steps(inputs, out_dir, options=None, **settings):
     """Register one job and write its outputs, yielding the registration's Snapshots.
 
     Parameters
@@ -108,21 +121,23 @@ def run_job_steps(inputs, out_dir, **options):
     inputs : JobInputs
     out_dir : str or Path
         Created if missing; the outputs (`OUTPUT_FILES`) are written there.
-    **options
-        Options of :func:`napari_mireg.register_steps` (prealign, bins, level_iters,
-        step_length, update_sigma, threads).
+    options : RegistrationOptions or dict, optional
+    **settings
+        Single options overriding `options` (see :class:`RegistrationOptions`).
 
     Returns
     -------
     dict
         The report (also written as ``report.json``).
     """
+    options = RegistrationOptions.build(options, **settings)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
     try:
-        result = yield from register_steps(inputs.fixed, inputs.moving,
-                                           fixed_mask=inputs.mask, **options)
+        result = yield from register_steps(
+            inputs.fixed, inputs.moving, options, fixed_mask=inputs.mask
+        )
         report = _write_outputs(result, inputs, staging, options)
         for name in sorted(p.name for p in staging.iterdir() if p.name != "report.json"):
             (staging / name).replace(out_dir / name)
@@ -132,9 +147,9 @@ def run_job_steps(inputs, out_dir, **options):
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def run_job(inputs, out_dir, **options):
+def run_job(inputs, out_dir, options=None, **settings):
     """:func:`run_job_steps` run to the end; returns the report."""
-    return run_to_end(run_job_steps(inputs, out_dir, **options))
+    return run_to_end(run_job_steps(inputs, out_dir, options, **settings))
 
 
 def _write_outputs(result, inputs, folder, options):
@@ -142,11 +157,11 @@ def _write_outputs(result, inputs, folder, options):
     fixed = inputs.fixed
     mapping = result.mapping
     outputs = [OUTPUT_FILES["warped"], OUTPUT_FILES["affine"], OUTPUT_FILES["report"]]
-    io.save_volume(folder / OUTPUT_FILES["warped"], result.warped, fixed.affine)
-    io.save_affine(result.affine, folder / OUTPUT_FILES["affine"])
+    files.save_volume(folder / OUTPUT_FILES["warped"], result.warped, fixed.affine)
+    files.save_affine(result.prealignment, folder / OUTPUT_FILES["affine"])
     if fixed.ndim == 3:
-        io.save_displacement(mapping, folder / OUTPUT_FILES["warp"], "forward")
-        io.save_displacement(mapping, folder / OUTPUT_FILES["inverse_warp"], "inverse")
+        files.save_displacement(mapping, folder / OUTPUT_FILES["warp"], "forward")
+        files.save_displacement(mapping, folder / OUTPUT_FILES["inverse_warp"], "inverse")
         outputs += [OUTPUT_FILES["warp"], OUTPUT_FILES["inverse_warp"]]
     overlap = overlap_before = None
     if inputs.fixed_labels is not None:
@@ -157,16 +172,17 @@ def _write_outputs(result, inputs, folder, options):
         table = overlap_scores(fixed_labels, warped_labels)
         overlap = table.summary()
         overlap_before = overlap_scores(fixed_labels, as_is).summary()
-        io.save_volume(folder / OUTPUT_FILES["warped_labels"], warped_labels, fixed.affine,
-                       labels=True)
-        io.write_text(folder / OUTPUT_FILES["overlap"], table.to_csv_text())
+        files.save_volume(
+            folder / OUTPUT_FILES["warped_labels"], warped_labels, fixed.affine, labels=True
+        )
+        files.write_text(folder / OUTPUT_FILES["overlap"], table.to_csv_text())
         outputs += [OUTPUT_FILES["warped_labels"], OUTPUT_FILES["overlap"]]
     determinant = mapping.jacobian_determinant()
     consistency, _ = mapping.inversion_error()
     timings = dict(result.timings, write=time.perf_counter() - started)
     report = {
         "inputs": {key: {"path": path} for key, path in inputs.paths.items()},
-        "parameters": registration_parameters(options),
+        "parameters": options.as_dict(),
         "versions": _versions(),
         "timings": timings,
         "mi_before": result.mi_before,
@@ -179,25 +195,23 @@ def _write_outputs(result, inputs, folder, options):
         "outputs": sorted(outputs),
     }
     for key, volume in (("fixed", fixed), ("moving", inputs.moving)):
-        report["inputs"][key].update(shape=list(volume.shape[-volume.ndim:]),
-                                     voxel_size=[round(float(v), 6) for v in
-                                                 volume.spacing[-volume.ndim:]])
-    io.write_text(folder / OUTPUT_FILES["report"], json.dumps(report, indent=2) + "\n")
+        report["inputs"][key].update(
+            shape=list(volume.shape[-volume.ndim :]),
+            voxel_size=[round(float(v), 6) for v in volume.spacing[-volume.ndim :]],
+        )
+    files.write_text(folder / OUTPUT_FILES["report"], json.dumps(report, indent=2) + "\n")
     return report
-
-
-def registration_parameters(options):
-    """The full parameter set of a job (defaults filled in), as written in the report."""
-    parameters = dict(REGISTRATION_DEFAULTS)
-    parameters.update(options)
-    parameters["level_iters"] = [int(n) for n in parameters["level_iters"]]
-    return parameters
 
 
 def _versions():
     import nibabel
-    return {"napari_mireg": __version__, "numpy": np.__version__,
-            "nibabel": nibabel.__version__, "python": platform.python_version()}
+
+    return {
+        "napari_mireg": __version__,
+        "numpy": np.__version__,
+        "nibabel": nibabel.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def read_report(out_dir):
@@ -211,7 +225,9 @@ def read_report(out_dir):
         outputs = report["outputs"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if all((Path(out_dir) / name).is_file() and (Path(out_dir) / name).stat().st_size > 0
-           for name in outputs):
+    if all(
+        (Path(out_dir) / name).is_file() and (Path(out_dir) / name).stat().st_size > 0
+        for name in outputs
+    ):
         return report
     return None

@@ -35,23 +35,40 @@ _MIDLINE = [
 ]
 _PARCELS = [
     # Desikan-Killiany parcel number, name, colour (both hemispheres share the colour)
-    (1, "bankssts", (25, 100, 40)), (2, "caudalanteriorcingulate", (125, 100, 160)),
-    (3, "caudalmiddlefrontal", (100, 25, 0)), (5, "cuneus", (220, 20, 100)),
-    (6, "entorhinal", (220, 20, 10)), (7, "fusiform", (180, 220, 140)),
-    (8, "inferiorparietal", (220, 60, 220)), (9, "inferiortemporal", (180, 40, 120)),
-    (10, "isthmuscingulate", (140, 20, 140)), (11, "lateraloccipital", (20, 30, 140)),
-    (12, "lateralorbitofrontal", (35, 75, 50)), (13, "lingual", (225, 140, 140)),
-    (14, "medialorbitofrontal", (200, 35, 75)), (15, "middletemporal", (160, 100, 50)),
-    (16, "parahippocampal", (20, 220, 60)), (17, "paracentral", (60, 220, 60)),
-    (18, "parsopercularis", (220, 180, 140)), (19, "parsorbitalis", (20, 100, 50)),
-    (20, "parstriangularis", (220, 60, 20)), (21, "pericalcarine", (120, 100, 60)),
-    (22, "postcentral", (220, 20, 20)), (23, "posteriorcingulate", (220, 180, 220)),
-    (24, "precentral", (60, 20, 220)), (25, "precuneus", (160, 140, 180)),
-    (26, "rostralanteriorcingulate", (80, 20, 140)), (27, "rostralmiddlefrontal", (75, 50, 125)),
-    (28, "superiorfrontal", (20, 220, 160)), (29, "superiorparietal", (20, 180, 140)),
-    (30, "superiortemporal", (140, 220, 220)), (31, "supramarginal", (80, 160, 20)),
-    (32, "frontalpole", (100, 0, 100)), (33, "temporalpole", (70, 70, 70)),
-    (34, "transversetemporal", (150, 150, 200)), (35, "insula", (255, 192, 32)),
+    (1, "bankssts", (25, 100, 40)),
+    (2, "caudalanteriorcingulate", (125, 100, 160)),
+    (3, "caudalmiddlefrontal", (100, 25, 0)),
+    (5, "cuneus", (220, 20, 100)),
+    (6, "entorhinal", (220, 20, 10)),
+    (7, "fusiform", (180, 220, 140)),
+    (8, "inferiorparietal", (220, 60, 220)),
+    (9, "inferiortemporal", (180, 40, 120)),
+    (10, "isthmuscingulate", (140, 20, 140)),
+    (11, "lateraloccipital", (20, 30, 140)),
+    (12, "lateralorbitofrontal", (35, 75, 50)),
+    (13, "lingual", (225, 140, 140)),
+    (14, "medialorbitofrontal", (200, 35, 75)),
+    (15, "middletemporal", (160, 100, 50)),
+    (16, "parahippocampal", (20, 220, 60)),
+    (17, "paracentral", (60, 220, 60)),
+    (18, "parsopercularis", (220, 180, 140)),
+    (19, "parsorbitalis", (20, 100, 50)),
+    (20, "parstriangularis", (220, 60, 20)),
+    (21, "pericalcarine", (120, 100, 60)),
+    (22, "postcentral", (220, 20, 20)),
+    (23, "posteriorcingulate", (220, 180, 220)),
+    (24, "precentral", (60, 20, 220)),
+    (25, "precuneus", (160, 140, 180)),
+    (26, "rostralanteriorcingulate", (80, 20, 140)),
+    (27, "rostralmiddlefrontal", (75, 50, 125)),
+    (28, "superiorfrontal", (20, 220, 160)),
+    (29, "superiorparietal", (20, 180, 140)),
+    (30, "superiortemporal", (140, 220, 220)),
+    (31, "supramarginal", (80, 160, 20)),
+    (32, "frontalpole", (100, 0, 100)),
+    (33, "temporalpole", (70, 70, 70)),
+    (34, "transversetemporal", (150, 150, 200)),
+    (35, "insula", (255, 192, 32)),
 ]
 
 
@@ -74,16 +91,20 @@ def _table():
 LABEL_NAMES, LABEL_COLOURS = _table()
 """FreeSurfer names and RGB colours of every label SynthSeg can write (and 0, Unknown)."""
 
-SYNTHSEG_2_LABELS = tuple(sorted(
-    [label for pair in _BILATERAL for label in pair[:2]] + [m[0] for m in _MIDLINE]))
+SYNTHSEG_2_LABELS = tuple(
+    sorted([label for pair in _BILATERAL for label in pair[:2]] + [m[0] for m in _MIDLINE])
+)
 """Labels of SynthSeg 2.0 (without --parc)."""
 
 SYNTHSEG_1_LABELS = tuple(label for label in SYNTHSEG_2_LABELS if label != 24)
 """Labels of SynthSeg 1.0: as 2.0, without CSF (24)."""
 
-SYNTHSEG_PARC_LABELS = tuple(sorted(
-    [label for label in SYNTHSEG_2_LABELS if label not in (3, 42)]
-    + [base + p[0] for p in _PARCELS for base in (1000, 2000)]))
+SYNTHSEG_PARC_LABELS = tuple(
+    sorted(
+        [label for label in SYNTHSEG_2_LABELS if label not in (3, 42)]
+        + [base + p[0] for p in _PARCELS for base in (1000, 2000)]
+    )
+)
 """Labels of SynthSeg 2.0 with --parc: cortex 3/42 replaced by the Desikan-Killiany parcels."""
 
 
@@ -119,9 +140,11 @@ def label_values(labels, name="labels"):
         if not np.all(np.isfinite(array)):
             raise ValueError(f"{name}: label map has NaN or infinite values")
         if not np.array_equal(array, np.round(array)):
-            raise ValueError(f"{name}: label map holds non-integer values "
-                             f"(e.g. {array[array != np.round(array)].flat[0]:g}); "
-                             f"is this an intensity image?")
+            raise ValueError(
+                f"{name}: label map holds non-integer values "
+                f"(e.g. {array[array != np.round(array)].flat[0]:g}); "
+                f"is this an intensity image?"
+            )
         array = array.astype(np.int32)
     elif array.dtype.kind not in "iu":
         raise ValueError(f"{name}: label map must be integer, got dtype {array.dtype}")
@@ -213,9 +236,18 @@ def clean_labels(labels, *, min_island=None, fill_holes=True, connectivity=3):
             filled[label] = int(holes.sum())
     before = np.bincount(labels.ravel().astype(np.int64))
     after = np.bincount(cleaned.ravel().astype(np.int64), minlength=before.size)
-    changes = [CleanupChange(label, label_name(label), int(before[label]), int(after[label]),
-                             removed[label][0], removed[label][1], filled.get(label, 0))
-               for label in present]
+    changes = [
+        CleanupChange(
+            label,
+            label_name(label),
+            int(before[label]),
+            int(after[label]),
+            removed[label][0],
+            removed[label][1],
+            filled.get(label, 0),
+        )
+        for label in present
+    ]
     lost = [c.label for c in changes if c.voxels_after == 0]
     if lost:  # cannot happen (largest components are kept); never let it pass silently
         raise RuntimeError(f"clean_labels would remove labels {lost}")
@@ -224,4 +256,6 @@ def clean_labels(labels, *, min_island=None, fill_holes=True, connectivity=3):
 
 def _grown_box(box, shape):
     """A bounding box grown by one voxel, so that a label touching it still encloses holes."""
-    return tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(box, shape))
+    return tuple(
+        slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(box, shape, strict=True)
+    )

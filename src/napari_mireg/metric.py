@@ -11,18 +11,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_mireg import _mi
-from napari_mireg.fields import embed_matrix, image_gradient, thread_count
 from napari_mireg._validate import image_pair, mask_array, positive_int, spacing_vector
+from napari_mireg.fields import embed_matrix, image_gradient, thread_count
 
 # Probabilities at or below this count as empty bins (ITK uses the double epsilon too).
 EMPTY_BIN = np.finfo(np.float64).eps
 
 # A moving sample at t = k0 + f (0 <= f <= 1) adds b3(k - t) to bins k = k0-1 .. k0+2.
 # Row j holds the coefficients of that weight as a polynomial in f (powers 0..3).
-BSPLINE_WEIGHTS = np.array([[1.0, -3.0, 3.0, -1.0],
-                            [4.0, 0.0, -6.0, 3.0],
-                            [1.0, 3.0, 3.0, -3.0],
-                            [0.0, 0.0, 0.0, 1.0]]) / 6.0
+BSPLINE_WEIGHTS = (
+    np.array(
+        [[1.0, -3.0, 3.0, -1.0], [4.0, 0.0, -6.0, 3.0], [1.0, 3.0, 3.0, -3.0], [0.0, 0.0, 0.0, 1.0]]
+    )
+    / 6.0
+)
 # Row j: d(weight j)/dt = -b3'(k - t) as a polynomial in f (powers 0..2).
 BSPLINE_SLOPES = BSPLINE_WEIGHTS[:, 1:] * np.array([1.0, 2.0, 3.0])
 
@@ -79,7 +81,7 @@ class MutualInformation:
 
     @property
     def joint_histogram(self):
-        """ndarray (bins, bins): joint probability p of the last call; rows are fixed bins."""
+        """Ndarray (bins, bins): joint probability p of the last call; rows are fixed bins."""
         if self._probability is None:
             raise RuntimeError("joint_histogram is available after a call to value() or a gradient")
         return self._probability.copy()
@@ -105,8 +107,16 @@ class MutualInformation:
         samples = self._samples(fixed, moving, mask)
         return self._histogram(samples).value
 
-    def dense_gradient(self, fixed, moving, spacing=None, mask=None, moving_gradient=None,
-                       out=None, grid_to_world=None):
+    def dense_gradient(
+        self,
+        fixed,
+        moving,
+        spacing=None,
+        mask=None,
+        moving_gradient=None,
+        out=None,
+        grid_to_world=None,
+    ):
         """MI and its gradient with respect to a displacement of the moving image.
 
         Parameters
@@ -145,18 +155,27 @@ class MutualInformation:
                 to_physical = np.diag(1.0 / spacing_vector(spacing, samples.ndim))
             else:
                 linear = _square_matrix(grid_to_world, samples.ndim, "grid_to_world")
-                to_physical = np.linalg.inv(linear[:samples.ndim, :samples.ndim]).T
-            _mi.dense_gradient(*common, samples.shape3, histogram.slope_table, *ranges,
-                               embed_matrix(to_physical, 3).ravel(), gradient,
-                               3 - samples.ndim, self._thread_count())
+                to_physical = np.linalg.inv(linear[: samples.ndim, : samples.ndim]).T
+            _mi.dense_gradient(
+                *common,
+                samples.shape3,
+                histogram.slope_table,
+                *ranges,
+                embed_matrix(to_physical, 3).ravel(),
+                gradient,
+                3 - samples.ndim,
+                self._thread_count(),
+            )
         else:
             given = _gradient_array(moving_gradient, np.shape(fixed), samples.fixed.dtype)
-            _mi.dense_gradient_given(*common, histogram.slope_table, *ranges, given, gradient,
-                                     self._thread_count())
+            _mi.dense_gradient_given(
+                *common, histogram.slope_table, *ranges, given, gradient, self._thread_count()
+            )
         return histogram.value, gradient.reshape(np.shape(fixed) + (samples.ndim,))
 
-    def affine_gradient(self, fixed, moving, grid_to_world=None, transform=None, mask=None,
-                        moving_gradient=None):
+    def affine_gradient(
+        self, fixed, moving, grid_to_world=None, transform=None, mask=None, moving_gradient=None
+    ):
         """MI and its gradient with respect to the entries of an affine transform.
 
         The moving image is given already resampled on the fixed grid through the current
@@ -201,10 +220,19 @@ class MutualInformation:
             given = moving_gradient
         given = _gradient_array(given, np.shape(fixed), np.float32)
         histogram = self._histogram(samples)
-        sums = _mi.affine_gradient(samples.fixed, samples.moving, samples.mask, samples.use_mask,
-                                   samples.shape3, histogram.slope_table,
-                                   *samples.fixed_range, *samples.moving_range, given,
-                                   embed_matrix(grid, 4), self._thread_count())
+        sums = _mi.affine_gradient(
+            samples.fixed,
+            samples.moving,
+            samples.mask,
+            samples.use_mask,
+            samples.shape3,
+            histogram.slope_table,
+            *samples.fixed_range,
+            *samples.moving_range,
+            given,
+            embed_matrix(grid, 4),
+            self._thread_count(),
+        )
         kept = slice(3 - ndim, 3)
         return histogram.value, np.ascontiguousarray(sums[kept, list(range(3 - ndim, 4))])
 
@@ -216,23 +244,41 @@ class MutualInformation:
         threads = self._thread_count()
         ranges = []
         for name, image in (("fixed", fixed), ("moving", moving)):
-            low, high, _, nonfinite = _mi.intensity_range(image.ravel(), flat_mask, use_mask,
-                                                          threads)
+            low, high, _, nonfinite = _mi.intensity_range(
+                image.ravel(), flat_mask, use_mask, threads
+            )
             if nonfinite:
                 raise ValueError(f"{name} image has {nonfinite} NaN or infinite voxel(s)")
             if not high > low:
                 where = " inside the mask" if use_mask else ""
-                raise ValueError(f"{name} image is constant{where} (every voxel is {low:g}): "
-                                 f"mutual information is undefined")
+                raise ValueError(
+                    f"{name} image is constant{where} (every voxel is {low:g}): "
+                    f"mutual information is undefined"
+                )
             ranges.append((low, high))
         shape3 = (1,) * (3 - fixed.ndim) + fixed.shape
-        return _Samples(fixed.ravel(), moving.ravel(), flat_mask, use_mask, shape3, fixed.ndim,
-                        ranges[0], ranges[1])
+        return _Samples(
+            fixed.ravel(),
+            moving.ravel(),
+            flat_mask,
+            use_mask,
+            shape3,
+            fixed.ndim,
+            ranges[0],
+            ranges[1],
+        )
 
     def _histogram(self, samples):
-        moments = _mi.histogram_moments(samples.fixed, samples.moving, samples.mask,
-                                        samples.use_mask, self.bins, *samples.fixed_range,
-                                        *samples.moving_range, self._thread_count())
+        moments = _mi.histogram_moments(
+            samples.fixed,
+            samples.moving,
+            samples.mask,
+            samples.use_mask,
+            self.bins,
+            *samples.fixed_range,
+            *samples.moving_range,
+            self._thread_count(),
+        )
         counts = _counts_from_moments(moments)
         mass = counts.sum()
         probability = counts / mass
@@ -242,8 +288,9 @@ class MutualInformation:
         filled = probability > EMPTY_BIN
         log_ratio = np.zeros_like(probability)
         log_ratio[filled] = np.log(probability[filled] / moving_marginal[filled])
-        value = float(np.sum(probability[filled]
-                             * (log_ratio[filled] - np.log(fixed_marginal[filled]))))
+        value = float(
+            np.sum(probability[filled] * (log_ratio[filled] - np.log(fixed_marginal[filled])))
+        )
         moving_bin_width = (samples.moving_range[1] - samples.moving_range[0]) / (self.bins - 4)
         weights = log_ratio / (moving_bin_width * mass)
         self._probability = probability
@@ -256,7 +303,7 @@ def _counts_from_moments(moments):
     spread = moments @ BSPLINE_WEIGHTS.T  # [i, k0, j]: mass that k0 sends to bin k0 - 1 + j
     counts = np.zeros((bins, bins))
     for j in range(4):
-        counts[:, 1 + j:bins - 3 + j] += spread[:, 2:bins - 2, j]
+        counts[:, 1 + j : bins - 3 + j] += spread[:, 2 : bins - 2, j]
     return counts
 
 
@@ -265,7 +312,7 @@ def _slope_table(weights):
     bins = weights.shape[0]
     table = np.zeros((bins, bins, 3))
     for j in range(4):
-        table[:, 2:bins - 2, :] += weights[:, 1 + j:bins - 3 + j, None] * BSPLINE_SLOPES[j]
+        table[:, 2 : bins - 2, :] += weights[:, 1 + j : bins - 3 + j, None] * BSPLINE_SLOPES[j]
     return table
 
 
@@ -275,8 +322,9 @@ def _square_matrix(matrix, ndim, name):
         return np.eye(ndim + 1)
     array = np.asarray(matrix, dtype=np.float64)
     if array.shape != (ndim + 1, ndim + 1) or not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} must be a finite {ndim + 1}x{ndim + 1} matrix, "
-                         f"got shape {array.shape}")
+        raise ValueError(
+            f"{name} must be a finite {ndim + 1}x{ndim + 1} matrix, got shape {array.shape}"
+        )
     if abs(np.linalg.det(array[:ndim, :ndim])) < 1e-12:
         raise ValueError(f"{name} is singular")
     return array
@@ -286,8 +334,12 @@ def _output_array(out, shape):
     """A (voxels, ndim) float32 view of `out`, or a new array when out is None."""
     if out is None:
         return np.empty((int(np.prod(shape[:-1])), shape[-1]), dtype=np.float32)
-    if (not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != np.float32
-            or not out.flags.c_contiguous):
+    if (
+        not isinstance(out, np.ndarray)
+        or out.shape != shape
+        or out.dtype != np.float32
+        or not out.flags.c_contiguous
+    ):
         raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
     return out.reshape(-1, shape[-1])
 

@@ -39,15 +39,21 @@ class OverlapTable:
 
     def summary(self):
         """The four summary figures as a dict."""
-        return {"whole_dice": self.whole_dice, "whole_jaccard": self.whole_jaccard,
-                "mean_dice": self.mean_dice, "mean_jaccard": self.mean_jaccard}
+        return {
+            "whole_dice": self.whole_dice,
+            "whole_jaccard": self.whole_jaccard,
+            "mean_dice": self.mean_dice,
+            "mean_jaccard": self.mean_jaccard,
+        }
 
     def to_csv_text(self):
         """The table as CSV text (header `COLUMNS`), scores with 6 decimals."""
         lines = [",".join(COLUMNS)]
         for row in self.rows:
-            lines.append(f"{row['label']},{row['name']},{row['dice']:.6f},{row['jaccard']:.6f},"
-                         f"{row['fixed_voxels']},{row['warped_voxels']}")
+            lines.append(
+                f"{row['label']},{row['name']},{row['dice']:.6f},{row['jaccard']:.6f},"
+                f"{row['fixed_voxels']},{row['warped_voxels']}"
+            )
         return "\n".join(lines) + "\n"
 
 
@@ -67,12 +73,16 @@ def _compact(fixed, warped, wanted):
     Label values serve as indices directly when they are small (no sorting, one pass);
     very large values are mapped to compact indices through the sorted label set.
     """
-    largest = max(int(fixed.max(initial=0)), int(warped.max(initial=0)),
-                  int(wanted.max(initial=0)) if wanted is not None else 0)
+    largest = max(
+        int(fixed.max(initial=0)),
+        int(warped.max(initial=0)),
+        int(wanted.max(initial=0)) if wanted is not None else 0,
+    )
     if largest < 1 << 20:
         return fixed, warped, np.arange(largest + 1)
-    universe = np.union1d(np.union1d(np.unique(fixed), np.unique(warped)),
-                          [] if wanted is None else wanted).astype(np.int64)
+    universe = np.union1d(
+        np.union1d(np.unique(fixed), np.unique(warped)), [] if wanted is None else wanted
+    ).astype(np.int64)
     return np.searchsorted(universe, fixed), np.searchsorted(universe, warped), universe
 
 
@@ -94,8 +104,10 @@ def overlap_scores(fixed_labels, warped_labels, labels=None):
     OverlapTable
     """
     if np.shape(fixed_labels) != np.shape(warped_labels):
-        raise ValueError(f"label maps must have one shape, got {np.shape(fixed_labels)} and "
-                         f"{np.shape(warped_labels)}")
+        raise ValueError(
+            f"label maps must have one shape, got {np.shape(fixed_labels)} and "
+            f"{np.shape(warped_labels)}"
+        )
     fixed = label_values(fixed_labels, "fixed labels").ravel()
     warped = label_values(warped_labels, "warped labels").ravel()
     wanted = None if labels is None else np.unique(np.asarray(labels, dtype=np.int64))
@@ -108,12 +120,20 @@ def overlap_scores(fixed_labels, warped_labels, labels=None):
         wanted = universe[(fixed_counts + warped_counts) > 0]
     wanted = wanted[wanted != 0]
     position = np.searchsorted(universe, wanted)
-    dice, jaccard = _dice_jaccard(intersections[position], fixed_counts[position],
-                                  warped_counts[position])
-    rows = [{"label": int(label), "name": label_name(label), "dice": float(d),
-             "jaccard": float(j), "fixed_voxels": int(fixed_counts[p]),
-             "warped_voxels": int(warped_counts[p])}
-            for label, p, d, j in zip(wanted, position, dice, jaccard)]
+    dice, jaccard = _dice_jaccard(
+        intersections[position], fixed_counts[position], warped_counts[position]
+    )
+    rows = [
+        {
+            "label": int(label),
+            "name": label_name(label),
+            "dice": float(d),
+            "jaccard": float(j),
+            "fixed_voxels": int(fixed_counts[p]),
+            "warped_voxels": int(warped_counts[p]),
+        }
+        for label, p, d, j in zip(wanted, position, dice, jaccard, strict=True)
+    ]
     # Labels are >= 0, so index 0 is the background whenever the background occurs.
     has_background = universe[0] == 0
     fixed_background = fixed_counts[0] if has_background else 0
@@ -123,6 +143,10 @@ def overlap_scores(fixed_labels, warped_labels, labels=None):
     shared = fixed.size - fixed_background - warped_background + both_background
     whole_dice, whole_jaccard = _dice_jaccard(shared, fixed_brain, warped_brain)
     scored = ~np.isnan(dice)
-    return OverlapTable(rows, float(whole_dice), float(whole_jaccard),
-                        float(dice[scored].mean()) if scored.any() else float("nan"),
-                        float(jaccard[scored].mean()) if scored.any() else float("nan"))
+    return OverlapTable(
+        rows,
+        float(whole_dice),
+        float(whole_jaccard),
+        float(dice[scored].mean()) if scored.any() else float("nan"),
+        float(jaccard[scored].mean()) if scored.any() else float("nan"),
+    )

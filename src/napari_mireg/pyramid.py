@@ -44,8 +44,9 @@ def mask_volume(mask, fixed_volume):
     """A fixed-grid mask as a uint8 Volume, or None; it must select at least one voxel."""
     if mask is None:
         return None
-    volume = as_volume(np.asarray(mask).astype(np.uint8), fixed_volume.affine, "fixed_mask",
-                       dtype=np.uint8)
+    volume = as_volume(
+        np.asarray(mask).astype(np.uint8), fixed_volume.affine, "fixed_mask", dtype=np.uint8
+    )
     if volume.shape != fixed_volume.shape or not volume.data.any():
         raise ValueError("fixed_mask must have the fixed shape and select a voxel")
     return volume
@@ -53,13 +54,23 @@ def mask_volume(mask, fixed_volume):
 
 def pyramid_level(fixed_volume, moving_volume, mask, level, levels):
     """Level `level` of `levels` (0 coarsest): shrink 2 ** (levels - 1 - level), smoothing
-    sigma half the shrink in fixed voxels (ANTs: shrink 4, 2, 1 with sigma 2, 1, 0)."""
+    sigma half the shrink in fixed voxels (ANTs: shrink 4, 2, 1 with sigma 2, 1, 0).
+    """
     shrink = 2 ** (levels - 1 - level)
     shape, affine = level_grid(fixed_volume.shape, fixed_volume.affine, shrink)
     sigma_mm = shrink / 2.0 * fixed_volume.spacing.min() if shrink > 1 else 0.0
-    fixed = fields.resample(fields.smooth(fixed_volume.data, sigma_mm / fixed_volume.spacing),
-                            fixed_volume.affine, shape, affine)
+    fixed = fields.resample(
+        fields.smooth(fixed_volume.data, sigma_mm / fixed_volume.spacing),
+        fixed_volume.affine,
+        shape,
+        affine,
+    )
     moving = fields.smooth(moving_volume.data, sigma_mm / moving_volume.spacing)
-    mask_level = None if mask is None else fields.resample(
-        mask.data, mask.affine, shape, affine, interpolation="nearest").astype(bool)
+    mask_level = (
+        None
+        if mask is None
+        else fields.resample(mask.data, mask.affine, shape, affine, interpolation="nearest").astype(
+            bool
+        )
+    )
     return Level(shape, affine, fixed, moving, mask_level)

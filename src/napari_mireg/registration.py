@@ -7,6 +7,7 @@ import numpy as np
 
 from napari_mireg.affine import AffineRegistration
 from napari_mireg.metric import MutualInformation
+from napari_mireg.options import RegistrationOptions
 from napari_mireg.syn import SymmetricDiffeomorphicRegistration
 from napari_mireg.transforms import AffineMap, DiffeomorphicMap, as_volume
 
@@ -17,8 +18,9 @@ class Result:
 
     Attributes
     ----------
-    affine : AffineMap
-        The prealignment (identity when there was none).
+    prealignment : AffineMap
+        The world transform found (or given) before SyN, fixed points to moving points
+        (identity when there was none). ``affine`` is its former name.
     mapping : DiffeomorphicMap
         The full fixed-to-moving map (prealignment included).
     warped : ndarray
@@ -32,7 +34,7 @@ class Result:
         -MI per SyN iteration.
     """
 
-    affine: AffineMap
+    prealignment: AffineMap
     mapping: DiffeomorphicMap
     warped: np.ndarray
     mi_before: float
@@ -40,29 +42,44 @@ class Result:
     timings: dict = field(default_factory=dict)
     energies: list = field(default_factory=list)
 
+    @property
+    def affine(self):
+        """Former name of :attr:`prealignment`."""
+        return self.prealignment
 
-def register_steps(fixed, moving, *, fixed_affine=None, moving_affine=None, prealign="affine",
-                   fixed_mask=None, bins=32, level_iters=(40, 20, 10), step_length=0.25,
-                   update_sigma=1.73, threads=None, with_images=False, initial=None):
+
+def register_steps(
+    fixed,
+    moving,
+    options=None,
+    *,
+    fixed_affine=None,
+    moving_affine=None,
+    fixed_mask=None,
+    with_images=False,
+    initial=None,
+    **settings,
+):
     """Register `moving` to `fixed`, yielding a Snapshot per SyN iteration.
 
     Parameters
     ----------
     fixed, moving : ndarray or nibabel image
         2D or 3D images; grids may differ (shape, voxel size, orientation).
+    options : RegistrationOptions or dict, optional
+        How to register (defaults: :class:`napari_mireg.options.RegistrationOptions`).
     fixed_affine, moving_affine : ndarray, optional
         Voxel-to-world matrices for arrays (identity by default).
-    prealign : {"affine", "rigid", "none"} or ndarray (4, 4) or AffineMap
-        Prealignment to run, or a known one.
     fixed_mask : ndarray of bool, optional
-    bins, level_iters, step_length, update_sigma : see SymmetricDiffeomorphicRegistration
-    threads : int, optional
-        Threads of the kernels (all cores by default).
     with_images : bool
         Put the warped moving image in each Snapshot.
     initial : Result or DiffeomorphicMap, optional
         Continue from an earlier map (its prealignment is kept; `level_iters` then names
         the extra levels to run, usually one finest-level count).
+    **settings
+        Single options that override `options` (prealign, bins, level_iters, step_length,
+        update_sigma, threads). ``prealign`` may also be a known (4, 4) world matrix or an
+        AffineMap, used instead of an MI prealignment.
 
     Yields
     ------
@@ -73,24 +90,43 @@ def register_steps(fixed, moving, *, fixed_affine=None, moving_affine=None, prea
     Result
         As the generator's return value (``StopIteration.value``); :func:`register` hands
         it over directly.
+
+    Raises
+    ------
+    ValueError
+        A bad option (:class:`napari_mireg.options.OptionError`) or input, before any work.
     """
+    known_prealignment = settings.pop("prealign", None)
+    if isinstance(known_prealignment, str):  # a method, not a matrix
+        settings["prealign"], known_prealignment = known_prealignment, None
+    options = RegistrationOptions.build(options, **settings)
     start = time.perf_counter()
     fixed_volume = as_volume(fixed, fixed_affine, "fixed")
     moving_volume = as_volume(moving, moving_affine, "moving")
-    metric = MutualInformation(bins, threads=threads)
+    metric = MutualInformation(options.bins, threads=options.threads)
     mask = _mask3(fixed_mask, fixed_volume)
     previous = getattr(initial, "mapping", initial)
     if previous is not None:
         affine_map = AffineMap(previous.prealign)
     else:
-        affine_map = prealignment(fixed_volume, moving_volume, prealign, metric, mask)
+        chosen = options.prealign if known_prealignment is None else known_prealignment
+        affine_map = prealignment(fixed_volume, moving_volume, chosen, metric, mask)
     prealigned = time.perf_counter()
 
-    syn = SymmetricDiffeomorphicRegistration(metric, level_iters=level_iters,
-                                             step_length=step_length, update_sigma=update_sigma)
-    yield from syn.iterate(fixed_volume, moving_volume, prealign=affine_map.matrix,
-                           fixed_mask=mask,
-                           with_images=with_images, initial=previous)
+    syn = SymmetricDiffeomorphicRegistration(
+        metric,
+        level_iters=options.level_iters,
+        step_length=options.step_length,
+        update_sigma=options.update_sigma,
+    )
+    yield from syn.iterate(
+        fixed_volume,
+        moving_volume,
+        prealign=affine_map.matrix,
+        fixed_mask=mask,
+        with_images=with_images,
+        initial=previous,
+    )
     mapping = syn.mapping
     registered = time.perf_counter()
 
@@ -98,10 +134,20 @@ def register_steps(fixed, moving, *, fixed_affine=None, moving_affine=None, prea
     warped = mapping.transform(moving_volume)
     fixed_image = fixed_volume.user_array(fixed_volume.data)
     user_mask = None if mask is None else fixed_volume.user_array(mask)
-    timings = {"prealign": prealigned - start, "syn": registered - prealigned,
-               "total": time.perf_counter() - start}
-    return Result(affine_map, mapping, warped, _mi_or_zero(metric, fixed_image, as_is, user_mask),
-                  metric.value(fixed_image, warped, user_mask), timings, list(syn.energies))
+    timings = {
+        "prealign": prealigned - start,
+        "syn": registered - prealigned,
+        "total": time.perf_counter() - start,
+    }
+    return Result(
+        affine_map,
+        mapping,
+        warped,
+        _mi_or_zero(metric, fixed_image, as_is, user_mask),
+        metric.value(fixed_image, warped, user_mask),
+        timings,
+        list(syn.energies),
+    )
 
 
 def prealignment(fixed, moving, prealign, metric, fixed_mask=None):
@@ -114,25 +160,33 @@ def prealignment(fixed, moving, prealign, metric, fixed_mask=None):
     metric : MutualInformation
     fixed_mask : ndarray of bool on the fixed grid (3D), optional
     """
+    return run_to_end(prealignment_steps(fixed, moving, prealign, metric, fixed_mask))
+
+
+def prealignment_steps(fixed, moving, prealign, metric, fixed_mask=None):
+    """:func:`prealignment` as a generator: yields an AffineStep per MI iteration (none
+    for a given matrix or "none") and returns the AffineMap.
+    """
     if not isinstance(prealign, str):
         return AffineMap(np.asarray(getattr(prealign, "matrix", prealign), dtype=float))
     if prealign not in ("affine", "rigid", "none"):
-        raise ValueError(f"prealign must be 'affine', 'rigid', 'none' or a matrix, "
-                         f"got {prealign!r}")
+        raise ValueError(
+            f"prealign must be 'affine', 'rigid', 'none' or a matrix, got {prealign!r}"
+        )
     if prealign == "none":
         return AffineMap(np.eye(4))
-    return AffineRegistration(metric, transform=prealign).optimize(fixed, moving,
-                                                                   fixed_mask=fixed_mask)
+    registration = AffineRegistration(metric, transform=prealign)
+    return (yield from registration.iterate(fixed, moving, fixed_mask=fixed_mask))
 
 
-def register(fixed, moving, **options):
+def register(fixed, moving, options=None, **settings):
     """Register `moving` to `fixed`: prealignment then MI-SyN (see :func:`register_steps`).
 
     Returns
     -------
     Result
     """
-    return run_to_end(register_steps(fixed, moving, **options))
+    return run_to_end(register_steps(fixed, moving, options, **settings))
 
 
 def run_to_end(steps):

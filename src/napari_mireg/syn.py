@@ -12,8 +12,13 @@ import numpy as np
 from napari_mireg import fields
 from napari_mireg._validate import positive_int
 from napari_mireg.pyramid import mask_volume, pyramid_level
-from napari_mireg.transforms import (AffineMap, DiffeomorphicMap, DisplacementField,
-                                     apply_transforms, as_volume)
+from napari_mireg.transforms import (
+    AffineMap,
+    DiffeomorphicMap,
+    DisplacementField,
+    apply_transforms,
+    as_volume,
+)
 
 
 @dataclass(frozen=True)
@@ -59,10 +64,18 @@ class Snapshot:
         interpolation : {"linear", "nearest"}
         """
         inverse_fixed, forward_moving, fixed_grid, prealign = self.state
-        forward = _regrid([_forward(inverse_fixed, forward_moving, self.level_affine)],
-                          self.level_affine, fixed_grid.shape, fixed_grid.affine)[0]
-        return apply_transforms(image, fixed_grid, [DisplacementField(forward, fixed_grid),
-                                                    AffineMap(prealign)], interpolation)
+        forward = _regrid(
+            [_forward(inverse_fixed, forward_moving, self.level_affine)],
+            self.level_affine,
+            fixed_grid.shape,
+            fixed_grid.affine,
+        )[0]
+        return apply_transforms(
+            image,
+            fixed_grid,
+            [DisplacementField(forward, fixed_grid), AffineMap(prealign)],
+            interpolation,
+        )
 
 
 class SymmetricDiffeomorphicRegistration:
@@ -90,11 +103,21 @@ class SymmetricDiffeomorphicRegistration:
     convergence_window : int
     """
 
-    def __init__(self, metric, level_iters=(40, 20, 10), step_length=0.25, update_sigma=1.73,
-                 inv_iter=2, inv_tol=1e-3, opt_tol=1e-5, convergence_window=10):
+    def __init__(
+        self,
+        metric,
+        level_iters=(40, 20, 10),
+        step_length=0.25,
+        update_sigma=1.73,
+        inv_iter=2,
+        inv_tol=1e-3,
+        opt_tol=1e-5,
+        convergence_window=10,
+    ):
         self.metric = metric
-        self.level_iters = tuple(positive_int(n, "level_iters entries", minimum=0)
-                                 for n in level_iters)
+        self.level_iters = tuple(
+            positive_int(n, "level_iters entries", minimum=0) for n in level_iters
+        )
         if not self.level_iters:
             raise ValueError("level_iters must name at least one level")
         if not step_length > 0 or not update_sigma >= 0:
@@ -104,8 +127,7 @@ class SymmetricDiffeomorphicRegistration:
         self.inv_iter = positive_int(inv_iter, "inv_iter")
         self.inv_tol = float(inv_tol)
         self.opt_tol = float(opt_tol)
-        self.convergence_window = positive_int(convergence_window, "convergence_window",
-                                               minimum=2)
+        self.convergence_window = positive_int(convergence_window, "convergence_window", minimum=2)
         self.mapping = None
         self.energies = []
 
@@ -115,8 +137,18 @@ class SymmetricDiffeomorphicRegistration:
             pass
         return self.mapping
 
-    def iterate(self, fixed, moving, *, fixed_affine=None, moving_affine=None, prealign=None,
-                fixed_mask=None, with_images=False, initial=None):
+    def iterate(
+        self,
+        fixed,
+        moving,
+        *,
+        fixed_affine=None,
+        moving_affine=None,
+        prealign=None,
+        fixed_mask=None,
+        with_images=False,
+        initial=None,
+    ):
         """Register, yielding a Snapshot per iteration; the result lands in ``self.mapping``.
 
         Parameters
@@ -145,14 +177,14 @@ class SymmetricDiffeomorphicRegistration:
         fixed_volume = as_volume(fixed, fixed_affine, "fixed")
         moving_volume = as_volume(moving, moving_affine, "moving")
         if fixed_volume.ndim != moving_volume.ndim:
-            raise ValueError(f"fixed is {fixed_volume.ndim}D but moving is "
-                             f"{moving_volume.ndim}D")
+            raise ValueError(f"fixed is {fixed_volume.ndim}D but moving is {moving_volume.ndim}D")
         prealign = _prealign_matrix(prealign, fixed_volume.ndim)
         mask = mask_volume(fixed_mask, fixed_volume)
         for name, volume in (("fixed", fixed_volume), ("moving", moving_volume)):
             if np.ptp(volume.data) == 0:
-                raise ValueError(f"{name} image is constant (every voxel is "
-                                 f"{float(volume.data.flat[0]):g})")
+                raise ValueError(
+                    f"{name} image is constant (every voxel is {float(volume.data.flat[0]):g})"
+                )
 
         self.energies = []
         self.mapping = None
@@ -174,16 +206,25 @@ class SymmetricDiffeomorphicRegistration:
             for iteration in range(iterations):
                 # Edges are replicated, so a map reaching past the border samples the edge
                 # tissue rather than a zero-filled step.
-                warped_fixed = fields.resample(fixed_level, affine, shape, affine,
-                                               field=half_fixed[0], clamp=True)
-                warped_moving = fields.resample(moving_source, moving_volume.affine, shape,
-                                                affine, field=half_moving[0], prealign=prealign,
-                                                clamp=True)
+                warped_fixed = fields.resample(
+                    fixed_level, affine, shape, affine, field=half_fixed[0], clamp=True
+                )
+                warped_moving = fields.resample(
+                    moving_source,
+                    moving_volume.affine,
+                    shape,
+                    affine,
+                    field=half_moving[0],
+                    prealign=prealign,
+                    clamp=True,
+                )
                 value, forward_update = self.metric.dense_gradient(
-                    warped_fixed, warped_moving, mask=mask_level, grid_to_world=affine)
+                    warped_fixed, warped_moving, mask=mask_level, grid_to_world=affine
+                )
                 histogram = self.metric.joint_histogram
                 _, backward_update = self.metric.dense_gradient(
-                    warped_moving, warped_fixed, mask=mask_level, grid_to_world=affine)
+                    warped_moving, warped_fixed, mask=mask_level, grid_to_world=affine
+                )
                 forward_update = _regularised(forward_update, self.update_sigma, step_mm)
                 backward_update = _regularised(backward_update, self.update_sigma, step_mm)
                 half_moving = self._step(half_moving, forward_update, affine)
@@ -193,12 +234,26 @@ class SymmetricDiffeomorphicRegistration:
                 warped = None
                 if with_images:
                     forward = _forward(half_fixed[1], half_moving[0], affine)
-                    warped = fixed_volume.user_array(fields.resample(
-                        moving_volume.data, moving_volume.affine, shape, affine, field=forward,
-                        prealign=prealign))
-                yield Snapshot(level, iteration, -value, fixed_volume.user_array(forward_update),
-                               histogram, warped, affine,
-                               (half_fixed[1], half_moving[0], fixed_volume, prealign))
+                    warped = fixed_volume.user_array(
+                        fields.resample(
+                            moving_volume.data,
+                            moving_volume.affine,
+                            shape,
+                            affine,
+                            field=forward,
+                            prealign=prealign,
+                        )
+                    )
+                yield Snapshot(
+                    level,
+                    iteration,
+                    -value,
+                    fixed_volume.user_array(forward_update),
+                    histogram,
+                    warped,
+                    affine,
+                    (half_fixed[1], half_moving[0], fixed_volume, prealign),
+                )
                 if self._converged(level_energies):
                     break
 
@@ -220,13 +275,21 @@ class SymmetricDiffeomorphicRegistration:
         from 0.926 to 0.943 and lowers the error from 1.02 to 0.74 mm.
         """
         field = fields.compose(update, half_map[0], affine)
-        guess = fields.resample(update, affine, update.shape[:3], affine, field=half_map[1],
-                                clamp=True)
-        np.subtract(half_map[1], guess, out=guess)   # w - u(x + w): compose(w, -u)
-        inverse, _ = fields.invert(field, affine, initial=guess, max_iterations=self.inv_iter,
-                                   tolerance=self.inv_tol)
-        field, _ = fields.invert(inverse, affine, initial=field, max_iterations=1,
-                                 tolerance=self.inv_tol, polish_tolerance=0.1)
+        guess = fields.resample(
+            update, affine, update.shape[:3], affine, field=half_map[1], clamp=True
+        )
+        np.subtract(half_map[1], guess, out=guess)  # w - u(x + w): compose(w, -u)
+        inverse, _ = fields.invert(
+            field, affine, initial=guess, max_iterations=self.inv_iter, tolerance=self.inv_tol
+        )
+        field, _ = fields.invert(
+            inverse,
+            affine,
+            initial=field,
+            max_iterations=1,
+            tolerance=self.inv_tol,
+            polish_tolerance=0.1,
+        )
         return [field, inverse]
 
     def _converged(self, energies):

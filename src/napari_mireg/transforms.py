@@ -31,6 +31,7 @@ class Volume:
 
     @property
     def shape(self):
+        """The data's shape."""
         return self.data.shape
 
     @property
@@ -75,8 +76,9 @@ def as_volume(image, affine=None, name="image", dtype=np.float32):
     if ndim == 2 and affine.shape == (4, 4):
         affine = np.delete(np.delete(affine, 0, axis=0), 0, axis=1)  # an embedded 2D affine
     if affine.shape != (size, size) or not np.all(np.isfinite(affine)):
-        raise ValueError(f"{name} affine must be a finite {size}x{size} matrix, "
-                         f"got shape {affine.shape}")
+        raise ValueError(
+            f"{name} affine must be a finite {size}x{size} matrix, got shape {affine.shape}"
+        )
     if abs(np.linalg.det(affine[:ndim, :ndim])) < 1e-12:
         raise ValueError(f"{name} affine is singular")
     data = np.ascontiguousarray(data, dtype=dtype)
@@ -103,9 +105,14 @@ class AffineMap:
     def transform(self, moving, fixed_grid, interpolation="linear", moving_affine=None):
         """Resample `moving` (array with `moving_affine`, or nibabel image) on `fixed_grid`."""
         volume = as_volume(moving, moving_affine, "moving", dtype=_dtype_for(interpolation))
-        result = fields.resample(volume.data, volume.affine, fixed_grid.shape,
-                                 fixed_grid.affine, prealign=self.matrix,
-                                 interpolation=interpolation)
+        result = fields.resample(
+            volume.data,
+            volume.affine,
+            fixed_grid.shape,
+            fixed_grid.affine,
+            prealign=self.matrix,
+            interpolation=interpolation,
+        )
         return fixed_grid.user_array(result)
 
     def inverse(self):
@@ -141,8 +148,10 @@ class DiffeomorphicMap:
 
     def inverse_transforms(self):
         """The inverse map in ANTs order: the inverse affine, then the backward field."""
-        return [AffineMap(np.linalg.inv(self.prealign)),
-                DisplacementField(self.backward, self.fixed_grid)]
+        return [
+            AffineMap(np.linalg.inv(self.prealign)),
+            DisplacementField(self.backward, self.fixed_grid),
+        ]
 
     def transform(self, moving, interpolation="linear", moving_affine=None):
         """Resample a moving-space image into fixed space.
@@ -162,13 +171,15 @@ class DiffeomorphicMap:
         """
         if moving_affine is None and not hasattr(moving, "affine"):
             moving_affine = self.moving_grid.affine
-        return apply_transforms(moving, self.fixed_grid, self.transforms(), interpolation,
-                                image_affine=moving_affine)
+        return apply_transforms(
+            moving, self.fixed_grid, self.transforms(), interpolation, image_affine=moving_affine
+        )
 
     def transform_inverse(self, fixed, interpolation="linear", fixed_affine=None):
         """Resample a fixed-space image into moving space (the moving grid)."""
-        return self.inverse().transform(fixed, interpolation=interpolation,
-                                        moving_affine=fixed_affine)
+        return self.inverse().transform(
+            fixed, interpolation=interpolation, moving_affine=fixed_affine
+        )
 
     def inverse(self):
         """The moving-to-fixed DiffeomorphicMap, its fields resampled on the moving grid.
@@ -180,13 +191,23 @@ class DiffeomorphicMap:
         linear = self.prealign[:3, :3]
 
         def on_moving_grid(field):
-            sampled = fields.resample(field, self.fixed_grid.affine, self.moving_grid.shape,
-                                      self.moving_grid.affine, prealign=inverse_prealign,
-                                      clamp=True)
+            sampled = fields.resample(
+                field,
+                self.fixed_grid.affine,
+                self.moving_grid.shape,
+                self.moving_grid.affine,
+                prealign=inverse_prealign,
+                clamp=True,
+            )
             return np.ascontiguousarray(sampled @ linear.T.astype(np.float32))
 
-        return DiffeomorphicMap(self.moving_grid, self.fixed_grid, inverse_prealign,
-                                on_moving_grid(self.backward), on_moving_grid(self.forward))
+        return DiffeomorphicMap(
+            self.moving_grid,
+            self.fixed_grid,
+            inverse_prealign,
+            on_moving_grid(self.backward),
+            on_moving_grid(self.forward),
+        )
 
     def displacement(self):
         """Full world displacement of each fixed voxel, prealignment included (mm).
@@ -201,14 +222,15 @@ class DiffeomorphicMap:
         return (mapped - points).reshape(grid.shape + (3,)).astype(np.float32)
 
     def jacobian_determinant(self):
-        """det of the Jacobian of p -> p + forward(p) on the fixed grid (the affine aside)."""
+        """Det of the Jacobian of p -> p + forward(p) on the fixed grid (the affine aside)."""
         return self.fixed_grid.user_array(
-            fields.jacobian_determinant(self.forward, self.fixed_grid.affine))
+            fields.jacobian_determinant(self.forward, self.fixed_grid.affine)
+        )
 
     def inversion_error(self):
         """Mean and max |phi(phi^-1(x)) - x| over the fixed grid, in voxels."""
         residual = fields.compose(self.backward, self.forward, self.fixed_grid.affine)
-        voxels = np.sqrt((residual ** 2).sum(axis=-1)) / self.fixed_grid.spacing.min()
+        voxels = np.sqrt((residual**2).sum(axis=-1)) / self.fixed_grid.spacing.min()
         return float(voxels.mean()), float(voxels.max())
 
 
@@ -250,13 +272,22 @@ def chain_displacement(transforms, reference):
         if isinstance(transform, AffineMap):
             matrix = np.asarray(transform.matrix, dtype=np.float64) @ matrix
         elif isinstance(transform, DisplacementField):
-            if displacement is None and same_grid(transform.grid, reference) \
-                    and np.array_equal(matrix, np.eye(4)):
+            if (
+                displacement is None
+                and same_grid(transform.grid, reference)
+                and np.array_equal(matrix, np.eye(4))
+            ):
                 displacement = np.asarray(transform.field, dtype=np.float32)
                 continue
             # y = M (p + d) moves to y + F(y) = M (p + d + M_lin^-1 F(y)).
-            sampled = fields.resample(transform.field, transform.grid.affine, reference.shape,
-                                      reference.affine, field=displacement, prealign=matrix)
+            sampled = fields.resample(
+                transform.field,
+                transform.grid.affine,
+                reference.shape,
+                reference.affine,
+                field=displacement,
+                prealign=matrix,
+            )
             step = sampled @ np.linalg.inv(matrix[:3, :3]).T.astype(np.float32)
             displacement = step if displacement is None else displacement + step
         else:
@@ -285,15 +316,21 @@ def apply_transforms(image, reference, transforms, interpolation="linear", image
     reference = as_volume(reference, name="reference", dtype=None)
     volume = as_volume(image, image_affine, "image", dtype=_dtype_for(interpolation))
     displacement, matrix = chain_displacement(transforms, reference)
-    result = fields.resample(volume.data, volume.affine, reference.shape, reference.affine,
-                             field=displacement, prealign=matrix, interpolation=interpolation)
+    result = fields.resample(
+        volume.data,
+        volume.affine,
+        reference.shape,
+        reference.affine,
+        field=displacement,
+        prealign=matrix,
+        interpolation=interpolation,
+    )
     return reference.user_array(result)
 
 
 def same_grid(first, second, tolerance=1e-3):
     """True when two Volumes share shape and voxel-to-world matrix (to `tolerance` mm)."""
-    return first.shape == second.shape and np.allclose(first.affine, second.affine,
-                                                       atol=tolerance)
+    return first.shape == second.shape and np.allclose(first.affine, second.affine, atol=tolerance)
 
 
 def _dtype_for(interpolation):

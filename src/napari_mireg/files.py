@@ -1,0 +1,331 @@
+"""Files in and out: volumes (NIfTI, MGZ) and transforms in the ITK/ANTs conventions.
+
+Every write goes to a temporary file in the target's folder first and is renamed into
+place, so a reader never sees a half-written file and an interrupted write leaves nothing.
+
+ITK works in LPS world coordinates, nibabel in RAS: ``F = diag(-1, -1, 1)`` converts
+points, vectors and matrices between the two (``M_lps = F M_ras F``).
+"""
+
+import contextlib
+import os
+import tempfile
+import zlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import io as scipy_io
+
+from napari_mireg.labels import label_values
+from napari_mireg.transforms import AffineMap, DisplacementField, as_volume
+
+__all__ = [
+    "NIFTI_INTENT_VECTOR",
+    "RAS_TO_LPS",
+    "VOLUME_SUFFIXES",
+    "InputError",
+    "atomic_path",
+    "load_transform",
+    "load_volume",
+    "save_affine",
+    "save_displacement",
+    "save_field",
+    "save_volume",
+    "suffix_of",
+    "write_text",
+]
+
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mgz", ".mgh")
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+NIFTI_INTENT_VECTOR = 1007
+
+
+class InputError(ValueError):
+    """A bad input file; the message starts with the file's path."""
+
+    def __init__(self, path, problem):
+        super().__init__(f"{path}: {problem}")
+        self.path = Path(path)
+        self.problem = problem
+
+
+def suffix_of(path):
+    """The format suffix of a path: ``.nii.gz`` counts as one."""
+    name = Path(path).name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def _open_image(path):
+    """Nibabel image of a volume file, with its voxels read (so truncation shows here)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such file")
+    if suffix_of(path) not in VOLUME_SUFFIXES:
+        raise InputError(
+            path,
+            f"unsupported format {suffix_of(path) or '(no suffix)'}; "
+            f"expected one of {', '.join(VOLUME_SUFFIXES)}",
+        )
+    try:
+        image = nib.load(path)
+        data = np.asanyarray(image.dataobj)
+    except (nib.filebasedimages.ImageFileError, EOFError, zlib.error, OSError, ValueError) as error:
+        raise InputError(
+            path, f"cannot be read ({error}); is the file truncated or not {suffix_of(path)}?"
+        ) from error
+    return image, data
+
+
+def load_volume(path, *, labels=False, dtype=np.float32):
+    """Read a 2D/3D volume (or a 4D file holding one volume) with its voxel-to-world affine.
+
+    Parameters
+    ----------
+    path : str or Path
+        .nii, .nii.gz, .mgz or .mgh.
+    labels : bool
+        Read a label map: integer values kept (whole-number floats converted), any other
+        value refused.
+    dtype : numpy dtype or None
+        Type of intensity data (None keeps the file's, e.g. to tell labels from images).
+
+    Returns
+    -------
+    Volume
+        float32 data (or integers for labels) and the file's RAS affine.
+
+    Raises
+    ------
+    InputError
+        Missing, unreadable or truncated file, several volumes, non-finite intensities,
+        non-integer labels; the message names the file.
+    """
+    image, data = _open_image(path)
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim > 3:
+        raise InputError(
+            path, f"has shape {data.shape}: {int(np.prod(data.shape[3:]))} volumes, expected one"
+        )
+    try:
+        if labels:
+            data = label_values(data, "data")
+        return as_volume(data, image.affine, "data", dtype=None if labels else dtype)
+    except ValueError as error:
+        raise InputError(path, str(error).removeprefix("data: ").removeprefix("data ")) from error
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path` (same suffix); rename it to `path` on success."""
+    path = Path(path)
+    descriptor, temporary = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=suffix_of(path), dir=path.parent
+    )
+    os.close(descriptor)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; a finished file gets the usual mode
+    try:
+        yield Path(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def write_text(path, text):
+    """Write a text file atomically."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(text)
+
+
+def _save_image(image, path):
+    with atomic_path(path) as temporary:
+        nib.save(image, temporary)
+
+
+def _nifti(data, affine, path):
+    """A NIfTI or MGH image for `path`'s suffix, with sform and qform set to `affine`."""
+    if suffix_of(path) in (".mgz", ".mgh"):
+        return nib.MGHImage(data, affine)
+    image = nib.Nifti1Image(data, affine)
+    image.set_sform(affine, code=1)
+    image.set_qform(affine, code=1)
+    return image
+
+
+def save_volume(path, data, affine, *, labels=False):
+    """Write a volume (float32, or integer labels) atomically; the suffix picks the format.
+
+    Parameters
+    ----------
+    path : str or Path
+    data : ndarray, 2D or 3D
+    affine : ndarray (4, 4)
+        Voxel-to-world (RAS) matrix.
+    labels : bool
+        Keep an integer dtype (int32 when the input is not integer).
+    """
+    path = Path(path)
+    if suffix_of(path) not in VOLUME_SUFFIXES:
+        raise InputError(
+            path, f"unsupported output format; use one of {', '.join(VOLUME_SUFFIXES)}"
+        )
+    array = np.asarray(data)
+    array = label_values(array, str(path)) if labels else array.astype(np.float32)
+    if labels and array.dtype.itemsize == 8:
+        array = array.astype(np.int32)
+    _save_image(_nifti(array, np.asarray(affine, dtype=np.float64), path), path)
+
+
+def save_displacement(mapping, path, which="forward"):
+    """Write a map's displacement field as an ITK/ANTs warp on the fixed grid.
+
+    The file is NIfTI, shape (X, Y, Z, 1, 3), float32, intent 1007 (vector), vectors in mm
+    in ITK's LPS frame. "forward" is the warp that, followed by the affine, brings the moving
+    image into fixed space (``-t warp -t affine``); "inverse" is the warp that follows the
+    inverse affine (``-t [affine,1] -t inverse_warp``).
+
+    Parameters
+    ----------
+    mapping : DiffeomorphicMap
+    path : str or Path
+    which : {"forward", "inverse"}
+    """
+    if which not in ("forward", "inverse"):
+        raise ValueError(f"which must be 'forward' or 'inverse', got {which!r}")
+    ras = mapping.forward if which == "forward" else mapping.backward
+    save_field(DisplacementField(ras, mapping.fixed_grid), path)
+
+
+def save_field(displacement, path):
+    """Write a DisplacementField as an ITK/ANTs warp (see :func:`save_displacement`)."""
+    if displacement.grid.ndim != 3:
+        raise ValueError(f"{path}: ITK/ANTs warps are 3D, this registration is 2D")
+    lps = np.asarray(displacement.field, dtype=np.float32) * np.float32([-1, -1, 1])
+    image = _nifti(lps[:, :, :, None, :], displacement.grid.affine, path)
+    image.header.set_intent(NIFTI_INTENT_VECTOR)
+    _save_image(image, path)
+
+
+def save_affine(affine_map, path):
+    """Write an AffineMap as an ITK affine (AffineTransform_double_3_3, LPS).
+
+    ``.txt`` or ``.tfm`` give ITK's text format, ``.mat`` the MATLAB format that
+    ``antsRegistration`` writes (ANTsPy inverts only .mat files). ANTs
+    (``antsApplyTransforms -t affine.txt``), ANTsPy and SimpleITK read both.
+    """
+    matrix = RAS_TO_LPS @ np.asarray(getattr(affine_map, "matrix", affine_map)) @ RAS_TO_LPS
+    parameters = np.concatenate([matrix[:3, :3].ravel(), matrix[:3, 3]])
+    if suffix_of(path) == ".mat":
+        with atomic_path(path) as temporary:
+            scipy_io.savemat(
+                temporary,
+                {"AffineTransform_double_3_3": parameters[:, None], "fixed": np.zeros((3, 1))},
+                format="4",
+            )
+        return
+    text = (
+        "#Insight Transform File V1.0\n#Transform 0\n"
+        "Transform: AffineTransform_double_3_3\n"
+        f"Parameters: {' '.join(repr(float(p)) for p in parameters)}\n"
+        "FixedParameters: 0 0 0\n"
+    )
+    write_text(path, text)
+
+
+def _affine_from_itk(parameters, centre):
+    """RAS world matrix of ITK's ``y = A (x - c) + c + t`` (LPS) parameters."""
+    parameters = np.asarray(parameters, dtype=np.float64).ravel()
+    linear = parameters[:9].reshape(3, 3)
+    centre = np.asarray(centre, dtype=np.float64).ravel()
+    matrix = np.eye(4)
+    matrix[:3, :3] = linear
+    matrix[:3, 3] = parameters[9:12] + centre - linear @ centre
+    return RAS_TO_LPS @ matrix @ RAS_TO_LPS
+
+
+def _read_itk_text(path):
+    fields = {}
+    for line in Path(path).read_text().splitlines():
+        key, _, value = line.partition(":")
+        if value and not key.startswith("#"):
+            fields.setdefault(key.strip(), value.strip())
+    kind = fields.get("Transform", "")
+    if not kind.startswith(("AffineTransform", "MatrixOffsetTransformBase")) or not kind.endswith(
+        "_3_3"
+    ):
+        raise InputError(
+            path, f"unsupported transform type {kind or '(none)'}; expected a 3D AffineTransform"
+        )
+    parameters = fields.get("Parameters", "").split()
+    centre = fields.get("FixedParameters", "0 0 0").split()
+    if len(parameters) != 12 or len(centre) != 3:
+        raise InputError(path, "affine transform needs 12 parameters and 3 fixed parameters")
+    return _affine_from_itk([float(p) for p in parameters], [float(c) for c in centre])
+
+
+def _read_ants_mat(path):
+    contents = scipy_io.loadmat(path)
+    keys = [k for k in contents if k.startswith(("AffineTransform", "MatrixOffsetTransform"))]
+    if not keys or not keys[0].endswith("_3_3") or "fixed" not in contents:
+        raise InputError(path, "not a 3D ANTs/ITK affine transform (.mat)")
+    return _affine_from_itk(contents[keys[0]], contents["fixed"])
+
+
+def _read_field(path):
+    image, data = _open_image(path)
+    if data.ndim == 5 and data.shape[3] == 1:
+        data = data[:, :, :, 0, :]
+    if data.ndim != 4 or data.shape[3] != 3:
+        raise InputError(
+            path, f"has shape {data.shape}; a 3D displacement field is (X, Y, Z, 1, 3)"
+        )
+    ras = np.ascontiguousarray(data * np.float32([-1, -1, 1]), dtype=np.float32)
+    if not np.all(np.isfinite(ras)):
+        raise InputError(path, "displacement field has NaN or infinite values")
+    grid = as_volume(np.zeros(data.shape[:3], np.float32), image.affine, str(path))
+    return DisplacementField(ras, grid)
+
+
+def load_transform(path, *, invert=False):
+    """Read a transform written by this project, ANTs or ITK.
+
+    Parameters
+    ----------
+    path : str or Path
+        An ITK text affine (.txt, .tfm), an ANTs/ITK MATLAB affine (.mat), or a displacement
+        field (.nii, .nii.gz) in the ITK/ANTs convention.
+    invert : bool
+        Return the inverse (affines only, as ``antsApplyTransforms -t [file,1]``).
+
+    Returns
+    -------
+    AffineMap or DisplacementField
+        In RAS world coordinates, mapping reference points towards the image to sample.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such file")
+    suffix = suffix_of(path)
+    if suffix in (".nii", ".nii.gz"):
+        if invert:
+            raise InputError(
+                path,
+                "a displacement field cannot be inverted on the fly; use the inverse warp file",
+            )
+        return _read_field(path)
+    try:
+        if suffix in (".txt", ".tfm"):
+            matrix = _read_itk_text(path)
+        elif suffix == ".mat":
+            matrix = _read_ants_mat(path)
+        else:
+            raise InputError(path, f"unsupported transform format {suffix or '(no suffix)'}")
+    except (UnicodeDecodeError, ValueError) as error:
+        if isinstance(error, InputError):
+            raise
+        raise InputError(path, f"cannot be read as a transform ({error})") from error
+    return AffineMap(np.linalg.inv(matrix) if invert else matrix)

@@ -1,0 +1,253 @@
+"""The registration options: one object with the defaults, the parsing and the checks.
+
+The Python API, the ``mireg`` command line, the cohort runner, the job runner and the napari
+widget all build a :class:`RegistrationOptions` and nothing else, so a default is written
+once and a bad value is refused with the same message everywhere, before any work starts.
+"""
+
+import math
+import operator
+import re
+from dataclasses import asdict, dataclass, fields, replace
+
+PREALIGNMENTS = ("affine", "rigid", "none")
+BINS_RANGE = (4, 1024)  # below 4 the Parzen window is wider than the histogram; above 1024
+#                         the (bins x bins) table outgrows any MRI's voxel count
+STEP_LENGTH_MAX = 10.0  # voxels of a level: larger steps fold the map on the first update
+UPDATE_SIGMA_MAX = 100.0  # voxels: a wider Gaussian flattens any update to a translation
+ITERATIONS_MAX = 100_000
+
+
+class OptionError(ValueError):
+    """A registration option with a bad value; the message names the option."""
+
+    def __init__(self, option, problem):
+        super().__init__(f"{option}: {problem}")
+        self.option = option
+        self.problem = problem
+
+
+def parse_iterations(text, option="iterations"):
+    """Iterations per level from "40,20,10" or ANTs' "40x20x10" (coarsest level first).
+
+    Parameters
+    ----------
+    text : str or sequence of int
+    option : str
+        The option's name in error messages.
+
+    Returns
+    -------
+    tuple of int
+
+    Raises
+    ------
+    OptionError
+        Not a list of integers >= 0, or empty.
+    """
+    if isinstance(text, str):
+        parts = [part for part in re.split(r"[,xX\s]+", text.strip()) if part]
+        try:
+            values = tuple(int(part) for part in parts)
+        except ValueError:
+            raise OptionError(
+                option, f"expected integers such as 40x20x10 or 40,20,10, got {text!r}"
+            ) from None
+    else:
+        try:
+            values = tuple(text)
+        except TypeError:
+            raise OptionError(option, f"expected a sequence of integers, got {text!r}") from None
+        values = tuple(_integer(v, option, -ITERATIONS_MAX, ITERATIONS_MAX) for v in values)
+    if not values:
+        raise OptionError(option, "name at least one level, e.g. 40x20x10")
+    if min(values) < 0 or max(values) > ITERATIONS_MAX:
+        raise OptionError(
+            option, f"each level needs 0 to {ITERATIONS_MAX} iterations, got {text!r}"
+        )
+    return values
+
+
+def _number(value, option, low, high, *, low_open=False):
+    """A finite float in [low, high] (or (low, high] with low_open)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise OptionError(option, f"expected a number, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise OptionError(option, f"must be a finite number, got {value!r}")
+    if number > high or number < low or (low_open and number == low):
+        bound = f"> {low:g}" if low_open else f">= {low:g}"
+        raise OptionError(option, f"must be {bound} and <= {high:g}, got {value!r}")
+    return number
+
+
+def _integer(value, option, low, high):
+    """An integer in [low, high] from an int, a numpy integer or a decimal string."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = int(value.strip()) if isinstance(value, str) else operator.index(value)
+    except (TypeError, ValueError):
+        raise OptionError(option, f"expected an integer, got {value!r}") from None
+    if not low <= number <= high:
+        raise OptionError(option, f"must be between {low} and {high}, got {number}")
+    return number
+
+
+@dataclass(frozen=True)
+class RegistrationOptions:
+    """How a registration runs: MI prealignment, then MI-SyN.
+
+    Every value is checked when the object is made; a bad one raises :class:`OptionError`
+    (a ``ValueError``) naming the option.
+
+    Parameters
+    ----------
+    prealign : {"affine", "rigid", "none"}
+        The MI prealignment before SyN (a known matrix is passed to
+        :func:`napari_mireg.register_steps` instead).
+    bins : int
+        Histogram bins of the MI metric, 4 to 1024 (ANTs' default is 32).
+    level_iters : tuple of int
+        SyN iterations per level, coarsest first ("40x20x10" or "40,20,10" accepted).
+    step_length : float
+        Largest SyN update per iteration, in voxels of the level (ANTs ``SyN[0.25, ...]``).
+    update_sigma : float
+        Gaussian sigma of each update, in voxels of the level. ANTs gives a variance
+        (``SyN[0.25, 3, 0]``): sigma = sqrt(variance), so 1.73 is ANTs' 3.
+    threads : int or None
+        Threads of the kernels (None: all cores). It changes no result.
+    """
+
+    prealign: str = "affine"
+    bins: int = 32
+    level_iters: tuple = (40, 20, 10)
+    step_length: float = 0.25
+    update_sigma: float = 1.73
+    threads: int | None = None
+
+    def __post_init__(self):
+        if self.prealign not in PREALIGNMENTS:
+            raise OptionError(
+                "prealign", f"must be one of {', '.join(PREALIGNMENTS)}, got {self.prealign!r}"
+            )
+        set_ = object.__setattr__  # frozen: normalise the values once, here
+        set_(self, "bins", _integer(self.bins, "bins", *BINS_RANGE))
+        set_(self, "level_iters", parse_iterations(self.level_iters, "level_iters"))
+        set_(
+            self,
+            "step_length",
+            _number(self.step_length, "step_length", 0.0, STEP_LENGTH_MAX, low_open=True),
+        )
+        set_(
+            self, "update_sigma", _number(self.update_sigma, "update_sigma", 0.0, UPDATE_SIGMA_MAX)
+        )
+        if self.threads is not None:
+            set_(self, "threads", _integer(self.threads, "threads", 1, 4096))
+
+    @classmethod
+    def build(cls, options=None, **changes):
+        """Options from an existing object, a mapping, or keywords (later ones win).
+
+        Raises
+        ------
+        OptionError
+            A bad value, or a name that is not an option.
+        """
+        if isinstance(options, RegistrationOptions):
+            base = asdict(options)
+        else:
+            base = dict(options or {})
+        base.update(changes)
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(base) - names)
+        if unknown:
+            raise OptionError(
+                unknown[0], f"not a registration option (options: {', '.join(sorted(names))})"
+            )
+        return cls(**base)
+
+    def replace(self, **changes):
+        """A copy with some values changed (checked again)."""
+        return replace(self, **changes)
+
+    def as_dict(self):
+        """The options as plain values (level_iters as a list), as written in reports."""
+        values = asdict(self)
+        values["level_iters"] = list(self.level_iters)
+        return values
+
+    def results_key(self):
+        """The options that decide the results (not the thread count): for resuming."""
+        values = self.as_dict()
+        values.pop("threads")
+        return values
+
+
+DEFAULTS = RegistrationOptions()
+
+
+def add_arguments(parser):
+    """The registration options of ``mireg register`` and ``mireg batch`` (argparse).
+
+    Values are parsed here and checked by :meth:`from_arguments`, so the messages are those
+    of :class:`RegistrationOptions`.
+    """
+    group = parser.add_argument_group("registration")
+    group.add_argument(
+        "--prealign",
+        choices=PREALIGNMENTS,
+        default=DEFAULTS.prealign,
+        help=f"MI prealignment before SyN (default: {DEFAULTS.prealign})",
+    )
+    group.add_argument(
+        "--bins",
+        default=DEFAULTS.bins,
+        help=f"histogram bins, {BINS_RANGE[0]} to {BINS_RANGE[1]} (default: {DEFAULTS.bins})",
+    )
+    group.add_argument(
+        "--iterations",
+        default="x".join(map(str, DEFAULTS.level_iters)),
+        help="SyN iterations per level, coarsest first, as 40x20x10 or "
+        "40,20,10 (default: %(default)s)",
+    )
+    group.add_argument(
+        "--step-length",
+        default=DEFAULTS.step_length,
+        help=f"largest update per iteration, in voxels (default: {DEFAULTS.step_length})",
+    )
+    group.add_argument(
+        "--update-sigma",
+        default=DEFAULTS.update_sigma,
+        help=f"Gaussian sigma of each update, in voxels; ANTs' update variance "
+        f"3 is sigma 1.73 (default: {DEFAULTS.update_sigma})",
+    )
+    group.add_argument(
+        "--threads", default=None, help="threads of the kernels (default: all cores)"
+    )
+
+
+ARGUMENT_NAMES = {
+    "prealign": "--prealign",
+    "bins": "--bins",
+    "level_iters": "--iterations",
+    "step_length": "--step-length",
+    "update_sigma": "--update-sigma",
+    "threads": "--threads",
+}
+
+
+def from_arguments(args):
+    """RegistrationOptions from parsed arguments; errors name the command-line option."""
+    try:
+        return RegistrationOptions(
+            prealign=args.prealign,
+            bins=args.bins,
+            level_iters=args.iterations,
+            step_length=args.step_length,
+            update_sigma=args.update_sigma,
+            threads=args.threads,
+        )
+    except OptionError as error:
+        raise OptionError(ARGUMENT_NAMES.get(error.option, error.option), error.problem) from None
