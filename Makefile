@@ -1,42 +1,59 @@
 # Set-up and entry points. `make demo` and `make test` do everything on a fresh machine:
 # Debian's Xvfb and Qt xcb libraries (when root and missing), a virtual environment, the
-# package with its Cython kernels and its test extra.
+# package with its Cython kernels. `make demo` installs the runtime and the `napari` extra
+# only; `make test` adds the `test` extra (pytest, ruff, the ITK/ANTs/DIPY peers, nilearn).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-napari
+TEST_STAMP := $(VENV)/.installed-test
+SOURCES := pyproject.toml setup.py $(wildcard src/napari_mireg/*.pyx src/napari_mireg/*.pxd \
+	src/napari_mireg/*.h)
 
 # Xvfb and the libraries Qt's xcb platform plugin needs (napari draws through it).
 DEBIAN_PACKAGES := xvfb xauth libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 \
 	libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xinput0 libxcb-xfixes0 \
 	libxcb-shape0 libxcb-cursor0 libdbus-1-3 libgl1 libegl1 libfontconfig1
 
-# Known-deformation check (error against the true field): python -m napari_mireg.demo
-.PHONY: demo test bench system-packages install clean
+.PHONY: demo test lint bench system-packages install clean
 
 SAMPLE := src/napari_mireg/sample_data
 
 # The main job: `mireg register` on the bundled sample pair, outputs in demo-output/.
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/mireg register $(SAMPLE)/fixed_t1.nii.gz $(SAMPLE)/moving_t2.nii.gz \
 		--fixed-labels $(SAMPLE)/fixed_synthseg.nii.gz \
 		--moving-labels $(SAMPLE)/moving_synthseg.nii.gz --out demo-output
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+# What .ci/run checks before the tests.
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# The metric against ITK; the others (SyN against ANTs/DIPY, cohorts, widget, the
+# known-deformation check) are in benchmarks/, see CONTRIBUTING.md.
+bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/bench_metric.py
 
-install: $(STAMP)
+install: $(DEMO_STAMP)
 
-$(STAMP): pyproject.toml setup.py $(wildcard src/napari_mireg/*.pyx src/napari_mireg/*.pxd src/napari_mireg/*.h)
+$(DEMO_STAMP): $(SOURCES)
+	$(MAKE) system-packages
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[napari]"
+	touch $(DEMO_STAMP)
+
+$(TEST_STAMP): $(SOURCES)
 	$(MAKE) system-packages
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
-	touch $(STAMP)
+	touch $(TEST_STAMP) $(DEMO_STAMP)
 
 system-packages:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do \

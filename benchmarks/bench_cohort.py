@@ -12,10 +12,12 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # testdata, peers
+
 from dask.distributed import Client, LocalCluster
+from testdata import write_cohort
 
 from napari_mireg.batch import all_pairs, run_cohort
-from napari_mireg.datasets import write_cohort
 
 
 def throughput(pairs, out_dir, workers):

@@ -10,14 +10,18 @@ Usage: python benchmarks/bench_metric.py [--zoom 1] [--repeats 5] [--itk-repeats
 
 import argparse
 import statistics
+import sys
 import time
 from functools import partial
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # testdata, peers
 
 import numpy as np
+from peers import cosine_similarity, itk_mattes_derivative
+from testdata import deformed_pair
 
 from napari_mireg import MutualInformation
-from napari_mireg.datasets import deformed_pair
-from napari_mireg.references import cosine_similarity, itk_mattes_derivative
 
 
 def median_seconds(function, repeats):

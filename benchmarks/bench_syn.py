@@ -18,6 +18,9 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # testdata, peers
 
 import numpy as np
 
@@ -31,8 +34,9 @@ def dice(a, b, label):
 
 def run_engine(engine, zoom, iterations, threads, contrast, peak=6.0, seed=0):
     """Register the pair with one engine; returns a dict of figures (in this process)."""
+    from testdata import deformed_pair, tissue_labels, warp_linear
+
     from napari_mireg import fields
-    from napari_mireg.datasets import deformed_pair, tissue_labels, warp_linear
 
     fixed, moving, affine, displacement = deformed_pair(
         zoom=zoom, peak=peak, seed=seed, contrast=contrast

@@ -12,20 +12,24 @@ xvfb-run -a python benchmarks/bench_widget.py
 
 import argparse
 import itertools
+import sys
 import time
+from pathlib import Path
 from unittest import mock
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # testdata, peers
 
 import napari
 import numpy as np
 from qtpy.QtCore import QEventLoop, QTimer
 from qtpy.QtWidgets import QApplication
+from testdata import deformed_pair, synthseg_tissue_labels, warp_linear
 
 from napari_mireg import _widget, register
 from napari_mireg._display import labels_colormap, layer_kwargs, layer_volume, to_display
 from napari_mireg._frames import Frame
 from napari_mireg._sample_data import sample_pair
 from napari_mireg._widget import RegistrationWidget
-from napari_mireg.datasets import deformed_pair, synthseg_tissue_labels, warp_linear
 
 
 def wait(seconds=None, until=None):

@@ -1,8 +1,11 @@
 """Regenerate the bundled sample data in src/napari_mireg/sample_data (needs nilearn)."""
 
+import sys
 from pathlib import Path
 
-from napari_mireg.datasets import write_sample_data
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # testdata
+
+from testdata import write_sample_data
 
 if __name__ == "__main__":
     folder = Path(__file__).resolve().parents[1] / "src" / "napari_mireg" / "sample_data"

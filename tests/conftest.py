@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 from scipy import ndimage
-
-from napari_mireg.datasets import blobs, deformed_pair  # noqa: F401 (blobs: for tests)
+from testdata import blobs, deformed_pair  # noqa: F401 (blobs: for tests)
 
 
 def smooth_field(shape, peak, seed, sigma=4.0):

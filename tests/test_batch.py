@@ -7,9 +7,9 @@ import io
 from pathlib import Path
 
 import pytest
+from testdata import write_cohort
 
 from napari_mireg.batch import all_pairs, read_pairs, run_cohort, unique_names
-from napari_mireg.datasets import write_cohort
 from napari_mireg.jobs import load_inputs, run_job
 
 OPTIONS = {"level_iters": (10, 5), "prealign": "rigid"}

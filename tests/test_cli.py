@@ -10,10 +10,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from testdata import write_sample_data
 
 from napari_mireg import files
 from napari_mireg.cli import main
-from napari_mireg.datasets import write_sample_data
 from napari_mireg.jobs import OUTPUT_FILES
 from napari_mireg.overlap import overlap_scores
 from napari_mireg.transforms import apply_transforms

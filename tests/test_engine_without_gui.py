@@ -1,7 +1,9 @@
 """The engine, the CLI and the batch runner work with Qt and napari absent."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 SCRIPT = r"""
 import importlib.abc, sys
@@ -17,7 +19,7 @@ import numpy as np
 import napari_mireg
 from napari_mireg import (affine, batch, cli, fields, files, jobs, labels, metric, overlap,
                           registration, syn, transforms, _display, _frames)
-from napari_mireg.datasets import blobs_for_check
+from testdata import blobs_for_check
 fixed, moving = blobs_for_check()
 result = napari_mireg.register(fixed, moving, prealign="rigid", level_iters=(3, 2))
 assert result.mi_after > result.mi_before
@@ -26,6 +28,11 @@ print("ok", sorted(m for m in sys.modules if m.startswith(("napari.", "qtpy"))))
 
 
 def test_engine_cli_and_batch_import_and_run_without_qt_or_napari():
-    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True)
+    # testdata lives next to this file, outside the package
+    path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
+    environment = {**os.environ, "PYTHONPATH": path}
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=environment
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok []"

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
+from testdata import synthseg_tissue_labels
 
-from napari_mireg.datasets import synthseg_tissue_labels
 from napari_mireg.labels import (
     LABEL_COLOURS,
     SYNTHSEG_1_LABELS,

@@ -6,6 +6,7 @@ import time
 import nibabel as nib
 import numpy as np
 import pytest
+from testdata import deformed_pair, tissue_labels, warp_linear
 
 from napari_mireg import (
     MutualInformation,
@@ -14,7 +15,6 @@ from napari_mireg import (
     register,
     register_steps,
 )
-from napari_mireg.datasets import deformed_pair, tissue_labels, warp_linear
 
 
 def mean_dice(reference, warped):

@@ -1,16 +1,23 @@
-"""Test and demonstration data made on the fly, never downloaded.
+"""Test and benchmark data made on the fly, never downloaded (not part of the package).
 
 The brain images come from the MNI ICBM152 2009a template that nilearn ships inside its
-package (``nilearn/datasets/data``); nilearn is an optional dependency, needed only here.
+package (``nilearn/datasets/data``); nilearn is in the ``test`` extra only.
 Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging Centre, Montreal
 Neurological Institute, McGill University; see ``template_licence()``.
+
+The tests import this module as ``testdata`` (pytest puts ``tests/`` on ``sys.path``, see
+``pythonpath`` in pyproject.toml); the benchmarks and scripts put ``tests/`` on ``sys.path``
+themselves.
 """
 
+import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
+
+from napari_mireg._sample_data import SAMPLE_FILES
 
 TEMPLATE_FILES = {
     "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
@@ -35,6 +42,10 @@ def template_path(kind="t1"):
     try:
         import nilearn
     except ImportError as error:
+        if "pytest" in sys.modules:  # in the test suite: the test is skipped, with the reason
+            import pytest
+
+            pytest.skip("nilearn is not installed (the MNI template comes from it)")
         raise ImportError("the MNI template comes from nilearn: pip install nilearn") from error
     path = Path(nilearn.__file__).parent / "datasets" / "data" / TEMPLATE_FILES[kind]
     if not path.exists():
@@ -185,14 +196,6 @@ def synthseg_tissue_labels(zoom=1):
     return labels
 
 
-SAMPLE_FILES = {
-    "fixed": "fixed_t1.nii.gz",
-    "moving": "moving_t2.nii.gz",
-    "fixed_labels": "fixed_synthseg.nii.gz",
-    "moving_labels": "moving_synthseg.nii.gz",
-}
-
-
 def sample_pair(zoom=2, peak=6.0, seed=0, rotation_degrees=6.0, shift_mm=(4.0, -3.0, 2.0)):
     """The sample pair: a T1 brain and a deformed, T2-like, repositioned copy, with labels.
 
@@ -257,11 +260,6 @@ def write_sample_data(folder, zoom=2):
         nib.save(image, paths[key])
     (folder / "LICENSE.txt").write_text(template_licence() + "\n")
     return paths
-
-
-def sample_data_path(key="fixed"):
-    """Path of a bundled sample file (see `SAMPLE_FILES`), shipped inside the package."""
-    return Path(__file__).parent / "sample_data" / SAMPLE_FILES[key]
 
 
 def write_cohort(folder, subjects=3, zoom=4, peak=6.0):

@@ -1,5 +1,8 @@
 """Drivers of peer implementations (ITK, ANTs, DIPY), for cross-checks and benchmarks.
 
+Not part of the package: the tests import it as ``peers``, the benchmarks after putting
+``tests/`` on ``sys.path``.
+
 Each peer is imported only inside the function that uses it: none is a dependency of the
 engine. Arrays use this project's convention (array axes, C order); ITK's index order is
 the reverse, which these functions take care of.
