@@ -1,6 +1,6 @@
 # Kernels of the Parzen-window mutual information (ITK Mattes convention).
 #
-# The maths is in shared/design/mi-syn.md, sections 1-3. Every loop runs without the GIL,
+# The maths is in docs/maths.md, sections 1-4. Every loop runs without the GIL,
 # split over a number of chunks that depends only on the problem (never on the thread count),
 # so the result is the same, bit for bit, with one thread or many.
 

@@ -1,4 +1,4 @@
-"""Rigid and affine prealignment driven by the MI metric's affine gradient."""
+"""Rigid and affine prealignment driven by the MI metric's affine gradient (docs/maths.md, 4-5)."""
 
 from dataclasses import dataclass
 

@@ -1,7 +1,7 @@
 """Symmetric diffeomorphic registration (greedy SyN) driven by mutual information.
 
 Two maps meet in the middle: ``phi_fixed`` carries the fixed image and ``phi_moving`` the
-moving image half way (shared/design/mi-syn.md, section 4). Fields are world displacements
+moving image half way (docs/maths.md, section 6). Fields are world displacements
 (mm) on a grid of the fixed image, coarse to fine.
 """
 
