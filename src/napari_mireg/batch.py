@@ -16,12 +16,15 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, TextIO
 
 import numpy as np
 
 from napari_mireg import files
+from napari_mireg._typing import PathLike
 from napari_mireg.jobs import OUTPUT_FILES, read_report
 from napari_mireg.options import RegistrationOptions, from_arguments
 
@@ -113,7 +116,7 @@ def unique_names(pairs):
     return named
 
 
-def read_pairs(path):
+def read_pairs(path: PathLike) -> list[Pair]:
     """Pairs of a CSV with header ``fixed,moving[,fixed_labels,moving_labels]``.
 
     Paths may be relative to the CSV file's folder.
@@ -133,7 +136,7 @@ def read_pairs(path):
     )
 
 
-def all_pairs(path):
+def all_pairs(path: PathLike) -> list[Pair]:
     """Every ordered pair of the subjects of a CSV with header ``image[,labels]``."""
     subjects = _read_table(path, ["image"], ["labels"])
     return unique_names(
@@ -327,17 +330,17 @@ def _local_client(threads_per_task, workers):
 
 
 def run_cohort(
-    pairs,
-    out_dir,
-    options=None,
+    pairs: Sequence[Pair],
+    out_dir: PathLike,
+    options: RegistrationOptions | Mapping[str, Any] | None = None,
     *,
-    client=None,
-    threads_per_task=1,
-    workers=None,
-    retry_failed=False,
-    progress=sys.stderr,
-    **settings,
-):
+    client: Any = None,
+    threads_per_task: int = 1,
+    workers: int | None = None,
+    retry_failed: bool = False,
+    progress: TextIO | None = sys.stderr,
+    **settings: Any,
+) -> CohortResult:
     """Register every pair on Dask; resumable; writes the cohort tables.
 
     Parameters

@@ -12,13 +12,22 @@ import os
 import tempfile
 import zlib
 from pathlib import Path
+from typing import Literal
 
 import nibabel as nib
 import numpy as np
+import numpy.typing as npt
 from scipy import io as scipy_io
 
+from napari_mireg._typing import Matrix, PathLike
 from napari_mireg.labels import label_values
-from napari_mireg.transforms import AffineMap, DisplacementField, as_volume
+from napari_mireg.transforms import (
+    AffineMap,
+    DiffeomorphicMap,
+    DisplacementField,
+    Volume,
+    as_volume,
+)
 
 __all__ = [
     "NIFTI_INTENT_VECTOR",
@@ -77,7 +86,9 @@ def _open_image(path):
     return image, data
 
 
-def load_volume(path, *, labels=False, dtype=np.float32):
+def load_volume(
+    path: PathLike, *, labels: bool = False, dtype: npt.DTypeLike = np.float32
+) -> Volume:
     """Read a 2D/3D volume (or a 4D file holding one volume) with its voxel-to-world affine.
 
     Parameters
@@ -156,7 +167,9 @@ def _nifti(data, affine, path):
     return image
 
 
-def save_volume(path, data, affine, *, labels=False):
+def save_volume(
+    path: PathLike, data: npt.ArrayLike, affine: Matrix, *, labels: bool = False
+) -> None:
     """Write a volume (float32, or integer labels) atomically; the suffix picks the format.
 
     Parameters
@@ -180,7 +193,11 @@ def save_volume(path, data, affine, *, labels=False):
     _save_image(_nifti(array, np.asarray(affine, dtype=np.float64), path), path)
 
 
-def save_displacement(mapping, path, which="forward"):
+def save_displacement(
+    mapping: DiffeomorphicMap,
+    path: PathLike,
+    which: Literal["forward", "inverse"] = "forward",
+) -> None:
     """Write a map's displacement field as an ITK/ANTs warp on the fixed grid.
 
     The file is NIfTI, shape (X, Y, Z, 1, 3), float32, intent 1007 (vector), vectors in mm
@@ -200,7 +217,7 @@ def save_displacement(mapping, path, which="forward"):
     save_field(DisplacementField(ras, mapping.fixed_grid), path)
 
 
-def save_field(displacement, path):
+def save_field(displacement: DisplacementField, path: PathLike) -> None:
     """Write a DisplacementField as an ITK/ANTs warp (see :func:`save_displacement`)."""
     if displacement.grid.ndim != 3:
         raise ValueError(f"{path}: ITK/ANTs warps are 3D, this registration is 2D")
@@ -210,7 +227,7 @@ def save_field(displacement, path):
     _save_image(image, path)
 
 
-def save_affine(affine_map, path):
+def save_affine(affine_map: AffineMap | Matrix, path: PathLike) -> None:
     """Write an AffineMap as an ITK affine (AffineTransform_double_3_3, LPS).
 
     ``.txt`` or ``.tfm`` give ITK's text format, ``.mat`` the MATLAB format that
@@ -290,7 +307,7 @@ def _read_field(path):
     return DisplacementField(ras, grid)
 
 
-def load_transform(path, *, invert=False):
+def load_transform(path: PathLike, *, invert: bool = False) -> AffineMap | DisplacementField:
     """Read a transform written by this project, ANTs or ITK.
 
     Parameters

@@ -8,6 +8,7 @@ SynthSeg 2.0 writes FreeSurfer label IDs (SynthSeg 1.0 the same without 24, CSF)
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from scipy import ndimage
 
 _BILATERAL = [
@@ -179,7 +180,13 @@ class CleanupChange:
     holes_filled: int
 
 
-def clean_labels(labels, *, min_island=None, fill_holes=True, connectivity=3):
+def clean_labels(
+    labels: npt.ArrayLike,
+    *,
+    min_island: int | None = None,
+    fill_holes: bool = True,
+    connectivity: int = 3,
+) -> tuple[np.ndarray, list["CleanupChange"]]:
     """Remove disconnected islands and fill enclosed holes, label by label.
 
     Islands are the connected components of a label other than its largest one (or, with

@@ -1,16 +1,19 @@
 """Mattes mutual information: one metric object for dense and affine registration.
 
-The maths follows ITK's ``MattesMutualInformationImageToImageMetricv4`` (see
-shared/design/mi-syn.md): a Parzen joint histogram with a box kernel on the fixed image
+The maths follows ITK's ``MattesMutualInformationImageToImageMetricv4`` (derived in
+docs/maths.md, sections 1-4): a Parzen joint histogram with a box kernel on the fixed image
 and a cubic B-spline kernel on the moving image, 2 padding bins on each side, and a
 two-pass gradient (pass 1: histogram and per-bin weights; pass 2: per-voxel update).
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from napari_mireg import _mi
+from napari_mireg._typing import Matrix
 from napari_mireg._validate import image_pair, mask_array, positive_int, spacing_vector
 from napari_mireg.fields import embed_matrix, image_gradient, thread_count
 
@@ -74,13 +77,13 @@ class MutualInformation:
     ``W(i, k) = log(p(i, k) / pM(k)) / (dM S)``, S the histogram mass.
     """
 
-    def __init__(self, bins=32, *, threads=None):
+    def __init__(self, bins: int = 32, *, threads: int | None = None) -> None:
         self.bins = positive_int(bins, "bins", minimum=5)
         self.threads = None if threads is None else positive_int(threads, "threads")
         self._probability = None
 
     @property
-    def joint_histogram(self):
+    def joint_histogram(self) -> np.ndarray:
         """Ndarray (bins, bins): joint probability p of the last call; rows are fixed bins."""
         if self._probability is None:
             raise RuntimeError("joint_histogram is available after a call to value() or a gradient")
@@ -89,7 +92,9 @@ class MutualInformation:
     def _thread_count(self):
         return thread_count(self.threads)
 
-    def value(self, fixed, moving, mask=None):
+    def value(
+        self, fixed: npt.ArrayLike, moving: npt.ArrayLike, mask: npt.ArrayLike | None = None
+    ) -> float:
         """Mutual information of two images on the same grid.
 
         Parameters
@@ -109,14 +114,14 @@ class MutualInformation:
 
     def dense_gradient(
         self,
-        fixed,
-        moving,
-        spacing=None,
-        mask=None,
-        moving_gradient=None,
-        out=None,
-        grid_to_world=None,
-    ):
+        fixed: npt.ArrayLike,
+        moving: npt.ArrayLike,
+        spacing: Sequence[float] | None = None,
+        mask: npt.ArrayLike | None = None,
+        moving_gradient: npt.ArrayLike | None = None,
+        out: np.ndarray | None = None,
+        grid_to_world: Matrix | None = None,
+    ) -> tuple[float, npt.NDArray[np.float32]]:
         """MI and its gradient with respect to a displacement of the moving image.
 
         Parameters
@@ -174,8 +179,14 @@ class MutualInformation:
         return histogram.value, gradient.reshape(np.shape(fixed) + (samples.ndim,))
 
     def affine_gradient(
-        self, fixed, moving, grid_to_world=None, transform=None, mask=None, moving_gradient=None
-    ):
+        self,
+        fixed: npt.ArrayLike,
+        moving: npt.ArrayLike,
+        grid_to_world: Matrix | None = None,
+        transform: Matrix | None = None,
+        mask: npt.ArrayLike | None = None,
+        moving_gradient: npt.ArrayLike | None = None,
+    ) -> tuple[float, npt.NDArray[np.float64]]:
         """MI and its gradient with respect to the entries of an affine transform.
 
         The moving image is given already resampled on the fixed grid through the current

@@ -8,7 +8,9 @@ once and a bad value is refused with the same message everywhere, before any wor
 import math
 import operator
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 PREALIGNMENTS = ("affine", "rigid", "none")
 BINS_RANGE = (4, 1024)  # below 4 the Parzen window is wider than the histogram; above 1024
@@ -27,7 +29,7 @@ class OptionError(ValueError):
         self.problem = problem
 
 
-def parse_iterations(text, option="iterations"):
+def parse_iterations(text: str | Iterable[int], option: str = "iterations") -> tuple[int, ...]:
     """Iterations per level from "40,20,10" or ANTs' "40x20x10" (coarsest level first).
 
     Parameters
@@ -122,7 +124,7 @@ class RegistrationOptions:
 
     prealign: str = "affine"
     bins: int = 32
-    level_iters: tuple = (40, 20, 10)
+    level_iters: tuple[int, ...] = (40, 20, 10)
     step_length: float = 0.25
     update_sigma: float = 1.73
     threads: int | None = None
@@ -147,7 +149,9 @@ class RegistrationOptions:
             set_(self, "threads", _integer(self.threads, "threads", 1, 4096))
 
     @classmethod
-    def build(cls, options=None, **changes):
+    def build(
+        cls, options: "RegistrationOptions | Mapping[str, Any] | None" = None, **changes: Any
+    ) -> "RegistrationOptions":
         """Options from an existing object, a mapping, or keywords (later ones win).
 
         Raises
@@ -168,17 +172,17 @@ class RegistrationOptions:
             )
         return cls(**base)
 
-    def replace(self, **changes):
+    def replace(self, **changes: Any) -> "RegistrationOptions":
         """A copy with some values changed (checked again)."""
         return replace(self, **changes)
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
         """The options as plain values (level_iters as a list), as written in reports."""
         values = asdict(self)
         values["level_iters"] = list(self.level_iters)
         return values
 
-    def results_key(self):
+    def results_key(self) -> dict[str, Any]:
         """The options that decide the results (not the thread count): for resuming."""
         values = self.as_dict()
         values.pop("threads")

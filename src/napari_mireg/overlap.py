@@ -8,9 +8,11 @@ Conventions
   asks for that is absent from both maps scores NaN and is left out of the mean.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from napari_mireg.labels import label_name, label_values
 
@@ -37,7 +39,7 @@ class OverlapTable:
     mean_dice: float = float("nan")
     mean_jaccard: float = float("nan")
 
-    def summary(self):
+    def summary(self) -> dict[str, float]:
         """The four summary figures as a dict."""
         return {
             "whole_dice": self.whole_dice,
@@ -46,7 +48,7 @@ class OverlapTable:
             "mean_jaccard": self.mean_jaccard,
         }
 
-    def to_csv_text(self):
+    def to_csv_text(self) -> str:
         """The table as CSV text (header `COLUMNS`), scores with 6 decimals."""
         lines = [",".join(COLUMNS)]
         for row in self.rows:
@@ -86,7 +88,11 @@ def _compact(fixed, warped, wanted):
     return np.searchsorted(universe, fixed), np.searchsorted(universe, warped), universe
 
 
-def overlap_scores(fixed_labels, warped_labels, labels=None):
+def overlap_scores(
+    fixed_labels: npt.ArrayLike,
+    warped_labels: npt.ArrayLike,
+    labels: Iterable[int] | None = None,
+) -> OverlapTable:
     """Dice and Jaccard per label between two label maps on one grid.
 
     One pass over the voxels: per-label counts come from ``np.bincount`` over the label

@@ -1,14 +1,18 @@
 """The whole job: MI prealignment, then MI-SyN, as one call or as a generator for live views."""
 
 import time
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
+from napari_mireg._typing import Image, Matrix
 from napari_mireg.affine import AffineRegistration
 from napari_mireg.metric import MutualInformation
 from napari_mireg.options import RegistrationOptions
-from napari_mireg.syn import SymmetricDiffeomorphicRegistration
+from napari_mireg.syn import Snapshot, SymmetricDiffeomorphicRegistration
 from napari_mireg.transforms import AffineMap, DiffeomorphicMap, as_volume
 
 
@@ -39,27 +43,27 @@ class Result:
     warped: np.ndarray
     mi_before: float
     mi_after: float
-    timings: dict = field(default_factory=dict)
-    energies: list = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    energies: list[float] = field(default_factory=list)
 
     @property
-    def affine(self):
+    def affine(self) -> AffineMap:
         """Former name of :attr:`prealignment`."""
         return self.prealignment
 
 
 def register_steps(
-    fixed,
-    moving,
-    options=None,
+    fixed: Image,
+    moving: Image,
+    options: RegistrationOptions | Mapping[str, Any] | None = None,
     *,
-    fixed_affine=None,
-    moving_affine=None,
-    fixed_mask=None,
-    with_images=False,
-    initial=None,
-    **settings,
-):
+    fixed_affine: Matrix | None = None,
+    moving_affine: Matrix | None = None,
+    fixed_mask: npt.ArrayLike | None = None,
+    with_images: bool = False,
+    initial: "Result | DiffeomorphicMap | None" = None,
+    **settings: Any,
+) -> Generator[Snapshot, None, "Result"]:
     """Register `moving` to `fixed`, yielding a Snapshot per SyN iteration.
 
     Parameters
@@ -179,7 +183,12 @@ def prealignment_steps(fixed, moving, prealign, metric, fixed_mask=None):
     return (yield from registration.iterate(fixed, moving, fixed_mask=fixed_mask))
 
 
-def register(fixed, moving, options=None, **settings):
+def register(
+    fixed: Image,
+    moving: Image,
+    options: RegistrationOptions | Mapping[str, Any] | None = None,
+    **settings: Any,
+) -> Result:
     """Register `moving` to `fixed`: prealignment then MI-SyN (see :func:`register_steps`).
 
     Returns

@@ -6,11 +6,14 @@ points. World coordinates are in mm. A DiffeomorphicMap holds world displacement
 the fixed grid; the moving point of fixed point p is ``prealign(p + forward(p))``.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from napari_mireg import fields
+from napari_mireg._typing import Image, Interpolation, Matrix, SpatialImage
 
 
 @dataclass(frozen=True)
@@ -30,21 +33,26 @@ class Volume:
     ndim: int
 
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, ...]:
         """The data's shape."""
         return self.data.shape
 
     @property
-    def spacing(self):
+    def spacing(self) -> np.ndarray:
         """Voxel sizes (mm) along the three array axes."""
         return fields.voxel_sizes(self.affine)
 
-    def user_array(self, array):
+    def user_array(self, array: np.ndarray) -> np.ndarray:
         """Give `array` (3D grid + optional channels) the dimensionality the user gave."""
         return array[0] if self.ndim == 2 else array
 
 
-def as_volume(image, affine=None, name="image", dtype=np.float32):
+def as_volume(
+    image: "Image | Volume",
+    affine: Matrix | None = None,
+    name: str = "image",
+    dtype: npt.DTypeLike = np.float32,
+) -> "Volume":
     """A Volume from a numpy array (identity affine by default) or a nibabel image.
 
     A Volume is returned as it is.
@@ -102,7 +110,13 @@ class AffineMap:
 
     matrix: np.ndarray
 
-    def transform(self, moving, fixed_grid, interpolation="linear", moving_affine=None):
+    def transform(
+        self,
+        moving: Image,
+        fixed_grid: Volume,
+        interpolation: Interpolation = "linear",
+        moving_affine: Matrix | None = None,
+    ) -> np.ndarray:
         """Resample `moving` (array with `moving_affine`, or nibabel image) on `fixed_grid`."""
         volume = as_volume(moving, moving_affine, "moving", dtype=_dtype_for(interpolation))
         result = fields.resample(
@@ -115,7 +129,7 @@ class AffineMap:
         )
         return fixed_grid.user_array(result)
 
-    def inverse(self):
+    def inverse(self) -> "AffineMap":
         """The AffineMap from moving points to fixed points."""
         return AffineMap(np.linalg.inv(self.matrix))
 
@@ -142,18 +156,23 @@ class DiffeomorphicMap:
     forward: np.ndarray
     backward: np.ndarray
 
-    def transforms(self):
+    def transforms(self) -> list["DisplacementField | AffineMap"]:
         """The map as a transform chain in ANTs order: the forward field, then the affine."""
         return [DisplacementField(self.forward, self.fixed_grid), AffineMap(self.prealign)]
 
-    def inverse_transforms(self):
+    def inverse_transforms(self) -> list["AffineMap | DisplacementField"]:
         """The inverse map in ANTs order: the inverse affine, then the backward field."""
         return [
             AffineMap(np.linalg.inv(self.prealign)),
             DisplacementField(self.backward, self.fixed_grid),
         ]
 
-    def transform(self, moving, interpolation="linear", moving_affine=None):
+    def transform(
+        self,
+        moving: Image,
+        interpolation: Interpolation = "linear",
+        moving_affine: Matrix | None = None,
+    ) -> np.ndarray:
         """Resample a moving-space image into fixed space.
 
         Parameters
@@ -175,13 +194,18 @@ class DiffeomorphicMap:
             moving, self.fixed_grid, self.transforms(), interpolation, image_affine=moving_affine
         )
 
-    def transform_inverse(self, fixed, interpolation="linear", fixed_affine=None):
+    def transform_inverse(
+        self,
+        fixed: Image,
+        interpolation: Interpolation = "linear",
+        fixed_affine: Matrix | None = None,
+    ) -> np.ndarray:
         """Resample a fixed-space image into moving space (the moving grid)."""
         return self.inverse().transform(
             fixed, interpolation=interpolation, moving_affine=fixed_affine
         )
 
-    def inverse(self):
+    def inverse(self) -> "DiffeomorphicMap":
         """The moving-to-fixed DiffeomorphicMap, its fields resampled on the moving grid.
 
         The inverse maps a moving point q to ``P^-1 q + backward(P^-1 q)``; written in this
@@ -209,7 +233,7 @@ class DiffeomorphicMap:
             on_moving_grid(self.forward),
         )
 
-    def displacement(self):
+    def displacement(self) -> npt.NDArray[np.float32]:
         """Full world displacement of each fixed voxel, prealignment included (mm).
 
         ``prealign(p + forward(p)) - p`` on the fixed grid, shape ``grid + (3,)``.
@@ -221,13 +245,13 @@ class DiffeomorphicMap:
         mapped = moved @ self.prealign[:3, :3].T + self.prealign[:3, 3]
         return (mapped - points).reshape(grid.shape + (3,)).astype(np.float32)
 
-    def jacobian_determinant(self):
+    def jacobian_determinant(self) -> np.ndarray:
         """Det of the Jacobian of p -> p + forward(p) on the fixed grid (the affine aside)."""
         return self.fixed_grid.user_array(
             fields.jacobian_determinant(self.forward, self.fixed_grid.affine)
         )
 
-    def inversion_error(self):
+    def inversion_error(self) -> tuple[float, float]:
         """Mean and max |phi(phi^-1(x)) - x| over the fixed grid, in voxels."""
         residual = fields.compose(self.backward, self.forward, self.fixed_grid.affine)
         voxels = np.sqrt((residual**2).sum(axis=-1)) / self.fixed_grid.spacing.min()
@@ -295,7 +319,13 @@ def chain_displacement(transforms, reference):
     return displacement, matrix
 
 
-def apply_transforms(image, reference, transforms, interpolation="linear", image_affine=None):
+def apply_transforms(
+    image: "Image | Volume",
+    reference: "Volume | SpatialImage",
+    transforms: Sequence["AffineMap | DisplacementField"],
+    interpolation: Interpolation = "linear",
+    image_affine: Matrix | None = None,
+) -> np.ndarray:
     """Resample `image` on the `reference` grid through a chain of transforms.
 
     Parameters
