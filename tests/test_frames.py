@@ -1,0 +1,89 @@
+"""The live-view generator (no Qt): frame order, pacing, the Result, thread priority."""
+
+import math
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from testdata import blobs
+
+from napari_mireg._frames import Frame, LiveRun, Pacing, live_frames, lower_thread_priority
+from napari_mireg.options import RegistrationOptions
+from napari_mireg.registration import Result
+from napari_mireg.transforms import as_volume
+
+
+@pytest.fixture(scope="module")
+def live_run():
+    fixed = blobs((20, 22, 18), seed=31).astype(np.float32)
+    moving = ndimage.shift(fixed, (1.0, 0.5, -1.0), order=1, mode="nearest")
+    labels = (moving > 0.6).astype(np.int16) * 3
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    return LiveRun(
+        as_volume(fixed, affine),
+        as_volume(moving, affine),
+        as_volume(labels, affine, dtype=None),
+        RegistrationOptions(prealign="rigid", level_iters=(3, 2)),
+    )
+
+
+def run_all(run, pacing):
+    frames, steps = [], live_frames(run, pacing)
+    while True:
+        try:
+            frames.append(next(steps))
+        except StopIteration as finished:
+            return frames, finished.value
+
+
+def test_views_come_first_then_one_frame_per_syn_iteration(live_run):
+    frames, result = run_all(live_run, Pacing(min_interval=math.inf))
+    assert isinstance(result, Result) and all(isinstance(f, Frame) for f in frames)
+    assert [f.stage for f in frames[:2]] == ["start", "prealigned"]
+    for frame in frames[:2]:  # heavy: the moving image and labels on the fixed grid
+        assert frame.warped.shape == live_run.fixed.shape
+        assert set(np.unique(frame.warped_labels)) <= {0, 3}
+    syn = frames[2:]
+    assert [f.stage for f in syn] == ["syn"] * len(result.energies)
+    assert [f.energy for f in syn] == result.energies
+    assert all(f.warped is None for f in syn)  # no heavy frame with an infinite interval
+    assert result.timings["prealign"] > 0
+
+
+def test_heavy_syn_frames_carry_the_update_on_the_fixed_grid(live_run):
+    frames, _ = run_all(live_run, Pacing(share=0.99, min_interval=0.0))
+    heavy = [f for f in frames if f.stage == "syn" and f.warped is not None]
+    assert heavy
+    assert all(f.update_magnitude.shape == live_run.fixed.shape for f in heavy)
+    assert all(f.update_magnitude.min() >= 0 for f in heavy)
+
+
+def test_pacing_waits_in_proportion_to_the_cost_of_a_frame():
+    pacing = Pacing(share=0.1, min_interval=0.0)
+    assert pacing.due()  # nothing shown yet
+    pacing.frame_made(time.perf_counter() - 100.0)  # a frame that took 100 s to compute
+    assert not pacing.due()  # it must wait 9 x 100 s
+    for seconds in (1.0, 2.0, 3.0, 4.0):
+        pacing.drawn(seconds)
+    assert pacing._drawing == [2.0, 3.0, 4.0]  # the last three drawing times
+    assert not Pacing(min_interval=math.inf).due()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_the_engine_thread_lowers_only_its_own_priority():
+    seen = {}
+
+    def worker():
+        lower_thread_priority(7)
+        seen["worker"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert seen["worker"] >= 7
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before

@@ -1,0 +1,92 @@
+"""One job from files to an output folder: inputs checked, outputs complete, report."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+from testdata import blobs
+
+from napari_mireg import files
+from napari_mireg.jobs import OUTPUT_FILES, load_inputs, read_report, run_job, run_job_steps
+
+AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
+
+
+def write(path, data, affine=AFFINE):
+    nib.save(nib.Nifti1Image(data, affine), path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def job_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("job")
+    fixed = blobs((22, 24, 20), seed=21).astype(np.float32)
+    moving = ndimage.shift(fixed, (1.0, -1.0, 0.5), order=1, mode="nearest").astype(np.float32)
+    return {
+        "fixed": write(folder / "fixed.nii.gz", fixed),
+        "moving": write(folder / "moving.nii.gz", moving),
+        "fixed_labels": write(folder / "fixed_seg.nii.gz", (fixed > 0.5).astype(np.int16) * 2),
+        "moving_labels": write(folder / "moving_seg.nii.gz", (moving > 0.5).astype(np.int16) * 2),
+    }
+
+
+def test_a_job_writes_every_output_and_a_report_that_lists_them(job_files, tmp_path):
+    inputs = load_inputs(**job_files)
+    assert inputs.fixed.shape == (22, 24, 20) and inputs.fixed_labels.data.dtype.kind == "i"
+    steps = run_job_steps(inputs, tmp_path / "out", prealign="rigid", level_iters=(3, 2))
+    snapshots = 0
+    while True:
+        try:
+            next(steps)
+            snapshots += 1
+        except StopIteration as finished:
+            report = finished.value
+            break
+    assert 0 < snapshots <= 5
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES.values())
+    assert read_report(out) == report == json.loads((out / "report.json").read_text())
+    warped = files.load_volume(out / OUTPUT_FILES["warped_labels"], labels=True)
+    np.testing.assert_array_equal(np.unique(warped.data), [0, 2])
+
+
+def test_an_incomplete_folder_has_no_report(job_files, tmp_path):
+    assert read_report(tmp_path) is None
+    report = run_job(
+        load_inputs(job_files["fixed"], job_files["moving"]),
+        tmp_path,
+        prealign="none",
+        level_iters=(2,),
+    )
+    assert set(report["outputs"]) <= {p.name for p in tmp_path.iterdir()}
+    (tmp_path / report["outputs"][0]).write_bytes(b"")
+    assert read_report(tmp_path) is None
+
+
+def test_a_failed_job_leaves_nothing_behind(job_files, tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(files, "save_volume", fail)
+    inputs = load_inputs(job_files["fixed"], job_files["moving"])
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_job(inputs, tmp_path, prealign="none", level_iters=(1,))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_labels_must_come_in_pairs_and_lie_on_their_image(job_files, tmp_path):
+    with pytest.raises(files.InputError, match="both sides"):
+        load_inputs(job_files["fixed"], job_files["moving"], fixed_labels=job_files["fixed_labels"])
+    elsewhere = write(tmp_path / "seg.nii.gz", np.zeros((22, 24, 20), np.int16) + 2, np.eye(4))
+    with pytest.raises(files.InputError, match="does not match"):
+        load_inputs(
+            job_files["fixed"],
+            job_files["moving"],
+            fixed_labels=elsewhere,
+            moving_labels=job_files["moving_labels"],
+        )
+    empty = write(tmp_path / "mask.nii.gz", np.zeros((22, 24, 20), np.uint8))
+    with pytest.raises(files.InputError, match="no voxel"):
+        load_inputs(job_files["fixed"], job_files["moving"], mask=empty)

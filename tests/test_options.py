@@ -1,0 +1,80 @@
+"""RegistrationOptions: defaults, parsing of iteration lists, checks, argparse round trip."""
+
+import argparse
+
+import pytest
+
+from napari_mireg.options import (
+    DEFAULTS,
+    OptionError,
+    RegistrationOptions,
+    add_arguments,
+    from_arguments,
+    parse_iterations,
+)
+
+
+@pytest.mark.parametrize("text", ["40x20x10", "40,20,10", " 40 X 20, 10 ", [40, 20, 10]])
+def test_iteration_lists_in_every_spelling_give_one_tuple(text):
+    assert parse_iterations(text) == (40, 20, 10)
+
+
+@pytest.mark.parametrize("text", ["", "forty", "40x-1", [], [40, 2.5], [-3]])
+def test_bad_iteration_lists_name_the_option(text):
+    with pytest.raises(OptionError) as caught:
+        parse_iterations(text, "level_iters")
+    assert caught.value.option == "level_iters"
+
+
+def test_values_are_normalised_once():
+    options = RegistrationOptions(bins="16", level_iters="5x3", step_length="0.5", threads=2)
+    assert (options.bins, options.level_iters, options.step_length) == (16, (5, 3), 0.5)
+    assert isinstance(options.step_length, float)
+    assert DEFAULTS == RegistrationOptions.build({})
+
+
+@pytest.mark.parametrize(
+    "changes, option",
+    [
+        ({"bins": 3}, "bins"),
+        ({"bins": True}, "bins"),
+        ({"step_length": 0}, "step_length"),
+        ({"update_sigma": float("nan")}, "update_sigma"),
+        ({"threads": 0}, "threads"),
+        ({"prealign": "elastic"}, "prealign"),
+        ({"metric": "cc"}, "metric"),
+    ],
+)
+def test_bad_values_and_unknown_names_are_refused_by_name(changes, option):
+    with pytest.raises(OptionError) as caught:
+        RegistrationOptions.build(**changes)
+    assert caught.value.option == option
+    assert isinstance(caught.value, ValueError)
+
+
+def test_build_layers_object_mapping_and_keywords():
+    base = RegistrationOptions(bins=48)
+    built = RegistrationOptions.build(base, level_iters=[4, 2])
+    assert (built.bins, built.level_iters) == (48, (4, 2))
+    assert RegistrationOptions.build({"bins": 20}, bins=24).bins == 24
+    with pytest.raises(OptionError):
+        base.replace(bins=2)  # replace checks again
+
+
+def test_report_values_leave_out_the_thread_count():
+    options = RegistrationOptions(level_iters=(4, 2), threads=3)
+    assert options.as_dict()["level_iters"] == [4, 2]
+    key = options.results_key()
+    assert "threads" not in key
+    assert key == RegistrationOptions(level_iters=(4, 2), threads=1).results_key()
+
+
+def test_command_line_arguments_build_the_same_options_and_errors_name_the_flag():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert from_arguments(parser.parse_args([])) == DEFAULTS
+    options = from_arguments(parser.parse_args(["--iterations", "6,3", "--bins", "24"]))
+    assert options == RegistrationOptions(level_iters=(6, 3), bins=24)
+    with pytest.raises(OptionError) as caught:
+        from_arguments(parser.parse_args(["--step-length", "-1"]))
+    assert caught.value.option == "--step-length"

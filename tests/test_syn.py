@@ -1,0 +1,77 @@
+"""The SyN loop: energy, diffeomorphism, stopping, regularised updates, checks."""
+
+import numpy as np
+import pytest
+from conftest import smooth_field
+from testdata import blobs
+
+from napari_mireg import MutualInformation, Snapshot, SymmetricDiffeomorphicRegistration
+from napari_mireg import syn as syn_module
+from napari_mireg.fields import largest_length, resample
+
+
+@pytest.fixture(scope="module")
+def deformed():
+    """A smooth image and a copy deformed by a known smooth field (2 voxels peak)."""
+    fixed = blobs((28, 30, 26), seed=5).astype(np.float32)
+    field = smooth_field(fixed.shape, 2.0, seed=3).astype(np.float32)
+    moving = resample(fixed, np.eye(4), fixed.shape, np.eye(4), field=field, clamp=True)
+    return fixed, moving
+
+
+def test_snapshots_lower_the_energy_and_the_map_does_not_fold(deformed):
+    fixed, moving = deformed
+    registration = SymmetricDiffeomorphicRegistration(MutualInformation(32), level_iters=(8, 6))
+    snapshots = list(registration.iterate(fixed, moving))
+    assert all(isinstance(s, Snapshot) for s in snapshots)
+    assert [s.level for s in snapshots] == sorted(s.level for s in snapshots)
+    assert len(snapshots) == len(registration.energies) <= 14
+    assert registration.energies[-1] < registration.energies[0]
+    mapping = registration.mapping
+    assert mapping.forward.shape == fixed.shape + (3,)
+    assert mapping.jacobian_determinant().min() > 0
+    mean_error, _ = mapping.inversion_error()
+    assert mean_error < 0.1  # voxels
+    before = np.abs(moving - fixed).mean()
+    assert np.abs(mapping.transform(moving) - fixed).mean() < 0.7 * before
+
+
+def test_closing_the_generator_leaves_no_map(deformed):
+    fixed, moving = deformed
+    registration = SymmetricDiffeomorphicRegistration(MutualInformation(), level_iters=(5, 5))
+    steps = registration.iterate(fixed, moving)
+    next(steps)
+    steps.close()
+    assert registration.mapping is None and len(registration.energies) == 1
+
+
+def test_updates_are_zero_on_the_border_and_scaled_to_the_step():
+    update = np.random.default_rng(1).normal(size=(10, 12, 9, 3)).astype(np.float32)
+    regularised = syn_module._regularised(update, 1.0, step_mm=0.5)
+    assert largest_length(regularised) == pytest.approx(0.5, rel=1e-5)
+    for axis in range(3):
+        assert not np.take(regularised, [0, -1], axis=axis).any()
+
+
+def test_a_level_stops_when_the_energy_flattens():
+    registration = SymmetricDiffeomorphicRegistration(MutualInformation(), convergence_window=5)
+    assert not registration._converged([-1.0, -1.1, -1.2, -1.3, -1.4])
+    assert registration._converged([-1.0, -1.0, -1.0, -1.0, -1.0])
+    assert not registration._converged([-1.0, -1.0])  # fewer than the window
+
+
+@pytest.mark.parametrize(
+    "settings", [{"level_iters": ()}, {"step_length": 0}, {"update_sigma": -1}]
+)
+def test_bad_settings_are_refused(settings):
+    with pytest.raises(ValueError):
+        SymmetricDiffeomorphicRegistration(MutualInformation(), **settings)
+
+
+def test_constant_images_are_refused_before_any_work(deformed):
+    fixed, _ = deformed
+    steps = SymmetricDiffeomorphicRegistration(MutualInformation()).iterate(
+        fixed, np.ones_like(fixed)
+    )
+    with pytest.raises(ValueError, match="constant"):
+        next(steps)
