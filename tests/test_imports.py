@@ -100,3 +100,18 @@ def test_each_module_imports_alone_in_a_fresh_interpreter(module):
         [sys.executable, "-c", f"import napari_mireg.{module}"], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_version_is_written_once():
+    import importlib.metadata
+    import tomllib
+
+    pyproject = PACKAGE.parents[1] / "pyproject.toml"
+    if pyproject.exists():  # a source checkout
+        project = tomllib.loads(pyproject.read_text())["project"]
+        assert "version" not in project and "version" in project["dynamic"]
+    try:
+        installed = importlib.metadata.version("napari-mireg")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("napari-mireg is not installed, only importable")
+    assert installed == napari_mireg.__version__
