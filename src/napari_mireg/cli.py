@@ -47,11 +47,16 @@ def _on_signal(signum, frame):
 
 
 def _handle_stop_signals():
-    """SIGTERM (schedulers, ``kill``) and SIGINT both raise :class:`Interrupted`."""
+    """SIGTERM (schedulers, ``kill``) and SIGINT both raise :class:`Interrupted`.
+
+    Returns
+    -------
+    dict
+        The handlers replaced (empty outside the main thread, where none can be set).
+    """
     if threading.current_thread() is not threading.main_thread():
-        return  # signal handlers can only be set from the main thread
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _on_signal)
+        return {}
+    return {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
 
 
 def check_output_file(path):
@@ -350,7 +355,7 @@ def build_parser():
 def main(argv=None):
     """Entry point of ``mireg``; returns the exit code."""
     args = build_parser().parse_args(argv)
-    _handle_stop_signals()
+    previous = _handle_stop_signals()
     try:
         return args.run(args)
     except (BadInput, ValueError) as error:  # files.InputError is a ValueError
@@ -367,6 +372,9 @@ def main(argv=None):
             file=sys.stderr,
         )
         return 128 + int(signum)
+    finally:
+        for signum, handler in previous.items():  # as they were (main() may be called in-process)
+            signal.signal(signum, handler)
 
 
 def _error_line(command, error):
