@@ -1,9 +1,9 @@
 """The ``mireg`` command line: register, apply, overlap, clean-labels, batch.
 
-Exit codes: 0 success, 1 some pairs of a batch failed, 2 bad input or a file that cannot be
-read or written (one line naming the file or the option), 130 when interrupted with Ctrl-C
-(SIGINT), 143 when stopped with SIGTERM (as batch schedulers do). An interruption leaves no
-partial output behind and earlier complete outputs as they were.
+Exit codes: 0 success; 1 some pairs of a batch failed, or out of memory; 2 bad input or a
+file that cannot be read or written (one line naming the file or the option); 130 when
+interrupted with Ctrl-C (SIGINT); 143 when stopped with SIGTERM (as batch schedulers do). An
+interruption leaves no partial output behind and earlier complete outputs as they were.
 """
 
 import argparse
@@ -20,7 +20,7 @@ from napari_mireg import __version__, files
 from napari_mireg.options import add_arguments as add_registration_options
 from napari_mireg.options import from_arguments as registration_options
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class BadInput(Exception):
@@ -364,6 +364,9 @@ def main(argv=None):
     except OSError as error:  # permission, full disk, read-only file system, ...
         _error_line(args.command, files.describe_os_error(error))
         return EXIT_BAD_INPUT
+    except MemoryError:
+        _error_line(args.command, "not enough memory for this run (smaller images or --bins?)")
+        return EXIT_FAILED
     except KeyboardInterrupt as stop:
         signum = getattr(stop, "signum", signal.SIGINT)
         print(
