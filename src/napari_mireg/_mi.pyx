@@ -67,7 +67,8 @@ cdef inline double update_coefficient(double fixed_value, double moving_value,
     """sum_k d b3(k - t)/dt * W(i, k), a quadratic in f = t - k0 tabulated per (i, k0)."""
     cdef double f
     cdef int k0 = moving_bin(moving_value, m, &f)
-    cdef const double* q = table + 3 * (fixed_bin(fixed_value, m) * m.bins + k0)
+    # Py_ssize_t arithmetic: bins * bins * 3 must not wrap a C int for any accepted bins.
+    cdef const double* q = table + 3 * (<Py_ssize_t>fixed_bin(fixed_value, m) * m.bins + k0)
     return q[0] + f * (q[1] + f * q[2])
 
 
@@ -158,8 +159,9 @@ def histogram_moments(const cython.floating[::1] fixed, const cython.floating[::
     """
     cdef BinMap m = make_bin_map(bins, fixed_min, fixed_max, moving_min, moving_max)
     cdef Py_ssize_t n = fixed.shape[0]
-    cdef Py_ssize_t chunks = chunk_count(n, n, 4 * bins * bins)
-    cdef double[:, ::1] partial = np.zeros((chunks, 4 * bins * bins))
+    cdef Py_ssize_t cells = 4 * <Py_ssize_t>bins * bins  # a C int would wrap for large bins
+    cdef Py_ssize_t chunks = chunk_count(n, n, cells)
+    cdef double[:, ::1] partial = np.zeros((chunks, cells))
     cdef Py_ssize_t c, v, start, stop
     cdef double f, f2
     cdef int k0
@@ -173,7 +175,7 @@ def histogram_moments(const cython.floating[::1] fixed, const cython.floating[::
             f = 0.0
             k0 = moving_bin(moving[v], &m, &f)
             f2 = f * f
-            cell = &partial[c, 4 * (fixed_bin(fixed[v], &m) * bins + k0)]
+            cell = &partial[c, 4 * (<Py_ssize_t>fixed_bin(fixed[v], &m) * bins + k0)]
             cell[0] += 1.0
             cell[1] += f
             cell[2] += f2

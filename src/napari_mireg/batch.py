@@ -5,15 +5,19 @@ atomically, ``report.json`` last). The driver skips pairs whose folder holds a c
 report made with the same inputs and parameters, submits the others to a Dask cluster (an
 in-process ``LocalCluster`` by default, or an existing scheduler), and writes
 ``OUT/results.csv`` (one row per pair), ``OUT/labels.csv`` (one row per pair and label) and
-``OUT/dice_by_label.png``. A failing pair is recorded with its error (and in its folder, so
-that a re-run does not try it again until an input file changes); the others go on.
+``OUT/dice_by_label.png``. A pair that fails because of its inputs (a bad file, images
+that cannot be registered) is recorded with its error in its folder, so that a re-run does
+not try it again until an input file changes; a failure of the machine (full disk, no
+permission, no memory) is reported but not recorded, so the next run tries again. The
+others go on. A pair listed twice is registered once. On Ctrl-C or SIGTERM the local
+cluster is stopped and the staging folders of the unfinished pairs are removed.
 """
 
+import contextlib
 import csv
 import io
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -25,7 +29,7 @@ import numpy as np
 
 from napari_mireg import files
 from napari_mireg._typing import PathLike
-from napari_mireg.jobs import OUTPUT_FILES, read_report
+from napari_mireg.jobs import OUTPUT_FILES, read_report, remove_staging
 from napari_mireg.options import RegistrationOptions, from_arguments
 
 RESULT_COLUMNS = (
@@ -77,7 +81,17 @@ def _read_table(path, required, optional):
     path = Path(path)
     if not path.is_file():
         raise files.InputError(path, "no such file")
-    with path.open(newline="") as handle:
+    try:
+        text = path.read_bytes().decode("utf-8-sig")  # a spreadsheet's byte-order mark is fine
+    except UnicodeDecodeError as error:
+        raise files.InputError(
+            path,
+            f"is not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
+            f"{error.start}); save the table as UTF-8 CSV",
+        ) from None
+    except OSError as error:
+        raise files.FileAccessError(path, f"cannot be read ({error.strerror or error})") from error
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         header = [h.strip() for h in reader.fieldnames or []]
         missing = [c for c in required if c not in header]
@@ -139,6 +153,8 @@ def read_pairs(path: PathLike) -> list[Pair]:
 def all_pairs(path: PathLike) -> list[Pair]:
     """Every ordered pair of the subjects of a CSV with header ``image[,labels]``."""
     subjects = _read_table(path, ["image"], ["labels"])
+    if len({subject["image"] for subject in subjects}) < 2:
+        raise files.InputError(path, "lists one subject; --all-pairs needs at least two")
     return unique_names(
         [
             Pair(
@@ -212,13 +228,28 @@ def earlier_failure(pair, folder, options):
 
 
 def _record_failure(pair, folder, options, message):
-    folder.mkdir(parents=True, exist_ok=True)
     failure = {
         "error": message,
         "inputs": _input_signature(pair),
         "parameters": options.results_key(),
     }
-    files.write_text(folder / FAILURE_FILE, json.dumps(failure, indent=2) + "\n")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        files.write_text(folder / FAILURE_FILE, json.dumps(failure, indent=2) + "\n")
+    except OSError:
+        pass  # not recorded: the pair is simply tried again next time
+
+
+def caused_by_inputs(error):
+    """True for a failure that the same input files would give again.
+
+    Bad files and images that cannot be registered are the inputs' doing; an option
+    refused, a file system error (full disk, permission), memory or any other error is
+    not, and is tried again by the next run.
+    """
+    from napari_mireg.options import OptionError
+
+    return isinstance(error, ValueError) and not isinstance(error, OptionError)
 
 
 def _row(pair, report=None, error="", seconds=0.0, peak_mb=0.0, reused=False):
@@ -277,8 +308,6 @@ def register_pair(pair, folder, threads_per_task, options):
 
     started = time.perf_counter()
     folder = Path(folder)
-    for stale in folder.glob(".partial-*"):  # left by a killed worker
-        shutil.rmtree(stale, ignore_errors=True)
     try:
         with threadpool_limits(limits=threads_per_task):
             inputs = load_inputs(
@@ -286,10 +315,13 @@ def register_pair(pair, folder, threads_per_task, options):
             )
             report = run_job(inputs, folder, options, threads=threads_per_task)
     except Exception as error:  # a failing pair is reported, never fatal to the cohort
-        message = f"{type(error).__name__}: {error}".splitlines()[0]
-        _record_failure(pair, folder, options, message)
+        text = files.describe_os_error(error) if isinstance(error, OSError) else str(error)
+        message = f"{type(error).__name__}: {' '.join(text.split())}"
+        if caused_by_inputs(error):
+            _record_failure(pair, folder, options, message)
         return _row(pair, error=message, seconds=time.perf_counter() - started), []
-    (folder / FAILURE_FILE).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (folder / FAILURE_FILE).unlink(missing_ok=True)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return (
         _row(pair, report, seconds=time.perf_counter() - started, peak_mb=peak_mb),
@@ -371,8 +403,11 @@ def run_cohort(
     from dask.distributed import as_completed
 
     options = RegistrationOptions.build(options, **settings).replace(threads=None)
+    threads_per_task = _count(threads_per_task, "threads_per_task")
+    if workers is not None:
+        workers = _count(workers, "workers")
     out_dir = Path(out_dir)
-    pairs = unique_names(pairs)
+    pairs = unique_names(_without_duplicates(pairs, progress))
     names = [pair.name for pair in pairs]
     folders = {pair.name: out_dir / "pairs" / pair.name for pair in pairs}
     results = {}
@@ -395,6 +430,7 @@ def run_cohort(
     if todo:
         if client is None:
             client = owned = _local_client(threads_per_task, workers)
+        futures = {}
         try:
             futures = {
                 client.submit(
@@ -417,11 +453,21 @@ def run_cohort(
                     f"[{done}/{len(todo)}] {pair.name}: {row['status']} "
                     f"({row['seconds']:.1f} s) {detail}",
                 )
+        except BaseException:
+            # Ctrl-C or SIGTERM (or a lost scheduler): stop the work, then remove the
+            # staging folders the stopped tasks leave (a remote cluster's tasks are
+            # cancelled; a staging folder a worker still writes is removed by the next run).
+            for future in futures:
+                future.cancel()
+            _close(owned)
+            owned = None
+            for pair in todo:
+                if pair.name not in results:
+                    with contextlib.suppress(OSError):
+                        remove_staging(folders[pair.name])
+            raise
         finally:
-            if owned is not None:
-                cluster = owned.cluster
-                owned.close()
-                cluster.close()
+            _close(owned)
     rows = [results[name][0] for name in names]
     label_rows = [label for name in names for label in results[name][1]]
     result = CohortResult(
@@ -436,6 +482,38 @@ def run_cohort(
     _box_plot(label_rows, result.plot)
     _say(progress, summary_text(rows))
     return result
+
+
+def _close(client):
+    """Close a client made here and its LocalCluster (its worker processes end)."""
+    if client is not None:
+        cluster = client.cluster
+        client.close()
+        cluster.close()
+
+
+def _count(value, name):
+    """A whole number >= 1 (threads, workers), else an OptionError naming it."""
+    from napari_mireg.options import OptionError
+
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise OptionError(name, f"must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
+def _without_duplicates(pairs, progress):
+    """The pairs with a repeated one (same files) kept once; each repeat is said once."""
+    kept, seen, repeated = [], set(), {}
+    for pair in pairs:
+        key = (pair.fixed, pair.moving, pair.fixed_labels, pair.moving_labels)
+        if key in seen:
+            repeated[pair.name] = repeated.get(pair.name, 1) + 1
+            continue
+        seen.add(key)
+        kept.append(pair)
+    for name, times in repeated.items():
+        _say(progress, f"{name}: listed {times} times, registered once")
+    return kept
 
 
 def _say(stream, text):
@@ -491,7 +569,14 @@ def _box_plot(label_rows, path):
 
 def main(args):
     """`mireg batch` (see cli.py for the arguments)."""
+    from napari_mireg.cli import check_output_folder
+    from napari_mireg.options import OptionError
+
     options = from_arguments(args)
+    for name, value in (("--threads-per-task", args.threads_per_task), ("--workers", args.workers)):
+        if value is not None and value < 1:
+            raise OptionError(name, f"must be a whole number >= 1, got {value}")
+    check_output_folder(args.out)
     pairs = all_pairs(args.table) if args.all_pairs else read_pairs(args.table)
     client = None
     if args.scheduler:

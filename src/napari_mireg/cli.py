@@ -1,11 +1,16 @@
 """The ``mireg`` command line: register, apply, overlap, clean-labels, batch.
 
-Exit codes: 0 success, 2 bad input (one line naming the file and the problem), 130 when
-interrupted (Ctrl-C), with no partial output left behind.
+Exit codes: 0 success; 1 some pairs of a batch failed, or out of memory; 2 bad input or a
+file that cannot be read or written (one line naming the file or the option); 130 when
+interrupted with Ctrl-C (SIGINT); 143 when stopped with SIGTERM (as batch schedulers do). An
+interruption leaves no partial output behind and earlier complete outputs as they were.
 """
 
 import argparse
+import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,11 +20,81 @@ from napari_mireg import __version__, files
 from napari_mireg.options import add_arguments as add_registration_options
 from napari_mireg.options import from_arguments as registration_options
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class BadInput(Exception):
     """A problem the user can fix; printed as one line, exit code 2."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: raised in the main thread so that every clean-up runs.
+
+    A ``KeyboardInterrupt``, so the code that cleans up after Ctrl-C (staging folders,
+    temporary files, the Dask cluster) does the same after SIGTERM.
+    """
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _on_signal(signum, frame):
+    # Clean-up must not be cut short by a second signal: ignore the next ones.
+    for other in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(other, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def _handle_stop_signals():
+    """SIGTERM (schedulers, ``kill``) and SIGINT both raise :class:`Interrupted`.
+
+    Returns
+    -------
+    dict
+        The handlers replaced (empty outside the main thread, where none can be set).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+
+def check_output_file(path):
+    """Refuse an output path that cannot be written, before any work.
+
+    Raises
+    ------
+    files.FileAccessError
+        Its folder is missing or not writable, or the path is a folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise files.FileAccessError(path, "cannot be written: it is a folder")
+    folder = path.parent
+    if not folder.is_dir():
+        problem = "is not a folder" if folder.exists() else "does not exist"
+        raise files.FileAccessError(path, f"cannot be written: the folder {folder} {problem}")
+    _check_writable(folder, path)
+
+
+def check_output_folder(path):
+    """Refuse an output folder that is a file or cannot be created or written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise files.FileAccessError(path, "output folder is a file")
+    existing = path
+    while not existing.exists():  # the folder is made later, below its first existing parent
+        existing = existing.parent
+    if not existing.is_dir():
+        raise files.FileAccessError(path, f"output folder cannot be made: {existing} is a file")
+    _check_writable(existing, path)
+
+
+def _check_writable(folder, path):
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise files.FileAccessError(
+            path, f"cannot be written: no write permission in {folder} (or read-only)"
+        )
 
 
 class Progress:
@@ -59,12 +134,15 @@ def command_register(args):
     from napari_mireg.jobs import load_inputs, run_job_steps
 
     options = registration_options(args)
-    inputs = load_inputs(args.fixed, args.moving, args.fixed_labels, args.moving_labels, args.mask)
     out_dir = Path(args.out)
+    check_output_folder(out_dir)
+    inputs = load_inputs(args.fixed, args.moving, args.fixed_labels, args.moving_labels, args.mask)
     created = not out_dir.exists()
     progress = Progress(options.level_iters)
     steps = run_job_steps(inputs, out_dir, options)
     try:
+        if options.prealign != "none":
+            print(f"prealignment ({options.prealign}) ...", file=sys.stderr, flush=True)
         while True:
             try:
                 progress.update(next(steps))
@@ -100,6 +178,8 @@ def parse_transform(text):
         if flag.strip() not in ("0", "1") or not name:
             raise BadInput(f"{text}: expected [FILE,0] or [FILE,1]")
         return files.load_transform(name.strip(), invert=flag.strip() == "1")
+    if text.startswith("[") or text.endswith("]"):
+        raise BadInput(f"{text}: expected FILE, [FILE,0] or [FILE,1]")
     return files.load_transform(text)
 
 
@@ -107,6 +187,11 @@ def command_apply(args):
     """`mireg apply`: resample an image through transforms."""
     from napari_mireg.transforms import DisplacementField, apply_transforms
 
+    check_output_file(args.out)
+    if files.suffix_of(args.out) not in files.VOLUME_SUFFIXES:
+        raise files.InputError(
+            args.out, f"unsupported output format; use one of {', '.join(files.VOLUME_SUFFIXES)}"
+        )
     transforms = [parse_transform(t) for t in args.transforms]
     image = files.load_volume(args.to, labels=args.labels)
     if args.reference:
@@ -117,7 +202,7 @@ def command_apply(args):
             raise BadInput("only affine transforms given: say the output grid with --reference")
         reference = grids[0]
     warped = apply_transforms(image, reference, transforms, "nearest" if args.labels else "linear")
-    files.save_volume(args.out, warped, reference.affine, labels=args.labels)
+    files.save_volume(args.out, warped, reference.file_affine, labels=args.labels)
     print(f"wrote {args.out} (shape {np.shape(warped)})")
     return EXIT_OK
 
@@ -127,6 +212,8 @@ def command_overlap(args):
     from napari_mireg.overlap import overlap_scores
     from napari_mireg.transforms import same_grid
 
+    if args.csv:
+        check_output_file(args.csv)
     fixed = files.load_volume(args.fixed_labels, labels=True)
     warped = files.load_volume(args.warped_labels, labels=True)
     if not same_grid(fixed, warped):
@@ -153,13 +240,14 @@ def command_clean_labels(args):
     """`mireg clean-labels`: islands and holes per label."""
     from napari_mireg.labels import clean_labels
 
+    check_output_file(args.output)
     labels = files.load_volume(args.input, labels=True)
     cleaned, changes = clean_labels(
         labels.user_array(labels.data),
         min_island=args.min_island,
         fill_holes=not args.no_fill_holes,
     )
-    files.save_volume(args.output, cleaned, labels.affine, labels=True)
+    files.save_volume(args.output, cleaned, labels.file_affine, labels=True)
     for change in changes:
         if change.island_voxels or change.holes_filled:
             print(
@@ -267,14 +355,35 @@ def build_parser():
 def main(argv=None):
     """Entry point of ``mireg``; returns the exit code."""
     args = build_parser().parse_args(argv)
+    previous = _handle_stop_signals()
     try:
         return args.run(args)
     except (BadInput, ValueError) as error:  # files.InputError is a ValueError
-        print(f"mireg {args.command}: error: {error}", file=sys.stderr)
+        _error_line(args.command, error)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print(f"mireg {args.command}: interrupted; no partial output left", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except OSError as error:  # permission, full disk, read-only file system, ...
+        _error_line(args.command, files.describe_os_error(error))
+        return EXIT_BAD_INPUT
+    except MemoryError:
+        _error_line(args.command, "not enough memory for this run (smaller images or --bins?)")
+        return EXIT_FAILED
+    except KeyboardInterrupt as stop:
+        signum = getattr(stop, "signum", signal.SIGINT)
+        print(
+            f"mireg {args.command}: interrupted ({signal.Signals(signum).name}); no partial "
+            f"output left, earlier outputs kept",
+            file=sys.stderr,
+        )
+        return 128 + int(signum)
+    finally:
+        for signum, handler in previous.items():  # as they were (main() may be called in-process)
+            signal.signal(signum, handler)
+
+
+def _error_line(command, error):
+    """The one line of a failed command (a message is never more than one line)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    print(f"mireg {command}: error: {text}", file=sys.stderr)
 
 
 if __name__ == "__main__":

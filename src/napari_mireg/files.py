@@ -33,8 +33,10 @@ __all__ = [
     "NIFTI_INTENT_VECTOR",
     "RAS_TO_LPS",
     "VOLUME_SUFFIXES",
+    "FileAccessError",
     "InputError",
     "atomic_path",
+    "describe_os_error",
     "load_transform",
     "load_volume",
     "save_affine",
@@ -48,6 +50,7 @@ __all__ = [
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mgz", ".mgh")
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 NIFTI_INTENT_VECTOR = 1007
+FIELD_REACH = 10.0  # largest accepted displacement, in grid diagonals
 
 
 class InputError(ValueError):
@@ -57,6 +60,31 @@ class InputError(ValueError):
         super().__init__(f"{path}: {problem}")
         self.path = Path(path)
         self.problem = problem
+
+
+class FileAccessError(OSError):
+    """The file system refused a read or a write (permission, full disk, read-only, ...).
+
+    An ``OSError`` (so callers can tell it from a bad input: trying again later may work)
+    whose message is one line starting with the path.
+    """
+
+    def __init__(self, path, problem, errno=None):
+        super().__init__(errno, problem)
+        self.path = Path(path)
+        self.problem = problem
+
+    def __str__(self):
+        return f"{self.path}: {self.problem}"
+
+
+def describe_os_error(error, path=None):
+    """One line naming the path and the problem of an OSError (e.g. for a CLI message)."""
+    if isinstance(error, FileAccessError):
+        return str(error)
+    name = error.filename if error.filename is not None else path
+    problem = error.strerror or str(error) or type(error).__name__
+    return f"{name}: {problem}" if name is not None else problem
 
 
 def suffix_of(path):
@@ -76,6 +104,8 @@ def _open_image(path):
             f"unsupported format {suffix_of(path) or '(no suffix)'}; "
             f"expected one of {', '.join(VOLUME_SUFFIXES)}",
         )
+    if not os.access(path, os.R_OK):
+        raise FileAccessError(path, "cannot be read (permission denied)")
     try:
         image = nib.load(path)
         data = np.asanyarray(image.dataobj)
@@ -122,27 +152,50 @@ def load_volume(
     try:
         if labels:
             data = label_values(data, "data")
-        return as_volume(data, image.affine, "data", dtype=None if labels else dtype)
+        return as_volume(
+            data, image.affine, "data", dtype=None if labels else dtype, from_file=True
+        )
     except ValueError as error:
         raise InputError(path, str(error).removeprefix("data: ").removeprefix("data ")) from error
 
 
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside `path` (same suffix); rename it to `path` on success."""
+    """Yield a temporary path beside `path` (same suffix); rename it to `path` on success.
+
+    Raises
+    ------
+    FileAccessError
+        The folder is missing or not writable, the disk is full, `path` is a folder, ...:
+        one line naming `path` (not the temporary name).
+    """
     path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=suffix_of(path), dir=path.parent
-    )
-    os.close(descriptor)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; a finished file gets the usual mode
+    folder = path.parent
+    if not folder.is_dir():
+        problem = "is not a folder" if folder.exists() else "does not exist"
+        raise FileAccessError(path, f"cannot be written: the folder {folder} {problem}")
+    if path.is_dir():
+        raise FileAccessError(path, "cannot be written: it is a folder")
+    temporary = None
     try:
+        descriptor, temporary = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=suffix_of(path), dir=folder
+        )
+        os.close(descriptor)
+        umask = os.umask(0)
+        os.umask(umask)
+        # mkstemp makes 0600; a finished file gets the usual mode
+        os.chmod(temporary, 0o666 & ~umask)
         yield Path(temporary)
         os.replace(temporary, path)
+    except FileAccessError:
+        raise
+    except OSError as error:
+        raise FileAccessError(
+            path, f"cannot be written ({error.strerror or error})", error.errno
+        ) from error
     finally:
-        if os.path.exists(temporary):
+        if temporary is not None and os.path.exists(temporary):
             os.unlink(temporary)
 
 
@@ -161,7 +214,7 @@ def _nifti(data, affine, path):
     """A NIfTI or MGH image for `path`'s suffix, with sform and qform set to `affine`."""
     if suffix_of(path) in (".mgz", ".mgh"):
         return nib.MGHImage(data, affine)
-    image = nib.Nifti1Image(data, affine)
+    image = nib.Nifti1Image(data, affine, dtype=data.dtype)  # 64-bit labels stay 64-bit
     image.set_sform(affine, code=1)
     image.set_qform(affine, code=1)
     return image
@@ -179,7 +232,15 @@ def save_volume(
     affine : ndarray (4, 4)
         Voxel-to-world (RAS) matrix.
     labels : bool
-        Keep an integer dtype (int32 when the input is not integer).
+        Integer labels: written as int32 when every value fits (what most tools read), else
+        in their own 64-bit type (NIfTI only: MGH has no 64-bit integers, an error then).
+
+    Raises
+    ------
+    InputError
+        An unsupported suffix, or labels that the format cannot hold unchanged.
+    FileAccessError
+        The file cannot be written.
     """
     path = Path(path)
     if suffix_of(path) not in VOLUME_SUFFIXES:
@@ -187,10 +248,26 @@ def save_volume(
             path, f"unsupported output format; use one of {', '.join(VOLUME_SUFFIXES)}"
         )
     array = np.asarray(data)
-    array = label_values(array, str(path)) if labels else array.astype(np.float32)
-    if labels and array.dtype.itemsize == 8:
-        array = array.astype(np.int32)
+    array = _label_array(array, path) if labels else array.astype(np.float32)
     _save_image(_nifti(array, np.asarray(affine, dtype=np.float64), path), path)
+
+
+INT32_MAX = np.iinfo(np.int32).max
+
+
+def _label_array(array, path):
+    """Labels in the narrowest type that holds them unchanged and the format can store."""
+    array = label_values(array, str(path))
+    if array.dtype.itemsize < 8 and array.dtype != np.uint32:
+        return array
+    if not array.size or int(array.max()) <= INT32_MAX:
+        return array.astype(np.int32)  # lossless: labels are never negative
+    if suffix_of(path) in (".mgz", ".mgh"):
+        raise InputError(
+            path,
+            f"label {int(array.max())} does not fit MGH's 32-bit integers; write .nii.gz",
+        )
+    return array.astype(np.int64 if array.dtype.kind == "i" else np.uint64)
 
 
 def save_displacement(
@@ -285,11 +362,29 @@ def _read_itk_text(path):
 
 
 def _read_ants_mat(path):
-    contents = scipy_io.loadmat(path)
+    try:
+        contents = scipy_io.loadmat(path)
+    except (ValueError, TypeError, IndexError, KeyError, scipy_io.matlab.MatReadError) as error:
+        # scipy reports a text or damaged file in many ways (IndexError for a text file)
+        raise InputError(path, "cannot be read as a MATLAB (.mat) affine transform") from error
     keys = [k for k in contents if k.startswith(("AffineTransform", "MatrixOffsetTransform"))]
     if not keys or not keys[0].endswith("_3_3") or "fixed" not in contents:
         raise InputError(path, "not a 3D ANTs/ITK affine transform (.mat)")
-    return _affine_from_itk(contents[keys[0]], contents["fixed"])
+    parameters, centre = np.ravel(contents[keys[0]]), np.ravel(contents["fixed"])
+    if parameters.size != 12 or centre.size != 3:
+        raise InputError(path, "affine transform needs 12 parameters and 3 fixed parameters")
+    return _affine_from_itk(parameters, centre)
+
+
+def _checked_matrix(matrix, path):
+    """Refuse an affine that would map every point to NaN, or fold space flat."""
+    if not np.all(np.isfinite(matrix)):
+        raise InputError(path, "affine transform has NaN or infinite parameters")
+    linear = matrix[:3, :3]
+    scale = np.abs(linear).max()
+    if scale == 0 or abs(np.linalg.det(linear)) <= 1e-9 * scale**3:
+        raise InputError(path, "affine matrix is singular (it maps space onto a plane or a point)")
+    return matrix
 
 
 def _read_field(path):
@@ -303,7 +398,19 @@ def _read_field(path):
     ras = np.ascontiguousarray(data * np.float32([-1, -1, 1]), dtype=np.float32)
     if not np.all(np.isfinite(ras)):
         raise InputError(path, "displacement field has NaN or infinite values")
-    grid = as_volume(np.zeros(data.shape[:3], np.float32), image.affine, str(path))
+    try:
+        grid = as_volume(np.zeros(data.shape[:3], np.float32), image.affine, str(path))
+    except ValueError as error:
+        raise InputError(path, str(error).removeprefix(f"{path} ")) from error
+    # A displacement many times the grid's own extent sends every point off the image.
+    extent = float(np.linalg.norm(grid.spacing * np.array(grid.shape)))
+    largest = float(np.sqrt((ras.astype(np.float64) ** 2).sum(axis=-1)).max())
+    if largest > FIELD_REACH * extent:
+        raise InputError(
+            path,
+            f"displacements reach {largest:.3g} mm, {largest / extent:.0f} times the grid's "
+            f"size ({extent:.0f} mm); is this a displacement field in mm?",
+        )
     return DisplacementField(ras, grid)
 
 
@@ -345,4 +452,7 @@ def load_transform(path: PathLike, *, invert: bool = False) -> AffineMap | Displ
         if isinstance(error, InputError):
             raise
         raise InputError(path, f"cannot be read as a transform ({error})") from error
+    except OSError as error:
+        raise FileAccessError(path, f"cannot be read ({error.strerror or error})") from error
+    matrix = _checked_matrix(matrix, path)
     return AffineMap(np.linalg.inv(matrix) if invert else matrix)

@@ -1,15 +1,20 @@
 """One registration job from files to an output folder: what `mireg register` and the cohort
 runner do for each pair.
 
-The outputs are written into a hidden temporary folder inside the output folder and moved
-into place only when all of them exist; ``report.json`` moves last, so its presence marks a
-complete job. An error or an interruption removes the temporary folder: nothing half-written
-is ever left behind.
+The outputs are written into a hidden staging folder (``.partial-*``) inside the output
+folder. Only when every one of them is there does the output folder change, as one set: the
+earlier ``report.json`` goes first (the folder stops being a complete job), earlier outputs
+that this run does not make are removed, the new files move in, and the new ``report.json``
+moves last, so its presence marks a complete job. An error or an interruption (Ctrl-C,
+SIGTERM) removes the staging folder; one left by a killed process (SIGKILL) is removed by
+the next run into the same folder.
 """
 
 import json
+import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -75,6 +80,12 @@ def load_inputs(fixed, moving, fixed_labels=None, moving_labels=None, mask=None)
     paths = {key: str(Path(value).resolve()) for key, value in paths.items() if value}
     fixed_volume = files.load_volume(fixed)
     moving_volume = files.load_volume(moving)
+    for path, volume in ((fixed, fixed_volume), (moving, moving_volume)):
+        low, high = float(volume.data.min()), float(volume.data.max())
+        if low == high:
+            raise files.InputError(
+                path, f"image is constant (every voxel is {low:g}): there is nothing to align"
+            )
     if fixed_volume.ndim != moving_volume.ndim:
         raise files.InputError(
             moving, f"is {moving_volume.ndim}D but the fixed image {fixed} is {fixed_volume.ndim}D"
@@ -131,20 +142,113 @@ def run_job_steps(inputs, out_dir, options=None, **settings):
         The report (also written as ``report.json``).
     """
     options = RegistrationOptions.build(options, **settings)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
+    out_dir = prepare_output_folder(out_dir)
+    staging = _staging_folder(out_dir)
     try:
-        result = yield from register_steps(
-            inputs.fixed, inputs.moving, options, fixed_mask=inputs.mask
+        _pause_for_tests("prealign")
+        result = yield from _paused_after_first(
+            register_steps(inputs.fixed, inputs.moving, options, fixed_mask=inputs.mask)
         )
         report = _write_outputs(result, inputs, staging, options)
-        for name in sorted(p.name for p in staging.iterdir() if p.name != "report.json"):
-            (staging / name).replace(out_dir / name)
-        (staging / "report.json").replace(out_dir / "report.json")
+        _replace_outputs(staging, out_dir)
         return report
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+STAGING_PREFIX = ".partial-"
+TEST_PAUSE = "MIREG_TEST_PAUSE"  # for the interruption tests only: see _pause_for_tests
+
+
+def _pause_for_tests(phase):
+    """Wait while the interruption tests send a signal (only with MIREG_TEST_PAUSE set).
+
+    ``MIREG_TEST_PAUSE=prealign|syn|write`` makes a job print ``mireg test pause: PHASE``
+    on standard error and sleep 60 s at that point (before the prealignment, after the
+    first SyN iteration, after the first output file is written), so a test can stop it
+    in that phase however loaded the machine is. Unset, this does nothing.
+    """
+    if os.environ.get(TEST_PAUSE) == phase:
+        print(f"mireg test pause: {phase}", file=sys.stderr, flush=True)
+        time.sleep(60)
+
+
+def _paused_after_first(steps):
+    """Pass the registration's Snapshots on, with the "syn" test pause after the first."""
+    first = True
+    try:
+        while True:
+            snapshot = next(steps)
+            yield snapshot
+            if first:
+                first = False
+                _pause_for_tests("syn")
+    except StopIteration as finished:
+        return finished.value
+    finally:
+        steps.close()
+
+
+def prepare_output_folder(out_dir):
+    """Create the output folder if needed and remove stale staging folders from it.
+
+    A staging folder is left only by a process that was killed outright (SIGKILL, power
+    loss); no live job shares an output folder, so the next run removes it.
+
+    Raises
+    ------
+    files.FileAccessError
+        `out_dir` is a file, or cannot be created or written: one line naming it.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise files.FileAccessError(out_dir, "output folder is a file")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        remove_staging(out_dir)
+    except OSError as error:
+        raise files.FileAccessError(
+            out_dir, f"output folder cannot be used ({error.strerror or error})", error.errno
+        ) from error
+    return out_dir
+
+
+def remove_staging(out_dir):
+    """Remove the staging folders (``.partial-*``) of unfinished jobs from `out_dir`."""
+    folder = Path(out_dir)
+    if not folder.is_dir():
+        return
+    for stale in folder.glob(STAGING_PREFIX + "*"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink()
+
+
+def _staging_folder(out_dir):
+    try:
+        return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
+    except OSError as error:
+        raise files.FileAccessError(
+            out_dir, f"output folder cannot be written ({error.strerror or error})", error.errno
+        ) from error
+
+
+def _replace_outputs(staging, out_dir):
+    """Swap the staged outputs in as one set, ``report.json`` last (see the module notes)."""
+    report = OUTPUT_FILES["report"]
+    new = sorted(p.name for p in staging.iterdir() if p.name != report)
+    try:
+        (out_dir / report).unlink(missing_ok=True)
+        for name in set(OUTPUT_FILES.values()) - set(new) - {report}:
+            (out_dir / name).unlink(missing_ok=True)  # an earlier run's, not made this time
+        for name in new:
+            (staging / name).replace(out_dir / name)
+        (staging / report).replace(out_dir / report)
+    except OSError as error:
+        raise files.FileAccessError(
+            out_dir, f"outputs cannot be moved into place ({error.strerror or error})", error.errno
+        ) from error
 
 
 def run_job(inputs, out_dir, options=None, **settings):
@@ -157,7 +261,8 @@ def _write_outputs(result, inputs, folder, options):
     fixed = inputs.fixed
     mapping = result.mapping
     outputs = [OUTPUT_FILES["warped"], OUTPUT_FILES["affine"], OUTPUT_FILES["report"]]
-    files.save_volume(folder / OUTPUT_FILES["warped"], result.warped, fixed.affine)
+    files.save_volume(folder / OUTPUT_FILES["warped"], result.warped, fixed.file_affine)
+    _pause_for_tests("write")
     files.save_affine(result.prealignment, folder / OUTPUT_FILES["affine"])
     if fixed.ndim == 3:
         files.save_displacement(mapping, folder / OUTPUT_FILES["warp"], "forward")
@@ -173,7 +278,7 @@ def _write_outputs(result, inputs, folder, options):
         overlap = table.summary()
         overlap_before = overlap_scores(fixed_labels, as_is).summary()
         files.save_volume(
-            folder / OUTPUT_FILES["warped_labels"], warped_labels, fixed.affine, labels=True
+            folder / OUTPUT_FILES["warped_labels"], warped_labels, fixed.file_affine, labels=True
         )
         files.write_text(folder / OUTPUT_FILES["overlap"], table.to_csv_text())
         outputs += [OUTPUT_FILES["warped_labels"], OUTPUT_FILES["overlap"]]

@@ -146,7 +146,14 @@ def label_values(labels, name="labels"):
                 f"(e.g. {array[array != np.round(array)].flat[0]:g}); "
                 f"is this an intensity image?"
             )
-        array = array.astype(np.int32)
+        if array.size and array.min() < 0:
+            raise ValueError(f"{name}: label map has negative labels (smallest {array.min():g})")
+        if array.size and array.max() > 2.0**53:  # beyond, a float no longer holds every integer
+            raise ValueError(
+                f"{name}: label map holds values up to {array.max():g}, too large for labels"
+            )
+        fits = not array.size or array.max() <= np.iinfo(np.int32).max
+        array = array.astype(np.int32 if fits else np.int64)
     elif array.dtype.kind not in "iu":
         raise ValueError(f"{name}: label map must be integer, got dtype {array.dtype}")
     if array.size and array.min() < 0:
@@ -214,13 +221,18 @@ def clean_labels(
     if labels.ndim not in (2, 3):
         raise ValueError(f"labels must be 2D or 3D, got shape {labels.shape}")
     cleaned = labels.copy()
-    present = [int(v) for v in np.unique(labels) if v != 0]
+    values, inverse = np.unique(labels, return_inverse=True)
+    present = [int(v) for v in values if v != 0]
     structure = ndimage.generate_binary_structure(labels.ndim, connectivity)
-    boxes = ndimage.find_objects(labels) if present else []
+    # Bounding boxes of consecutive ids (find_objects makes one slot per id up to the
+    # largest, which for ids near 2**31 is more memory than any machine has).
+    consecutive = inverse.reshape(labels.shape) + int(values[0] != 0)
+    found = ndimage.find_objects(consecutive) if present else []
+    boxes = dict(zip(present, found[-len(present) :] if present else [], strict=True))
     removed = {}
     vacated = np.zeros(labels.shape, dtype=bool)
     for label in present:
-        box = boxes[label - 1]
+        box = boxes[label]
         components, count = ndimage.label(labels[box] == label, structure)
         sizes = np.bincount(components.ravel())[1:]
         keep = np.zeros(count + 1, dtype=bool)
@@ -236,19 +248,19 @@ def clean_labels(
     filled = {}
     if fill_holes:
         for label in present:
-            box = _grown_box(boxes[label - 1], labels.shape)
+            box = _grown_box(boxes[label], labels.shape)
             mask = cleaned[box] == label
             holes = ndimage.binary_fill_holes(mask) & ~mask & (cleaned[box] == 0)
             cleaned[box][holes] = label
             filled[label] = int(holes.sum())
-    before = np.bincount(labels.ravel().astype(np.int64))
-    after = np.bincount(cleaned.ravel().astype(np.int64), minlength=before.size)
+    before = dict(zip(*np.unique(labels, return_counts=True), strict=True))
+    after = dict(zip(*np.unique(cleaned, return_counts=True), strict=True))
     changes = [
         CleanupChange(
             label,
             label_name(label),
             int(before[label]),
-            int(after[label]),
+            int(after.get(label, 0)),
             removed[label][0],
             removed[label][1],
             filled.get(label, 0),

@@ -16,6 +16,7 @@ from napari_mireg import _mi
 from napari_mireg._typing import Matrix
 from napari_mireg._validate import image_pair, mask_array, positive_int, spacing_vector
 from napari_mireg.fields import embed_matrix, image_gradient, thread_count
+from napari_mireg.options import BINS_RANGE
 
 # Probabilities at or below this count as empty bins (ITK uses the double epsilon too).
 EMPTY_BIN = np.finfo(np.float64).eps
@@ -61,7 +62,8 @@ class MutualInformation:
     Parameters
     ----------
     bins : int, optional
-        Number of histogram bins per image, padding included (ANTs' default: 32).
+        Number of histogram bins per image, padding included (ANTs' default: 32); 5 to
+        1024 (four are padding).
     threads : int or None, optional
         Threads of the Cython kernels; None uses OpenMP's default (all cores, or
         ``OMP_NUM_THREADS``). Results do not depend on it.
@@ -78,7 +80,9 @@ class MutualInformation:
     """
 
     def __init__(self, bins: int = 32, *, threads: int | None = None) -> None:
-        self.bins = positive_int(bins, "bins", minimum=5)
+        self.bins = positive_int(bins, "bins", minimum=BINS_RANGE[0])
+        if self.bins > BINS_RANGE[1]:  # the (bins x bins) tables would outgrow memory
+            raise ValueError(f"bins must be at most {BINS_RANGE[1]}, got {self.bins}")
         self.threads = None if threads is None else positive_int(threads, "threads")
         self._probability = None
 

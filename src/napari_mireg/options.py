@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 PREALIGNMENTS = ("affine", "rigid", "none")
-BINS_RANGE = (4, 1024)  # below 4 the Parzen window is wider than the histogram; above 1024
-#                         the (bins x bins) table outgrows any MRI's voxel count
+BINS_RANGE = (5, 1024)  # four bins are padding, so at least one must hold intensities; above
+#                         1024 the (bins x bins) table outgrows any MRI's voxel count
 STEP_LENGTH_MAX = 10.0  # voxels of a level: larger steps fold the map on the first update
 UPDATE_SIGMA_MAX = 100.0  # voxels: a wider Gaussian flattens any update to a translation
 ITERATIONS_MAX = 100_000
@@ -110,7 +110,7 @@ class RegistrationOptions:
         The MI prealignment before SyN (a known matrix is passed to
         :func:`napari_mireg.register_steps` instead).
     bins : int
-        Histogram bins of the MI metric, 4 to 1024 (ANTs' default is 32).
+        Histogram bins of the MI metric, 5 to 1024 (ANTs' default is 32).
     level_iters : tuple of int
         SyN iterations per level, coarsest first ("40x20x10" or "40,20,10" accepted).
     step_length : float

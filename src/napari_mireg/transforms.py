@@ -7,7 +7,7 @@ the fixed grid; the moving point of fixed point p is ``prealign(p + forward(p))`
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -24,13 +24,35 @@ class Volume:
     ----------
     data : ndarray, 3D
     affine : ndarray (4, 4)
+        Voxel-to-world matrix of `data` (for 2D, the in-plane matrix in the lower-right
+        block: axis 0 is the singleton axis).
     ndim : int
         2 or 3: the dimensionality the user gave.
+    source_affine : ndarray (4, 4) or None
+        For a 2D image read from a file: the file's own 4x4 matrix (with the slice's
+        position out of the plane), so that outputs on this grid keep it.
     """
 
     data: np.ndarray
     affine: np.ndarray
     ndim: int
+    source_affine: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def file_affine(self):
+        """The 4x4 matrix to write with an array of the user's dimensionality.
+
+        3D: `affine`. 2D: the file's matrix when the grid came from a file, else the
+        in-plane matrix with world axes x and y.
+        """
+        if self.ndim == 3:
+            return self.affine
+        if self.source_affine is not None:
+            return self.source_affine
+        matrix = np.eye(4)
+        matrix[:2, :2] = self.affine[1:3, 1:3]
+        matrix[:2, 3] = self.affine[1:3, 3]
+        return matrix
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -47,15 +69,14 @@ class Volume:
         return array[0] if self.ndim == 2 else array
 
 
-def as_volume(
-    image: "Image | Volume",
-    affine: Matrix | None = None,
-    name: str = "image",
-    dtype: npt.DTypeLike = np.float32,
-) -> "Volume":
+from collections.abc import Sequence
+from dataclasses import dataclass, field
     """A Volume from a numpy array (identity affine by default) or a nibabel image.
 
-    A Volume is returned as it is.
+    A Volume is returned as it is. For a 2D array, `affine` is 3x3, or 4x4 with the
+    in-plane matrix in its lower-right block (``Volume.affine`` of a 2D Volume); a 2D
+    nibabel image, or `from_file`, means a file's 4x4 matrix instead, whose columns 0 and 1
+    are the array's axes (see :func:`_in_plane`).
 
     Raises
     ------
@@ -67,6 +88,7 @@ def as_volume(
         return image
     if hasattr(image, "affine") and hasattr(image, "dataobj"):
         data = np.asanyarray(image.dataobj)
+        from_file = from_file or affine is None
         affine = image.affine if affine is None else affine
     else:
         data = np.asarray(image)
@@ -81,8 +103,13 @@ def as_volume(
     ndim = data.ndim
     size = ndim + 1
     affine = np.eye(size) if affine is None else np.asarray(affine, dtype=np.float64)
-    if ndim == 2 and affine.shape == (4, 4):
-        affine = np.delete(np.delete(affine, 0, axis=0), 0, axis=1)  # an embedded 2D affine
+    source_affine = None
+    if ndim == 2 and affine.shape == (4, 4) and np.all(np.isfinite(affine)):
+        if from_file:
+            source_affine = affine
+            affine = _in_plane(affine)
+        else:
+            affine = np.delete(np.delete(affine, 0, axis=0), 0, axis=1)  # an embedded matrix
     if affine.shape != (size, size) or not np.all(np.isfinite(affine)):
         raise ValueError(
             f"{name} affine must be a finite {size}x{size} matrix, got shape {affine.shape}"
@@ -95,7 +122,19 @@ def as_volume(
     if ndim == 2:
         data = data[None]
         affine = fields.embed_matrix(affine, 4)
-    return Volume(data, affine, ndim)
+    return Volume(data, affine, ndim, source_affine)
+
+
+def _in_plane(affine):
+    """The 3x3 in-plane matrix of a 2D image stored with a file's 4x4 matrix.
+
+    A 2D array's axes are the matrix's columns 0 and 1 (column 2 is the missing slice
+    axis); the world axis they leave out is the row they touch least (z for an axial
+    slice), and the other two rows are kept, in order.
+    """
+    reach = np.abs(affine[:3, :2]).sum(axis=1)
+    rows = sorted(np.argsort(reach, kind="stable")[1:])
+    return affine[np.ix_([*rows, 3], [0, 1, 3])]
 
 
 @dataclass

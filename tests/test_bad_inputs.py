@@ -1,0 +1,577 @@
+"""A catalogue of bad and unusual inputs: each is refused with one line naming the file or the
+option (exit code 2 on the command line, ValueError/InputError in the API), before any work,
+leaving nothing behind; the unusual but valid ones (64-bit labels, ids near 2**31, 2D files)
+give the right output.
+"""
+
+import errno
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_mireg import files
+from napari_mireg.batch import all_pairs, read_pairs, register_pair, run_cohort
+from napari_mireg.cli import main
+from napari_mireg.datasets import write_sample_data
+from napari_mireg.jobs import load_inputs
+from napari_mireg.labels import clean_labels, label_values
+from napari_mireg.metric import MutualInformation
+from napari_mireg.options import OptionError, RegistrationOptions
+
+BIG_LABEL = 8589934594  # 2**33 + 2: an int64 label that int32 would turn into 2
+QUICK = ["--iterations", "5x3x1", "--prealign", "none", "--threads", "1"]
+
+
+def write(path, data, affine, **header):
+    image = nib.Nifti1Image(np.asarray(data), affine, dtype=np.asarray(data).dtype)
+    nib.save(image, path)
+    return path
+
+
+def warp_file(path, grid_path, value):
+    """A warp in the ITK layout (X, Y, Z, 1, 3) on a file's grid, every vector `value`."""
+    grid = nib.load(grid_path)
+    field = np.full(grid.shape + (1, 3), value, dtype=np.float32)
+    image = nib.Nifti1Image(field, grid.affine)
+    image.header.set_intent(files.NIFTI_INTENT_VECTOR)
+    nib.save(image, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """The 4 mm sample pair and files each unusual or broken in one way."""
+    folder = tmp_path_factory.mktemp("inputs")
+    pair = write_sample_data(folder, zoom=4)
+    fixed = nib.load(pair["fixed"])
+    labels = np.asarray(nib.load(pair["moving_labels"]).dataobj)
+    moving_affine = nib.load(pair["moving"]).affine
+    paths = dict(pair)
+    paths["zeros"] = write(folder / "zeros.nii.gz", np.zeros(fixed.shape, np.float32), fixed.affine)
+    flat = np.asarray(fixed.dataobj)[:, :, fixed.shape[2] // 2].astype(np.float32)
+    plane = np.array([[1.0, 0, 0, 10.0], [0, 3.0, 0, -40.0], [0, 0, 2.0, -88.0], [0, 0, 0, 1]])
+    paths["image2d"] = write(folder / "image2d.nii.gz", flat, plane)
+    big = labels.astype(np.int64)
+    big[big == 2] = BIG_LABEL
+    paths["labels_int64"] = write(folder / "labels_int64.nii.gz", big, moving_affine)
+    paths["labels_3e9"] = write(
+        folder / "labels_3e9.nii.gz", np.where(labels > 0, 3e9, 0.0), moving_affine
+    )
+    near = np.where(labels > 0, np.int32(2**31 - 2), 0).astype(np.int32)
+    near[labels == 3] = 2**31 - 5
+    paths["labels_near_2_31"] = write(folder / "labels_near_2_31.nii.gz", near, moving_affine)
+    paths["labels_negative"] = write(
+        folder / "labels_negative.nii.gz", labels.astype(np.int16) - 1, moving_affine
+    )
+    paths["identity"] = folder / "identity.txt"
+    files.save_affine(np.eye(4), paths["identity"])
+    paths["nan_affine"] = folder / "nan_affine.txt"
+    text = paths["identity"].read_text().replace("Parameters: 1.0", "Parameters: nan", 1)
+    paths["nan_affine"].write_text(text)
+    paths["zero_affine"] = folder / "zero_affine.txt"
+    paths["zero_affine"].write_text(
+        "#Insight Transform File V1.0\n#Transform 0\nTransform: AffineTransform_double_3_3\n"
+        "Parameters: " + " ".join(["0"] * 12) + "\nFixedParameters: 0 0 0\n"
+    )
+    paths["singular_mat"] = folder / "singular.mat"
+    files.save_affine(np.diag([1.0, 1.0, 0.0, 1.0]), paths["singular_mat"])
+    paths["text_mat"] = folder / "text.mat"
+    paths["text_mat"].write_text(paths["identity"].read_text())
+    paths["huge_warp"] = warp_file(folder / "huge_warp.nii.gz", pair["fixed"], 1e30)
+    paths["nan_warp"] = warp_file(folder / "nan_warp.nii.gz", pair["fixed"], np.nan)
+    paths["one_subject"] = folder / "one_subject.csv"
+    paths["one_subject"].write_text(f"image\n{Path(pair['fixed']).name}\n")
+    paths["latin1"] = folder / "latin1.csv"
+    paths["latin1"].write_bytes(
+        f"fixed,moving\n{Path(pair['fixed']).name},r\xe9sum\xe9.nii.gz\n".encode("latin-1")
+    )
+    paths["bom"] = folder / "bom.csv"
+    paths["bom"].write_bytes(
+        f"\ufefffixed,moving\n{Path(pair['fixed']).name},{Path(pair['moving']).name}\n".encode()
+    )
+    paths["no_header"] = folder / "no_header.csv"
+    paths["no_header"].write_text(f"{pair['fixed']},{pair['moving']}\n")
+    paths["folder"] = folder
+    return SimpleNamespace(**{k: str(v) for k, v in paths.items()})
+
+
+def listing(folder):
+    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*"))
+
+
+# (case id, arguments from (inputs, tmp folder), words the one line must contain)
+FAILING = [
+    ("bins-32768", lambda f, t: ["register", f.fixed, f.moving, "--bins", "32768"], "--bins"),
+    ("bins-23171", lambda f, t: ["register", f.fixed, f.moving, "--bins", "23171"], "--bins"),
+    ("bins-100000", lambda f, t: ["register", f.fixed, f.moving, "--bins", "100000"], "--bins"),
+    ("bins-4", lambda f, t: ["register", f.fixed, f.moving, "--bins", "4"], "--bins"),
+    ("bins-text", lambda f, t: ["register", f.fixed, f.moving, "--bins", "many"], "--bins"),
+    (
+        "step-inf",
+        lambda f, t: ["register", f.fixed, f.moving, "--step-length", "inf"],
+        "--step-length",
+    ),
+    (
+        "step-zero",
+        lambda f, t: ["register", f.fixed, f.moving, "--step-length", "0"],
+        "--step-length",
+    ),
+    (
+        "sigma-inf",
+        lambda f, t: ["register", f.fixed, f.moving, "--update-sigma", "inf"],
+        "--update-sigma",
+    ),
+    (
+        "sigma-nan",
+        lambda f, t: ["register", f.fixed, f.moving, "--update-sigma", "nan"],
+        "--update-sigma",
+    ),
+    (
+        "iterations-negative",
+        lambda f, t: ["register", f.fixed, f.moving, "--iterations", "40x-1"],
+        "--iterations",
+    ),
+    (
+        "iterations-words",
+        lambda f, t: ["register", f.fixed, f.moving, "--iterations", "forty"],
+        "--iterations",
+    ),
+    ("threads-0", lambda f, t: ["register", f.fixed, f.moving, "--threads", "0"], "--threads"),
+    (
+        "missing-input",
+        lambda f, t: ["register", f.fixed, f"{f.folder}/absent.nii.gz"],
+        "absent.nii.gz: no such file",
+    ),
+    (
+        "constant-fixed",
+        lambda f, t: ["register", f.zeros, f.moving],
+        "zeros.nii.gz: image is constant",
+    ),
+    (
+        "constant-moving",
+        lambda f, t: ["register", f.fixed, f.zeros],
+        "zeros.nii.gz: image is constant",
+    ),
+    ("2d-against-3d", lambda f, t: ["register", f.fixed, f.image2d], "image2d.nii.gz: is 2D"),
+    (
+        "labels-one-side",
+        lambda f, t: ["register", f.fixed, f.moving, "--fixed-labels", f.fixed_labels],
+        "fixed_synthseg.nii.gz: labels need both sides",
+    ),
+    (
+        "mask-empty",
+        lambda f, t: ["register", f.fixed, f.moving, "--mask", f.zeros],
+        "zeros.nii.gz: the mask selects no voxel",
+    ),
+    (
+        "labels-negative",
+        lambda f, t: [
+            "register",
+            f.fixed,
+            f.moving,
+            "--fixed-labels",
+            f.fixed_labels,
+            "--moving-labels",
+            f.labels_negative,
+        ],
+        "labels_negative.nii.gz: label map has negative labels",
+    ),
+    (
+        "apply-nan-affine",
+        lambda f, t: ["apply", f.nan_affine, "--to", f.moving, "--reference", f.fixed],
+        "nan_affine.txt: affine transform has NaN",
+    ),
+    (
+        "apply-zero-affine",
+        lambda f, t: ["apply", f.zero_affine, "--to", f.moving, "--reference", f.fixed],
+        "zero_affine.txt: affine matrix is singular",
+    ),
+    (
+        "apply-singular-mat-inverted",
+        lambda f, t: ["apply", f"[{f.singular_mat},1]", "--to", f.moving, "--reference", f.fixed],
+        "singular.mat: affine matrix is singular",
+    ),
+    (
+        "apply-text-named-mat",
+        lambda f, t: ["apply", f.text_mat, "--to", f.moving, "--reference", f.fixed],
+        "text.mat: cannot be read as a MATLAB",
+    ),
+    (
+        "apply-huge-warp",
+        lambda f, t: ["apply", f.huge_warp, "--to", f.moving],
+        "huge_warp.nii.gz: displacements reach",
+    ),
+    (
+        "apply-nan-warp",
+        lambda f, t: ["apply", f.nan_warp, "--to", f.moving],
+        "nan_warp.nii.gz: displacement field has NaN",
+    ),
+    (
+        "apply-bad-flag",
+        lambda f, t: ["apply", f"[{f.identity},2]", "--to", f.moving],
+        "expected [FILE,0] or [FILE,1]",
+    ),
+    (
+        "apply-affine-only",
+        lambda f, t: ["apply", f.identity, "--to", f.moving],
+        "--reference",
+    ),
+    (
+        "apply-out-missing-folder",
+        lambda f, t: [
+            "apply",
+            f.identity,
+            "--to",
+            f.moving,
+            "--reference",
+            f.fixed,
+            "--out",
+            f"{t}/no/such/w.nii.gz",
+        ],
+        "w.nii.gz: cannot be written: the folder",
+    ),
+    (
+        "apply-out-is-folder",
+        lambda f, t: [
+            "apply",
+            f.identity,
+            "--to",
+            f.moving,
+            "--reference",
+            f.fixed,
+            "--out",
+            _folder(t / "w.nii.gz"),
+        ],
+        "w.nii.gz: cannot be written: it is a folder",
+    ),
+    (
+        "apply-out-format",
+        lambda f, t: [
+            "apply",
+            f.identity,
+            "--to",
+            f.moving,
+            "--reference",
+            f.fixed,
+            "--out",
+            f"{t}/w.png",
+        ],
+        "w.png: unsupported output format",
+    ),
+    (
+        "overlap-csv-missing-folder",
+        lambda f, t: ["overlap", f.fixed_labels, f.fixed_labels, "--csv", f"{t}/no/s.csv"],
+        "s.csv: cannot be written: the folder",
+    ),
+    (
+        "overlap-other-grid",
+        lambda f, t: ["overlap", f.fixed_labels, f.moving_labels],
+        "moving_synthseg.nii.gz: not on the grid of",
+    ),
+    (
+        "overlap-negative-labels",
+        lambda f, t: ["overlap", f.fixed_labels, f.labels_negative],
+        "labels_negative.nii.gz: label map has negative labels",
+    ),
+    (
+        "clean-labels-missing-folder",
+        lambda f, t: ["clean-labels", f.fixed_labels, f"{t}/no/c.nii.gz"],
+        "c.nii.gz: cannot be written: the folder",
+    ),
+    (
+        "clean-labels-mgz-int64",
+        lambda f, t: ["clean-labels", f.labels_int64, f"{t}/c.mgz"],
+        "c.mgz: label 8589934594 does not fit MGH",
+    ),
+    (
+        "register-out-is-file",
+        lambda f, t: ["register", f.fixed, f.moving, "--out", _file(t / "out")],
+        "out: output folder is a file",
+    ),
+    (
+        "register-out-below-file",
+        lambda f, t: ["register", f.fixed, f.moving, "--out", _file(t / "x") + "/out"],
+        "output folder cannot be made",
+    ),
+    (
+        "batch-one-subject",
+        lambda f, t: ["batch", f.one_subject, "--all-pairs"],
+        "one_subject.csv: lists one subject",
+    ),
+    (
+        "batch-latin-1",
+        lambda f, t: ["batch", f.latin1],
+        "latin1.csv: is not UTF-8 text",
+    ),
+    (
+        "batch-no-header",
+        lambda f, t: ["batch", f.no_header],
+        "no_header.csv: header must have columns fixed, moving",
+    ),
+    (
+        "batch-threads-0",
+        lambda f, t: ["batch", f.bom, "--threads-per-task", "0"],
+        "--threads-per-task",
+    ),
+    ("batch-workers-0", lambda f, t: ["batch", f.bom, "--workers", "0"], "--workers"),
+    (
+        "batch-step-inf",
+        lambda f, t: ["batch", f.bom, "--step-length", "inf"],
+        "--step-length",
+    ),
+]
+
+
+def _folder(path):
+    path.mkdir()
+    return str(path)
+
+
+def _file(path):
+    path.write_text("not a folder")
+    return str(path)
+
+
+def with_out(arguments, tmp):
+    """Give register and batch an --out in the test's folder unless the case has one."""
+    if arguments[0] in ("register", "batch") and "--out" not in arguments:
+        arguments = [*arguments, "--out", str(tmp / "out")]
+    if arguments[0] == "apply" and "--out" not in arguments:
+        arguments = [*arguments, "--out", str(tmp / "w.nii.gz")]
+    return arguments
+
+
+@pytest.mark.parametrize(
+    ("make", "words"), [case[1:] for case in FAILING], ids=[case[0] for case in FAILING]
+)
+def test_command_line_refuses_with_one_line_and_leaves_nothing(
+    inputs, tmp_path, capsys, make, words
+):
+    arguments = with_out([str(a) for a in make(inputs, tmp_path)], tmp_path)
+    before, inputs_before = listing(tmp_path), listing(inputs.folder)
+    assert main(arguments) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert words in lines[0], err
+    assert "Traceback" not in err and lines[0].startswith(f"mireg {arguments[0]}: error: ")
+    assert listing(tmp_path) == before  # no output, no .partial-*, no temporary file
+    assert listing(inputs.folder) == inputs_before
+
+
+def test_catalogue_is_large_enough():
+    assert len(FAILING) + len(API_FAILING) >= 40
+
+
+def test_apply_keeps_64_bit_labels(inputs, tmp_path, capsys):
+    out = tmp_path / "w.nii.gz"
+    code = main(
+        ["apply", inputs.identity, "--to", inputs.labels_int64, "--labels", "--reference",
+         inputs.moving, "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    written = np.asarray(nib.load(out).dataobj)
+    source = np.asarray(nib.load(inputs.labels_int64).dataobj)
+    assert written.dtype == np.int64
+    np.testing.assert_array_equal(written, source)
+    assert (written == BIG_LABEL).any()
+
+
+@pytest.mark.parametrize("name", ["labels_near_2_31", "labels_3e9"])
+def test_clean_labels_takes_large_ids(inputs, tmp_path, capsys, name):
+    out = tmp_path / "c.nii.gz"
+    assert main(["clean-labels", getattr(inputs, name), str(out)]) == 0, capsys.readouterr()
+    source = files.load_volume(getattr(inputs, name), labels=True).data
+    cleaned = np.asarray(nib.load(out).dataobj)
+    assert set(np.unique(cleaned)) == set(np.unique(source))
+    assert int(source.max()) > 2**31 - 10 and int(cleaned.max()) == int(source.max())
+    # what moved between labels is a handful of voxels, not a relabelling
+    assert np.count_nonzero(cleaned != source) < 0.01 * source.size
+
+
+def test_2d_file_keeps_its_geometry(inputs, tmp_path, capsys):
+    volume = files.load_volume(inputs.image2d)
+    np.testing.assert_allclose(volume.spacing[1:], [1.0, 3.0])
+    out = tmp_path / "w.nii.gz"
+    code = main(
+        ["apply", inputs.identity, "--to", inputs.image2d, "--reference", inputs.image2d,
+         "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    written, source = nib.load(out), nib.load(inputs.image2d)
+    np.testing.assert_allclose(written.affine, source.affine)  # origin 10, -40, -88 kept
+    np.testing.assert_allclose(np.asarray(written.dataobj), np.asarray(source.dataobj), atol=1e-3)
+
+
+def test_filesystem_errors_are_one_line_naming_the_path(inputs, tmp_path, capsys, monkeypatch):
+    """A full disk and a refused permission (simulated: the tests may run as root)."""
+    out = tmp_path / "c.nii.gz"
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(files.os, "replace", full)
+    assert main(["clean-labels", inputs.fixed_labels, str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"mireg clean-labels: error: {out}: cannot be written (No space left on device)"
+    monkeypatch.undo()
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", refused)
+    assert main(["overlap", inputs.fixed_labels, inputs.fixed_labels, "--csv", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"mireg overlap: error: {out}: cannot be written (Permission denied)"
+    monkeypatch.undo()
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)  # a read-only folder
+    assert main(["register", inputs.fixed, inputs.moving, "--out", str(tmp_path / "o")]) == 2
+    assert "no write permission" in capsys.readouterr().err
+    assert listing(tmp_path) == []
+
+
+def test_batch_records_only_failures_caused_by_the_inputs(inputs, tmp_path, monkeypatch):
+    from napari_mireg import jobs
+
+    pair = read_pairs(inputs.bom)[0]
+    options = RegistrationOptions(level_iters=(2,), prealign="none")
+    full_disk = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "warp.nii.gz")
+
+    def fail(*args, **kwargs):
+        raise full_disk
+
+    monkeypatch.setattr(jobs, "run_job", fail)
+    row, _ = register_pair(pair, tmp_path / "a", 1, options)
+    assert row["status"] == "failed" and "No space left on device" in row["error"]
+    assert not (tmp_path / "a" / "failed.json").exists()  # tried again by the next run
+    broken = pair.__class__(pair.name, pair.fixed, inputs.zeros)
+    row, _ = register_pair(broken, tmp_path / "b", 1, options)
+    assert "image is constant" in row["error"]
+    assert "image is constant" in json.loads((tmp_path / "b" / "failed.json").read_text())["error"]
+
+
+# (case id, call, exception type, words)
+API_FAILING = [
+    ("mi-bins-32768", lambda f: MutualInformation(bins=32768), ValueError, "bins"),
+    ("mi-bins-4", lambda f: MutualInformation(bins=4), ValueError, "bins"),
+    ("mi-bins-float", lambda f: MutualInformation(bins=32.5), ValueError, "bins"),
+    (
+        "options-step-inf",
+        lambda f: RegistrationOptions(step_length=float("inf")),
+        OptionError,
+        "step_length",
+    ),
+    (
+        "options-sigma-inf",
+        lambda f: RegistrationOptions(update_sigma=float("inf")),
+        OptionError,
+        "update_sigma",
+    ),
+    ("options-bins", lambda f: RegistrationOptions(bins=100000), OptionError, "bins"),
+    (
+        "options-unknown",
+        lambda f: RegistrationOptions.build(bin=32),
+        OptionError,
+        "bin: not a registration option",
+    ),
+    (
+        "nan-affine",
+        lambda f: files.load_transform(f.nan_affine),
+        files.InputError,
+        "nan_affine.txt: affine transform has NaN",
+    ),
+    (
+        "singular-inverse",
+        lambda f: files.load_transform(f.singular_mat, invert=True),
+        files.InputError,
+        "singular.mat: affine matrix is singular",
+    ),
+    (
+        "text-mat",
+        lambda f: files.load_transform(f.text_mat),
+        files.InputError,
+        "text.mat: cannot be read",
+    ),
+    (
+        "huge-warp",
+        lambda f: files.load_transform(f.huge_warp),
+        files.InputError,
+        "huge_warp.nii.gz: displacements reach",
+    ),
+    (
+        "negative-float-labels",
+        lambda f: label_values(np.array([[-1.0, 2.0]])),
+        ValueError,
+        "negative labels",
+    ),
+    (
+        "mgz-int64",
+        lambda f: files.save_volume(
+            Path(f.folder) / "x.mgz", np.array([[[BIG_LABEL]]]), np.eye(4), labels=True
+        ),
+        files.InputError,
+        "x.mgz: label 8589934594 does not fit MGH",
+    ),
+    (
+        "save-missing-folder",
+        lambda f: files.save_volume(
+            Path(f.folder) / "no" / "x.nii.gz", np.ones((2, 2, 2)), np.eye(4)
+        ),
+        files.FileAccessError,
+        "x.nii.gz: cannot be written: the folder",
+    ),
+    (
+        "constant-image",
+        lambda f: load_inputs(f.zeros, f.moving),
+        files.InputError,
+        "zeros.nii.gz: image is constant",
+    ),
+    (
+        "latin-1-table",
+        lambda f: read_pairs(f.latin1),
+        files.InputError,
+        "latin1.csv: is not UTF-8 text",
+    ),
+    (
+        "one-subject",
+        lambda f: all_pairs(f.one_subject),
+        files.InputError,
+        "one_subject.csv: lists one subject",
+    ),
+    (
+        "cohort-threads-0",
+        lambda f: run_cohort(read_pairs(f.bom), Path(f.folder) / "c", threads_per_task=0),
+        OptionError,
+        "threads_per_task",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "kind", "words"), [case[1:] for case in API_FAILING], ids=[c[0] for c in API_FAILING]
+)
+def test_api_refuses_with_a_message_naming_the_problem(inputs, call, kind, words):
+    before = listing(inputs.folder)
+    with pytest.raises(kind) as raised:
+        call(inputs)
+    assert words in str(raised.value)
+    assert "\n" not in str(raised.value)
+    assert listing(inputs.folder) == before
+
+
+def test_unusual_but_valid_values_are_read_exactly(inputs):
+    values = label_values(np.array([[0.0, 3e9]]))
+    assert values.dtype == np.int64 and int(values[0, 1]) == 3_000_000_000
+    labels = np.zeros((6, 6, 6), np.int64)
+    labels[1:3, 1:3, 1:3] = 2**31 - 2
+    labels[4, 4, 4] = 2**31 - 2  # an island
+    cleaned, changes = clean_labels(labels)
+    assert [(c.label, c.islands_removed, c.island_voxels) for c in changes] == [(2**31 - 2, 1, 1)]
+    assert cleaned[4, 4, 4] == 0 and cleaned.dtype == np.int64
+    pairs = read_pairs(inputs.bom)  # a spreadsheet's byte-order mark is not part of "fixed"
+    assert [Path(p.fixed).name for p in pairs] == ["fixed_t1.nii.gz"]

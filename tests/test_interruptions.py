@@ -1,0 +1,184 @@
+"""Output folders: replaced as one set, reproducible to the byte, and left as they were when a
+run is stopped with SIGTERM or SIGINT during the prealignment, the SyN or the writing.
+
+The SyN and writing phases (and every phase of a batch, whose tasks print no progress) are
+caught with the ``MIREG_TEST_PAUSE`` hook of :mod:`napari_mireg.jobs`, which holds a job at
+that point until the signal comes; the prealignment of ``mireg register`` is caught for real,
+from its progress line.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from napari_mireg import jobs
+from napari_mireg.cli import main
+from napari_mireg.datasets import write_sample_data
+from napari_mireg.jobs import OUTPUT_FILES, read_report
+
+MIREG = [str(Path(sys.executable).parent / "mireg")]
+QUICK = ["--iterations", "5x3x1", "--threads", "1"]
+SIGNALS = [signal.SIGTERM, signal.SIGINT]
+PHASES = ["prealign", "syn", "write"]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    return write_sample_data(tmp_path_factory.mktemp("pair"), zoom=4)
+
+
+def register_arguments(pair, out, labels=True):
+    arguments = ["register", str(pair["fixed"]), str(pair["moving"]), *QUICK, "--out", str(out)]
+    if labels:
+        arguments += ["--fixed-labels", str(pair["fixed_labels"])]
+        arguments += ["--moving-labels", str(pair["moving_labels"])]
+    return arguments
+
+
+@pytest.fixture(scope="module")
+def earlier(pair, tmp_path_factory):
+    """A complete output folder of an earlier run (every output, labels included)."""
+    out = tmp_path_factory.mktemp("earlier") / "out"
+    assert main(register_arguments(pair, out) + ["--prealign", "none"]) == 0
+    return out
+
+
+def contents(folder):
+    """Every file under `folder` (hidden ones too) with its bytes."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in Path(folder).rglob("*") if p.is_file()
+    }
+
+
+def test_two_runs_give_byte_identical_outputs(pair, earlier, tmp_path):
+    again = tmp_path / "again"
+    assert main(register_arguments(pair, again) + ["--prealign", "none"]) == 0
+    first, second = contents(earlier), contents(again)
+    assert sorted(first) == sorted(second) == sorted(OUTPUT_FILES.values())
+    for name in first:
+        if name != "report.json":
+            assert first[name] == second[name], name
+    reports = [json.loads(c["report.json"]) for c in (first, second)]
+    for report in reports:
+        report.pop("timings")
+    assert reports[0] == reports[1]
+
+
+def test_a_new_run_replaces_the_whole_set_and_removes_stale_staging(pair, earlier, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(earlier, out)
+    stale = out / ".partial-abc123"  # what a SIGKILLed run leaves
+    stale.mkdir()
+    (stale / "warp.nii.gz").write_bytes(b"x" * 1000)
+    assert main(register_arguments(pair, out, labels=False) + ["--prealign", "none"]) == 0
+    names = sorted(contents(out))
+    assert names == sorted(read_report(out)["outputs"])
+    assert "overlap.csv" not in names and "warped_labels.nii.gz" not in names
+    assert read_report(out)["overlap"] is None
+
+
+def test_a_failed_move_leaves_no_complete_report(pair, earlier, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(earlier, out)
+    moves = []
+    original = Path.replace
+
+    def replace(self, target):
+        moves.append(target)
+        if len(moves) == 3:
+            raise OSError(28, "No space left on device")
+        return original(self, target)
+
+    monkeypatch.setattr(jobs.Path, "replace", replace)
+    assert main(register_arguments(pair, out) + ["--prealign", "none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"mireg register: error: {out}: outputs cannot be moved into place "
+        f"(No space left on device)"
+    )
+    assert read_report(out) is None  # a batch resume will not take this folder as done
+    assert not list(out.glob(".partial-*"))
+
+
+def start(arguments, phase, cwd=None):
+    environment = dict(os.environ)
+    if phase != "prealign" or arguments[0] == "batch":
+        environment[jobs.TEST_PAUSE] = phase
+    return subprocess.Popen(
+        MIREG + arguments, stderr=subprocess.PIPE, text=True, env=environment, cwd=cwd
+    )
+
+
+def wait_for(process, words):
+    """Read standard error until a line holds `words`; the lines read so far."""
+    lines = []
+    while True:
+        line = process.stderr.readline()
+        if not line:
+            process.kill()
+            pytest.fail(f"{words!r} never came; the run said:\n{''.join(lines)}")
+        lines.append(line)
+        if words in line:
+            return lines
+
+
+def stop(process, signum):
+    process.send_signal(signum)
+    code = process.wait(timeout=120)
+    return code, process.stderr.read()
+
+
+@pytest.mark.parametrize("signum", SIGNALS, ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("phase", PHASES)
+def test_register_stopped_leaves_the_earlier_outputs_as_they_were(
+    pair, earlier, tmp_path, phase, signum
+):
+    out = tmp_path / "out"
+    shutil.copytree(earlier, out)
+    before = contents(out)
+    process = start(register_arguments(pair, out) + ["--prealign", "affine"], phase)
+    words = "prealignment (affine)" if phase == "prealign" else f"mireg test pause: {phase}"
+    wait_for(process, words)
+    code, rest = stop(process, signum)
+    assert code == 128 + signum, rest
+    assert f"interrupted ({signal.Signals(signum).name})" in rest and "Traceback" not in rest
+    assert contents(out) == before  # no .partial-*, no temporary file, nothing replaced
+
+
+@pytest.fixture(scope="module")
+def cohort(pair, tmp_path_factory):
+    """A cohort folder where one pair is complete, and a table adding a second pair."""
+    folder = tmp_path_factory.mktemp("cohort")
+    fixed, moving = Path(pair["fixed"]), Path(pair["moving"])
+    first = folder / "first.csv"
+    first.write_text(f"fixed,moving\n{fixed},{moving}\n")
+    both = folder / "both.csv"
+    both.write_text(f"fixed,moving\n{fixed},{moving}\n{moving},{fixed}\n")
+    out = folder / "out"
+    options = ["--workers", "1", "--iterations", "5x3x1", "--prealign", "rigid"]
+    done = subprocess.run(
+        MIREG + ["batch", str(first), "--out", str(out), *options], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return both, out, options
+
+
+@pytest.mark.parametrize("signum", SIGNALS, ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("phase", PHASES)
+def test_batch_stopped_leaves_the_earlier_results_as_they_were(cohort, tmp_path, phase, signum):
+    table, earlier_out, options = cohort
+    out = tmp_path / "out"
+    shutil.copytree(earlier_out, out)
+    before = contents(out)
+    process = start(["batch", str(table), "--out", str(out), *options], phase)
+    wait_for(process, f"mireg test pause: {phase}")
+    code, rest = stop(process, signum)
+    assert code == 128 + signum, rest
+    assert f"interrupted ({signal.Signals(signum).name})" in rest
+    assert contents(out) == before  # the second pair left nothing, not even a staging folder
