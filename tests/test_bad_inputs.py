@@ -13,11 +13,11 @@ from types import SimpleNamespace
 import nibabel as nib
 import numpy as np
 import pytest
+from testdata import write_sample_data
 
 from napari_mireg import files
 from napari_mireg.batch import all_pairs, read_pairs, register_pair, run_cohort
 from napari_mireg.cli import main
-from napari_mireg.datasets import write_sample_data
 from napari_mireg.jobs import load_inputs
 from napari_mireg.labels import clean_labels, label_values
 from napari_mireg.metric import MutualInformation

@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from testdata import write_sample_data
 
 from napari_mireg import jobs
 from napari_mireg.cli import main
-from napari_mireg.datasets import write_sample_data
 from napari_mireg.jobs import OUTPUT_FILES, read_report
 
 MIREG = [str(Path(sys.executable).parent / "mireg")]

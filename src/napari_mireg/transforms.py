@@ -39,7 +39,7 @@ class Volume:
     source_affine: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
-    def file_affine(self):
+    def file_affine(self) -> np.ndarray:
         """The 4x4 matrix to write with an array of the user's dimensionality.
 
         3D: `affine`. 2D: the file's matrix when the grid came from a file, else the
@@ -69,8 +69,14 @@ class Volume:
         return array[0] if self.ndim == 2 else array
 
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+def as_volume(
+    image: "Image | Volume",
+    affine: Matrix | None = None,
+    name: str = "image",
+    dtype: npt.DTypeLike = np.float32,
+    *,
+    from_file: bool = False,
+) -> "Volume":
     """A Volume from a numpy array (identity affine by default) or a nibabel image.
 
     A Volume is returned as it is. For a 2D array, `affine` is 3x3, or 4x4 with the
