@@ -425,10 +425,10 @@ def run_cohort(
     _say(progress, f"{len(pairs)} pairs: {len(pairs) - len(todo)} already done, {len(todo)} to run")
     owned = None
     if todo:
-        if client is None:
-            client = owned = _local_client(threads_per_task, workers)
         futures = {}
         try:
+            if client is None:
+                client = owned = _local_client(threads_per_task, workers)
             futures = {
                 client.submit(
                     register_pair,
