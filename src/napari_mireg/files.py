@@ -245,7 +245,7 @@ INT32_MAX = np.iinfo(np.int32).max
 def _label_array(array, path):
     """Labels in the narrowest type that holds them unchanged and the format can store."""
     array = label_values(array, str(path))
-    if array.dtype.itemsize < 8 and array.dtype != np.uint32:
+    if array.dtype.itemsize < 4 or array.dtype == np.int32:
         return array
     if not array.size or int(array.max()) <= INT32_MAX:
         return array.astype(np.int32)  # lossless: labels are never negative
@@ -254,7 +254,7 @@ def _label_array(array, path):
             path,
             f"label {int(array.max())} does not fit MGH's 32-bit integers; write .nii.gz",
         )
-    return array.astype(np.int64 if array.dtype.kind == "i" else np.uint64)
+    return array  # int64, uint32 or uint64: NIfTI holds each as it is
 
 
 def save_displacement(mapping, path, which="forward"):
