@@ -27,6 +27,8 @@ __all__ = [
     "FileAccessError",
     "InputError",
     "atomic_path",
+    "check_output_file",
+    "check_output_folder",
     "describe_os_error",
     "load_transform",
     "load_volume",
@@ -148,6 +150,49 @@ def load_volume(path, *, labels=False, dtype=np.float32):
         raise InputError(path, str(error).removeprefix("data: ").removeprefix("data ")) from error
 
 
+def check_output_file(path):
+    """Refuse an output path that cannot be written, before any work.
+
+    Raises
+    ------
+    FileAccessError
+        Its folder is missing or not writable, or the path is a folder.
+    """
+    path = Path(path)
+    _check_target(path)
+    _check_writable(path.parent, path)
+
+
+def _check_target(path):
+    """`path` can become a file: its folder exists and it is not a folder itself."""
+    if path.is_dir():
+        raise FileAccessError(path, "cannot be written: it is a folder")
+    folder = path.parent
+    if not folder.is_dir():
+        problem = "is not a folder" if folder.exists() else "does not exist"
+        raise FileAccessError(path, f"cannot be written: the folder {folder} {problem}")
+
+
+def check_output_folder(path):
+    """Refuse an output folder that is a file or cannot be created or written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileAccessError(path, "output folder is a file")
+    existing = path
+    while not existing.exists():  # the folder is made later, below its first existing parent
+        existing = existing.parent
+    if not existing.is_dir():
+        raise FileAccessError(path, f"output folder cannot be made: {existing} is a file")
+    _check_writable(existing, path)
+
+
+def _check_writable(folder, path):
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise FileAccessError(
+            path, f"cannot be written: no write permission in {folder} (or read-only)"
+        )
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside `path` (same suffix); rename it to `path` on success.
@@ -159,16 +204,11 @@ def atomic_path(path):
         one line naming `path` (not the temporary name).
     """
     path = Path(path)
-    folder = path.parent
-    if not folder.is_dir():
-        problem = "is not a folder" if folder.exists() else "does not exist"
-        raise FileAccessError(path, f"cannot be written: the folder {folder} {problem}")
-    if path.is_dir():
-        raise FileAccessError(path, "cannot be written: it is a folder")
+    _check_target(path)
     temporary = None
     try:
         descriptor, temporary = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=suffix_of(path), dir=folder
+            prefix=f".{path.name}.", suffix=suffix_of(path), dir=path.parent
         )
         os.close(descriptor)
         umask = os.umask(0)
