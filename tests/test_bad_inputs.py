@@ -7,6 +7,8 @@ give the right output.
 import errno
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,7 +26,7 @@ from napari_mireg.metric import MutualInformation
 from napari_mireg.options import OptionError, RegistrationOptions
 
 BIG_LABEL = 8589934594  # 2**33 + 2: an int64 label that int32 would turn into 2
-QUICK = ["--iterations", "5x3x1", "--prealign", "none", "--threads", "1"]
+MIREG = [str(Path(sys.executable).parent / "mireg")]
 
 
 def write(path, data, affine, **header):
@@ -364,6 +366,17 @@ def test_command_line_refuses_with_one_line_and_leaves_nothing(
     assert listing(inputs.folder) == inputs_before
 
 
+@pytest.mark.parametrize("case", ["bins-32768", "apply-out-missing-folder", "batch-one-subject"])
+def test_in_a_process_of_its_own_too(inputs, tmp_path, case):
+    """The real exit path: no crash (the 32768 bins were a SIGFPE), no traceback."""
+    make, words = {c[0]: c[1:] for c in FAILING}[case]
+    arguments = with_out([str(a) for a in make(inputs, tmp_path)], tmp_path)
+    done = subprocess.run(MIREG + arguments, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert words in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert listing(tmp_path) == []
+
+
 def test_catalogue_is_large_enough():
     assert len(FAILING) + len(API_FAILING) >= 40
 
@@ -562,6 +575,19 @@ def test_api_refuses_with_a_message_naming_the_problem(inputs, call, kind, words
     assert words in str(raised.value)
     assert "\n" not in str(raised.value)
     assert listing(inputs.folder) == before
+
+
+def test_largest_bins_count_the_samples_exactly():
+    """1024 bins: the histogram's index arithmetic (4 * bins**2 cells per chunk) stays exact."""
+    rng = np.random.default_rng(0)
+    fixed = rng.random((24, 24, 24))
+    moving = fixed + 0.1 * rng.random(fixed.shape)
+    metric = MutualInformation(bins=1024, threads=1)
+    value = metric.value(fixed, moving)
+    histogram = metric.joint_histogram
+    assert histogram.shape == (1024, 1024)
+    assert histogram.sum() == pytest.approx(1.0)
+    assert value > MutualInformation(bins=32, threads=1).value(fixed, moving)
 
 
 def test_unusual_but_valid_values_are_read_exactly(inputs):

@@ -30,7 +30,7 @@ import numpy as np
 from napari_mireg import files
 from napari_mireg._typing import PathLike
 from napari_mireg.jobs import OUTPUT_FILES, read_report, remove_staging
-from napari_mireg.options import RegistrationOptions, from_arguments
+from napari_mireg.options import OptionError, RegistrationOptions, from_arguments
 
 RESULT_COLUMNS = (
     "pair",
@@ -247,8 +247,6 @@ def caused_by_inputs(error):
     refused, a file system error (full disk, permission), memory or any other error is
     not, and is tried again by the next run.
     """
-    from napari_mireg.options import OptionError
-
     return isinstance(error, ValueError) and not isinstance(error, OptionError)
 
 
@@ -428,10 +426,10 @@ def run_cohort(
     _say(progress, f"{len(pairs)} pairs: {len(pairs) - len(todo)} already done, {len(todo)} to run")
     owned = None
     if todo:
-        if client is None:
-            client = owned = _local_client(threads_per_task, workers)
         futures = {}
         try:
+            if client is None:
+                client = owned = _local_client(threads_per_task, workers)
             futures = {
                 client.submit(
                     register_pair,
@@ -494,8 +492,6 @@ def _close(client):
 
 def _count(value, name):
     """A whole number >= 1 (threads, workers), else an OptionError naming it."""
-    from napari_mireg.options import OptionError
-
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise OptionError(name, f"must be a whole number >= 1, got {value!r}")
     return int(value)
@@ -503,17 +499,16 @@ def _count(value, name):
 
 def _without_duplicates(pairs, progress):
     """The pairs with a repeated one (same files) kept once; each repeat is said once."""
-    kept, seen, repeated = [], set(), {}
+    first = {}  # files -> the first pair listing them
+    times = {}
     for pair in pairs:
         key = (pair.fixed, pair.moving, pair.fixed_labels, pair.moving_labels)
-        if key in seen:
-            repeated[pair.name] = repeated.get(pair.name, 1) + 1
-            continue
-        seen.add(key)
-        kept.append(pair)
-    for name, times in repeated.items():
-        _say(progress, f"{name}: listed {times} times, registered once")
-    return kept
+        first.setdefault(key, pair)
+        times[key] = times.get(key, 0) + 1
+    for key, count in times.items():
+        if count > 1:
+            _say(progress, f"{first[key].name}: listed {count} times, registered once")
+    return list(first.values())
 
 
 def _say(stream, text):
@@ -569,14 +564,11 @@ def _box_plot(label_rows, path):
 
 def main(args):
     """`mireg batch` (see cli.py for the arguments)."""
-    from napari_mireg.cli import check_output_folder
-    from napari_mireg.options import OptionError
-
     options = from_arguments(args)
     for name, value in (("--threads-per-task", args.threads_per_task), ("--workers", args.workers)):
         if value is not None and value < 1:
             raise OptionError(name, f"must be a whole number >= 1, got {value}")
-    check_output_folder(args.out)
+    files.check_output_folder(args.out)
     pairs = all_pairs(args.table) if args.all_pairs else read_pairs(args.table)
     client = None
     if args.scheduler:

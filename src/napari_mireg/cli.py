@@ -7,7 +7,6 @@ interruption leaves no partial output behind and earlier complete outputs as the
 """
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -59,44 +58,6 @@ def _handle_stop_signals():
     return {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
 
 
-def check_output_file(path):
-    """Refuse an output path that cannot be written, before any work.
-
-    Raises
-    ------
-    files.FileAccessError
-        Its folder is missing or not writable, or the path is a folder.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise files.FileAccessError(path, "cannot be written: it is a folder")
-    folder = path.parent
-    if not folder.is_dir():
-        problem = "is not a folder" if folder.exists() else "does not exist"
-        raise files.FileAccessError(path, f"cannot be written: the folder {folder} {problem}")
-    _check_writable(folder, path)
-
-
-def check_output_folder(path):
-    """Refuse an output folder that is a file or cannot be created or written."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise files.FileAccessError(path, "output folder is a file")
-    existing = path
-    while not existing.exists():  # the folder is made later, below its first existing parent
-        existing = existing.parent
-    if not existing.is_dir():
-        raise files.FileAccessError(path, f"output folder cannot be made: {existing} is a file")
-    _check_writable(existing, path)
-
-
-def _check_writable(folder, path):
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise files.FileAccessError(
-            path, f"cannot be written: no write permission in {folder} (or read-only)"
-        )
-
-
 class Progress:
     """A one-line progress bar on stderr: level, iteration, MI."""
 
@@ -135,7 +96,7 @@ def command_register(args):
 
     options = registration_options(args)
     out_dir = Path(args.out)
-    check_output_folder(out_dir)
+    files.check_output_folder(out_dir)
     inputs = load_inputs(args.fixed, args.moving, args.fixed_labels, args.moving_labels, args.mask)
     created = not out_dir.exists()
     progress = Progress(options.level_iters)
@@ -187,7 +148,7 @@ def command_apply(args):
     """`mireg apply`: resample an image through transforms."""
     from napari_mireg.transforms import DisplacementField, apply_transforms
 
-    check_output_file(args.out)
+    files.check_output_file(args.out)
     if files.suffix_of(args.out) not in files.VOLUME_SUFFIXES:
         raise files.InputError(
             args.out, f"unsupported output format; use one of {', '.join(files.VOLUME_SUFFIXES)}"
@@ -213,7 +174,7 @@ def command_overlap(args):
     from napari_mireg.transforms import same_grid
 
     if args.csv:
-        check_output_file(args.csv)
+        files.check_output_file(args.csv)
     fixed = files.load_volume(args.fixed_labels, labels=True)
     warped = files.load_volume(args.warped_labels, labels=True)
     if not same_grid(fixed, warped):
@@ -240,7 +201,7 @@ def command_clean_labels(args):
     """`mireg clean-labels`: islands and holes per label."""
     from napari_mireg.labels import clean_labels
 
-    check_output_file(args.output)
+    files.check_output_file(args.output)
     labels = files.load_volume(args.input, labels=True)
     cleaned, changes = clean_labels(
         labels.user_array(labels.data),

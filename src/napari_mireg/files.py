@@ -36,6 +36,8 @@ __all__ = [
     "FileAccessError",
     "InputError",
     "atomic_path",
+    "check_output_file",
+    "check_output_folder",
     "describe_os_error",
     "load_transform",
     "load_volume",
@@ -159,6 +161,49 @@ def load_volume(
         raise InputError(path, str(error).removeprefix("data: ").removeprefix("data ")) from error
 
 
+def check_output_file(path):
+    """Refuse an output path that cannot be written, before any work.
+
+    Raises
+    ------
+    FileAccessError
+        Its folder is missing or not writable, or the path is a folder.
+    """
+    path = Path(path)
+    _check_target(path)
+    _check_writable(path.parent, path)
+
+
+def _check_target(path):
+    """`path` can become a file: its folder exists and it is not a folder itself."""
+    if path.is_dir():
+        raise FileAccessError(path, "cannot be written: it is a folder")
+    folder = path.parent
+    if not folder.is_dir():
+        problem = "is not a folder" if folder.exists() else "does not exist"
+        raise FileAccessError(path, f"cannot be written: the folder {folder} {problem}")
+
+
+def check_output_folder(path):
+    """Refuse an output folder that is a file or cannot be created or written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileAccessError(path, "output folder is a file")
+    existing = path
+    while not existing.exists():  # the folder is made later, below its first existing parent
+        existing = existing.parent
+    if not existing.is_dir():
+        raise FileAccessError(path, f"output folder cannot be made: {existing} is a file")
+    _check_writable(existing, path)
+
+
+def _check_writable(folder, path):
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise FileAccessError(
+            path, f"cannot be written: no write permission in {folder} (or read-only)"
+        )
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside `path` (same suffix); rename it to `path` on success.
@@ -170,16 +215,11 @@ def atomic_path(path):
         one line naming `path` (not the temporary name).
     """
     path = Path(path)
-    folder = path.parent
-    if not folder.is_dir():
-        problem = "is not a folder" if folder.exists() else "does not exist"
-        raise FileAccessError(path, f"cannot be written: the folder {folder} {problem}")
-    if path.is_dir():
-        raise FileAccessError(path, "cannot be written: it is a folder")
+    _check_target(path)
     temporary = None
     try:
         descriptor, temporary = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=suffix_of(path), dir=folder
+            prefix=f".{path.name}.", suffix=suffix_of(path), dir=path.parent
         )
         os.close(descriptor)
         umask = os.umask(0)
@@ -258,7 +298,7 @@ INT32_MAX = np.iinfo(np.int32).max
 def _label_array(array, path):
     """Labels in the narrowest type that holds them unchanged and the format can store."""
     array = label_values(array, str(path))
-    if array.dtype.itemsize < 8 and array.dtype != np.uint32:
+    if array.dtype.itemsize < 4 or array.dtype == np.int32:
         return array
     if not array.size or int(array.max()) <= INT32_MAX:
         return array.astype(np.int32)  # lossless: labels are never negative
@@ -267,7 +307,7 @@ def _label_array(array, path):
             path,
             f"label {int(array.max())} does not fit MGH's 32-bit integers; write .nii.gz",
         )
-    return array.astype(np.int64 if array.dtype.kind == "i" else np.uint64)
+    return array  # int64, uint32 or uint64: NIfTI holds each as it is
 
 
 def save_displacement(

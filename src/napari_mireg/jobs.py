@@ -10,10 +10,12 @@ SIGTERM) removes the staging folder; one left by a killed process (SIGKILL) is r
 the next run into the same folder.
 """
 
+import contextlib
 import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -150,7 +152,8 @@ def run_job_steps(inputs, out_dir, options=None, **settings):
             register_steps(inputs.fixed, inputs.moving, options, fixed_mask=inputs.mask)
         )
         report = _write_outputs(result, inputs, staging, options)
-        _replace_outputs(staging, out_dir)
+        with _stop_signals_held():
+            _replace_outputs(staging, out_dir)
         return report
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -232,6 +235,24 @@ def _staging_folder(out_dir):
         raise files.FileAccessError(
             out_dir, f"output folder cannot be written ({error.strerror or error})", error.errno
         ) from error
+
+
+@contextlib.contextmanager
+def _stop_signals_held():
+    """Hold SIGINT and SIGTERM back while the output set is swapped (a few renames).
+
+    A signal in the middle would leave the new files beside no report: held, it arrives
+    once the swap is done (the job is then complete). Only the calling thread is affected.
+    """
+    stops = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _replace_outputs(staging, out_dir):
