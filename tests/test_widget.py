@@ -155,8 +155,19 @@ def test_widget_runs_live_and_shows_results(
     dice = [float(table.item(row, 2).text()) for row in range(table.rowCount())]
     assert dice == sorted(dice)
     assert 0.8 < widget.table.whole_dice <= 1 and 0.5 < widget.table.mean_dice <= 1
-    names = {table.item(row, 1).text() for row in range(table.rowCount())}
-    assert {"Left-Cerebral-White-Matter", "Right-Cerebral-Cortex"} <= names
+    names = {
+        table.item(row, 1).toolTip(): table.item(row, 1).text() for row in range(table.rowCount())
+    }
+    assert names["Left-Cerebral-White-Matter"] == "L cerebral WM"
+    assert names["Right-Cerebral-Cortex"] == "R cortex"
+    # Every column is visible at the dock's width: no horizontal scrolling.
+    assert table.horizontalScrollBar().maximum() == 0
+    last = table.horizontalHeader()
+    assert last.sectionPosition(4) + last.sectionSize(4) <= table.viewport().width()
+    row = next(r for r in range(table.rowCount()) if table.item(r, 0).text() == "2")
+    counts = next(r for r in widget.table.rows if r["label"] == 2)
+    assert table.item(row, 4).text() == f"{counts['fixed_voxels']} / {counts['warped_voxels']}"
+    assert table.horizontalHeader().sectionSize(1) > 90  # the name column stretches
     text = widget.results.text.text()
     assert "folds" in text and f"Dice whole brain {widget.table.whole_dice:.3f}" in text
     assert f"{widget.result.mi_after:.3f} after" in text
@@ -490,7 +501,7 @@ def test_the_view_switches_between_overlay_checkerboard_and_flicker(viewer_with_
     widget = make_widget(viewer, iterations="3", prealign="none")
     run_to_end(qtbot, widget)
     warped = viewer.layers[widget.layer_name(WARPED)]
-    assert warped.visible and warped.colormap.name == "magenta" and warped.opacity == 0.5
+    assert warped.visible and warped.colormap.name == "magenta" and warped.opacity == 0.4
     assert viewer.layers["fixed_t1"].colormap.name == "gray"
     buttons = {button.text(): button for button in widget.mode_buttons.buttons()}
     buttons["Checkerboard"].click()

@@ -14,7 +14,7 @@ from napari_mireg._live_layers import CHECKERBOARD, FIXED_CONTOURS, WARPED, WARP
 
 MODES = ("overlay", "checkerboard", "flicker")
 # The warped image over the gray fixed one: a hue that gray has none of, half transparent.
-OVERLAY_COLORMAP, OVERLAY_OPACITY = "magenta", 0.5
+OVERLAY_COLORMAP, OVERLAY_OPACITY = "magenta", 0.4
 FIXED_CONTOUR_COLOUR = (1.0, 0.9, 0.0, 1.0)  # yellow: no FreeSurfer label has it
 CHECKER_MM = 16.0  # side of a checkerboard tile
 FLICKER_MS = 700  # time each image is shown in flicker mode

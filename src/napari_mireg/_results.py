@@ -24,17 +24,39 @@ from qtpy.QtWidgets import (
 
 from napari_mireg import files
 from napari_mireg._display import on_grid
-from napari_mireg.overlap import COLUMNS
 
-HEADERS = {
-    "label": ("id", "FreeSurfer label id"),
-    "name": ("name", "FreeSurfer label name"),
-    "dice": ("Dice", "2|F∩W| / (|F| + |W|), fixed labels F, warped moving labels W"),
-    "jaccard": ("Jacc.", "Jaccard index |F∩W| / |F∪W|"),
-    "fixed_voxels": ("fixed", "voxels of the label in the fixed labels"),
-    "warped_voxels": ("warped", "voxels of the label in the warped moving labels"),
-}
-NAME_COLUMN = COLUMNS.index("name")
+# The table's columns: (header, tooltip, keys of the OverlapTable row shown).
+TABLE_COLUMNS = (
+    ("id", "FreeSurfer label id", ("label",)),
+    ("name", "FreeSurfer label name (hover for the full name)", ("name",)),
+    ("Dice", "2|F∩W| / (|F| + |W|), fixed labels F, warped moving labels W", ("dice",)),
+    ("Jacc.", "Jaccard index |F∩W| / |F∪W|", ("jaccard",)),
+    (
+        "voxels F/W",
+        "voxels of the label in the fixed / the warped moving labels (sorted by the fixed count)",
+        ("fixed_voxels", "warped_voxels"),
+    ),
+)
+NAME_COLUMN = 1
+# FreeSurfer names shortened for the table's width (the full name is the cell's tooltip).
+SHORT_NAMES = (
+    ("Left-", "L "),
+    ("Right-", "R "),
+    ("Cerebral-White-Matter", "cerebral WM"),
+    ("Cerebellum-White-Matter", "cerebellum WM"),
+    ("Cerebral-Cortex", "cortex"),
+    ("Cerebellum-Cortex", "cerebellum cortex"),
+    ("Lateral-Ventricle", "lateral ventricle"),
+    ("Inf-Lat-Vent", "inf. lat. ventricle"),
+    ("VentralDC", "ventral DC"),
+)
+
+
+def short_name(name):
+    """A FreeSurfer label name as the table shows it ("Left-Cerebral-Cortex": "L cortex")."""
+    for long, short in SHORT_NAMES:
+        name = name.replace(long, short)
+    return name
 
 
 class NumericItem(QTableWidgetItem):
@@ -92,9 +114,8 @@ class ResultsPanel(QWidget):
         self.text.setWordWrap(True)
         self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.text)
-        self.table = QTableWidget(0, len(COLUMNS))
-        for column, key in enumerate(COLUMNS):
-            header, tip = HEADERS[key]
+        self.table = QTableWidget(0, len(TABLE_COLUMNS))
+        for column, (header, tip, _) in enumerate(TABLE_COLUMNS):
             item = QTableWidgetItem(header)
             item.setToolTip(tip)
             self.table.setHorizontalHeaderItem(column, item)
@@ -104,6 +125,7 @@ class ResultsPanel(QWidget):
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(NAME_COLUMN, QHeaderView.ResizeMode.Stretch)
         header.setMinimumSectionSize(30)
+        self.table.setMinimumWidth(360)  # every column, names of about 20 characters
         self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -158,14 +180,16 @@ class ResultsPanel(QWidget):
         rows = [] if summary.table is None else summary.table.rows
         self.table.setRowCount(len(rows))
         for index, row in enumerate(rows):
-            for column, key in enumerate(COLUMNS):
-                value = row[key]
-                if isinstance(value, float):
+            for column, (_, _, keys) in enumerate(TABLE_COLUMNS):
+                value = row[keys[0]]
+                if len(keys) == 2:
+                    item = NumericItem(int(value), f"{value} / {row[keys[1]]}")
+                elif isinstance(value, float):
                     item = NumericItem(value, f"{value:.3f}")
                 elif isinstance(value, (int, np.integer)):
                     item = NumericItem(int(value), str(value))
                 else:
-                    item = NumericItem(0, str(value))
+                    item = NumericItem(0, short_name(str(value)))
                     item.setToolTip(str(value))
                 self.table.setItem(index, column, item)
         self.table.setSortingEnabled(True)

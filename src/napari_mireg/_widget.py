@@ -152,6 +152,7 @@ class RegistrationWidget(QWidget):
         self._planned_iterations = 0
         self._prealign_units = 0
         self._syn_done = 0
+        self._frames_seen = 0
         self._pair_names = ("", "")
 
         content = QWidget()
@@ -521,6 +522,7 @@ class RegistrationWidget(QWidget):
         )
         self._planned_iterations = len(self.energies) + syn_iterations
         self._syn_done = 0
+        self._frames_seen = 0
         self.progress.setRange(0, self._prealign_units + syn_iterations + 1)
         self.progress.setValue(0)
         self.first_frame_seconds = None
@@ -685,6 +687,7 @@ class RegistrationWidget(QWidget):
         """
         if not self._busy_animation_held:
             self._busy_animation_held = self._hold_busy_animation()
+        self._frames_seen += 1
         if frame.energy is not None:
             self._syn_done += 1
             self.energies.append(-frame.energy)
@@ -815,6 +818,7 @@ class RegistrationWidget(QWidget):
         if summary.export_mapping is not None:
             layer.metadata["displacement"] = summary.export_mapping.transforms()[0]
         self.view.apply()
+        self.viewer.layers.selection.active = self.view.fixed  # not the last layer made
         fixed, moving = self._pair_names
         self.results.show_summary(summary, affine, f"Run {self.run_number}: {moving} onto {fixed}")
         self._status("Done")
