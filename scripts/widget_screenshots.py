@@ -59,6 +59,8 @@ def main():
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     widget = RegistrationWidget(viewer)
     viewer.window.add_dock_widget(widget, name="MI-SyN registration")
+    pause(0.5)
+    viewer.reset_view()
     viewer.dims.set_point(0, viewer.layers["fixed_t1"].translate[0] + 90)
     shoot(viewer, "1-inputs", suffix)
 

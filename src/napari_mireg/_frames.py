@@ -42,8 +42,6 @@ class Frame:
         "scoring": the registration has ended, the end-of-run work is under way.
     level, iteration : int
         SyN position (-1 before SyN).
-    prealigned : float
-        Share of the prealignment done (0 to 1; 1 from "prealigned" on).
     energy : float or None
         -MI of the iteration.
     joint_histogram : ndarray or None
@@ -53,17 +51,19 @@ class Frame:
         Length (mm) of the iteration's update, interpolated from the level grid onto the
         fixed grid so that the layer keeps its shape and place at every level (heavy frames
         only).
+    prealigned : float
+        Share of the prealignment done (0 to 1; 1 from "prealigned" on).
     """
 
     stage: str
     level: int = -1
     iteration: int = -1
-    prealigned: float = 0.0
     energy: float | None = None
     joint_histogram: np.ndarray | None = None
     warped: np.ndarray | None = None
     warped_labels: np.ndarray | None = None
     update_magnitude: np.ndarray | None = None
+    prealigned: float = 0.0
 
 
 @dataclass

@@ -48,17 +48,13 @@ class InspectionView:
         self._timer.setInterval(FLICKER_MS)
         self._timer.timeout.connect(self._flick)
 
-    def begin(self, live, fixed, fixed_labels=None, with_labels=False):
+    def begin(self, live, fixed):
         """Show a run: hide every layer but the fixed image and the run's own.
 
         Parameters
         ----------
         live : LiveLayers
         fixed : napari Image layer
-        fixed_labels : napari Labels layer, optional
-            Drawn as contours (sharing its data) when `with_labels`.
-        with_labels : bool
-            The run warps moving labels.
         """
         self.live, self.fixed = live, fixed
         for layer in self.viewer.layers:
@@ -68,25 +64,30 @@ class InspectionView:
         fixed.colormap = "gray"
         fixed.blending = "translucent"
         fixed.opacity = 1.0
-        if with_labels and fixed_labels is not None:
-            layer = live.get(FIXED_CONTOURS)
-            if layer is None or layer.data is not fixed_labels.data:
-                layer = live.show(
-                    FIXED_CONTOURS,
-                    fixed_labels.data,
-                    "labels",
-                    display_affine(fixed_labels),
-                    colormap={None: FIXED_CONTOUR_COLOUR, 0: (0.0, 0.0, 0.0, 0.0)},
-                )
-            layer.contour = CONTOUR_PIXELS
-            layer.editable = False
-            layer.visible = True
         labels = live.get(WARPED_LABELS)
         if labels is not None:
             labels.contour = CONTOUR_PIXELS
             labels.opacity = 1.0
             labels.visible = True
         self.apply()
+
+    def show_fixed_contours(self, fixed_labels):
+        """Draw the fixed labels as contours of one colour, under the warped labels' (the
+        layer shares the fixed labels' data).
+        """
+        layer = self.live.get(FIXED_CONTOURS)
+        if layer is None or layer.data is not fixed_labels.data:
+            layer = self.live.show(
+                FIXED_CONTOURS,
+                fixed_labels.data,
+                "labels",
+                display_affine(fixed_labels),
+                colormap={None: FIXED_CONTOUR_COLOUR, 0: (0.0, 0.0, 0.0, 0.0)},
+            )
+        layer.contour = CONTOUR_PIXELS
+        layer.editable = False
+        layer.visible = True
+        self._keep_labels_on_top()
 
     def set_mode(self, mode):
         """Switch between "overlay", "checkerboard" and "flicker"."""

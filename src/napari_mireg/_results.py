@@ -77,7 +77,7 @@ def describe(summary, fixed_name=None):
         f"MI of the fixed and moving images (full resolution, nats): "
         f"{result.mi_before:.3f} before, {result.mi_after:.3f} after",
         f"det J from {summary.determinant.min():.2f} to {summary.determinant.max():.2f}; "
-        f"folds (det J <= 0): {summary.folds} voxels; {result.timings['total']:.1f} s",
+        f"folds (det J <= 0): {summary.folds} voxels",
     ]
     if summary.table is not None:
         table = summary.table

@@ -256,11 +256,12 @@ class RegistrationWidget(QWidget):
         self.threads = QSpinBox(minimum=0, maximum=256, value=0, specialValueText="all cores")
         variance = QLabel()
         self.update_sigma.valueChanged.connect(
-            lambda sigma: variance.setText(f"ANTs variance {sigma**2:.1f}")
+            lambda sigma: variance.setText(f"ANTs var. {sigma**2:.1f}")
         )
-        variance.setText(f"ANTs variance {DEFAULTS.update_sigma**2:.1f}")
+        variance.setText(f"ANTs var. {DEFAULTS.update_sigma**2:.1f}")
+        variance.setToolTip("ANTs' update field variance in voxels (sigma squared)")
         sigma_row = QHBoxLayout()
-        sigma_row.addWidget(self.update_sigma)
+        sigma_row.addWidget(self.update_sigma, 1)
         sigma_row.addWidget(variance)
         rows = (
             ("Bins", self.bins, "bins"),
@@ -584,7 +585,12 @@ class RegistrationWidget(QWidget):
         return held
 
     def _prepare_layers(self, job):
-        """Make the run's live layers that do not exist yet, then the inspection view."""
+        """Make the run's live layers for the first frame, then the inspection view.
+
+        The update magnitude and the fixed contours wait until the first frame is shown
+        (`_prepare_more_layers`): napari takes 0.1-0.3 s to make a layer, and each run
+        has its own.
+        """
         shape, affine = job.fixed.data.shape, job.fixed.affine
         moving = self._layer(self.moving_choice)
         self.live.prepare(
@@ -604,18 +610,35 @@ class RegistrationWidget(QWidget):
                 affine,
                 colormap=self._layer(self.moving_labels_choice).colormap,
             ).editable = False
-        self.live.prepare(UPDATE, shape, np.float32, "image", affine, colormap="inferno")
         self.live.touch_new_buffers()
-        self.view.begin(
-            self.live,
-            self._layer(self.fixed_choice),
-            self._layer(self.fixed_labels_choice),
-            with_labels=job.moving_labels is not None,
-        )
-        self.live.get(UPDATE).visible = False
-        # The fixed image stays the selected layer: the layer controls show what is looked at.
         fixed = self._layer(self.fixed_choice)
+        self.view.begin(self.live, fixed)
+        # The fixed image stays the selected layer: the layer controls show what is looked at.
         self.viewer.layers.selection.active = fixed
+
+    def _prepare_more_layers(self):
+        """The layers that the first frame does not need (see `_prepare_layers`), one a
+        turn of the event loop.
+        """
+        if self.worker is None or self.live is None:
+            return
+        job = self.job
+        fixed_labels = self._layer(self.fixed_labels_choice)
+        if job.moving_labels is not None and fixed_labels is not None:
+            self.view.show_fixed_contours(fixed_labels)
+        QTimer.singleShot(0, self._prepare_update_layer)
+
+    def _prepare_update_layer(self):
+        if self.worker is None or self.live is None:
+            return
+        job = self.job
+        shape, affine = job.fixed.data.shape, job.fixed.affine
+        layer = self.live.prepare(
+            UPDATE, shape, np.float32, "image", affine, colormap="inferno", visible=False
+        )
+        layer.visible = False
+        self.live.touch_new_buffers()
+        self.viewer.layers.selection.active = self.view.fixed
 
     def _run_or_cancel(self):
         if self.worker is not None:
@@ -709,7 +732,7 @@ class RegistrationWidget(QWidget):
             steps.append(
                 lambda: self.live.update(WARPED_LABELS, frame.warped_labels, "labels", affine)
             )
-        if frame.update_magnitude is not None:
+        if frame.update_magnitude is not None and self.live.get(UPDATE) is not None:
             steps.append(lambda: self.live.update(UPDATE, frame.update_magnitude, "image", affine))
         steps.append(lambda: self._show_progress(frame))
         self._run_steps(steps)
@@ -722,6 +745,7 @@ class RegistrationWidget(QWidget):
         """
         if self.first_frame_seconds is None:  # two frames may have queued this step
             self.first_frame_seconds = time.perf_counter() - self._run_started
+            QTimer.singleShot(0, self._prepare_more_layers)
         if self.activity_progress.isChecked() and self._activity is None:
             bar = progress(total=self.progress.maximum(), desc="MI-SyN registration")
             if self.worker is None:  # the run ended while the bar was being made
@@ -820,7 +844,10 @@ class RegistrationWidget(QWidget):
         self.view.apply()
         self.viewer.layers.selection.active = self.view.fixed  # not the last layer made
         fixed, moving = self._pair_names
-        self.results.show_summary(summary, affine, f"Run {self.run_number}: {moving} onto {fixed}")
+        seconds = summary.result.timings["total"]
+        self.results.show_summary(
+            summary, affine, f"Run {self.run_number} ({seconds:.1f} s): {moving} onto {fixed}"
+        )
         self._status("Done")
         self.progress.setValue(self.progress.maximum())
         if self._last_histogram is not None:
