@@ -616,3 +616,19 @@ def test_the_panel_fits_a_1280x800_screen(make_napari_viewer):
     assert "40x20x10" in widget.iterations.toolTip() and "SyN[0.25,3,0]" in (
         widget.update_sigma.toolTip()
     )
+
+
+def test_clean_runs_in_the_background_and_adds_a_layer(viewer_with_pair, qtbot):
+    viewer = viewer_with_pair
+    widget = make_widget(viewer)
+    labels = viewer.layers["moving_synthseg"]
+    labels.data[40, 40:43, 40:43] = 41  # an island of right white matter
+    worker = widget.clean_layer("moving_synthseg")
+    assert worker is not None and not widget.cleanup_button.isEnabled()
+    qtbot.waitUntil(lambda: widget._cleaning is None, timeout=60_000)
+    cleaned = viewer.layers["moving_synthseg cleaned"]
+    assert cleaned.data.shape == labels.data.shape and widget.cleanup_button.isEnabled()
+    changed = {c.label: c for c in widget.last_cleanup}
+    assert changed[41].island_voxels >= 9
+    assert np.array_equal(cleaned.scale, labels.scale)
+    assert widget.clean_layer("fixed_t1") is None  # an image is refused

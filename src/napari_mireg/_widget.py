@@ -154,6 +154,8 @@ class RegistrationWidget(QWidget):
         self._syn_done = 0
         self._frames_seen = 0
         self._pair_names = ("", "")
+        self._cleaning = None  # the worker of a label cleanup
+        self.last_cleanup = None  # its CleanupChanges
 
         content = QWidget()
         layout = QVBoxLayout(content)
@@ -673,7 +675,7 @@ class RegistrationWidget(QWidget):
         self.pause_button.setEnabled(running)
         self.pause_button.setText("Pause")
         self.continue_button.setEnabled(not running and self.summary is not None)
-        self.cleanup_button.setEnabled(not running)
+        self.cleanup_button.setEnabled(not running and self._cleaning is None)
         self.convert_button.setEnabled(not running)
 
     def _finished(self):
@@ -906,13 +908,14 @@ class RegistrationWidget(QWidget):
         return new
 
     def clean_layer(self, name):
-        """Clean a labels layer into a new layer "<name> cleaned"; returns the changes."""
-        if name not in self.viewer.layers:
+        """Clean a labels layer into a new layer "<name> cleaned", in a worker thread (it
+        took the window 0.8 s at 2 mm); returns the worker (None if there is no such layer).
+        The layer and a notification of the changes come when it is done.
+        """
+        if name not in self.viewer.layers or not isinstance(self.viewer.layers[name], Labels):
             show_error("Choose a labels layer to clean")
             return None
         layer = self.viewer.layers[name]
-        cleaned, changes = clean_labels(np.asarray(layer.data))
-        changed = [c for c in changes if c.island_voxels or c.holes_filled]
         kwargs = {
             "name": f"{name} cleaned",
             "scale": layer.scale,
@@ -920,14 +923,36 @@ class RegistrationWidget(QWidget):
             "metadata": dict(layer.metadata),
             "colormap": layer.colormap,
         }
+        self.cleanup_button.setEnabled(False)
+        self.cleanup_button.setText("Cleaning...")
+        worker = thread_worker(
+            clean_labels,
+            connect={
+                "returned": lambda done: self._cleaned(name, kwargs, *done),
+                "errored": lambda error: show_error(f"Cleaning {name} failed: {error}"),
+                "finished": self._cleaning_finished,
+            },
+            start_thread=False,
+        )(np.asarray(layer.data))
+        self._cleaning = worker
+        worker.start()
+        return worker
+
+    def _cleaned(self, name, kwargs, cleaned, changes):
         self.viewer.add_labels(cleaned, **kwargs)
+        changed = [c for c in changes if c.island_voxels or c.holes_filled]
         lines = [
             f"{c.name}: {c.islands_removed} islands ({c.island_voxels} voxels), "
             f"{c.holes_filled} hole voxels"
             for c in changed
         ]
+        self.last_cleanup = changes
         show_info(
             f"Cleaned {name}: {len(changed)} of {len(changes)} labels changed"
             + ("\n" + "\n".join(lines[:10]) if lines else "")
         )
-        return changes
+
+    def _cleaning_finished(self):
+        self._cleaning = None
+        self.cleanup_button.setText("Clean")
+        self.cleanup_button.setEnabled(self.worker is None)
