@@ -100,7 +100,7 @@ def responsiveness(seconds, live=True, engine=True):
     loop; `engine` False replays frames without registering, which leaves the drawing's.
     """
     if not engine:
-        with mock.patch.object(_widget, "live_frames", replayed_frames):
+        with mock.patch.object(_widget, "run_and_summarise", replayed_frames):
             return _probe_while_running(seconds, live, "frames replayed, no engine")
     return _probe_while_running(seconds, live, f"live images {'on' if live else 'off'}")
 

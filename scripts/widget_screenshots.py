@@ -1,16 +1,22 @@
 """Regenerate the screenshots of docs/widget.md by driving the real widget.
 
-xvfb-run -a .venv/bin/python scripts/widget_screenshots.py
+xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/widget_screenshots.py
+
+makes the screenshots at 1600x1000 and, with ``--size 1280x800``, those of a laptop screen
+(named ``*-1280x800.png``).
 """
 
+import argparse
 import time
 from pathlib import Path
 
 import napari
+import numpy as np
 from qtpy.QtCore import QEventLoop, QTimer
 
+from napari_mireg._live_layers import JACOBIAN, WARPED_LABELS
 from napari_mireg._sample_data import sample_pair
-from napari_mireg._widget import JACOBIAN, UPDATE, WARPED, WARPED_LABELS, RegistrationWidget
+from napari_mireg._widget import RegistrationWidget
 
 IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 
@@ -28,51 +34,70 @@ def wait(until, timeout=300.0):
     timer.stop()
 
 
-def shoot(viewer, name):
-    wait(lambda: True)
-    viewer.screenshot(str(IMAGES / name), canvas_only=False, flash=False)
-    print(f"wrote {IMAGES / name}")
+def pause(seconds):
+    started = time.perf_counter()
+    wait(lambda: time.perf_counter() - started > seconds)
+
+
+def shoot(viewer, name, suffix):
+    pause(0.5)
+    path = IMAGES / f"{name}{suffix}.png"
+    viewer.screenshot(str(path), canvas_only=False, flash=False)
+    print(f"wrote {path}")
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", default="1600x1000", help="window size, WIDTHxHEIGHT")
+    args = parser.parse_args()
+    width, height = (int(n) for n in args.size.split("x"))
+    suffix = "" if args.size == "1600x1000" else f"-{args.size}"
     IMAGES.mkdir(parents=True, exist_ok=True)
     viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1500, 1280)  # the whole panel, without scrolling
+    viewer.window._qt_window.resize(width, height)
     for data, kwargs, kind in sample_pair():
         getattr(viewer, f"add_{kind}")(data, **kwargs)
-    viewer.layers["fixed_synthseg"].visible = False
-    viewer.layers["moving_synthseg"].visible = False
     widget = RegistrationWidget(viewer)
     viewer.window.add_dock_widget(widget, name="MI-SyN registration")
+    pause(0.5)
+    viewer.reset_view()
     viewer.dims.set_point(0, viewer.layers["fixed_t1"].translate[0] + 90)
-    shoot(viewer, "1-inputs.png")
+    shoot(viewer, "1-inputs", suffix)
 
     widget.start()
-    # A live view (layers, plots) drawn during the second level.
+    # The live view (contours, overlay, plots) during the second level.
     wait(lambda: widget.plots.values.size > 45)
     widget.worker.pause()
     wait(lambda: widget.worker.is_paused)
-    viewer.layers["moving_t2"].visible = False
-    shoot(viewer, "2-live.png")
+    shoot(viewer, "2-live", suffix)
     widget.worker.resume()
     wait(lambda: widget.worker is None)
 
-    for layer in viewer.layers:
-        layer.visible = layer.name in ("fixed_t1", WARPED_LABELS)
-    viewer.layers[WARPED_LABELS].opacity = 0.45
-    shoot(viewer, "3-result.png")
+    # The results, with the left lateral ventricle's row clicked.
+    table = widget.results.table
+    rows = [r for r in range(table.rowCount()) if table.item(r, 0).text() == "4"]
+    if rows:
+        table.selectRow(rows[0])
+        widget.results._row_clicked(rows[0], 1)
+    shoot(viewer, "3-result", suffix)
+    if rows:
+        widget.results._row_clicked(rows[0], 1)  # every label again
 
-    for layer in viewer.layers:
-        layer.visible = layer.name == JACOBIAN
-    shoot(viewer, "4-jacobian.png")
+    for button in widget.mode_buttons.buttons():
+        if button.text() == "Checkerboard":
+            button.click()
+    shoot(viewer, "4-checkerboard", suffix)
+    for button in widget.mode_buttons.buttons():
+        if button.text() == "Overlay":
+            button.click()
 
+    jacobian = viewer.layers[widget.layer_name(JACOBIAN)]
     for layer in viewer.layers:
-        layer.visible = layer.name in ("fixed_t1", WARPED, UPDATE)
-    viewer.layers[UPDATE].visible = False
-    widget.clean_layer("moving_synthseg")
-    for layer in viewer.layers:
-        layer.visible = layer.name in ("fixed_t1", "moving_synthseg cleaned")
-    shoot(viewer, "5-clean-labels.png")
+        if layer.name != widget.layer_name(WARPED_LABELS):
+            layer.visible = layer is jacobian
+    viewer.layers.selection.active = jacobian
+    shoot(viewer, "5-jacobian", suffix)
+    print("det J range", float(np.min(jacobian.data)), float(np.max(jacobian.data)))
     viewer.close()
 
 

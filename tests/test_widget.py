@@ -10,21 +10,27 @@ import pytest
 
 pytest.importorskip("napari")
 
+from qtpy.QtCore import Qt  # noqa: E402
 from qtpy.QtWidgets import QScrollArea  # noqa: E402
 
-from napari_mireg import _widget, files  # noqa: E402
-from napari_mireg._plots import CURVE_COLOUR  # noqa: E402
-from napari_mireg._reader import get_reader  # noqa: E402
-from napari_mireg._sample_data import sample_pair  # noqa: E402
-from napari_mireg._widget import (  # noqa: E402
+from napari_mireg import _frames, _widget, files  # noqa: E402
+from napari_mireg._display import to_display  # noqa: E402
+from napari_mireg._live_layers import (  # noqa: E402
+    CHECKERBOARD,
     DISPLACEMENT,
+    FIXED_CONTOURS,
     JACOBIAN,
     UPDATE,
     WARPED,
     WARPED_LABELS,
-    RegistrationWidget,
+    LiveLayers,
 )
-from napari_mireg._writer import write_displacement  # noqa: E402
+from napari_mireg._plots import CURVE_COLOUR  # noqa: E402
+from napari_mireg._reader import get_reader  # noqa: E402
+from napari_mireg._sample_data import sample_pair  # noqa: E402
+from napari_mireg._widget import RegistrationWidget  # noqa: E402
+from napari_mireg._writer import write_volume  # noqa: E402
+from napari_mireg.datasets import sample_data_path  # noqa: E402
 from napari_mireg.labels import LABEL_COLOURS  # noqa: E402
 
 RUN_TIMEOUT_MS = 120_000
@@ -36,6 +42,14 @@ def viewer_with_pair(make_napari_viewer):
     for data, kwargs, kind in sample_pair():
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     return viewer
+
+
+@pytest.fixture
+def every_frame_heavy(monkeypatch):
+    """Every SyN iteration gives a heavy frame (the pacing of a real run depends on the
+    machine's speed; a short test run could otherwise end before one is due).
+    """
+    monkeypatch.setattr(_widget, "Pacing", lambda: _frames.Pacing(share=1.0, min_interval=0.0))
 
 
 def make_widget(viewer, iterations="8,4", prealign="rigid"):
@@ -71,7 +85,9 @@ def wait_idle(qtbot, widget):
     qtbot.waitUntil(lambda: widget.worker is None, timeout=RUN_TIMEOUT_MS)
 
 
-def test_widget_runs_live_and_shows_results(viewer_with_pair, qtbot, tmp_path, monkeypatch):
+def test_widget_runs_live_and_shows_results(
+    viewer_with_pair, qtbot, tmp_path, monkeypatch, every_frame_heavy
+):
     viewer = viewer_with_pair
     bars = []
 
@@ -98,19 +114,28 @@ def test_widget_runs_live_and_shows_results(viewer_with_pair, qtbot, tmp_path, m
     assert len(bars) == 1 and bars[0].total == widget.progress.maximum()
     assert 0 < bars[0].n <= bars[0].total and bars[0].disable
     assert widget.result.mi_after > widget.result.mi_before
-    for name in (WARPED, WARPED_LABELS, UPDATE, JACOBIAN, DISPLACEMENT):
-        assert name in viewer.layers
+    # The run's layers are named after it.
+    for base in (WARPED, WARPED_LABELS, UPDATE, JACOBIAN, DISPLACEMENT, FIXED_CONTOURS):
+        assert f"{base} (run 1)" in viewer.layers
+    warped = viewer.layers[widget.layer_name(WARPED)]
     fixed = viewer.layers["fixed_t1"]
-    assert viewer.layers[WARPED].data.shape == fixed.data.shape
-    np.testing.assert_allclose(viewer.layers[WARPED].scale, fixed.scale)
-    assert viewer.layers[WARPED].data.max() > 0
-    assert set(np.unique(viewer.layers[WARPED_LABELS].data)) >= {2, 3, 41, 42}
+    assert warped.data.shape == fixed.data.shape
+    np.testing.assert_allclose(warped.scale, fixed.scale)
+    assert warped.data.max() > 0
+    warped_labels = viewer.layers[widget.layer_name(WARPED_LABELS)]
+    assert set(np.unique(warped_labels.data)) >= {2, 3, 41, 42}
+    # det J: a diverging colour map, white at 1 (the middle of the contrast limits).
+    jacobian = viewer.layers[widget.layer_name(JACOBIAN)]
+    assert tuple(jacobian.contrast_limits) == (0.0, 2.0)
+    low, middle, high = jacobian.colormap.map(np.array([0.0, 0.5, 1.0]))[:, :3]
+    assert np.all(middle > 0.95) and low[2] > low[0] and high[0] > high[2]
     histogram = widget.plots.histogram
     assert histogram.shape == (32, 32) and np.ptp(histogram) > 1
     assert np.array_equal(widget.plots.values, widget.energies)
     low, high = widget.plots.y_limits
     assert low <= min(widget.energies) and max(widget.energies) <= high
     # The plots are painted: the histogram panel shows many colours, the curve its own.
+    widget.tabs.setCurrentWidget(widget.plots)
     painted = widget.plots.grab().toImage()
     width, height = painted.width(), painted.height()
     left_colours = {
@@ -123,26 +148,36 @@ def test_widget_runs_live_and_shows_results(viewer_with_pair, qtbot, tmp_path, m
     }
     assert len(left_colours) > 10
     assert CURVE_COLOUR.rgb() in right_colours
-    # The table: whole brain and mean first, then one row per label, with real scores.
-    totals, table = widget.totals_table, widget.overlap_table
-    assert (
-        totals.item(0, 1).text() == "whole brain" and totals.item(1, 1).text() == "mean over labels"
-    )
-    assert float(totals.item(0, 2).text()) == pytest.approx(widget.table.whole_dice, abs=1e-4)
+    # One table, one row per label with real scores; the totals are in the summary.
+    table = widget.results.table
     assert table.rowCount() == len(widget.table.rows)
     table.sortItems(2)  # by Dice
     dice = [float(table.item(row, 2).text()) for row in range(table.rowCount())]
     assert dice == sorted(dice)
     assert 0.8 < widget.table.whole_dice <= 1 and 0.5 < widget.table.mean_dice <= 1
-    names = {table.item(row, 1).text() for row in range(table.rowCount())}
-    assert {"Left-Cerebral-White-Matter", "Right-Cerebral-Cortex"} <= names
-    assert "folds" in widget.summary.text() and "Dice whole brain" in widget.summary.text()
+    names = {
+        table.item(row, 1).toolTip(): table.item(row, 1).text() for row in range(table.rowCount())
+    }
+    assert names["Left-Cerebral-White-Matter"] == "L cerebral WM"
+    assert names["Right-Cerebral-Cortex"] == "R cortex"
+    # Every column is visible at the dock's width: no horizontal scrolling.
+    assert table.horizontalScrollBar().maximum() == 0
+    last = table.horizontalHeader()
+    assert last.sectionPosition(4) + last.sectionSize(4) <= table.viewport().width()
+    row = next(r for r in range(table.rowCount()) if table.item(r, 0).text() == "2")
+    counts = next(r for r in widget.table.rows if r["label"] == 2)
+    assert table.item(row, 4).text() == f"{counts['fixed_voxels']} / {counts['warped_voxels']}"
+    assert table.horizontalHeader().sectionSize(1) > 90  # the name column stretches
+    text = widget.results.text.text()
+    assert "folds" in text and f"Dice whole brain {widget.table.whole_dice:.3f}" in text
+    assert f"{widget.result.mi_after:.3f} after" in text
 
     # Exports land on the fixed file's own grid, in the formats of files.py.
-    widget.export_forward(tmp_path / "warp.nii.gz")
-    widget.export_affine(tmp_path / "affine.txt")
-    widget.export_warped_labels(tmp_path / "labels.nii.gz")
-    widget.export_table(tmp_path / "overlap.csv")
+    results = widget.results
+    results.export_forward(tmp_path / "warp.nii.gz")
+    results.export_affine(tmp_path / "affine.txt")
+    results.export_warped_labels(tmp_path / "labels.nii.gz")
+    results.export_table(tmp_path / "overlap.csv")
     fixed_file = nib.load(fixed.metadata["path"])
     warp = nib.load(tmp_path / "warp.nii.gz")
     assert warp.shape == fixed_file.shape + (1, 3)
@@ -150,12 +185,14 @@ def test_widget_runs_live_and_shows_results(viewer_with_pair, qtbot, tmp_path, m
     assert (tmp_path / "overlap.csv").read_text() == widget.table.to_csv_text()
     assert files.load_volume(tmp_path / "labels.nii.gz", labels=True).shape == fixed_file.shape
 
-    # Continue refines from the current map with more finest-level iterations.
+    # Continue refines from the current map with more finest-level iterations, in the
+    # same run's layers.
     before = len(widget.energies)
     widget.more_iterations.setValue(3)
-    widget.start(continue_from=widget.result)
+    widget.start(continue_from=widget.summary)
     wait_idle(qtbot, widget)
     assert len(widget.energies) == before + 3 and widget.status.text() == "Done"
+    assert widget.layer_name(WARPED) == "warped moving (run 1)"
 
 
 def test_live_layers_take_frames_in_place(viewer_with_pair):
@@ -164,42 +201,51 @@ def test_live_layers_take_frames_in_place(viewer_with_pair):
     written.
     """
     viewer = viewer_with_pair
-    widget = make_widget(viewer)
+    live = LiveLayers(viewer, 1)
     fixed = viewer.layers["fixed_t1"]
     affine, shape = fixed.metadata["display_affine"], fixed.data.shape
-    first = np.zeros(shape, np.float32)
-    layer = widget._show_live(WARPED, first, "image", affine)
+    layer = live.prepare(WARPED, shape, np.float32, "image", affine)
+    first = layer.data
     data_events = []
     layer.events.data.connect(data_events.append)
     centre = tuple(np.mean(layer.extent.world, axis=0))
-    widget._show_live(WARPED, np.full(shape, 3.0, np.float32), "image", affine)
+    live.update(WARPED, np.full(shape, 3.0, np.float32), "image", affine)
     assert layer.data is first and np.all(first == 3.0) and not data_events
     assert layer.get_value(centre, world=True) == 3.0  # the drawn slice shows the new frame
 
     result = np.ones(shape, np.float32)
-    widget._show_layer(WARPED, result, "image", affine)
+    live.show(WARPED, result, "image", affine)
     data_events.clear()
     later = np.full(shape, 5.0, np.float32)
-    widget._show_live(WARPED, later, "image", affine)
+    live.update(WARPED, later, "image", affine)
     assert np.all(result == 1.0) and layer.data is later and len(data_events) == 1
-    widget._show_live(WARPED, np.full(shape, 7.0, np.float32), "image", affine)
+    live.update(WARPED, np.full(shape, 7.0, np.float32), "image", affine)
     assert np.all(later == 7.0) and len(data_events) == 1
     assert layer.get_value(centre, world=True) == 7.0
 
 
-def test_cancel_stops_within_an_iteration_and_keeps_the_viewer_usable(
+def test_cancel_stops_within_an_iteration_and_shows_no_stale_results(
     viewer_with_pair, qtbot, tmp_path, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)
     viewer = viewer_with_pair
-    widget = make_widget(viewer, iterations="200,200,200", prealign="none")
+    widget = make_widget(viewer, iterations="4", prealign="none")
+    run_to_end(qtbot, widget)
+    assert widget.results.table.rowCount() == 7 and "Dice" in widget.results.text.text()
+
+    widget.iterations.setText("200,200,200")
     frames = record_frames(widget)
     worker = widget.start()
+    # The new run clears the last one's results at once.
+    assert widget.results.table.rowCount() == 0 and "Dice" not in widget.results.text.text()
     qtbot.waitUntil(lambda: any(f.stage == "syn" for f in frames), timeout=RUN_TIMEOUT_MS)
     assert widget.run_button.text() == "Cancel"
     with qtbot.waitSignal(worker.finished, timeout=5_000):
         widget.run_button.click()
     assert widget.status.text() == "Cancelled" and widget.result is None
+    assert widget.results.table.rowCount() == 0
+    assert "cancelled" in widget.results.text.text() and "Dice" not in widget.results.text.text()
+    assert not any(button.isEnabled() for button in widget.results.export_buttons)
     assert widget.run_button.text() == "Run" and not widget.continue_button.isEnabled()
     assert len(frames) < 50
     assert list(tmp_path.iterdir()) == []
@@ -207,23 +253,138 @@ def test_cancel_stops_within_an_iteration_and_keeps_the_viewer_usable(
     assert "still usable" in viewer.layers
 
 
-def test_engine_errors_are_shown_and_the_widget_returns_to_idle(
-    viewer_with_pair, qtbot, monkeypatch
-):
+def test_pause_says_paused(viewer_with_pair, qtbot):
+    widget = make_widget(viewer_with_pair, iterations="200,200", prealign="none")
+    frames = record_frames(widget)
+    worker = widget.start()
+    qtbot.waitUntil(lambda: any(f.stage == "syn" for f in frames), timeout=RUN_TIMEOUT_MS)
+    with qtbot.waitSignal(worker.paused, timeout=10_000):
+        widget.pause_button.click()
+    assert widget.status.text().startswith("Paused") and widget.pause_button.text() == "Resume"
+    with qtbot.waitSignal(worker.finished, timeout=10_000):
+        widget.run_button.click()  # Cancel while paused
+    assert widget.status.text() == "Cancelled"
+
+
+def test_bad_starts_are_refused_with_a_message(viewer_with_pair, qtbot, monkeypatch):
     shown = []
     monkeypatch.setattr(_widget, "show_error", shown.append)
     viewer = viewer_with_pair
     widget = make_widget(viewer)
+    widget.moving_choice.setCurrentText("fixed_t1")
+    assert widget.start() is None and widget.worker is None
+    assert "same layer" in shown[-1] and "fixed_t1" in shown[-1]
+    assert widget.status.text().startswith("Not started") and "same layer" in widget.status.text()
+
+    widget.moving_choice.setCurrentText("moving_t2")
+    viewer.add_labels(np.zeros((5, 6, 7), np.int32), name="small labels")
+    widget.moving_labels_choice.setCurrentText("small labels")
+    assert widget.start() is None
+    assert "not on the grid of the moving image" in shown[-1]
+
+    widget.moving_labels_choice.setCurrentText("moving_synthseg")
     viewer.add_image(np.full((20, 20, 20), 3.0, np.float32), name="constant")
     widget.moving_choice.setCurrentText("constant")
+    widget.moving_labels_choice.setCurrentText("(none)")
     widget.start()
     wait_idle(qtbot, widget)
-    assert shown and "Registration failed" in shown[0] and "constant" in shown[0]
+    assert "Registration failed" in shown[-1] and "constant" in shown[-1]
     assert widget.run_button.text() == "Run" and widget.status.text().startswith("Failed")
     viewer.add_image(np.ones((30, 30), np.float32), name="flat 2D")
     widget.moving_choice.setCurrentText("flat 2D")
     assert widget.start() is None
     assert "3D but flat 2D is 2D" in shown[-1]
+
+
+def test_none_label_choices_survive_a_run(viewer_with_pair, qtbot):
+    widget = make_widget(viewer_with_pair, iterations="3", prealign="none")
+    widget.fixed_labels_choice.setCurrentText("(none)")
+    widget.moving_labels_choice.setCurrentText("(none)")
+    run_to_end(qtbot, widget)
+    assert widget.fixed_labels_choice.currentText() == "(none)"
+    assert widget.moving_labels_choice.currentText() == "(none)"
+    assert widget.job.moving_labels is None and widget.table is None
+    assert widget.layer_name(WARPED_LABELS) not in viewer_with_pair.layers
+    widget.start()  # the next run too
+    assert widget.job.moving_labels is None
+    wait_idle(qtbot, widget)
+
+
+def test_ants_iterations_are_accepted(viewer_with_pair, qtbot):
+    widget = make_widget(viewer_with_pair, iterations="5x3", prealign="none")
+    assert widget.options().level_iters == (5, 3)
+    run_to_end(qtbot, widget)
+    assert widget.status.text() == "Done" and 2 <= len(widget.energies) <= 8
+
+
+def test_a_table_row_click_selects_its_label_and_centres_the_view(viewer_with_pair, qtbot):
+    viewer = viewer_with_pair
+    widget = make_widget(viewer, iterations="3", prealign="none")
+    run_to_end(qtbot, widget)
+    table = widget.results.table
+    assert widget.tabs.currentWidget() is widget.results
+    row = next(r for r in range(table.rowCount()) if table.item(r, 0).text() == "4")
+    rect = table.visualItemRect(table.item(row, 1))
+    qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    labels = viewer.layers[widget.layer_name(WARPED_LABELS)]
+    assert labels.selected_label == 4 and labels.show_selected_label
+    # The view moved to the label's centre (Left-Lateral-Ventricle): the slice shows it.
+    fixed_labels = viewer.layers["fixed_synthseg"]
+    voxel = np.round(fixed_labels.world_to_data(viewer.dims.point)).astype(int)
+    assert np.count_nonzero(fixed_labels.data[voxel[0]] == 4) > 0
+    centre = np.argwhere(fixed_labels.data == 4).mean(axis=0)
+    world = fixed_labels.data_to_world(centre)
+    assert np.allclose(viewer.camera.center[-2:], world[-2:], atol=2 * max(labels.scale))
+    # A second click shows every label again.
+    qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    assert not labels.show_selected_label
+
+
+def write_t1_like_uint8(path, seed=0):
+    """A uint8 head-like volume (about 200 distinct values), as FreeSurfer's brain.mgz."""
+    rng = np.random.default_rng(seed)
+    grid = np.indices((40, 44, 36)).astype(float)
+    radius = np.sqrt(sum((g - s / 2) ** 2 for g, s in zip(grid, (40, 44, 36), strict=True)))
+    data = np.clip(220 - 6 * radius + rng.normal(0, 8, radius.shape), 0, 255)
+    data[radius > 17] = 0
+    affine = np.array([[-1.0, 0, 0, 20], [0, 0, 1, -22], [0, -1, 0, 18], [0, 0, 0, 1]])
+    nib.save(nib.MGHImage(data.astype(np.uint8), affine), str(path))
+    return data.astype(np.uint8), affine
+
+
+def test_a_uint8_t1_opens_as_an_image_and_synthseg_values_as_labels(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    data, _ = write_t1_like_uint8(tmp_path / "brain.mgz")
+    assert np.unique(data).size > 100
+    (layer,) = viewer.open(str(tmp_path / "brain.mgz"), plugin="napari-mireg")
+    assert layer._type_string == "image" and layer.data.dtype == np.float32
+
+    # SynthSeg ids stored as float in a file whose name says nothing: the values decide.
+    labels = files.load_volume(sample_data_path("fixed_labels"), labels=True)
+    neutral = tmp_path / "subject01.nii.gz"
+    files.save_volume(neutral, labels.data.astype(np.float32), labels.affine)
+    assert nib.load(neutral).get_data_dtype() == np.float32
+    (layer,) = viewer.open(str(neutral), plugin="napari-mireg")
+    assert layer._type_string == "labels" and set(np.unique(layer.data)) >= {2, 3, 41, 42}
+    # The name decides for label maps with arbitrary values.
+    named = tmp_path / "sub-01_dseg.nii.gz"
+    files.save_volume(named, (data.astype(np.int32) // 3) + 5, np.eye(4), labels=True)
+    assert get_reader(str(named))(str(named))[0][2] == "labels"
+
+    # The user can overrule the decision, at opening or afterwards in the widget.
+    widget = make_widget(viewer)
+    (forced,) = widget.open_files([tmp_path / "brain.mgz"], "labels")
+    assert forced._type_string == "labels"
+    assert forced.name in [
+        widget.convert_choice.itemText(i) for i in range(widget.convert_choice.count())
+    ]
+    image = widget.convert_layer(forced.name)
+    assert image._type_string == "image" and viewer.layers[forced.name] is image
+    assert forced.name in [
+        widget.fixed_choice.itemText(i) for i in range(widget.fixed_choice.count())
+    ]
+    back = widget.convert_layer(image.name)
+    assert back._type_string == "labels" and np.array_equal(back.data, forced.data)
 
 
 def test_reader_and_writer_round_trip_a_non_identity_affine(tmp_path):
@@ -237,6 +398,12 @@ def test_reader_and_writer_round_trip_a_non_identity_affine(tmp_path):
     assert sorted(layer_data.shape) == sorted(data.shape)
     assert np.isclose(layer_data.sum(), reread.data.sum())
     assert get_reader(str(tmp_path / "notes.txt")) is None
+    # Any image layer is written back on its file's grid.
+    written = write_volume(str(tmp_path / "again"), layer_data, kwargs)
+    again = nib.load(written[0])
+    assert written[0].endswith(".nii.gz")
+    np.testing.assert_allclose(again.affine, affine, atol=1e-5)
+    np.testing.assert_allclose(again.get_fdata(), data, atol=1e-6)
 
     labels_path = tmp_path / "subject_synthseg.nii.gz"
     files.save_volume(labels_path, (data > 0.5) * 41, affine, labels=True)
@@ -248,11 +415,26 @@ def test_reader_and_writer_round_trip_a_non_identity_affine(tmp_path):
 
     field = np.random.default_rng(1).normal(size=(10, 12, 14, 3)).astype(np.float32)
     meta = {"metadata": {"displacement": DisplacementField(field, as_volume(data, affine))}}
-    written = write_displacement(str(tmp_path / "field.nii.gz"), field[..., 0], meta)
+    written = write_volume(str(tmp_path / "field.nii.gz"), field[..., 0], meta)
     loaded = files.load_transform(written[0])
     np.testing.assert_allclose(loaded.field, field, rtol=1e-6)
     np.testing.assert_allclose(loaded.grid.affine, affine, atol=1e-5)
-    assert write_displacement(str(tmp_path / "none.nii.gz"), field[..., 0], {}) == []
+
+
+def test_the_det_j_layer_saves_on_the_fixed_files_grid(viewer_with_pair, qtbot, tmp_path):
+    viewer = viewer_with_pair
+    widget = make_widget(viewer, iterations="3", prealign="rigid")
+    run_to_end(qtbot, widget)
+    jacobian = viewer.layers[widget.layer_name(JACOBIAN)]
+    path = tmp_path / "detj.nii.gz"
+    assert jacobian.save(str(path), plugin="napari-mireg")
+    saved = nib.load(path)
+    fixed_file = nib.load(viewer.layers["fixed_t1"].metadata["path"])
+    assert saved.shape == fixed_file.shape
+    np.testing.assert_allclose(saved.affine, fixed_file.affine, atol=1e-4)
+    shown, _ = to_display(saved.get_fdata(), saved.affine)
+    np.testing.assert_allclose(shown, jacobian.data, atol=1e-5)
+    assert 0.5 < np.median(jacobian.data) < 1.5
 
 
 def test_manifest_is_valid():
@@ -261,31 +443,108 @@ def test_manifest_is_valid():
     assert done.returncode == 0 and "valid" in done.stdout + done.stderr
 
 
-def test_warped_labels_are_drawn_on_screen(make_napari_viewer, qtbot):
+def label_pixels(viewer, colours):
+    """Canvas pixels drawn in one of `colours` (RGB, 0-255), as a boolean image."""
+    pixels = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    hits = np.zeros(pixels.shape[:2], bool)
+    for colour in colours:
+        hits |= np.all(np.abs(pixels - colour) <= 3, axis=-1)
+    return hits
+
+
+def test_during_a_run_inputs_labels_are_hidden_and_warped_labels_are_contours(
+    make_napari_viewer, qtbot, every_frame_heavy
+):
     viewer = make_napari_viewer(show=True)
     for data, kwargs, kind in sample_pair():
         getattr(viewer, f"add_{kind}")(data, **kwargs)
-    widget = make_widget(viewer, iterations="4", prealign="none")
-    run_to_end(qtbot, widget)
-    for layer in viewer.layers:
-        layer.visible = layer.name == WARPED_LABELS
-    viewer.layers[WARPED_LABELS].opacity = 1.0
-    viewer.dims.set_point(
-        0, viewer.layers[WARPED_LABELS].translate[0] + 40 * viewer.layers[WARPED_LABELS].scale[0]
+    widget = make_widget(viewer, iterations="200,200", prealign="none")
+    frames = record_frames(widget)
+    worker = widget.start()
+    qtbot.waitUntil(
+        lambda: any(f.stage == "syn" and f.warped is not None for f in frames),
+        timeout=RUN_TIMEOUT_MS,
     )
-    viewer.reset_view()
-    pixels = viewer.screenshot(canvas_only=True, flash=False)[..., :3].reshape(-1, 3)
-    white_matter = np.all(np.abs(pixels.astype(int) - LABEL_COLOURS[2]) <= 3, axis=1)
-    cortex = np.all(np.abs(pixels.astype(int) - LABEL_COLOURS[3]) <= 3, axis=1)
-    assert white_matter.mean() > 0.01 and cortex.mean() > 0.01
+    with qtbot.waitSignal(worker.paused, timeout=10_000):
+        worker.pause()
+    qtbot.wait(300)  # the frame's last steps and the repaint
+    viewer.dims.set_point(0, viewer.layers["fixed_t1"].translate[0] + 40 * 2.0)
+    # Saturated label colours (white matter's near-white is also a bright image voxel).
+    colours = [
+        LABEL_COLOURS[label]
+        for label in np.unique(viewer.layers["fixed_synthseg"].data)
+        if label and np.ptp(LABEL_COLOURS[label]) > 60
+    ]
+    assert not viewer.layers["fixed_synthseg"].visible
+    assert not viewer.layers["moving_synthseg"].visible
+    warped_labels = viewer.layers[widget.layer_name(WARPED_LABELS)]
+    assert warped_labels.contour > 0 and warped_labels.visible
+    contours = label_pixels(viewer, colours)
+    warped_labels.visible = False
+    qtbot.wait(100)
+    without = label_pixels(viewer, colours)  # the input label layers are not drawn
+    warped_labels.contour = 0
+    warped_labels.visible = True
+    qtbot.wait(100)
+    filled = label_pixels(viewer, colours)
+    assert filled.mean() > 0.02
+    assert without.sum() < 0.01 * filled.sum()
+    # Contours: drawn, and most of the label area shows the image under them.
+    assert contours.sum() > 0.03 * filled.sum()
+    assert (contours & filled).sum() < 0.5 * filled.sum()
+    with qtbot.waitSignal(worker.finished, timeout=10_000):
+        widget.cancel()
+
+
+def test_the_view_switches_between_overlay_checkerboard_and_flicker(viewer_with_pair, qtbot):
+    viewer = viewer_with_pair
+    widget = make_widget(viewer, iterations="3", prealign="none")
+    run_to_end(qtbot, widget)
+    warped = viewer.layers[widget.layer_name(WARPED)]
+    assert warped.visible and warped.colormap.name == "magenta" and warped.opacity == 0.4
+    assert viewer.layers["fixed_t1"].colormap.name == "gray"
+    buttons = {button.text(): button for button in widget.mode_buttons.buttons()}
+    buttons["Checkerboard"].click()
+    checker = viewer.layers[widget.layer_name(CHECKERBOARD)]
+    assert checker.visible and not warped.visible
+    fixed = viewer.layers["fixed_t1"]
+    tiles = checker.data
+    # Tiles alternate: some show the fixed image, the others the warped one.
+    from napari_mireg._inspection import _normalised
+
+    from_fixed = np.isclose(tiles, _normalised(fixed.data, fixed.contrast_limits))
+    from_warped = np.isclose(tiles, _normalised(warped.data, warped.contrast_limits))
+    assert 0.3 < from_fixed.mean() and 0.3 < from_warped.mean()
+    buttons["Flicker"].click()
+    assert not checker.visible
+    seen = set()
+    qtbot.waitUntil(lambda: seen.add(warped.visible) or len(seen) == 2, timeout=3_000)
+    buttons["Overlay"].click()
+    qtbot.wait(1_000)
+    assert warped.visible and warped.colormap.name == "magenta"
+
+
+def test_prealignment_moves_the_progress(monkeypatch, brain_pair):
+    from napari_mireg.transforms import as_volume
+
+    monkeypatch.setattr(_frames, "PREALIGNING_SECONDS", 0.0)
+    fixed, moving, affine = brain_pair
+    run = _frames.LiveRun(
+        as_volume(fixed[::2, ::2, ::2], affine @ np.diag([2, 2, 2, 1])),
+        as_volume(moving[::2, ::2, ::2], affine @ np.diag([2, 2, 2, 1])),
+        options=_frames.RegistrationOptions(prealign="affine", level_iters=(2,)),
+    )
+    frames = list(_frames.live_frames(run, _frames.Pacing(min_interval=np.inf)))
+    shares = [f.prealigned for f in frames if f.stage == "prealigning"]
+    assert len(shares) >= 10 and shares == sorted(shares) and 0 < shares[-1] <= 1
+    stages = [f.stage for f in frames]
+    assert stages.index("prealigned") > stages.index("prealigning") > stages.index("start")
 
 
 def test_pacing_keeps_heavy_frames_within_their_share(monkeypatch):
     """A heavy frame is due once the last one's cost (computing + drawing) is at most
     `share` of the time since it, and never sooner than `min_interval`.
     """
-    from napari_mireg import _frames
-
     now = [100.0]
     monkeypatch.setattr(_frames.time, "perf_counter", lambda: now[0])
     pacing = _frames.Pacing(share=0.1, min_interval=1.0)
@@ -341,14 +600,35 @@ def test_without_live_images_only_the_plots_move(viewer_with_pair, qtbot, monkey
     during_run = [n for n in curve_lengths if n is not None]
     assert len(during_run) >= 3 and during_run == sorted(during_run) and during_run[0] >= 1
     assert np.array_equal(widget.plots.values, widget.energies)
-    assert widget.status.text() == "Done" and WARPED in viewer_with_pair.layers
-    assert viewer_with_pair.layers[WARPED].data.max() > 0
+    assert widget.status.text() == "Done"
+    assert viewer_with_pair.layers[widget.layer_name(WARPED)].data.max() > 0
 
 
-def test_the_panel_scrolls_so_the_window_fits_a_laptop_screen(make_napari_viewer):
-    """The panel is taller than a laptop's screen: it scrolls vertically, never sideways."""
+def test_the_panel_fits_a_1280x800_screen(make_napari_viewer):
+    """The whole panel (tabs) fits a 1280x800 screen's dock; it never scrolls sideways."""
     widget = make_widget(make_napari_viewer())
     content = widget.findChild(QScrollArea).widget()
-    assert content.minimumSizeHint().height() > 800
-    assert widget.minimumSizeHint().height() < 200
+    assert content.minimumSizeHint().height() < 650
+    assert widget.minimumSizeHint().width() < 450
     assert widget.minimumSizeHint().width() > content.minimumSizeHint().width()
+    tips = [widget.bins, widget.iterations, widget.step_length, widget.update_sigma]
+    assert all(control.toolTip() for control in tips + [widget.prealign, widget.threads])
+    assert "40x20x10" in widget.iterations.toolTip() and "SyN[0.25,3,0]" in (
+        widget.update_sigma.toolTip()
+    )
+
+
+def test_clean_runs_in_the_background_and_adds_a_layer(viewer_with_pair, qtbot):
+    viewer = viewer_with_pair
+    widget = make_widget(viewer)
+    labels = viewer.layers["moving_synthseg"]
+    labels.data[40, 40:43, 40:43] = 41  # an island of right white matter
+    worker = widget.clean_layer("moving_synthseg")
+    assert worker is not None and not widget.cleanup_button.isEnabled()
+    qtbot.waitUntil(lambda: widget._cleaning is None, timeout=60_000)
+    cleaned = viewer.layers["moving_synthseg cleaned"]
+    assert cleaned.data.shape == labels.data.shape and widget.cleanup_button.isEnabled()
+    changed = {c.label: c for c in widget.last_cleanup}
+    assert changed[41].island_voxels >= 9
+    assert np.array_equal(cleaned.scale, labels.scale)
+    assert widget.clean_layer("fixed_t1") is None  # an image is refused

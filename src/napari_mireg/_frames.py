@@ -1,7 +1,8 @@
 """The live-view generator the widget runs in a worker thread (no Qt, no napari here).
 
-It drives the engine (prealignment, then :func:`register_steps`) and turns its Snapshots into
-Frames. Every iteration gives a light Frame (level, iteration, energy, joint histogram);
+It drives the engine (prealignment, then :func:`register_steps`) and turns its steps into
+Frames. Every SyN iteration gives a light Frame (level, iteration, energy, joint histogram),
+and the prealignment light "prealigning" Frames (its share done) so that progress moves;
 the heavy views (warped image and labels at full resolution, update magnitude) are computed
 in the worker only when `Pacing` says so, which keeps their cost (computing and drawing)
 under a fixed share of the engine's time. Stopping the generator stops the engine at once.
@@ -16,9 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_mireg._display import on_grid
+from napari_mireg._summary import summarise
 from napari_mireg.metric import MutualInformation
 from napari_mireg.options import RegistrationOptions
-from napari_mireg.registration import prealignment, register_steps
+from napari_mireg.registration import prealignment_steps, register_steps
 from napari_mireg.transforms import AffineMap
 
 # The engine's CPU priority in the widget: with every core busy, the viewer's drawing
@@ -36,7 +38,8 @@ class Frame:
 
     Attributes
     ----------
-    stage : {"start", "prealigned", "syn"}
+    stage : {"start", "prealigning", "prealigned", "syn", "scoring"}
+        "scoring": the registration has ended, the end-of-run work is under way.
     level, iteration : int
         SyN position (-1 before SyN).
     energy : float or None
@@ -48,6 +51,8 @@ class Frame:
         Length (mm) of the iteration's update, interpolated from the level grid onto the
         fixed grid so that the layer keeps its shape and place at every level (heavy frames
         only).
+    prealigned : float
+        Share of the prealignment done (0 to 1; 1 from "prealigned" on).
     """
 
     stage: str
@@ -58,6 +63,7 @@ class Frame:
     warped: np.ndarray | None = None
     warped_labels: np.ndarray | None = None
     update_magnitude: np.ndarray | None = None
+    prealigned: float = 0.0
 
 
 @dataclass
@@ -111,6 +117,23 @@ class LiveRun:
     moving_labels: object = None
     options: RegistrationOptions = field(default_factory=RegistrationOptions)
     initial: object = None
+    fixed_labels: object = None  # on the fixed image's grid, for the end-of-run scores
+    export_grid: object = None  # the fixed file's own grid, for exports
+
+
+# Seconds between two "prealigning" frames at least (its iterations take milliseconds at
+# the coarse level: a frame for each would only load the event loop).
+PREALIGNING_SECONDS = 0.2
+
+
+def _share(step, stages):
+    """Share of the prealignment done at an AffineStep: levels count alike, and the
+    stages within a level; iterations within a stage are counted against 50 (a stage
+    often converges sooner, and the share then jumps to the next stage).
+    """
+    stage = 1 if step.stage == "affine" else 0
+    within = min(step.iteration / 50.0, 1.0)
+    return min((step.level + (stage + within) / stages) / step.levels, 1.0)
 
 
 def live_frames(run, pacing=None):
@@ -142,11 +165,25 @@ def live_frames(run, pacing=None):
             "start", lambda image, how: AffineMap(np.eye(4)).transform(image, run.fixed, how)
         )
         started = time.perf_counter()
-        affine_map = prealignment(run.fixed, run.moving, options.prealign, metric)
+        steps = prealignment_steps(run.fixed, run.moving, options.prealign, metric)
+        stages = 2 if options.prealign == "affine" else 1
+        shown = 0.0
+        while True:
+            try:
+                step = next(steps)
+            except StopIteration as finished:
+                affine_map = finished.value
+                break
+            now = time.perf_counter()
+            if now - shown >= PREALIGNING_SECONDS:
+                shown = now
+                yield Frame("prealigning", prealigned=_share(step, stages))
         prealign_seconds = time.perf_counter() - started
         prealignment_matrix = affine_map.matrix
         yield heavy_frame(
-            "prealigned", lambda image, how: affine_map.transform(image, run.fixed, how)
+            "prealigned",
+            lambda image, how: affine_map.transform(image, run.fixed, how),
+            prealigned=1.0,
         )
     steps = register_steps(
         run.fixed, run.moving, options, initial=run.initial, prealign=prealignment_matrix
@@ -160,6 +197,7 @@ def live_frames(run, pacing=None):
             result.timings["total"] += prealign_seconds
             return result
         light = {
+            "prealigned": 1.0,
             "level": snapshot.level,
             "iteration": snapshot.iteration,
             "energy": snapshot.energy,
@@ -175,6 +213,15 @@ def live_frames(run, pacing=None):
             level_affine=snapshot.level_affine,
             **light,
         )
+
+
+def run_and_summarise(run, pacing=None):
+    """:func:`live_frames`, then the end-of-run work (det J, scores, exports' map) in the
+    same worker thread, announced by a "scoring" Frame; returns a RunSummary.
+    """
+    result = yield from live_frames(run, pacing)
+    yield Frame("scoring", prealigned=1.0)
+    return summarise(run, result)
 
 
 def lower_thread_priority(niceness):

@@ -88,7 +88,7 @@ class LivePlots(QWidget):
         left = QRectF(MARGIN, MARGIN, half - 2 * MARGIN, self.height() - 2 * MARGIN)
         right = QRectF(half + MARGIN, MARGIN, half - 2 * MARGIN, self.height() - 2 * MARGIN)
         histogram_area = self._panel(painter, left, "joint histogram (log)", text)
-        curve_area = self._panel(painter, right, "MI per iteration", text)
+        curve_area = self._panel(painter, right, "MI of the half-way images (nats)", text)
         if self._image is not None:
             painter.drawImage(histogram_area, self._image)
             rows, columns = self.histogram.shape

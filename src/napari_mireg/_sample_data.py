@@ -23,5 +23,11 @@ def sample_data_path(key: str = "fixed") -> Path:
 
 
 def sample_pair():
-    """Fixed T1, moving T2-like, and both label maps as napari layer data."""
-    return [read_volume(sample_data_path(key)) for key in SAMPLE_FILES]
+    """Fixed T1, moving T2-like, and both label maps (hidden: filled label maps over the
+    images hide them) as napari layer data.
+    """
+    layers = [read_volume(sample_data_path(key)) for key in SAMPLE_FILES]
+    for _, kwargs, kind in layers:
+        if kind == "labels":
+            kwargs["visible"] = False
+    return layers

@@ -1,29 +1,32 @@
-"""The napari dock widget: pick volumes, register live in the background, score, export.
+"""The napari dock widget: pick volumes, register live in the background, inspect, export.
 
 A thin view over the engine: the work runs in `napari.qt.threading.thread_worker` over
-:func:`napari_mireg._frames.live_frames`; every Frame arrives in the main thread (the
+:func:`napari_mireg._frames.run_and_summarise`; every Frame arrives in the main thread (the
 `yielded` signal), where layers, plots and the progress bar are updated. Cancel is
-``worker.quit()``, which takes effect at the next iteration.
+``worker.quit()``, which takes effect at the next iteration. The widget holds the panel and
+runs; the run's layers (`_live_layers`), what the canvas shows (`_inspection`) and the
+results and exports (`_results`) have their own classes.
 """
 
 import gc
-import threading
 import time
 
 import numpy as np
+from matplotlib import colormaps
+from napari.layers import Image, Labels
 from napari.qt.threading import thread_worker
-from napari.utils import progress
+from napari.utils import Colormap, progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, QSize, Qt, QTimer
 from qtpy.QtGui import QMovie
 from qtpy.QtWidgets import (
+    QButtonGroup,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QFrame,
-    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -33,71 +36,58 @@ from qtpy.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSpinBox,
-    QTableWidget,
-    QTableWidgetItem,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
-from napari_mireg import files
-from napari_mireg._display import (
-    layer_kwargs,
-    layer_volume,
-    on_grid,
-    original_grid,
-    scale_translate,
+from napari_mireg._display import display_affine, labels_colormap, layer_volume, original_grid
+from napari_mireg._frames import LiveRun, Pacing, run_and_summarise
+from napari_mireg._inspection import MODES, InspectionView
+from napari_mireg._live_layers import (
+    DISPLACEMENT,
+    JACOBIAN,
+    UPDATE,
+    WARPED,
+    WARPED_LABELS,
+    LiveLayers,
+    is_result_layer,
 )
-from napari_mireg._frames import LiveRun, Pacing, live_frames
 from napari_mireg._plots import LivePlots
-from napari_mireg.labels import clean_labels
+from napari_mireg._reader import read_volume
+from napari_mireg._results import ResultsPanel
+from napari_mireg.labels import clean_labels, label_values
 from napari_mireg.options import RegistrationOptions
-from napari_mireg.overlap import COLUMNS, overlap_scores
-from napari_mireg.transforms import DiffeomorphicMap, apply_transforms
 
-WARPED, WARPED_LABELS = "warped moving", "warped moving labels"
-UPDATE, JACOBIAN, DISPLACEMENT = "update magnitude (mm)", "det J", "displacement (mm)"
 NONE = "(none)"
+DEFAULTS = RegistrationOptions()
 # Main-thread time a frame's steps may take in one turn of the event loop before the rest
 # wait for the next turn (the repaint in between adds to the pause).
 TURN_SECONDS = 0.015
-# With the live images off, the text, progress bar and plots move this often at most.
+# With the live images off (and while prealigning), the text, progress bar and plots move
+# this often at most: each progress bar repaint re-composes the window.
 PROGRESS_SECONDS = 1.0
-
-
-class NumericItem(QTableWidgetItem):
-    """A table cell that sorts by its number."""
-
-    def __init__(self, value, text):
-        super().__init__(text)
-        self.value = value
-
-    def __lt__(self, other):
-        return self.value < getattr(other, "value", 0)
-
-
-def _fill(table, rows):
-    """Put rows (dicts keyed by COLUMNS) into a QTableWidget, read-only."""
-    table.setRowCount(len(rows))
-    for index, row in enumerate(rows):
-        for column, key in enumerate(COLUMNS):
-            value = row[key]
-            if isinstance(value, float):
-                item = NumericItem(value, f"{value:.4f}")
-            else:
-                item = NumericItem(value if isinstance(value, int) else 0, str(value))
-            item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
-            table.setItem(index, column, item)
-
-
-def _touch_pages(buffers):
-    """Write every page of freshly allocated `buffers` (zeros stay zeros).
-
-    A new array's memory is only mapped when first written: for a 1 mm volume the first copy
-    of a frame into it took about 0.1 s of page faults on the main thread. Run in a helper
-    thread while the worker makes the first frame (numpy's fill releases the GIL).
-    """
-    for buffer in buffers:
-        buffer.fill(0)
+# det J: diverging, white at 1 (volume kept), blue where the map shrinks, red where it
+# grows; with contrast limits (0, 2) a fold (det J <= 0) is full blue.
+JACOBIAN_COLORMAP = Colormap(
+    colormaps["RdBu_r"](np.linspace(0.0, 1.0, 256)), name="det J (1 = white)"
+)
+READ_AS = {"as the values say": None, "as image": "image", "as labels": "labels"}
+TOOLTIPS = {
+    "bins": "Joint-histogram bins per image of the MI metric (ANTs: the 32 of "
+    "MI[fixed,moving,1,32]; greedy: -m NMI uses its own binning)",
+    "iterations": "SyN iterations per level, coarsest level first; each level halves the "
+    "resolution of the next. '40x20x10' (ANTs --convergence [40x20x10], greedy -n 40x20x10) "
+    "or '40,20,10'",
+    "step": "Largest update per iteration, in voxels of the level (ANTs: the 0.25 of "
+    "SyN[0.25,3,0]; greedy: -e 0.25)",
+    "sigma": "Gaussian sigma of each update, in voxels of the level. ANTs gives a variance: "
+    "SyN[0.25,3,0] is sigma sqrt(3) = 1.73; greedy: the first value of -s 1.73vox 0vox",
+    "prealign": "MI prealignment before SyN: affine (rigid, then affine), rigid, or none "
+    "(ANTs: Rigid/Affine stages before the SyN stage; greedy: -a, then -it)",
+    "threads": "Threads of the kernels; 0 = all cores (ANTs: "
+    "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS). Changes no result",
+}
 
 
 def _collect_garbage():
@@ -105,8 +95,7 @@ def _collect_garbage():
 
     A full collection of napari's many objects pauses the event loop for 0.1-0.2 s. Done
     when the widget opens and after each run, it leaves too few new objects for Python to
-    start one during the next run (it did once mid-run, 179 ms), and stays out of the Run
-    button's time.
+    start one during the next run, and stays out of the Run button's time.
     """
     gc.collect()
 
@@ -134,7 +123,7 @@ class _VerticalScrollArea(QScrollArea):
 
 
 class RegistrationWidget(QWidget):
-    """MI-SyN registration of two layers, live.
+    """MI-SyN registration of two layers, live: the panel and the run control.
 
     Parameters
     ----------
@@ -145,38 +134,48 @@ class RegistrationWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.worker = None
-        self.result = None
-        self.export_mapping = None  # the result's map on the fixed file's grid
         self.job = None
-        self.table = None
+        self.summary = None  # RunSummary of the last finished run
+        self.live = None  # LiveLayers of the current run
+        self.run_number = 0
         self.energies = []
-        self._frames_seen = 0
+        self.view = InspectionView(napari_viewer)
         self._last_histogram = None
-        self._live_buffers = {}  # layer name -> the array a live layer shows
-        self._buffers_touched = None  # thread that maps the new buffers' pages
         self._activity = None  # the activity dock's progress bar of a run
         self.first_frame_seconds = None
         self._run_started = 0.0
         self._pacing = Pacing()
+        self._live_interval = self._pacing.min_interval
         self._progress_shown_at = 0.0
         self._outcome = None
+        self._last_status = ""
+        self._planned_iterations = 0
+        self._prealign_units = 0
+        self._syn_done = 0
+        self._frames_seen = 0
+        self._pair_names = ("", "")
+        self._cleaning = None  # the worker of a label cleanup
+        self.last_cleanup = None  # its CleanupChanges
 
         content = QWidget()
         layout = QVBoxLayout(content)
         layout.addWidget(self._inputs_box())
-        layout.addWidget(self._parameters_box())
         layout.addLayout(self._run_row())
         self.progress = QProgressBar()
         self.status = QLabel("Idle")
         self.status.setWordWrap(True)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
+        layout.addLayout(self._view_row())
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self._parameters_page(), "Parameters")
         self.plots = LivePlots()
-        self._planned_iterations = 0
-        layout.addWidget(self.plots)
-        layout.addWidget(self._results_box())
-        layout.addWidget(self._cleanup_box())
-        layout.addStretch()
+        self.tabs.addTab(self.plots, "Live")
+        self.results = ResultsPanel()
+        self.results.label_clicked.connect(self.select_label)
+        self.tabs.addTab(self.results, "Results")
+        self.tabs.addTab(self._tools_page(), "Tools")
+        layout.addWidget(self.tabs, 1)
         self._scroll_area(content)
 
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
@@ -187,11 +186,8 @@ class RegistrationWidget(QWidget):
 
     # ---------------------------------------------------------------- building the panel
     def _scroll_area(self, content):
-        """Show `content` in a vertical scroll area filling the widget.
-
-        The panel is about 1150 px tall: without it, napari's window could not be made
-        shorter than that, taller than a laptop's screen (the bottom of the window,
-        the viewer's sliders included, would be out of reach).
+        """Show `content` in a vertical scroll area filling the widget (a fallback for
+        screens shorter than the panel, about 600 px).
         """
         area = _VerticalScrollArea()
         area.setWidget(content)
@@ -202,139 +198,182 @@ class RegistrationWidget(QWidget):
     def _inputs_box(self):
         box = QGroupBox("Inputs")
         form = QFormLayout(box)
+        form.setVerticalSpacing(3)
         self.fixed_choice, self.moving_choice = QComboBox(), QComboBox()
         self.fixed_labels_choice, self.moving_labels_choice = QComboBox(), QComboBox()
-        form.addRow("Fixed image", self.fixed_choice)
-        form.addRow("Moving image", self.moving_choice)
-        form.addRow("Fixed labels", self.fixed_labels_choice)
-        form.addRow("Moving labels", self.moving_labels_choice)
+        tips = (
+            (self.fixed_choice, "Fixed image", "The reference image: results are on its grid"),
+            (self.moving_choice, "Moving image", "The image warped onto the fixed one"),
+            (
+                self.fixed_labels_choice,
+                "Fixed labels",
+                "Labels of the fixed image (same grid), for the Dice table; optional",
+            ),
+            (
+                self.moving_labels_choice,
+                "Moving labels",
+                "Labels of the moving image (same grid), warped with it; optional",
+            ),
+        )
+        for choice, name, tip in tips:
+            choice.setToolTip(tip)
+            choice.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+            )
+            choice.setMinimumContentsLength(12)
+            form.addRow(name, choice)
+        row = QHBoxLayout()
         open_button = QPushButton("Open files...")
+        open_button.setToolTip("Open NIfTI or FreeSurfer MGZ volumes")
         open_button.clicked.connect(self._open_files)
-        form.addRow(open_button)
+        self.read_as = QComboBox()
+        self.read_as.addItems(list(READ_AS))
+        self.read_as.setToolTip(
+            "Integer volumes are labels when their values are FreeSurfer/SynthSeg ids or "
+            "few, or their name says so (synthseg, aseg, _seg, label, dseg); anything "
+            "else, a uint8 T1 included, is an image. Force either here"
+        )
+        row.addWidget(open_button)
+        row.addWidget(self.read_as, 1)
+        form.addRow(row)
         return box
 
-    def _parameters_box(self):
-        box = QGroupBox("Parameters")
-        form = QFormLayout(box)
-        self.bins = QSpinBox(minimum=8, maximum=256, value=32)
-        self.iterations = QLineEdit("40,20,10")
-        self.iterations.setToolTip("SyN iterations per level, coarsest first")
-        self.step_length = QDoubleSpinBox(minimum=0.01, maximum=2.0, singleStep=0.05, value=0.25)
-        self.update_sigma = QDoubleSpinBox(minimum=0.0, maximum=10.0, singleStep=0.25, value=1.73)
+    def _parameters_page(self):
+        page = QWidget()
+        form = QFormLayout(page)
+        form.setVerticalSpacing(3)
+        self.bins = QSpinBox(minimum=8, maximum=256, value=DEFAULTS.bins)
+        self.iterations = QLineEdit("x".join(str(n) for n in DEFAULTS.level_iters))
+        self.step_length = QDoubleSpinBox(
+            minimum=0.01, maximum=2.0, singleStep=0.05, value=DEFAULTS.step_length
+        )
+        self.step_length.setSuffix(" vox")
+        self.update_sigma = QDoubleSpinBox(
+            minimum=0.0, maximum=10.0, singleStep=0.25, value=DEFAULTS.update_sigma
+        )
+        self.update_sigma.setSuffix(" vox")
         self.prealign = QComboBox()
         self.prealign.addItems(["affine", "rigid", "none"])
+        self.prealign.setCurrentText(DEFAULTS.prealign)
         self.threads = QSpinBox(minimum=0, maximum=256, value=0, specialValueText="all cores")
+        variance = QLabel()
+        self.update_sigma.valueChanged.connect(
+            lambda sigma: variance.setText(f"ANTs var. {sigma**2:.1f}")
+        )
+        variance.setText(f"ANTs var. {DEFAULTS.update_sigma**2:.1f}")
+        variance.setToolTip("ANTs' update field variance in voxels (sigma squared)")
+        sigma_row = QHBoxLayout()
+        sigma_row.addWidget(self.update_sigma, 1)
+        sigma_row.addWidget(variance)
+        rows = (
+            ("Bins", self.bins, "bins"),
+            ("Iterations", self.iterations, "iterations"),
+            ("Step", self.step_length, "step"),
+            ("Smoothing sigma", sigma_row, "sigma"),
+            ("Prealignment", self.prealign, "prealign"),
+            ("Threads", self.threads, "threads"),
+        )
+        for name, control, tip in rows:
+            label = QLabel(name)
+            label.setToolTip(TOOLTIPS[tip])
+            if isinstance(control, QWidget):
+                control.setToolTip(TOOLTIPS[tip])
+            else:
+                self.update_sigma.setToolTip(TOOLTIPS[tip])
+            form.addRow(label, control)
         self.activity_progress = QCheckBox("Progress in napari's activity dock")
         self.activity_progress.setChecked(True)
         self.activity_progress.setToolTip(
-            "A progress bar in napari's activity dock (its "
-            "busy animation is held still during the run)"
+            "A progress bar in napari's activity dock (its busy animation is held still "
+            "during the run)"
         )
-        for name, control in (
-            ("Bins", self.bins),
-            ("Iterations", self.iterations),
-            ("Step (voxels)", self.step_length),
-            ("Smoothing sigma (voxels)", self.update_sigma),
-            ("Prealignment", self.prealign),
-            ("Threads", self.threads),
-        ):
-            form.addRow(name, control)
         self.live_images = QCheckBox("Show the warped images during the run")
         self.live_images.setChecked(True)
         self.live_images.setToolTip(
-            "Off: only the histogram, the MI curve and the progress "
-            "move until the end (for a slow display, such as X11 "
-            "forwarding from a cluster)"
+            "Off: only the histogram, the MI curve and the progress move until the end "
+            "(for a slow display, such as X11 forwarding from a cluster)"
         )
         self.live_images.toggled.connect(self._show_live_images)
         form.addRow(self.activity_progress)
         form.addRow(self.live_images)
-        return box
+        return page
 
     def _run_row(self):
         row = QHBoxLayout()
         self.run_button = QPushButton("Run")
+        self.run_button.setToolTip("Register the moving image to the fixed one (a new run)")
         self.run_button.clicked.connect(self._run_or_cancel)
         self.pause_button = QPushButton("Pause")
         self.pause_button.clicked.connect(self._pause_or_resume)
         self.more_iterations = QSpinBox(minimum=1, maximum=1000, value=10)
+        self.more_iterations.setToolTip("Finest-level iterations that Continue adds")
         self.continue_button = QPushButton("Continue")
         self.continue_button.setToolTip("Run more finest-level iterations from the current map")
-        self.continue_button.clicked.connect(lambda: self.start(continue_from=self.result))
-        for widget in (
-            self.run_button,
-            self.pause_button,
-            self.more_iterations,
-            self.continue_button,
-        ):
+        self.continue_button.clicked.connect(lambda: self.start(continue_from=self.summary))
+        for widget in (self.run_button, self.pause_button, self.more_iterations):
             row.addWidget(widget)
+        row.addWidget(self.continue_button)
         return row
 
-    def _results_box(self):
-        box = QGroupBox("Results")
-        layout = QVBoxLayout(box)
-        self.summary = QLabel("")
-        self.summary.setWordWrap(True)
-        layout.addWidget(self.summary)
-        headers = ["label", "name", "Dice", "Jaccard", "fixed voxels", "warped voxels"]
-        self.totals_table = QTableWidget(2, len(COLUMNS))  # whole brain and mean, on top
-        self.overlap_table = QTableWidget(0, len(COLUMNS))  # one row per label, sortable
-        for table in (self.totals_table, self.overlap_table):
-            table.setHorizontalHeaderLabels(headers)
-        for table in (self.totals_table, self.overlap_table):
-            table.verticalHeader().setVisible(False)
-            table.horizontalHeader().setStretchLastSection(True)
-        self.totals_table.setFixedHeight(
-            3 * self.totals_table.verticalHeader().defaultSectionSize() + 8
-        )
-        self.overlap_table.setSortingEnabled(True)
-        self.overlap_table.setMinimumHeight(160)
-        layout.addWidget(self.totals_table)
-        layout.addWidget(self.overlap_table)
-        grid = QGridLayout()
-        self.export_buttons = []
-        exports = [
-            ("Overlap CSV...", self.export_table, "overlap.csv"),
-            ("Forward warp...", self.export_forward, "warp.nii.gz"),
-            ("Inverse warp...", self.export_inverse, "inverse_warp.nii.gz"),
-            ("Affine...", self.export_affine, "affine.txt"),
-            ("Warped image...", self.export_warped, "warped.nii.gz"),
-            ("Warped labels...", self.export_warped_labels, "warped_labels.nii.gz"),
-        ]
-        for index, (text, export, default) in enumerate(exports):
-            button = QPushButton(text)
-            button.clicked.connect(lambda _, e=export, d=default: self._export_with_dialog(e, d))
-            grid.addWidget(button, index // 3, index % 3)
-            self.export_buttons.append(button)
-        layout.addLayout(grid)
-        return box
+    def _view_row(self):
+        row = QHBoxLayout()
+        row.addWidget(QLabel("View:"))
+        self.mode_buttons = QButtonGroup(self)
+        tips = {
+            "overlay": "The warped image in magenta, half transparent, over the gray fixed image",
+            "checkerboard": "Alternate 16 mm tiles of the fixed and the warped image",
+            "flicker": "The fixed and the warped image in turns",
+        }
+        for mode in MODES:
+            button = QPushButton(mode.capitalize())
+            button.setCheckable(True)
+            button.setChecked(mode == self.view.mode)
+            button.setToolTip(tips[mode])
+            button.clicked.connect(lambda _, m=mode: self.view.set_mode(m))
+            self.mode_buttons.addButton(button)
+            row.addWidget(button)
+        return row
 
-    def _cleanup_box(self):
-        box = QGroupBox("Clean labels (fill holes, remove islands)")
-        row = QHBoxLayout(box)
+    def _tools_page(self):
+        page = QWidget()
+        layout = QVBoxLayout(page)
+        convert = QGroupBox("Convert a layer (image <-> labels)")
+        row = QHBoxLayout(convert)
+        self.convert_choice = QComboBox()
+        self.convert_button = QPushButton("Convert")
+        self.convert_button.setToolTip(
+            "An image becomes a labels layer (integer values only) and a labels layer an "
+            "image, in place, for files the reader took for the other kind"
+        )
+        self.convert_button.clicked.connect(
+            lambda: self.convert_layer(self.convert_choice.currentText())
+        )
+        row.addWidget(self.convert_choice, 1)
+        row.addWidget(self.convert_button)
+        layout.addWidget(convert)
+        cleanup = QGroupBox("Clean labels (fill holes, remove islands)")
+        row = QHBoxLayout(cleanup)
         self.cleanup_choice = QComboBox()
         self.cleanup_button = QPushButton("Clean")
+        self.cleanup_button.setToolTip("Writes a new layer '<name> cleaned'")
         self.cleanup_button.clicked.connect(
             lambda: self.clean_layer(self.cleanup_choice.currentText())
         )
         row.addWidget(self.cleanup_choice, 1)
         row.addWidget(self.cleanup_button)
-        return box
+        layout.addWidget(cleanup)
+        layout.addStretch()
+        return page
 
     # ---------------------------------------------------------------- layer choices
     def refresh_layer_choices(self, *_):
-        """Fill the layer pickers from the viewer (images and labels, results left out)."""
-        ours = {WARPED, WARPED_LABELS, UPDATE, JACOBIAN, DISPLACEMENT}
-        images = [
-            layer.name
-            for layer in self.viewer.layers
-            if layer._type_string == "image" and layer.name not in ours
-        ]
-        labels = [
-            layer.name
-            for layer in self.viewer.layers
-            if layer._type_string == "labels" and layer.name not in ours
-        ]
+        """Fill the layer pickers from the viewer (images and labels, results left out).
+
+        A picker keeps its choice while that layer exists; "(none)" is a choice too.
+        """
+        inputs = [layer for layer in self.viewer.layers if not is_result_layer(layer)]
+        images = [layer.name for layer in inputs if isinstance(layer, Image)]
+        labels = [layer.name for layer in inputs if isinstance(layer, Labels)]
         defaults = [
             (self.fixed_choice, images, 0, False),
             (self.moving_choice, images, 1, False),
@@ -346,25 +385,54 @@ class RegistrationWidget(QWidget):
             choice.blockSignals(True)
             choice.clear()
             choice.addItems(([NONE] if optional else []) + names)
-            if current in names:
+            if current in names or (optional and current == NONE):
                 choice.setCurrentText(current)
             elif len(names) > position:
                 choice.setCurrentText(names[position])
             choice.blockSignals(False)
-        current = self.cleanup_choice.currentText()
-        self.cleanup_choice.clear()
-        self.cleanup_choice.addItems(
-            [layer.name for layer in self.viewer.layers if layer._type_string == "labels"]
-        )
-        if current:
-            self.cleanup_choice.setCurrentText(current)
+        for choice, names in (
+            (
+                self.cleanup_choice,
+                labels
+                + [
+                    layer.name
+                    for layer in self.viewer.layers
+                    if is_result_layer(layer) and isinstance(layer, Labels)
+                ],
+            ),
+            (
+                self.convert_choice,
+                [layer.name for layer in inputs if isinstance(layer, (Image, Labels))],
+            ),
+        ):
+            current = choice.currentText()
+            choice.blockSignals(True)
+            choice.clear()
+            choice.addItems(names)
+            if current in names:
+                choice.setCurrentText(current)
+            choice.blockSignals(False)
 
     def _open_files(self):
         paths, _ = QFileDialog.getOpenFileNames(
             self, "Open volumes", "", "Volumes (*.nii *.nii.gz *.mgz *.mgh)"
         )
         if paths:
-            self.viewer.open(paths, plugin="napari-mireg")
+            self.open_files(paths, READ_AS[self.read_as.currentText()])
+
+    def open_files(self, paths, kind=None):
+        """Open volumes as layers: `kind` "image" or "labels", or None to let the values
+        decide (see `_reader.looks_like_labels`). Returns the new layers.
+        """
+        layers = []
+        for path in paths:
+            try:
+                data, kwargs, layer_kind = read_volume(path, kind)
+            except (OSError, ValueError) as error:
+                show_error(f"Cannot open {path}: {error}")
+                continue
+            layers.append(getattr(self.viewer, f"add_{layer_kind}")(data, **kwargs))
+        return layers
 
     def _layer(self, choice):
         name = choice.currentText()
@@ -383,10 +451,25 @@ class RegistrationWidget(QWidget):
         )
 
     def _job(self, continue_from):
+        """The LiveRun of the panel's choices; ValueError with the reason if it cannot run."""
         fixed, moving = self._layer(self.fixed_choice), self._layer(self.moving_choice)
         if fixed is None or moving is None:
             raise ValueError("choose a fixed and a moving image layer")
+        if fixed is moving:
+            raise ValueError(
+                f"the fixed and moving images are the same layer ({fixed.name}): choose two images"
+            )
+        fixed_labels = self._layer(self.fixed_labels_choice)
         moving_labels = self._layer(self.moving_labels_choice)
+        for labels, image, role in (
+            (fixed_labels, fixed, "fixed"),
+            (moving_labels, moving, "moving"),
+        ):
+            if labels is not None and not self._same_grid(labels, image):
+                raise ValueError(
+                    f"the {role} labels {labels.name} {np.shape(labels.data)} are not on the "
+                    f"grid of the {role} image {image.name} {np.shape(image.data)}"
+                )
         options = self.options()
         if continue_from is not None:
             options = options.replace(level_iters=(self.more_iterations.value(),))
@@ -401,54 +484,86 @@ class RegistrationWidget(QWidget):
             moving_volume,
             None if moving_labels is None else layer_volume(moving_labels, labels=True),
             options,
-            continue_from,
+            None if continue_from is None else continue_from.result.mapping,
+            fixed_labels=None if fixed_labels is None else layer_volume(fixed_labels, labels=True),
+            export_grid=original_grid(fixed) if fixed_volume.ndim == 3 else None,
+        )
+
+    @staticmethod
+    def _same_grid(first, second):
+        return np.shape(first.data) == np.shape(second.data) and np.allclose(
+            display_affine(first), display_affine(second), atol=1e-3
         )
 
     def start(self, continue_from=None):
-        """Start a registration (or continue the last one); returns the worker."""
+        """Start a registration (or continue the last one); returns the worker.
+
+        A new run gets its own layers (the previous run's are hidden, kept for comparison)
+        and clears the results panel; a continued run keeps its layers.
+        """
+        if self.worker is not None:
+            return None
         try:
             job = self._job(continue_from)
         except ValueError as error:
             show_error(f"Cannot register: {error}")
+            self.status.setText(f"Not started: {error}")
             return None
         self.job = job
+        self._pair_names = (self.fixed_choice.currentText(), self.moving_choice.currentText())
         if continue_from is None:
             self.energies = []
-            self.result = None
-            self.table = None
-        total = sum(job.options.level_iters) + (0 if continue_from else 2)
-        self._planned_iterations = len(self.energies) + sum(job.options.level_iters)
-        self.progress.setRange(0, total)
+            self.run_number += 1
+            self.live = LiveLayers(
+                self.viewer, self.run_number, self._layer(self.fixed_choice).metadata
+            )
+        self.summary = None
+        self.results.clear(f"Run {self.run_number} is under way...")
+        syn_iterations = sum(job.options.level_iters)
+        self._prealign_units = (
+            syn_iterations if continue_from is None and job.options.prealign != "none" else 0
+        )
+        self._planned_iterations = len(self.energies) + syn_iterations
+        self._syn_done = 0
+        self._frames_seen = 0
+        self.progress.setRange(0, self._prealign_units + syn_iterations + 1)
         self.progress.setValue(0)
         self.first_frame_seconds = None
         self._outcome = None
-        self._frames_seen = 0
         self._pacing = Pacing()
+        self._live_interval = self._pacing.min_interval
         self._show_live_images(self.live_images.isChecked())
         self._run_started = time.perf_counter()
         self._busy_animation_held = not self.activity_progress.isChecked()
         # Connecting `errored` here (not after) keeps napari from re-raising the error.
         self.worker = thread_worker(
-            live_frames,
+            run_and_summarise,
             connect={
                 "yielded": self.show_frame,
                 "returned": self.show_result,
                 "errored": self._failed,
                 "finished": self._finished,
+                "paused": self._paused,
+                "resumed": lambda: self._status("Running"),
             },
             start_thread=False,
         )(job, self._pacing)
         self._set_running(True)
-        self.status.setText("Starting...")
+        self._status("Starting...")
         self.worker.start()
         self._prepare_layers(job)  # while the worker makes the first frame
+        self.tabs.setCurrentWidget(self.plots)
         return self.worker
+
+    def _status(self, text):
+        self._last_status = text
+        self.status.setText(text)
 
     def _show_live_images(self, show):
         """Turn the live images on or off, also during a run (no SyN iteration is due
         for a heavy frame while they are off).
         """
-        self._pacing.min_interval = Pacing.min_interval if show else np.inf
+        self._pacing.min_interval = self._live_interval if show else np.inf
 
     def _hold_busy_animation(self):
         """Pause the animated "in progress" GIF in napari's status bar.
@@ -472,55 +587,60 @@ class RegistrationWidget(QWidget):
         return held
 
     def _prepare_layers(self, job):
-        """Create the live layers that do not exist yet, each showing a zero buffer that
-        the frames are then copied into: making a layer takes napari a few hundred ms,
-        updating its buffer far less, so the event loop stays free while frames arrive.
+        """Make the run's live layers for the first frame, then the inspection view.
+
+        The update magnitude and the fixed contours wait until the first frame is shown
+        (`_prepare_more_layers`): napari takes 0.1-0.3 s to make a layer, and each run
+        has its own.
         """
-        shape = job.fixed.data.shape
-        affine = job.fixed.affine
-        missing = [
-            name for name in (WARPED, WARPED_LABELS, UPDATE) if name not in self.viewer.layers
-        ]
-        if WARPED in missing:
-            self._add_live(
-                WARPED,
-                np.zeros(shape, np.float32),
-                "image",
-                affine,
-                colormap="magenta",
-                blending="additive",
-                contrast_limits=self._layer(self.moving_choice).contrast_limits,
-            )
-        if WARPED_LABELS in missing and job.moving_labels is not None:
-            colours = self._layer(self.moving_labels_choice).colormap
-            self._add_live(
+        shape, affine = job.fixed.data.shape, job.fixed.affine
+        moving = self._layer(self.moving_choice)
+        self.live.prepare(
+            WARPED,
+            shape,
+            np.float32,
+            "image",
+            affine,
+            contrast_limits=moving.contrast_limits,
+        )
+        if job.moving_labels is not None:
+            self.live.prepare(
                 WARPED_LABELS,
-                np.zeros(shape, job.moving_labels.data.dtype),
+                shape,
+                job.moving_labels.data.dtype,
                 "labels",
                 affine,
-                colormap=colours,
-                opacity=0.5,
+                colormap=self._layer(self.moving_labels_choice).colormap,
             ).editable = False
-        if UPDATE in missing:
-            self._add_live(
-                UPDATE,
-                np.zeros(shape, np.float32),
-                "image",
-                affine,
-                colormap="inferno",
-                visible=False,
-            )
-        new_buffers = [self._live_buffers[name] for name in missing if name in self._live_buffers]
-        if new_buffers:
-            self._buffers_touched = threading.Thread(
-                target=_touch_pages, args=(new_buffers,), daemon=True
-            )
-            self._buffers_touched.start()
+        self.live.touch_new_buffers()
+        fixed = self._layer(self.fixed_choice)
+        self.view.begin(self.live, fixed)
+        # The fixed image stays the selected layer: the layer controls show what is looked at.
+        self.viewer.layers.selection.active = fixed
 
-    def _add_live(self, name, buffer, kind, affine, **extra):
-        """Show `buffer` in layer `name` (made if missing) as the layer's live buffer."""
-        self._live_buffers[name] = buffer
-        return self._show_layer(name, buffer, kind, affine, **extra)
+    def _prepare_more_layers(self):
+        """The layers that the first frame does not need (see `_prepare_layers`), one a
+        turn of the event loop.
+        """
+        if self.worker is None or self.live is None:
+            return
+        job = self.job
+        fixed_labels = self._layer(self.fixed_labels_choice)
+        if job.moving_labels is not None and fixed_labels is not None:
+            self.view.show_fixed_contours(fixed_labels)
+        QTimer.singleShot(0, self._prepare_update_layer)
+
+    def _prepare_update_layer(self):
+        if self.worker is None or self.live is None:
+            return
+        job = self.job
+        shape, affine = job.fixed.data.shape, job.fixed.affine
+        layer = self.live.prepare(
+            UPDATE, shape, np.float32, "image", affine, colormap="inferno", visible=False
+        )
+        layer.visible = False
+        self.live.touch_new_buffers()
+        self.viewer.layers.selection.active = self.view.fixed
 
     def _run_or_cancel(self):
         if self.worker is not None:
@@ -531,8 +651,10 @@ class RegistrationWidget(QWidget):
     def cancel(self):
         """Stop the running registration at its next iteration; nothing is kept."""
         if self.worker is not None:
+            if self.worker.is_paused:
+                self.worker.resume()  # a paused generator would never see the quit
             self.worker.quit()
-            self.status.setText("Cancelling...")
+            self._status("Cancelling...")
 
     def _pause_or_resume(self):
         if self.worker is None:
@@ -543,24 +665,28 @@ class RegistrationWidget(QWidget):
         else:
             self.worker.pause()
             self.pause_button.setText("Resume")
+            self.status.setText("Pausing (at the next iteration)...")
+
+    def _paused(self):
+        self.status.setText(f"Paused ({self._last_status})")
 
     def _set_running(self, running):
         self.run_button.setText("Cancel" if running else "Run")
         self.pause_button.setEnabled(running)
         self.pause_button.setText("Pause")
-        idle_with_result = not running and self.result is not None
-        self.continue_button.setEnabled(idle_with_result)
-        for button in self.export_buttons:
-            button.setEnabled(idle_with_result)
-        self.cleanup_button.setEnabled(not running)
+        self.continue_button.setEnabled(not running and self.summary is not None)
+        self.cleanup_button.setEnabled(not running and self._cleaning is None)
+        self.convert_button.setEnabled(not running)
 
     def _finished(self):
         """Back to idle, whatever the outcome; a run that neither ended nor failed was
-        cancelled.
+        cancelled, and shows no results.
         """
         if self._outcome is None:
-            self.status.setText("Cancelled")
-        self._refresh_thumbnails()
+            self._status("Cancelled")
+            self.results.clear(f"Run {self.run_number} was cancelled: no results.")
+        if self.live is not None:
+            self.live.refresh_thumbnails()
         if self._activity is not None:
             self._activity.close()
             self._activity = None
@@ -571,101 +697,45 @@ class RegistrationWidget(QWidget):
     def _failed(self, error):
         self._outcome = "failed"
         show_error(f"Registration failed: {error}")
-        self.status.setText(f"Failed: {error}")
+        self._status(f"Failed: {error}")
+        self.results.clear(f"Run {self.run_number} failed: no results.")
 
     # ---------------------------------------------------------------- live view
-    def _show_layer(self, name, data, kind, affine, **extra):
-        """Create or update a result layer on a display grid."""
-        scale, translate = scale_translate(affine)
-        if name in self.viewer.layers:
-            layer = self.viewer.layers[name]
-            if not (np.allclose(layer.scale, scale) and np.allclose(layer.translate, translate)):
-                layer.scale, layer.translate = scale, translate
-            layer.data = data
-            if name == UPDATE:
-                layer.reset_contrast_limits()
-            layer.metadata.update(layer_kwargs(affine, name)["metadata"])
-            return layer
-        add = self.viewer.add_labels if kind == "labels" else self.viewer.add_image
-        return add(data, **layer_kwargs(affine, name), **extra)
-
-    def _show_live(self, name, data, kind, affine):
-        """Update a live layer with a frame's array.
-
-        A frame of the buffer's shape and grid is copied into the layer's buffer, and the
-        layer re-sliced without a data event: a data event makes napari rebuild a Labels
-        layer's colour texture and shader (tens of ms with software OpenGL) and re-draw the
-        thumbnails, on every frame. Otherwise (a layer that shows a result array, or another
-        grid) the frame's array becomes the layer's data and its new buffer. Only the
-        widget's own buffers are written, never arrays it was given.
-        """
-        layer = self._live_layer(name)
-        buffer = self._live_buffers.get(name)
-        if (
-            layer is None
-            or buffer.shape != data.shape
-            or buffer.dtype != data.dtype
-            or not np.allclose(layer.metadata["display_affine"], affine)
-        ):
-            return self._add_live(name, data, kind, affine)
-        if self._buffers_touched is not None:  # the first copy into new buffers
-            self._buffers_touched.join()
-            self._buffers_touched = None
-        np.copyto(buffer, data)
-        layer.refresh(thumbnail=False, extent=False)
-        if name == UPDATE and layer.visible:
-            layer.reset_contrast_limits()
-        return layer
-
-    def _live_layer(self, name):
-        """The layer `name` if it still shows the widget's buffer, else None."""
-        if name in self.viewer.layers and name in self._live_buffers:
-            layer = self.viewer.layers[name]
-            if layer.data is self._live_buffers[name]:
-                return layer
-        return None
-
-    def _refresh_thumbnails(self):
-        """Bring the live layers' thumbnails up to date (they are not re-drawn per frame)."""
-        for name in self._live_buffers:
-            layer = self._live_layer(name)
-            if layer is not None:
-                layer.refresh()
-
     def show_frame(self, frame):
         """Draw one Frame (main thread).
 
-        Light frames only record the energy; with the live images off, one a second also
-        moves the text, the progress bar and the plots. Heavy frames (paced by `Pacing`)
-        update the layers, then the text, the progress bar and the plots, in steps spread
-        over turns of the event loop so that none blocks it for long (see `_run_steps`).
+        Light frames record the energy; with the live images off, and while prealigning,
+        one a second also moves the text and the progress bar (and the plots). Heavy frames
+        (paced by `Pacing`) update the layers, then the text, the progress bar and the
+        plots, in steps spread over turns of the event loop so that none blocks it for
+        long (see `_run_steps`).
         """
         if not self._busy_animation_held:
             self._busy_animation_held = self._hold_busy_animation()
         self._frames_seen += 1
         if frame.energy is not None:
+            self._syn_done += 1
             self.energies.append(-frame.energy)
             self._last_histogram = frame.joint_histogram
+        if frame.stage == "scoring":
+            self._show_progress(frame)
+            return
         if frame.warped is None:
-            if (
-                frame.energy is not None
-                and not self.live_images.isChecked()
-                and time.perf_counter() - self._progress_shown_at >= PROGRESS_SECONDS
-            ):
+            slow = frame.stage == "prealigning" or not self.live_images.isChecked()
+            if slow and time.perf_counter() - self._progress_shown_at >= PROGRESS_SECONDS:
                 self._show_progress(frame)  # one cheap step; not a drawing for Pacing
             return
-        fixed_affine = self.job.fixed.affine
-        steps = [lambda: self._show_live(WARPED, frame.warped, "image", fixed_affine)]
+        affine = self.job.fixed.affine
+        steps = [lambda: self.live.update(WARPED, frame.warped, "image", affine)]
         if self.first_frame_seconds is None:  # Run to the first warped image in its layer
             steps.append(self._first_frame_shown)
+        steps.append(self.view.frame_shown)
         if frame.warped_labels is not None:
             steps.append(
-                lambda: self._show_live(WARPED_LABELS, frame.warped_labels, "labels", fixed_affine)
+                lambda: self.live.update(WARPED_LABELS, frame.warped_labels, "labels", affine)
             )
-        if frame.update_magnitude is not None:
-            steps.append(
-                lambda: self._show_live(UPDATE, frame.update_magnitude, "image", fixed_affine)
-            )
+        if frame.update_magnitude is not None and self.live.get(UPDATE) is not None:
+            steps.append(lambda: self.live.update(UPDATE, frame.update_magnitude, "image", affine))
         steps.append(lambda: self._show_progress(frame))
         self._run_steps(steps)
 
@@ -677,6 +747,7 @@ class RegistrationWidget(QWidget):
         """
         if self.first_frame_seconds is None:  # two frames may have queued this step
             self.first_frame_seconds = time.perf_counter() - self._run_started
+            QTimer.singleShot(0, self._prepare_more_layers)
         if self.activity_progress.isChecked() and self._activity is None:
             bar = progress(total=self.progress.maximum(), desc="MI-SyN registration")
             if self.worker is None:  # the run ended while the bar was being made
@@ -705,171 +776,146 @@ class RegistrationWidget(QWidget):
             pacing = self._pacing
             QTimer.singleShot(0, lambda: pacing.drawn(time.perf_counter() - began))
 
+    def _progress_value(self, frame):
+        if frame.stage in ("start", "prealigning", "prealigned"):
+            return round(self._prealign_units * frame.prealigned)
+        if frame.stage == "scoring":
+            return self.progress.maximum() - 1
+        return self._prealign_units + self._syn_done
+
     def _show_progress(self, frame):
         self._progress_shown_at = time.perf_counter()
+        value = self._progress_value(frame)
         # QProgressBar.setValue repaints at once, which re-composes the whole window
         # (50-100 ms with software OpenGL); with updates held it joins the turn's repaint.
         self.progress.setUpdatesEnabled(False)
-        self.progress.setValue(self._frames_seen)
+        self.progress.setValue(value)
         self.progress.setUpdatesEnabled(True)
-        if frame.energy is None:
-            self.status.setText(
-                "Prealigning..." if frame.stage == "start" else "Prealigned; SyN starting"
-            )
+        if frame.stage == "scoring":
+            text = "Registered; computing det J and the overlap scores..."
+        elif frame.energy is None:
+            text = {
+                "start": "Prealigning...",
+                "prealigning": f"Prealigning ({self.job.options.prealign})...",
+            }.get(frame.stage, "Prealigned; SyN starting")
         else:
-            self.status.setText(
-                f"Level {frame.level + 1}, iteration {frame.iteration + 1}: MI {-frame.energy:.4f}"
+            levels = len(self.job.options.level_iters)
+            text = (
+                f"Level {frame.level + 1}/{levels}, iteration {frame.iteration + 1}: "
+                f"MI {-frame.energy:.4f} (half-way images at the level's resolution)"
             )
             self._draw_plots(frame.joint_histogram)
-        # The activity dock's bar moves with the heavy frames only: a repaint of it per
-        # iteration re-composes the whole window (costly with software OpenGL). Last, as it
-        # processes pending events.
-        if self._activity is not None:
-            self._activity.update(self._frames_seen - self._activity.n)
+        if self.worker is not None and self.worker.is_paused:
+            self.status.setText(f"Paused ({text})")
+            self._last_status = text
+        else:
+            self._status(text)
+        # The activity dock's bar moves with the progress bar; a repaint of it per
+        # iteration would re-compose the whole window. Last, as it processes pending events.
+        if self._activity is not None and value > self._activity.n:
+            self._activity.update(value - self._activity.n)
 
     def _draw_plots(self, histogram):
         self.plots.show_data(histogram, self.energies, self._planned_iterations)
 
     # ---------------------------------------------------------------- results
-    def show_result(self, result):
-        """Final layers, the fold count and the overlap table (main thread)."""
-        self.result = result
+    def show_result(self, summary):
+        """Put a RunSummary (computed in the worker) into layers and the results panel."""
         self._outcome = "done"
-        fixed_affine = self.job.fixed.affine
-        mapping = result.mapping
-        self._show_layer(
-            WARPED, result.warped, "image", fixed_affine, colormap="magenta", blending="additive"
-        )
-        determinant = mapping.jacobian_determinant()
-        self._show_layer(
+        self.summary = summary
+        result = summary.result
+        affine = self.job.fixed.affine
+        live = self.live
+        live.show(WARPED, result.warped, "image", affine)
+        if summary.warped_labels is not None:
+            live.show(WARPED_LABELS, summary.warped_labels, "labels", affine)
+        live.show(
             JACOBIAN,
-            determinant.astype(np.float32),
+            summary.determinant,
             "image",
-            fixed_affine,
-            colormap="twilight",
+            affine,
+            colormap=JACOBIAN_COLORMAP,
             contrast_limits=(0.0, 2.0),
             visible=False,
         )
-        magnitude = np.sqrt((mapping.displacement() ** 2).sum(axis=-1))
-        layer = self._show_layer(
-            DISPLACEMENT, magnitude, "image", fixed_affine, colormap="viridis", visible=False
+        layer = live.show(
+            DISPLACEMENT, summary.displacement, "image", affine, colormap="viridis", visible=False
         )
-        self.export_mapping = self._original_mapping()
-        layer.metadata["displacement"] = self.export_mapping.transforms()[0]
-        folds = int(np.count_nonzero(determinant <= 0))
-        text = (
-            f"MI {result.mi_before:.4f} -> {result.mi_after:.4f}; folds (det J <= 0): "
-            f"{folds}; min det J {determinant.min():.2f}; "
-            f"{result.timings['total']:.1f} s"
+        if summary.export_mapping is not None:
+            layer.metadata["displacement"] = summary.export_mapping.transforms()[0]
+        self.view.apply()
+        self.viewer.layers.selection.active = self.view.fixed  # not the last layer made
+        fixed, moving = self._pair_names
+        seconds = summary.result.timings["total"]
+        self.results.show_summary(
+            summary, affine, f"Run {self.run_number} ({seconds:.1f} s): {moving} onto {fixed}"
         )
-        fixed_labels = self._layer(self.fixed_labels_choice)
-        if fixed_labels is not None and self.job.moving_labels is not None:
-            warped_labels = mapping.transform(self.job.moving_labels, interpolation="nearest")
-            self._show_layer(WARPED_LABELS, warped_labels, "labels", fixed_affine)
-            fixed_grid_labels = apply_transforms(
-                layer_volume(fixed_labels, labels=True), self.job.fixed, [], "nearest"
-            )
-            self.table = overlap_scores(fixed_grid_labels, warped_labels)
-            self._fill_table(self.table)
-            text += (
-                f"\nDice whole brain {self.table.whole_dice:.4f}, mean over labels "
-                f"{self.table.mean_dice:.4f}; Jaccard {self.table.whole_jaccard:.4f} / "
-                f"{self.table.mean_jaccard:.4f}"
-            )
-        self.summary.setText(text)
-        self.status.setText("Done")
+        self._status("Done")
         self.progress.setValue(self.progress.maximum())
         if self._last_histogram is not None:
             self._draw_plots(self._last_histogram)
+        self.tabs.setCurrentWidget(self.results)
         self._set_running(False)
 
-    def _fill_table(self, table):
-        totals = [
-            {
-                "label": "",
-                "name": "whole brain",
-                "dice": table.whole_dice,
-                "jaccard": table.whole_jaccard,
-                "fixed_voxels": "",
-                "warped_voxels": "",
-            },
-            {
-                "label": "",
-                "name": "mean over labels",
-                "dice": table.mean_dice,
-                "jaccard": table.mean_jaccard,
-                "fixed_voxels": "",
-                "warped_voxels": "",
-            },
-        ]
-        _fill(self.totals_table, totals)
-        self.overlap_table.setSortingEnabled(False)
-        _fill(self.overlap_table, table.rows)
-        self.overlap_table.setSortingEnabled(True)
-        self.overlap_table.sortItems(0, Qt.SortOrder.AscendingOrder)
+    @property
+    def table(self):
+        """The last run's OverlapTable (None without one)."""
+        return None if self.summary is None else self.summary.table
 
-    # ---------------------------------------------------------------- exports
-    def _original_mapping(self):
-        """The result's map with its fields on the fixed file's own grid (for exports)."""
-        mapping = self.result.mapping
-        grid = original_grid(self._layer(self.fixed_choice))
-        forward = on_grid(mapping.forward, mapping.fixed_grid.affine, grid)
-        backward = on_grid(mapping.backward, mapping.fixed_grid.affine, grid)
-        return DiffeomorphicMap(grid, mapping.moving_grid, mapping.prealign, forward, backward)
+    @property
+    def result(self):
+        """The last run's engine Result (None without one)."""
+        return None if self.summary is None else self.summary.result
 
-    def _export_with_dialog(self, export, default):
-        path, _ = QFileDialog.getSaveFileName(self, "Export", default)
-        if path:
-            try:
-                export(path)
-                show_info(f"Wrote {path}")
-            except (OSError, ValueError) as error:
-                show_error(f"Export failed: {error}")
+    def layer_name(self, base):
+        """The current run's name of a result layer (WARPED, JACOBIAN, ...)."""
+        return self.live.name(base)
 
-    def export_forward(self, path):
-        """Write the forward warp (ITK/ANTs) on the fixed file's grid."""
-        files.save_displacement(self.export_mapping, path, "forward")
+    def select_label(self, label):
+        """Show only `label` (-1: every label) and centre the view on it."""
+        if label < 0:
+            self.view.select_label(None)
+            return
+        centres = {} if self.summary is None else self.summary.centres or {}
+        self.view.select_label(label, centres.get(label))
 
-    def export_inverse(self, path):
-        """Write the inverse warp (ITK/ANTs) on the fixed file's grid."""
-        files.save_displacement(self.export_mapping, path, "inverse")
-
-    def export_affine(self, path):
-        """Write the prealignment as an ITK affine (.txt or .mat)."""
-        files.save_affine(self.result.prealignment, path)
-
-    def export_warped(self, path):
-        """Write the warped moving image on the fixed file's grid."""
-        grid = self.export_mapping.fixed_grid
-        files.save_volume(
-            path, on_grid(self.result.warped, self.job.fixed.affine, grid), grid.affine
-        )
-
-    def export_warped_labels(self, path):
-        """Write the warped moving labels on the fixed file's grid."""
-        if WARPED_LABELS not in self.viewer.layers:
-            raise ValueError("there are no warped labels: choose moving labels and run")
-        grid = self.export_mapping.fixed_grid
-        data = self.viewer.layers[WARPED_LABELS].data
-        files.save_volume(
-            path, on_grid(data, self.job.fixed.affine, grid, "nearest"), grid.affine, labels=True
-        )
-
-    def export_table(self, path):
-        """Write the overlap table as CSV."""
-        if self.table is None:
-            raise ValueError("there is no overlap table: choose fixed and moving labels")
-        files.write_text(path, self.table.to_csv_text())
-
-    # ---------------------------------------------------------------- label cleanup
-    def clean_layer(self, name):
-        """Clean a labels layer into a new layer "<name> cleaned"; returns the changes."""
+    # ---------------------------------------------------------------- layer tools
+    def convert_layer(self, name):
+        """Turn an Image layer into a Labels layer or back, in place; returns the new layer."""
         if name not in self.viewer.layers:
+            show_error("Choose a layer to convert")
+            return None
+        layer = self.viewer.layers[name]
+        kwargs = {
+            "name": name,
+            "scale": layer.scale,
+            "translate": layer.translate,
+            "metadata": dict(layer.metadata),
+        }
+        if isinstance(layer, Image):
+            try:
+                data = label_values(np.asarray(layer.data), name)
+            except ValueError as error:
+                show_error(f"Cannot make labels: {error}")
+                return None
+            new = Labels(data, colormap=labels_colormap(np.unique(data)), **kwargs)
+        else:
+            new = Image(np.asarray(layer.data, np.float32), colormap="gray", **kwargs)
+        index = self.viewer.layers.index(layer)
+        self.viewer.layers.remove(layer)
+        self.viewer.layers.insert(index, new)
+        show_info(f"{name} is now a {'labels' if isinstance(new, Labels) else 'image'} layer")
+        return new
+
+    def clean_layer(self, name):
+        """Clean a labels layer into a new layer "<name> cleaned", in a worker thread (it
+        took the window 0.8 s at 2 mm); returns the worker (None if there is no such layer).
+        The layer and a notification of the changes come when it is done.
+        """
+        if name not in self.viewer.layers or not isinstance(self.viewer.layers[name], Labels):
             show_error("Choose a labels layer to clean")
             return None
         layer = self.viewer.layers[name]
-        cleaned, changes = clean_labels(np.asarray(layer.data))
-        changed = [c for c in changes if c.island_voxels or c.holes_filled]
         kwargs = {
             "name": f"{name} cleaned",
             "scale": layer.scale,
@@ -877,14 +923,36 @@ class RegistrationWidget(QWidget):
             "metadata": dict(layer.metadata),
             "colormap": layer.colormap,
         }
+        self.cleanup_button.setEnabled(False)
+        self.cleanup_button.setText("Cleaning...")
+        worker = thread_worker(
+            clean_labels,
+            connect={
+                "returned": lambda done: self._cleaned(name, kwargs, *done),
+                "errored": lambda error: show_error(f"Cleaning {name} failed: {error}"),
+                "finished": self._cleaning_finished,
+            },
+            start_thread=False,
+        )(np.asarray(layer.data))
+        self._cleaning = worker
+        worker.start()
+        return worker
+
+    def _cleaned(self, name, kwargs, cleaned, changes):
         self.viewer.add_labels(cleaned, **kwargs)
+        changed = [c for c in changes if c.island_voxels or c.holes_filled]
         lines = [
             f"{c.name}: {c.islands_removed} islands ({c.island_voxels} voxels), "
             f"{c.holes_filled} hole voxels"
             for c in changed
         ]
+        self.last_cleanup = changes
         show_info(
             f"Cleaned {name}: {len(changed)} of {len(changes)} labels changed"
             + ("\n" + "\n".join(lines[:10]) if lines else "")
         )
-        return changes
+
+    def _cleaning_finished(self):
+        self._cleaning = None
+        self.cleanup_button.setText("Clean")
+        self.cleanup_button.setEnabled(self.worker is None)

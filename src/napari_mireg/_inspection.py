@@ -1,0 +1,200 @@
+"""The inspection view of a run: what the canvas shows while registering and after.
+
+On Run every other layer is hidden: the fixed image is drawn in gray, the warped moving
+image over it in a contrasting colour (overlay), or in alternate tiles (checkerboard), or
+in turns (flicker); warped labels are drawn as contours, and the fixed labels, when both
+maps exist, as contours of one other colour, so that the image under them stays visible.
+"""
+
+import numpy as np
+from qtpy.QtCore import QTimer
+
+from napari_mireg._display import display_affine
+from napari_mireg._live_layers import CHECKERBOARD, FIXED_CONTOURS, WARPED, WARPED_LABELS
+
+MODES = ("overlay", "checkerboard", "flicker")
+# The warped image over the gray fixed one: a hue that gray has none of, half transparent.
+OVERLAY_COLORMAP, OVERLAY_OPACITY = "magenta", 0.4
+FIXED_CONTOUR_COLOUR = (1.0, 0.9, 0.0, 1.0)  # yellow: no FreeSurfer label has it
+CHECKER_MM = 16.0  # side of a checkerboard tile
+FLICKER_MS = 700  # time each image is shown in flicker mode
+CONTOUR_PIXELS = 1
+
+
+def _normalised(data, limits):
+    """`data` scaled so that its contrast limits become 0 and 1 (float32)."""
+    low, high = (float(limit) for limit in limits)
+    scale = 1.0 / (high - low) if high > low else 1.0
+    out = np.subtract(data, low, dtype=np.float32)
+    out *= scale
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+class InspectionView:
+    """Layer visibility, colours and comparison mode of the run on show.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    """
+
+    def __init__(self, viewer):
+        self.viewer = viewer
+        self.mode = "overlay"
+        self.live = None  # the LiveLayers shown
+        self.fixed = None  # the fixed image layer
+        self._tiles = None  # (shape, scale, mask) of the checkerboard
+        self._timer = QTimer()
+        self._timer.setInterval(FLICKER_MS)
+        self._timer.timeout.connect(self._flick)
+
+    def begin(self, live, fixed):
+        """Show a run: hide every layer but the fixed image and the run's own.
+
+        Parameters
+        ----------
+        live : LiveLayers
+        fixed : napari Image layer
+        """
+        self.live, self.fixed = live, fixed
+        for layer in self.viewer.layers:
+            if layer is not fixed and layer not in live.layers():
+                layer.visible = False
+        fixed.visible = True
+        fixed.colormap = "gray"
+        fixed.blending = "translucent"
+        fixed.opacity = 1.0
+        labels = live.get(WARPED_LABELS)
+        if labels is not None:
+            labels.contour = CONTOUR_PIXELS
+            labels.opacity = 1.0
+            labels.visible = True
+        self.apply()
+
+    def show_fixed_contours(self, fixed_labels):
+        """Draw the fixed labels as contours of one colour, under the warped labels' (the
+        layer shares the fixed labels' data).
+        """
+        layer = self.live.get(FIXED_CONTOURS)
+        if layer is None or layer.data is not fixed_labels.data:
+            layer = self.live.show(
+                FIXED_CONTOURS,
+                fixed_labels.data,
+                "labels",
+                display_affine(fixed_labels),
+                colormap={None: FIXED_CONTOUR_COLOUR, 0: (0.0, 0.0, 0.0, 0.0)},
+            )
+        layer.contour = CONTOUR_PIXELS
+        layer.editable = False
+        layer.visible = True
+        self._keep_labels_on_top()
+
+    def set_mode(self, mode):
+        """Switch between "overlay", "checkerboard" and "flicker"."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.mode = mode
+        self.apply()
+
+    def apply(self):
+        """Put the warped image (or the checkerboard) on show as the mode says."""
+        self._timer.stop()
+        if self.live is None:
+            return
+        warped, checker = self.live.get(WARPED), self.live.get(CHECKERBOARD)
+        if warped is None:
+            return
+        if self.mode == "checkerboard":
+            warped.visible = False
+            self.frame_shown()
+            return
+        if checker is not None:
+            checker.visible = False
+        warped.visible = True
+        warped.blending = "translucent"
+        if self.mode == "overlay":
+            warped.colormap, warped.opacity = OVERLAY_COLORMAP, OVERLAY_OPACITY
+        else:
+            warped.colormap, warped.opacity = "gray", 1.0
+            self._timer.start()
+        self._keep_labels_on_top()
+
+    def frame_shown(self):
+        """A new warped image is in its layer: bring the checkerboard up to date."""
+        if self.mode != "checkerboard" or self.live is None:
+            return
+        warped = self.live.get(WARPED)
+        if warped is None or warped.data.shape != self.fixed.data.shape:
+            return
+        mask = self._mask(warped.data.shape, tuple(warped.scale))
+        tiles = np.where(
+            mask,
+            _normalised(self.fixed.data, self.fixed.contrast_limits),
+            _normalised(warped.data, warped.contrast_limits),
+        )
+        affine = warped.metadata["display_affine"]
+        layer = self.live.prepare(
+            CHECKERBOARD, tiles.shape, np.float32, "image", affine, colormap="gray"
+        )
+        self.live.update(CHECKERBOARD, tiles, "image", affine)
+        layer.contrast_limits = (0.0, 1.0)
+        layer.visible = True
+        self._keep_labels_on_top()
+
+    def _mask(self, shape, scale):
+        if self._tiles is None or self._tiles[:2] != (shape, scale):
+            sides = [max(1, int(round(CHECKER_MM / s))) for s in scale]
+            index = np.indices(shape, sparse=True)
+            parity = sum(axis // side for axis, side in zip(index, sides, strict=True)) % 2
+            self._tiles = (shape, scale, parity.astype(bool))
+        return self._tiles[2]
+
+    def _keep_labels_on_top(self):
+        """Contours above the images (a checkerboard layer is made after the labels)."""
+        layers = self.viewer.layers
+        for base in (FIXED_CONTOURS, WARPED_LABELS):
+            layer = self.live.get(base)
+            if layer is not None and layers.index(layer) != len(layers) - 1:
+                layers.move(layers.index(layer), len(layers))
+
+    def _flick(self):
+        warped = None if self.live is None else self.live.get(WARPED)
+        if warped is None or self.mode != "flicker":
+            self._timer.stop()
+            return
+        warped.visible = not warped.visible
+
+    def stop(self):
+        """Stop flickering (the widget is closing or the run's layers are gone)."""
+        self._timer.stop()
+
+    def select_label(self, label, centre=None):
+        """Show only `label` in the run's label layers and centre the view on it.
+
+        Parameters
+        ----------
+        label : int or None
+            None shows every label again.
+        centre : sequence of float, optional
+            Voxel indices of the label's centre on the fixed display grid.
+        """
+        if self.live is None:
+            return
+        for base in (WARPED_LABELS, FIXED_CONTOURS):
+            layer = self.live.get(base)
+            if layer is None:
+                continue
+            if label is None:
+                layer.show_selected_label = False
+            else:
+                layer.selected_label = int(label)
+                layer.show_selected_label = True
+        if label is None or centre is None:
+            return
+        reference = self.live.get(WARPED_LABELS)
+        reference = self.fixed if reference is None else reference
+        world = np.asarray(reference.translate) + np.asarray(reference.scale) * np.asarray(centre)
+        for axis, value in enumerate(world):
+            self.viewer.dims.set_point(axis, float(value))
+        displayed = list(self.viewer.dims.displayed)
+        self.viewer.camera.center = tuple(float(world[axis]) for axis in displayed)
