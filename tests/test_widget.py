@@ -27,10 +27,9 @@ from napari_mireg._live_layers import (  # noqa: E402
 )
 from napari_mireg._plots import CURVE_COLOUR  # noqa: E402
 from napari_mireg._reader import get_reader  # noqa: E402
-from napari_mireg._sample_data import sample_pair  # noqa: E402
+from napari_mireg._sample_data import sample_data_path, sample_pair  # noqa: E402
 from napari_mireg._widget import RegistrationWidget  # noqa: E402
 from napari_mireg._writer import write_volume  # noqa: E402
-from napari_mireg.datasets import sample_data_path  # noqa: E402
 from napari_mireg.labels import LABEL_COLOURS  # noqa: E402
 
 RUN_TIMEOUT_MS = 120_000
