@@ -24,6 +24,7 @@ from napari_mireg.jobs import load_inputs
 from napari_mireg.labels import clean_labels, label_values
 from napari_mireg.metric import MutualInformation
 from napari_mireg.options import OptionError, RegistrationOptions
+from napari_mireg.transforms import AffineMap, apply_transforms
 
 BIG_LABEL = 8589934594  # 2**33 + 2: an int64 label that int32 would turn into 2
 MIREG = [str(Path(sys.executable).parent / "mireg")]
@@ -515,6 +516,14 @@ API_FAILING = [
         lambda f: files.load_transform(f.huge_warp),
         files.InputError,
         "huge_warp.nii.gz: displacements reach",
+    ),
+    (
+        "nan-affine-map",
+        lambda f: apply_transforms(
+            np.ones((4, 4, 4)), files.load_volume(f.fixed), [AffineMap(np.full((4, 4), np.nan))]
+        ),
+        ValueError,
+        "transform 0: affine matrix must be a finite 4x4 matrix",
     ),
     (
         "negative-float-labels",

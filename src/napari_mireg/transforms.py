@@ -337,9 +337,16 @@ def chain_displacement(transforms, reference):
     """
     displacement = None
     matrix = np.eye(4)
-    for transform in transforms:
+    for number, transform in enumerate(transforms):
         if isinstance(transform, AffineMap):
-            matrix = np.asarray(transform.matrix, dtype=np.float64) @ matrix
+            step = np.asarray(transform.matrix, dtype=np.float64)
+            if step.shape != (4, 4) or not np.all(np.isfinite(step)):
+                # a NaN would spread to every output voxel without a word
+                raise ValueError(
+                    f"transform {number}: affine matrix must be a finite 4x4 matrix "
+                    f"(shape {step.shape}, NaN or inf: {not np.all(np.isfinite(step))})"
+                )
+            matrix = step @ matrix
         elif isinstance(transform, DisplacementField):
             if (
                 displacement is None
