@@ -639,6 +639,10 @@ class RegistrationWidget(QWidget):
             UPDATE, shape, np.float32, "image", affine, colormap="inferno", visible=False
         )
         layer.visible = False
+        # Under the warped image and the contours: shown, it is looked at with them.
+        layers, warped = self.viewer.layers, self.live.get(WARPED)
+        if warped is not None and layers.index(layer) > layers.index(warped):
+            layers.move(layers.index(layer), layers.index(warped))
         self.live.touch_new_buffers()
         self.viewer.layers.selection.active = self.view.fixed
 
