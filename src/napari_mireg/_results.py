@@ -70,7 +70,7 @@ class NumericItem(QTableWidgetItem):
         return self.value < getattr(other, "value", 0)
 
 
-def describe(summary, fixed_name=None):
+def describe(summary):
     """The summary text of a RunSummary (MI, det J, folds, time, overlap totals)."""
     result = summary.result
     lines = [
