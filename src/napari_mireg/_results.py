@@ -46,7 +46,7 @@ SHORT_NAMES = (
     ("Cerebellum-White-Matter", "cerebellum WM"),
     ("Cerebral-Cortex", "cortex"),
     ("Cerebellum-Cortex", "cerebellum cortex"),
-    ("Lateral-Ventricle", "lateral ventricle"),
+    ("Lateral-Ventricle", "lat. ventricle"),
     ("Inf-Lat-Vent", "inf. lat. ventricle"),
     ("VentralDC", "ventral DC"),
 )
