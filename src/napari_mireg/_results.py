@@ -46,7 +46,7 @@ SHORT_NAMES = (
     ("Cerebellum-White-Matter", "cerebellum WM"),
     ("Cerebral-Cortex", "cortex"),
     ("Cerebellum-Cortex", "cerebellum cortex"),
-    ("Lateral-Ventricle", "lateral ventricle"),
+    ("Lateral-Ventricle", "lat. ventricle"),
     ("Inf-Lat-Vent", "inf. lat. ventricle"),
     ("VentralDC", "ventral DC"),
 )
@@ -70,7 +70,7 @@ class NumericItem(QTableWidgetItem):
         return self.value < getattr(other, "value", 0)
 
 
-def describe(summary, fixed_name=None):
+def describe(summary):
     """The summary text of a RunSummary (MI, det J, folds, time, overlap totals)."""
     result = summary.result
     lines = [

@@ -589,7 +589,7 @@ class RegistrationWidget(QWidget):
     def _prepare_layers(self, job):
         """Make the run's live layers for the first frame, then the inspection view.
 
-        The update magnitude and the fixed contours wait until the first frame is shown
+        The hidden update magnitude layer waits until the first frame is shown
         (`_prepare_more_layers`): napari takes 0.1-0.3 s to make a layer, and each run
         has its own.
         """
@@ -615,22 +615,14 @@ class RegistrationWidget(QWidget):
         self.live.touch_new_buffers()
         fixed = self._layer(self.fixed_choice)
         self.view.begin(self.live, fixed)
+        fixed_labels = self._layer(self.fixed_labels_choice)
+        if job.moving_labels is not None and fixed_labels is not None:
+            self.view.show_fixed_contours(fixed_labels)
         # The fixed image stays the selected layer: the layer controls show what is looked at.
         self.viewer.layers.selection.active = fixed
 
     def _prepare_more_layers(self):
-        """The layers that the first frame does not need (see `_prepare_layers`), one a
-        turn of the event loop.
-        """
-        if self.worker is None or self.live is None:
-            return
-        job = self.job
-        fixed_labels = self._layer(self.fixed_labels_choice)
-        if job.moving_labels is not None and fixed_labels is not None:
-            self.view.show_fixed_contours(fixed_labels)
-        QTimer.singleShot(0, self._prepare_update_layer)
-
-    def _prepare_update_layer(self):
+        """The hidden update magnitude layer, made once the first frame is shown."""
         if self.worker is None or self.live is None:
             return
         job = self.job
@@ -639,6 +631,10 @@ class RegistrationWidget(QWidget):
             UPDATE, shape, np.float32, "image", affine, colormap="inferno", visible=False
         )
         layer.visible = False
+        # Under the warped image and the contours: shown, it is looked at with them.
+        layers, warped = self.viewer.layers, self.live.get(WARPED)
+        if warped is not None and layers.index(layer) > layers.index(warped):
+            layers.move(layers.index(layer), layers.index(warped))
         self.live.touch_new_buffers()
         self.viewer.layers.selection.active = self.view.fixed
 

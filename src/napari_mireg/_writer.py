@@ -65,7 +65,3 @@ def write_labels(path, data, meta):
 def write_image(path, data, meta):
     """npe2 writer for Image layers (float32 output)."""
     return write_volume(path, data, meta, labels=False)
-
-
-# The former name of the image writer (it only wrote displacement fields then).
-write_displacement = write_image
