@@ -43,11 +43,21 @@ def run_all(run, pacing):
 def test_views_come_first_then_one_frame_per_syn_iteration(live_run):
     frames, result = run_all(live_run, Pacing(min_interval=math.inf))
     assert isinstance(result, Result) and all(isinstance(f, Frame) for f in frames)
-    assert [f.stage for f in frames[:2]] == ["start", "prealigned"]
-    for frame in frames[:2]:  # heavy: the moving image and labels on the fixed grid
+    stages = [f.stage for f in frames]
+    views = [f for f in frames if f.stage in ("start", "prealigned")]
+    assert stages[0] == "start" and [f.stage for f in views] == ["start", "prealigned"]
+    # between the two views only light progress frames, their share done never falling
+    progress = frames[1 : stages.index("prealigned")]
+    assert all(f.stage == "prealigning" and f.warped is None for f in progress)
+    shares = [f.prealigned for f in progress]
+    assert shares == sorted(shares) and all(0 <= s <= 1 for s in shares)
+    for frame in views:  # heavy: the moving image and labels on the fixed grid
         assert frame.warped.shape == live_run.fixed.shape
         assert set(np.unique(frame.warped_labels)) <= {0, 3}
-    syn = frames[2:]
+    syn = [f for f in frames if f.stage == "syn"]
+    assert stages[stages.index("prealigned") + 1 :] == ["syn"] * len(syn) + ["scoring"] * (
+        stages[-1] == "scoring"
+    )
     assert [f.stage for f in syn] == ["syn"] * len(result.energies)
     assert [f.energy for f in syn] == result.energies
     assert all(f.warped is None for f in syn)  # no heavy frame with an infinite interval
