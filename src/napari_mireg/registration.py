@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from napari_mireg import masks
 from napari_mireg.affine import AffineRegistration
 from napari_mireg.metric import MutualInformation
 from napari_mireg.options import RegistrationOptions
@@ -56,6 +57,9 @@ def register_steps(
     fixed_affine=None,
     moving_affine=None,
     fixed_mask=None,
+    moving_mask=None,
+    fixed_labels=None,
+    moving_labels=None,
     with_images=False,
     initial=None,
     **settings,
@@ -70,7 +74,13 @@ def register_steps(
         How to register (defaults: :class:`napari_mireg.options.RegistrationOptions`).
     fixed_affine, moving_affine : ndarray, optional
         Voxel-to-world matrices for arrays (identity by default).
-    fixed_mask : ndarray of bool, optional
+    fixed_mask, moving_mask : ndarray of bool, optional
+        Voxels of each image's grid where the metric counts (a brain mask): a fixed voxel
+        counts where it is inside `fixed_mask` and maps inside `moving_mask`.
+    fixed_labels, moving_labels : ndarray, optional
+        Label maps on each image's grid (e.g. SynthSeg's). When a side has labels and no
+        mask, its mask is the labelled brain, dilated by
+        :data:`napari_mireg.masks.BRAIN_MASK_DILATION_MM` (so its edge still counts).
     with_images : bool
         Put the warped moving image in each Snapshot.
     initial : Result or DiffeomorphicMap, optional
@@ -78,8 +88,8 @@ def register_steps(
         the extra levels to run, usually one finest-level count).
     **settings
         Single options that override `options` (prealign, bins, level_iters, step_length,
-        update_sigma, threads). ``prealign`` may also be a known (4, 4) world matrix or an
-        AffineMap, used instead of an MI prealignment.
+        update_sigma, field_sigma, threads). ``prealign`` may also be a known (4, 4) world
+        matrix or an AffineMap, used instead of an MI prealignment.
 
     Yields
     ------
@@ -104,13 +114,17 @@ def register_steps(
     fixed_volume = as_volume(fixed, fixed_affine, "fixed")
     moving_volume = as_volume(moving, moving_affine, "moving")
     metric = MutualInformation(options.bins, threads=options.threads)
-    mask = _mask3(fixed_mask, fixed_volume)
+    mask = _side_mask(fixed_mask, fixed_labels, fixed_volume)
+    moving_mask = _side_mask(moving_mask, moving_labels, moving_volume)
+    masks.warn_head_against_brain(fixed_volume, moving_volume, mask, moving_mask)
     previous = getattr(initial, "mapping", initial)
     if previous is not None:
         affine_map = AffineMap(previous.prealign)
     else:
         chosen = options.prealign if known_prealignment is None else known_prealignment
-        affine_map = prealignment(fixed_volume, moving_volume, chosen, metric, mask)
+        affine_map = prealignment(
+            fixed_volume, moving_volume, chosen, metric, mask, moving_mask=moving_mask
+        )
     prealigned = time.perf_counter()
 
     syn = SymmetricDiffeomorphicRegistration(
@@ -118,12 +132,14 @@ def register_steps(
         level_iters=options.level_iters,
         step_length=options.step_length,
         update_sigma=options.update_sigma,
+        field_sigma=options.field_sigma,
     )
     yield from syn.iterate(
         fixed_volume,
         moving_volume,
         prealign=affine_map.matrix,
         fixed_mask=mask,
+        moving_mask=moving_mask,
         with_images=with_images,
         initial=previous,
     )
@@ -150,7 +166,7 @@ def register_steps(
     )
 
 
-def prealignment(fixed, moving, prealign, metric, fixed_mask=None):
+def prealignment(fixed, moving, prealign, metric, fixed_mask=None, *, moving_mask=None):
     """The prealignment AffineMap: found by MI registration, or the one given.
 
     Parameters
@@ -159,11 +175,14 @@ def prealignment(fixed, moving, prealign, metric, fixed_mask=None):
     prealign : {"affine", "rigid", "none"} or ndarray (4, 4) or AffineMap
     metric : MutualInformation
     fixed_mask : ndarray of bool on the fixed grid (3D), optional
+    moving_mask : ndarray of bool on the moving grid (3D), optional
     """
-    return run_to_end(prealignment_steps(fixed, moving, prealign, metric, fixed_mask))
+    return run_to_end(
+        prealignment_steps(fixed, moving, prealign, metric, fixed_mask, moving_mask=moving_mask)
+    )
 
 
-def prealignment_steps(fixed, moving, prealign, metric, fixed_mask=None):
+def prealignment_steps(fixed, moving, prealign, metric, fixed_mask=None, *, moving_mask=None):
     """:func:`prealignment` as a generator: yields an AffineStep per MI iteration (none
     for a given matrix or "none") and returns the AffineMap.
     """
@@ -176,7 +195,11 @@ def prealignment_steps(fixed, moving, prealign, metric, fixed_mask=None):
     if prealign == "none":
         return AffineMap(np.eye(4))
     registration = AffineRegistration(metric, transform=prealign)
-    return (yield from registration.iterate(fixed, moving, fixed_mask=fixed_mask))
+    return (
+        yield from registration.iterate(
+            fixed, moving, fixed_mask=fixed_mask, moving_mask=moving_mask
+        )
+    )
 
 
 def register(fixed, moving, options=None, **settings):
@@ -204,6 +227,15 @@ def _mask3(mask, volume):
         return None
     mask = np.asarray(mask, dtype=bool)
     return mask[None] if volume.ndim == 2 and mask.ndim == 2 else mask
+
+
+def _side_mask(mask, labels, volume):
+    """One side's mask on its 3D grid: the one given, or the dilated brain of its labels."""
+    if mask is None and labels is not None:
+        labels = np.asarray(labels)
+        labels = labels[None] if volume.ndim == 2 and labels.ndim == 2 else labels
+        mask = masks.brain_mask_from_labels(labels, volume.affine)
+    return _mask3(mask, volume)
 
 
 def _mi_or_zero(metric, fixed, moving, mask):
