@@ -112,10 +112,15 @@ class RegistrationOptions:
     level_iters : tuple of int
         SyN iterations per level, coarsest first ("40x20x10" or "40,20,10" accepted).
     step_length : float
-        Largest SyN update per iteration, in voxels of the level (ANTs ``SyN[0.25, ...]``).
+        Largest SyN update per iteration, in voxels of the level (greedy's ``-e 1``;
+        ANTs ``SyN[0.25, ...]``).
     update_sigma : float
         Gaussian sigma of each update, in voxels of the level. ANTs gives a variance
         (``SyN[0.25, 3, 0]``): sigma = sqrt(variance), so 1.73 is ANTs' 3.
+    field_sigma : float
+        Gaussian sigma of each half-map after an update, in voxels of the level (greedy's
+        ``-s 1.732vox 0.707vox`` second value); 0 for none. With `step_length` 1.0 it was
+        chosen on real inter-subject pairs (docs/engine.md).
     threads : int or None
         Threads of the kernels (None: all cores). It changes no result.
     """
@@ -123,8 +128,9 @@ class RegistrationOptions:
     prealign: str = "affine"
     bins: int = 32
     level_iters: tuple = (40, 20, 10)
-    step_length: float = 0.25
+    step_length: float = 1.0
     update_sigma: float = 1.73
+    field_sigma: float = 0.707
     threads: int | None = None
 
     def __post_init__(self):
@@ -143,6 +149,7 @@ class RegistrationOptions:
         set_(
             self, "update_sigma", _number(self.update_sigma, "update_sigma", 0.0, UPDATE_SIGMA_MAX)
         )
+        set_(self, "field_sigma", _number(self.field_sigma, "field_sigma", 0.0, UPDATE_SIGMA_MAX))
         if self.threads is not None:
             set_(self, "threads", _integer(self.threads, "threads", 1, 4096))
 
