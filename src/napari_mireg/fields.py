@@ -1,9 +1,17 @@
 """Array operations on images and vector fields, over the Cython kernels of _fields.pyx."""
 
+import os
+
 import numpy as np
 from scipy import ndimage
 
-from napari_mireg import _fields, _mi
+# Idle OpenMP threads sleep instead of spinning (read by libgomp when the kernels load).
+# The kernels run many short parallel regions; on a shared machine (a GUI, other jobs) a
+# spinning thread holds a core the thread it waits for needs. Measured on 2 cores with
+# other jobs running: a short 2 mm SyN took 28-31 s spinning against 8-15 s sleeping.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from napari_mireg import _fields, _mi  # noqa: E402
 from napari_mireg._validate import image_array
 
 
