@@ -112,14 +112,14 @@ class RegistrationOptions:
     level_iters : tuple of int
         SyN iterations per level, coarsest first ("40x20x10" or "40,20,10" accepted).
     step_length : float
-        Largest SyN update per iteration, in voxels of the level (greedy's ``-e 1``;
-        ANTs ``SyN[0.25, ...]``).
+        Largest SyN update per iteration, in voxels of the level (greedy ``-e 1``, ANTs
+        ``SyN[0.25, ...]``; 1.0 folded maps on real pairs, see docs/engine.md).
     update_sigma : float
         Gaussian sigma of each update, in voxels of the level. ANTs gives a variance
         (``SyN[0.25, 3, 0]``): sigma = sqrt(variance), so 1.73 is ANTs' 3.
     field_sigma : float
         Gaussian sigma of each half-map after an update, in voxels of the level (greedy's
-        ``-s 1.732vox 0.707vox`` second value); 0 for none. With `step_length` 1.0 it was
+        ``-s 1.732vox 0.707vox`` second value); 0 for none. With `step_length` 0.5 it was
         chosen on real inter-subject pairs (docs/engine.md).
     threads : int or None
         Threads of the kernels (None: all cores). It changes no result.
@@ -128,7 +128,7 @@ class RegistrationOptions:
     prealign: str = "affine"
     bins: int = 32
     level_iters: tuple = (40, 20, 10)
-    step_length: float = 1.0
+    step_length: float = 0.5
     update_sigma: float = 1.73
     field_sigma: float = 0.707
     threads: int | None = None

@@ -20,6 +20,10 @@ from napari_mireg.transforms import (
     as_volume,
 )
 
+# A half-map's det J below this after an update halves the step (each half-map carries
+# half the deformation, so the full map stays clear of folds).
+MIN_HALF_DET = 0.2
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -247,8 +251,21 @@ class SymmetricDiffeomorphicRegistration:
                 )
                 forward_update = _regularised(forward_update, self.update_sigma, step_mm)
                 backward_update = _regularised(backward_update, self.update_sigma, step_mm)
-                half_moving = self._step(half_moving, forward_update, affine)
-                half_fixed = self._step(half_fixed, backward_update, affine)
+                # Adaptive step: a step that would bring a half-map near a fold (det J
+                # below MIN_HALF_DET) is halved until it does not (this iteration only).
+                this_step = step_mm
+                while True:
+                    moved = self._step(half_moving, forward_update, affine)
+                    fixed_moved = self._step(half_fixed, backward_update, affine)
+                    smallest = min(
+                        _smallest_det(moved[0], affine), _smallest_det(fixed_moved[0], affine)
+                    )
+                    if smallest >= MIN_HALF_DET or this_step <= self.min_step_mm(affine):
+                        break
+                    this_step *= 0.5
+                    forward_update *= 0.5
+                    backward_update *= 0.5
+                half_moving, half_fixed = moved, fixed_moved
                 level_energies.append(-value)
                 self.energies.append(-value)
                 warped = None
@@ -315,6 +332,10 @@ class SymmetricDiffeomorphicRegistration:
         )
         return [field, inverse]
 
+    def min_step_mm(self, affine):
+        """The smallest step the adaptive step goes down to (a sixteenth of step_length)."""
+        return self.step_length / 16.0 * fields.voxel_sizes(affine).min()
+
     def _converged(self, energies):
         """True when the energy's slope over the window is no longer clearly negative."""
         window = self.convergence_window
@@ -339,6 +360,11 @@ def _split_masks(warped_fixed, warped_moving, fallback):
     fixed = np.ascontiguousarray(warped_fixed[..., 0])
     moving = np.ascontiguousarray(warped_moving[..., 0])
     return fixed, moving, (counted if counted.any() else fallback)
+
+
+def _smallest_det(field, affine):
+    """The smallest Jacobian determinant of x -> x + field(x)."""
+    return float(fields.jacobian_determinant(field, affine).min())
 
 
 def _forward(inverse_first, second, affine):
