@@ -135,6 +135,16 @@ FAILING = [
         "--update-sigma",
     ),
     (
+        "field-sigma-negative",
+        lambda f, t: ["register", f.fixed, f.moving, "--field-sigma", "-1"],
+        "--field-sigma",
+    ),
+    (
+        "moving-mask-empty",
+        lambda f, t: ["register", f.fixed, f.moving, "--moving-mask", f.zeros],
+        "zeros.nii.gz: the mask selects no voxel of the moving image",
+    ),
+    (
         "iterations-negative",
         lambda f, t: ["register", f.fixed, f.moving, "--iterations", "40x-1"],
         "--iterations",

@@ -50,6 +50,25 @@ def test_a_job_writes_every_output_and_a_report_that_lists_them(job_files, tmp_p
     assert read_report(out) == report == json.loads((out / "report.json").read_text())
     warped = files.load_volume(out / OUTPUT_FILES["warped_labels"], labels=True)
     np.testing.assert_array_equal(np.unique(warped.data), [0, 2])
+    # With label maps and no mask, each side's brain (from its labels) is the metric's mask.
+    brain = "labels (brain, dilated)"
+    assert report["metric_masks"] == {"fixed": brain, "moving": brain}
+
+
+def test_mask_files_go_to_their_own_side_and_an_empty_one_is_refused(job_files, tmp_path):
+    fixed = nib.load(job_files["fixed"])
+    half = np.zeros(fixed.shape, np.uint8)
+    half[: fixed.shape[0] // 2] = 1
+    # the moving mask lies on a coarser grid: it is resampled onto the moving image's grid
+    coarse = write(tmp_path / "coarse.nii.gz", half[::2, ::2, ::2], AFFINE @ np.diag([2, 2, 2, 1]))
+    inputs = load_inputs(job_files["fixed"], job_files["moving"], moving_mask=coarse)
+    assert inputs.mask is None and inputs.moving_mask.shape == fixed.shape
+    assert 0.4 < inputs.moving_mask.mean() < 0.6
+    report = run_job(inputs, tmp_path / "out", prealign="none", level_iters=(2,))
+    assert report["metric_masks"] == {"fixed": None, "moving": "mask file"}
+    empty = write(tmp_path / "empty.nii.gz", np.zeros(fixed.shape, np.uint8))
+    with pytest.raises(files.InputError, match="empty.nii.gz.*no voxel of the moving image"):
+        load_inputs(job_files["fixed"], job_files["moving"], moving_mask=empty)
 
 
 def test_an_incomplete_folder_has_no_report(job_files, tmp_path):

@@ -173,8 +173,9 @@ def test_closing_the_generator_stops_within_an_iteration(known_deformation):
         prealign="none",
         level_iters=(40, 20, 10),
     )
-    seen = [next(steps) for _ in range(45)]  # into the second level
-    assert seen[-1].level == 1 and np.isfinite(seen[-1].energy)
+    # Past the first level (which may stop early once its energy flattens).
+    seen = [next(steps) for _ in range(45)]
+    assert seen[-1].level >= 1 and np.isfinite(seen[-1].energy)
     start = time.perf_counter()
     steps.close()
     assert time.perf_counter() - start < 1.0

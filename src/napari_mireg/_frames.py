@@ -20,7 +20,7 @@ from napari_mireg._display import on_grid
 from napari_mireg._summary import summarise
 from napari_mireg.metric import MutualInformation
 from napari_mireg.options import RegistrationOptions
-from napari_mireg.registration import prealignment_steps, register_steps
+from napari_mireg.registration import metric_masks, prealignment_steps, register_steps
 from napari_mireg.transforms import AffineMap
 
 # The engine's CPU priority in the widget: with every core busy, the viewer's drawing
@@ -159,13 +159,22 @@ def live_frames(run, pacing=None):
         pacing.frame_made(started)
         return frame
 
+    # As in the engine's own runs: each side's label map gives the metric its brain mask.
+    fixed_mask, moving_mask = metric_masks(
+        run.fixed,
+        run.moving,
+        fixed_labels=None if run.fixed_labels is None else run.fixed_labels.data,
+        moving_labels=None if run.moving_labels is None else run.moving_labels.data,
+    )
     prealign_seconds = 0.0
     if run.initial is None:  # a continued run keeps the earlier map's prealignment
         yield heavy_frame(
             "start", lambda image, how: AffineMap(np.eye(4)).transform(image, run.fixed, how)
         )
         started = time.perf_counter()
-        steps = prealignment_steps(run.fixed, run.moving, options.prealign, metric)
+        steps = prealignment_steps(
+            run.fixed, run.moving, options.prealign, metric, fixed_mask, moving_mask=moving_mask
+        )
         stages = 2 if options.prealign == "affine" else 1
         shown = 0.0
         while True:
@@ -186,7 +195,13 @@ def live_frames(run, pacing=None):
             prealigned=1.0,
         )
     steps = register_steps(
-        run.fixed, run.moving, options, initial=run.initial, prealign=prealignment_matrix
+        run.fixed,
+        run.moving,
+        options,
+        initial=run.initial,
+        prealign=prealignment_matrix,
+        fixed_mask=fixed_mask,
+        moving_mask=moving_mask,
     )
     while True:
         try:

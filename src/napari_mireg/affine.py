@@ -1,6 +1,6 @@
 """Rigid and affine prealignment driven by the MI metric's affine gradient (docs/maths.md, 4-5)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -71,9 +71,27 @@ class AffineRegistration:
         First step, in voxels of the level.
     min_step : float
         A level stops when the step falls below this (voxels).
+    tolerance : float
+        A stage stops when MI gained less than ``tolerance`` (relative) over the last
+        `convergence_window` iterations: past that, full-resolution iterations only
+        polish digits that move no voxel (the MI of a real pair stalls at about 1e-4).
+    convergence_window : int
+    rigid_levels : int
+        The rigid stage runs on this many coarsest levels only (then affine alone): a
+        rigid start matters where the pose is far off, not on the fine levels.
     """
 
-    def __init__(self, metric, transform="affine", level_iters=(100, 50), step=1.0, min_step=0.01):
+    def __init__(
+        self,
+        metric,
+        transform="affine",
+        level_iters=(100, 50, 10),
+        step=1.0,
+        min_step=0.01,
+        tolerance=1e-3,
+        convergence_window=6,
+        rigid_levels=1,
+    ):
         if transform not in ("rigid", "affine"):
             raise ValueError(f"transform must be 'rigid' or 'affine', got {transform!r}")
         self.metric = metric
@@ -83,6 +101,9 @@ class AffineRegistration:
         )
         self.step = float(step)
         self.min_step = float(min_step)
+        self.tolerance = float(tolerance)
+        self.convergence_window = positive_int(convergence_window, "convergence_window", minimum=2)
+        self.rigid_levels = positive_int(rigid_levels, "rigid_levels", minimum=0)
         self.values = []
 
     def optimize(self, fixed, moving, **options):
@@ -95,7 +116,15 @@ class AffineRegistration:
                 return finished.value
 
     def iterate(
-        self, fixed, moving, *, fixed_affine=None, moving_affine=None, fixed_mask=None, initial=None
+        self,
+        fixed,
+        moving,
+        *,
+        fixed_affine=None,
+        moving_affine=None,
+        fixed_mask=None,
+        moving_mask=None,
+        initial=None,
     ):
         """Find the world transform from fixed points to moving points, yielding AffineSteps.
 
@@ -105,6 +134,11 @@ class AffineRegistration:
         fixed_affine, moving_affine : ndarray, optional
             Voxel-to-world matrices of arrays (identity by default).
         fixed_mask : ndarray of bool, optional
+            Voxels of the fixed grid where the metric counts.
+        moving_mask : ndarray of bool, optional
+            Voxels of the moving grid where the metric counts: a fixed voxel counts only
+            when it maps inside it (and inside `fixed_mask`). Masks also restrict the
+            centres of mass of the starting translation.
         initial : ndarray (4, 4), optional
             Starting transform (default: the centre-of-mass translation).
 
@@ -121,13 +155,15 @@ class AffineRegistration:
         moving_volume = as_volume(moving, moving_affine, "moving")
         if fixed_volume.ndim != moving_volume.ndim:
             raise ValueError(f"fixed is {fixed_volume.ndim}D but moving is {moving_volume.ndim}D")
+        mask = mask_volume(fixed_mask, fixed_volume)
+        moving_weights = mask_volume(moving_mask, moving_volume, "moving_mask")
+        fixed_centre = centre_of_mass(_masked(fixed_volume, mask))
         matrix = np.eye(4)
         if initial is None:
-            matrix[:3, 3] = centre_of_mass(moving_volume) - centre_of_mass(fixed_volume)
+            matrix[:3, 3] = centre_of_mass(_masked(moving_volume, moving_weights)) - fixed_centre
         else:
             matrix = np.asarray(getattr(initial, "matrix", initial), dtype=np.float64)
-        centre = centre_of_mass(fixed_volume)
-        mask = mask_volume(fixed_mask, fixed_volume)
+        centre = fixed_centre
         stages = ["rigid"] if self.transform == "rigid" else ["rigid", "affine"]
         self.values = []
         levels = len(self.level_iters)
@@ -137,8 +173,14 @@ class AffineRegistration:
             world_gradient = fields.image_gradient(
                 pyramid.moving, np.linalg.inv(moving_volume.affine[:3, :3]).T
             )
-            channels = np.concatenate([pyramid.moving[..., None], world_gradient], axis=-1)
+            planes = [pyramid.moving[..., None], world_gradient]
+            if moving_weights is not None:
+                # Resampled with the image, in the same pass: 1 inside, 0 outside.
+                planes.append(moving_weights.data[..., None].astype(np.float32))
+            channels = np.concatenate(planes, axis=-1)
             for stage in stages:
+                if stage == "rigid" and self.transform == "affine" and level >= self.rigid_levels:
+                    continue
                 matrix = yield from self._level(
                     pyramid,
                     channels,
@@ -161,6 +203,7 @@ class AffineRegistration:
         radius2 = max(np.mean(((corners - centre) ** 2).sum(axis=1)) / 3.0, voxel_mm**2)
         step_mm = self.step * voxel_mm
         best_value, best_matrix = -np.inf, matrix
+        stage_values = []
         for iteration in range(iterations):
             sampled = fields.resample(
                 channels, moving_affine, shape, affine, prealign=matrix, clamp=True
@@ -169,11 +212,14 @@ class AffineRegistration:
                 pyramid.fixed,
                 sampled[..., 0],
                 grid_to_world=affine,
-                mask=pyramid.mask,
-                moving_gradient=sampled[..., 1:],
+                mask=_both_masks(pyramid.mask, sampled),
+                moving_gradient=sampled[..., 1:4],
             )
             self.values.append(value)
+            stage_values.append(value)
             yield AffineStep(*where, stage, iteration, value)
+            if self._converged(stage_values):
+                return matrix if value >= best_value else best_matrix
             if value < best_value:
                 matrix, step_mm = best_matrix, step_mm * 0.5
                 if step_mm < self.min_step * voxel_mm:
@@ -187,6 +233,37 @@ class AffineRegistration:
                 break
             matrix = matrix @ _change_matrix(linear, translation, centre, step_mm / largest, stage)
         return best_matrix
+
+    def _converged(self, values):
+        return _gain_below(values, self.convergence_window, self.tolerance)
+
+
+def _gain_below(values, window, tolerance):
+    """True when the best value of the last `window` beats the one before by < tolerance."""
+    if len(values) <= window:
+        return False
+    before = max(values[:-window])
+    return max(values[-window:]) - before < tolerance * max(abs(before), 1e-12)
+
+
+def _masked(volume, mask):
+    """The volume with zeros outside a uint8 mask Volume (as is without one)."""
+    if mask is None:
+        return volume
+    return replace(volume, data=np.where(mask.data > 0, volume.data, 0))
+
+
+def _both_masks(fixed_mask, sampled):
+    """Fixed voxels in the fixed mask that map inside the moving mask (its channel 4).
+
+    Falls back to the fixed mask alone when the two do not meet (a start far off).
+    """
+    if sampled.shape[-1] < 5:
+        return fixed_mask
+    inside = sampled[..., 4] > 0.5
+    if fixed_mask is not None:
+        inside &= fixed_mask
+    return inside if inside.any() else fixed_mask
 
 
 def _ascent_direction(gradient, matrix, centre, radius2, stage):

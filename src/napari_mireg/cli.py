@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +98,9 @@ def command_register(args):
     options = registration_options(args)
     out_dir = Path(args.out)
     files.check_output_folder(out_dir)
-    inputs = load_inputs(args.fixed, args.moving, args.fixed_labels, args.moving_labels, args.mask)
+    inputs = load_inputs(
+        args.fixed, args.moving, args.fixed_labels, args.moving_labels, args.mask, args.moving_mask
+    )
     created = not out_dir.exists()
     progress = Progress(options.level_iters)
     steps = run_job_steps(inputs, out_dir, options)
@@ -248,7 +251,16 @@ def build_parser():
     register.add_argument("moving", help="moving image")
     register.add_argument("--fixed-labels", help="label map of the fixed image (e.g. SynthSeg)")
     register.add_argument("--moving-labels", help="label map of the moving image")
-    register.add_argument("--mask", help="fixed-space mask: the metric looks only inside it")
+    register.add_argument(
+        "--mask",
+        help="fixed-space mask (e.g. a brain mask): the metric looks only inside it "
+        "(default: the fixed labels' brain, dilated 4 mm, when labels are given)",
+    )
+    register.add_argument(
+        "--moving-mask",
+        help="moving-space mask (default: the moving labels' brain, dilated 4 mm, when "
+        "labels are given)",
+    )
     register.add_argument("--out", required=True, help="output folder")
     add_registration_options(register)
     register.set_defaults(run=command_register)
@@ -317,6 +329,8 @@ def main(argv=None):
     """Entry point of ``mireg``; returns the exit code."""
     args = build_parser().parse_args(argv)
     previous = _handle_stop_signals()
+    shown_before = warnings.showwarning
+    warnings.showwarning = _warning_line(args.command)
     try:
         return args.run(args)
     except (BadInput, ValueError) as error:  # files.InputError is a ValueError
@@ -337,8 +351,18 @@ def main(argv=None):
         )
         return 128 + int(signum)
     finally:
+        warnings.showwarning = shown_before
         for signum, handler in previous.items():  # as they were (main() may be called in-process)
             signal.signal(signum, handler)
+
+
+def _warning_line(command):
+    """Python's warnings as one line each on standard error, like the errors."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"mireg {command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+    return show
 
 
 def _error_line(command, error):

@@ -1,9 +1,17 @@
 """Array operations on images and vector fields, over the Cython kernels of _fields.pyx."""
 
+import os
+
 import numpy as np
 from scipy import ndimage
 
-from napari_mireg import _fields, _mi
+# Idle OpenMP threads sleep instead of spinning (read by libgomp when the kernels load).
+# The kernels run many short parallel regions; on a shared machine (a GUI, other jobs) a
+# spinning thread holds a core the thread it waits for needs. Measured on 2 cores with
+# other jobs running: a short 2 mm SyN took 28-31 s spinning against 8-15 s sleeping.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from napari_mireg import _fields, _mi  # noqa: E402
 from napari_mireg._validate import image_array
 
 
@@ -228,37 +236,46 @@ def invert(
 
 
 def _newton_polish(field, affine, inverse, tolerance_mm, threads, steps=6):
-    """Newton steps, in place, on the voxels whose inversion residual exceeds the tolerance."""
+    """Newton steps, in place, on the voxels whose inversion residual exceeds the tolerance.
+
+    After one full residual pass, everything runs on those voxels only (usually a few
+    hundred): the field and its Jacobian are sampled at their points (central
+    differences of the trilinear field, half a voxel each way), not on the whole grid.
+    """
     shape = field.shape[:3]
     linear = np.asarray(affine, dtype=np.float64)[:3, :3]
     to_index = np.linalg.inv(linear)
-    gradient = None
-    for _ in range(steps):
-        residual = compose(inverse, field, affine, threads=threads)  # w + h(x + w)
-        bad = np.flatnonzero((residual.reshape(-1, 3) ** 2).sum(axis=1) > tolerance_mm**2)
-        if bad.size == 0:
-            return
-        if gradient is None:  # d field_c / d world_j, per voxel
-            gradient = np.stack(
-                [image_gradient(field[..., c], to_index.T, threads=threads) for c in range(3)],
-                axis=-2,
-            )
-        flat = inverse.reshape(-1, 3)
-        voxel = np.stack(np.unravel_index(bad, shape), axis=1) + flat[bad] @ to_index.T
-        jacobian = np.stack(
-            [
-                ndimage.map_coordinates(gradient[..., c, j], voxel.T, order=1, mode="nearest")
-                for c in range(3)
-                for j in range(3)
-            ],
+    residual = compose(inverse, field, affine, threads=threads).reshape(-1, 3)  # w + h(x + w)
+    bad = np.flatnonzero((residual**2).sum(axis=1) > tolerance_mm**2)
+    if bad.size == 0:
+        return
+    components = [np.ascontiguousarray(field[..., c]) for c in range(3)]
+
+    def sample(points):
+        return np.stack(
+            [ndimage.map_coordinates(c, points.T, order=1, mode="nearest") for c in components],
             axis=-1,
-        ).reshape(-1, 3, 3)
-        jacobian += np.eye(3)
+        )
+
+    flat = inverse.reshape(-1, 3)
+    index = np.stack(np.unravel_index(bad, shape), axis=1).astype(np.float64)
+    remaining = residual[bad].astype(np.float64)
+    for _ in range(steps):
+        voxel = index + flat[bad] @ to_index.T
+        per_index = np.empty((bad.size, 3, 3))  # d field_c / d index_j
+        for j in range(3):
+            offset = np.zeros(3)
+            offset[j] = 0.5
+            per_index[:, :, j] = sample(voxel + offset) - sample(voxel - offset)
+        jacobian = per_index @ to_index + np.eye(3)  # d/d world through the index map
         solvable = np.abs(np.linalg.det(jacobian)) > 1e-6  # the field itself folds there
-        step = np.linalg.solve(
-            jacobian[solvable], residual.reshape(-1, 3)[bad[solvable]][..., None]
-        )[..., 0]
+        step = np.linalg.solve(jacobian[solvable], remaining[solvable][..., None])[..., 0]
         flat[bad[solvable]] -= step.astype(np.float32)
+        remaining = flat[bad] + sample(index + flat[bad] @ to_index.T)
+        left = (remaining**2).sum(axis=1) > tolerance_mm**2
+        if not left.any():
+            return
+        bad, index, remaining = bad[left], index[left], remaining[left]
 
 
 def largest_length(field, *, threads=None):

@@ -28,7 +28,7 @@ from napari_mireg import __version__, files
 from napari_mireg.options import RegistrationOptions
 from napari_mireg.overlap import overlap_scores
 from napari_mireg.registration import register_steps, run_to_end
-from napari_mireg.transforms import AffineMap, apply_transforms, same_grid
+from napari_mireg.transforms import AffineMap, Volume, apply_transforms, same_grid
 
 OUTPUT_FILES = {
     "warped": "warped.nii.gz",
@@ -51,20 +51,25 @@ class JobInputs:
     fixed_labels, moving_labels : Volume or None
         On the grid of their image.
     mask : ndarray of bool or None
-        On the fixed grid.
+        On the fixed grid: where the metric counts.
     paths : dict of str
+    moving_mask : ndarray of bool or None
+        On the moving grid.
     """
 
-    fixed: object
-    moving: object
-    fixed_labels: object = None
-    moving_labels: object = None
-    mask: object = None
-    paths: dict = None
+    fixed: Volume
+    moving: Volume
+    fixed_labels: Volume | None = None
+    moving_labels: Volume | None = None
+    mask: np.ndarray | None = None
+    paths: dict[str, str] | None = None
+    moving_mask: np.ndarray | None = None
 
 
-def load_inputs(fixed, moving, fixed_labels=None, moving_labels=None, mask=None):
+def load_inputs(fixed, moving, fixed_labels=None, moving_labels=None, mask=None, moving_mask=None):
     """Read and check the files of one job.
+
+    Masks may lie on any grid: they are resampled (nearest neighbour) onto their image's.
 
     Raises
     ------
@@ -78,6 +83,7 @@ def load_inputs(fixed, moving, fixed_labels=None, moving_labels=None, mask=None)
         "fixed_labels": fixed_labels,
         "moving_labels": moving_labels,
         "mask": mask,
+        "moving_mask": moving_mask,
     }
     paths = {key: str(Path(value).resolve()) for key, value in paths.items() if value}
     fixed_volume = files.load_volume(fixed)
@@ -102,13 +108,37 @@ def load_inputs(fixed, moving, fixed_labels=None, moving_labels=None, mask=None)
             (moving_labels, moving_volume, moving),
         )
     ]
-    mask_array = None
-    if mask:
-        mask_volume = files.load_volume(mask, labels=True)
-        mask_array = apply_transforms(mask_volume, fixed_volume, [], "nearest") > 0
-        if not mask_array.any():
-            raise files.InputError(mask, "the mask selects no voxel of the fixed image")
-    return JobInputs(fixed_volume, moving_volume, labels[0], labels[1], mask_array, paths)
+    return JobInputs(
+        fixed_volume,
+        moving_volume,
+        labels[0],
+        labels[1],
+        _mask_on(mask, fixed_volume, "fixed"),
+        paths,
+        _mask_on(moving_mask, moving_volume, "moving"),
+    )
+
+
+def _mask_source(mask, labels):
+    """Where a side's metric mask came from, for the report."""
+    if mask is not None:
+        return "mask file"
+    return "labels (brain, dilated)" if labels is not None else None
+
+
+def _data(volume):
+    """A Volume's voxels on its 3D grid, or None (labels give each side's brain mask)."""
+    return None if volume is None else volume.data
+
+
+def _mask_on(path, image, side):
+    """A mask file resampled onto its image's grid, as booleans (None without a path)."""
+    if not path:
+        return None
+    mask = apply_transforms(files.load_volume(path, labels=True), image, [], "nearest") > 0
+    if not mask.any():
+        raise files.InputError(path, f"the mask selects no voxel of the {side} image")
+    return mask
 
 
 def _labels_on(path, image, image_path):
@@ -149,7 +179,15 @@ def run_job_steps(inputs, out_dir, options=None, **settings):
     try:
         _pause_for_tests("prealign")
         result = yield from _paused_after_first(
-            register_steps(inputs.fixed, inputs.moving, options, fixed_mask=inputs.mask)
+            register_steps(
+                inputs.fixed,
+                inputs.moving,
+                options,
+                fixed_mask=inputs.mask,
+                moving_mask=inputs.moving_mask,
+                fixed_labels=_data(inputs.fixed_labels),
+                moving_labels=_data(inputs.moving_labels),
+            )
         )
         report = _write_outputs(result, inputs, staging, options)
         with _stop_signals_held():
@@ -309,6 +347,10 @@ def _write_outputs(result, inputs, folder, options):
     report = {
         "inputs": {key: {"path": path} for key, path in inputs.paths.items()},
         "parameters": options.as_dict(),
+        "metric_masks": {
+            "fixed": _mask_source(inputs.mask, inputs.fixed_labels),
+            "moving": _mask_source(inputs.moving_mask, inputs.moving_labels),
+        },
         "versions": _versions(),
         "timings": timings,
         "mi_before": result.mi_before,

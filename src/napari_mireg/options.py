@@ -114,10 +114,15 @@ class RegistrationOptions:
     level_iters : tuple of int
         SyN iterations per level, coarsest first ("40x20x10" or "40,20,10" accepted).
     step_length : float
-        Largest SyN update per iteration, in voxels of the level (ANTs ``SyN[0.25, ...]``).
+        Largest SyN update per iteration, in voxels of the level (greedy ``-e 1``, ANTs
+        ``SyN[0.25, ...]``; 1.0 folded maps on real pairs, see docs/engine.md).
     update_sigma : float
         Gaussian sigma of each update, in voxels of the level. ANTs gives a variance
         (``SyN[0.25, 3, 0]``): sigma = sqrt(variance), so 1.73 is ANTs' 3.
+    field_sigma : float
+        Gaussian sigma of each half-map after an update, in voxels of the level (greedy's
+        ``-s 1.732vox 0.707vox`` second value); 0 for none. With `step_length` 0.5 it was
+        chosen on real inter-subject pairs (docs/engine.md).
     threads : int or None
         Threads of the kernels (None: all cores). It changes no result.
     """
@@ -125,8 +130,9 @@ class RegistrationOptions:
     prealign: str = "affine"
     bins: int = 32
     level_iters: tuple[int, ...] = (40, 20, 10)
-    step_length: float = 0.25
+    step_length: float = 0.5
     update_sigma: float = 1.73
+    field_sigma: float = 0.707
     threads: int | None = None
 
     def __post_init__(self):
@@ -145,6 +151,7 @@ class RegistrationOptions:
         set_(
             self, "update_sigma", _number(self.update_sigma, "update_sigma", 0.0, UPDATE_SIGMA_MAX)
         )
+        set_(self, "field_sigma", _number(self.field_sigma, "field_sigma", 0.0, UPDATE_SIGMA_MAX))
         if self.threads is not None:
             set_(self, "threads", _integer(self.threads, "threads", 1, 4096))
 
@@ -228,6 +235,12 @@ def add_arguments(parser):
         f"3 is sigma 1.73 (default: {DEFAULTS.update_sigma})",
     )
     group.add_argument(
+        "--field-sigma",
+        default=DEFAULTS.field_sigma,
+        help=f"Gaussian sigma applied to each half-map after an update, in voxels; greedy's "
+        f"second -s value, 0 for none (default: {DEFAULTS.field_sigma})",
+    )
+    group.add_argument(
         "--threads", default=None, help="threads of the kernels (default: all cores)"
     )
 
@@ -238,6 +251,7 @@ ARGUMENT_NAMES = {
     "level_iters": "--iterations",
     "step_length": "--step-length",
     "update_sigma": "--update-sigma",
+    "field_sigma": "--field-sigma",
     "threads": "--threads",
 }
 
@@ -251,6 +265,7 @@ def from_arguments(args):
             level_iters=args.iterations,
             step_length=args.step_length,
             update_sigma=args.update_sigma,
+            field_sigma=args.field_sigma,
             threads=args.threads,
         )
     except OptionError as error:

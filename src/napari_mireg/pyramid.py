@@ -40,16 +40,15 @@ def level_grid(shape, affine, factor):
     return coarse_shape, affine @ index_scale
 
 
-def mask_volume(mask, fixed_volume):
-    """A fixed-grid mask as a uint8 Volume, or None; it must select at least one voxel."""
+def mask_volume(mask, volume, name="fixed_mask"):
+    """A mask on `volume`'s grid as a uint8 Volume, or None; it must select a voxel."""
     if mask is None:
         return None
-    volume = as_volume(
-        np.asarray(mask).astype(np.uint8), fixed_volume.affine, "fixed_mask", dtype=np.uint8
-    )
-    if volume.shape != fixed_volume.shape or not volume.data.any():
-        raise ValueError("fixed_mask must have the fixed shape and select a voxel")
-    return volume
+    masked = as_volume(np.asarray(mask).astype(np.uint8), volume.affine, name, dtype=np.uint8)
+    side = name.split("_")[0]
+    if masked.shape != volume.shape or not masked.data.any():
+        raise ValueError(f"{name} must have the {side} shape and select a voxel")
+    return masked
 
 
 def pyramid_level(fixed_volume, moving_volume, mask, level, levels):

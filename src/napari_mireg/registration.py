@@ -8,12 +8,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from napari_mireg import masks
 from napari_mireg._typing import Image, Matrix
 from napari_mireg.affine import AffineRegistration
 from napari_mireg.metric import MutualInformation
 from napari_mireg.options import RegistrationOptions
 from napari_mireg.syn import Snapshot, SymmetricDiffeomorphicRegistration
-from napari_mireg.transforms import AffineMap, DiffeomorphicMap, as_volume
+from napari_mireg.transforms import AffineMap, DiffeomorphicMap, Volume, as_volume
 
 
 @dataclass
@@ -60,6 +61,9 @@ def register_steps(
     fixed_affine: Matrix | None = None,
     moving_affine: Matrix | None = None,
     fixed_mask: npt.ArrayLike | None = None,
+    moving_mask: npt.ArrayLike | None = None,
+    fixed_labels: "Image | Volume | None" = None,
+    moving_labels: "Image | Volume | None" = None,
     with_images: bool = False,
     initial: "Result | DiffeomorphicMap | None" = None,
     **settings: Any,
@@ -74,7 +78,13 @@ def register_steps(
         How to register (defaults: :class:`napari_mireg.options.RegistrationOptions`).
     fixed_affine, moving_affine : ndarray, optional
         Voxel-to-world matrices for arrays (identity by default).
-    fixed_mask : ndarray of bool, optional
+    fixed_mask, moving_mask : ndarray of bool, optional
+        Voxels of each image's grid where the metric counts (a brain mask): a fixed voxel
+        counts where it is inside `fixed_mask` and maps inside `moving_mask`.
+    fixed_labels, moving_labels : ndarray, optional
+        Label maps on each image's grid (e.g. SynthSeg's). When a side has labels and no
+        mask, its mask is the labelled brain, dilated by
+        :data:`napari_mireg.masks.BRAIN_MASK_DILATION_MM` (so its edge still counts).
     with_images : bool
         Put the warped moving image in each Snapshot.
     initial : Result or DiffeomorphicMap, optional
@@ -82,8 +92,8 @@ def register_steps(
         the extra levels to run, usually one finest-level count).
     **settings
         Single options that override `options` (prealign, bins, level_iters, step_length,
-        update_sigma, threads). ``prealign`` may also be a known (4, 4) world matrix or an
-        AffineMap, used instead of an MI prealignment.
+        update_sigma, field_sigma, threads). ``prealign`` may also be a known (4, 4) world
+        matrix or an AffineMap, used instead of an MI prealignment.
 
     Yields
     ------
@@ -108,13 +118,17 @@ def register_steps(
     fixed_volume = as_volume(fixed, fixed_affine, "fixed")
     moving_volume = as_volume(moving, moving_affine, "moving")
     metric = MutualInformation(options.bins, threads=options.threads)
-    mask = _mask3(fixed_mask, fixed_volume)
+    mask, moving_mask = metric_masks(
+        fixed_volume, moving_volume, fixed_mask, moving_mask, fixed_labels, moving_labels
+    )
     previous = getattr(initial, "mapping", initial)
     if previous is not None:
         affine_map = AffineMap(previous.prealign)
     else:
         chosen = options.prealign if known_prealignment is None else known_prealignment
-        affine_map = prealignment(fixed_volume, moving_volume, chosen, metric, mask)
+        affine_map = prealignment(
+            fixed_volume, moving_volume, chosen, metric, mask, moving_mask=moving_mask
+        )
     prealigned = time.perf_counter()
 
     syn = SymmetricDiffeomorphicRegistration(
@@ -122,12 +136,14 @@ def register_steps(
         level_iters=options.level_iters,
         step_length=options.step_length,
         update_sigma=options.update_sigma,
+        field_sigma=options.field_sigma,
     )
     yield from syn.iterate(
         fixed_volume,
         moving_volume,
         prealign=affine_map.matrix,
         fixed_mask=mask,
+        moving_mask=moving_mask,
         with_images=with_images,
         initial=previous,
     )
@@ -154,7 +170,7 @@ def register_steps(
     )
 
 
-def prealignment(fixed, moving, prealign, metric, fixed_mask=None):
+def prealignment(fixed, moving, prealign, metric, fixed_mask=None, *, moving_mask=None):
     """The prealignment AffineMap: found by MI registration, or the one given.
 
     Parameters
@@ -163,11 +179,14 @@ def prealignment(fixed, moving, prealign, metric, fixed_mask=None):
     prealign : {"affine", "rigid", "none"} or ndarray (4, 4) or AffineMap
     metric : MutualInformation
     fixed_mask : ndarray of bool on the fixed grid (3D), optional
+    moving_mask : ndarray of bool on the moving grid (3D), optional
     """
-    return run_to_end(prealignment_steps(fixed, moving, prealign, metric, fixed_mask))
+    return run_to_end(
+        prealignment_steps(fixed, moving, prealign, metric, fixed_mask, moving_mask=moving_mask)
+    )
 
 
-def prealignment_steps(fixed, moving, prealign, metric, fixed_mask=None):
+def prealignment_steps(fixed, moving, prealign, metric, fixed_mask=None, *, moving_mask=None):
     """:func:`prealignment` as a generator: yields an AffineStep per MI iteration (none
     for a given matrix or "none") and returns the AffineMap.
     """
@@ -180,7 +199,11 @@ def prealignment_steps(fixed, moving, prealign, metric, fixed_mask=None):
     if prealign == "none":
         return AffineMap(np.eye(4))
     registration = AffineRegistration(metric, transform=prealign)
-    return (yield from registration.iterate(fixed, moving, fixed_mask=fixed_mask))
+    return (
+        yield from registration.iterate(
+            fixed, moving, fixed_mask=fixed_mask, moving_mask=moving_mask
+        )
+    )
 
 
 def register(
@@ -213,6 +236,34 @@ def _mask3(mask, volume):
         return None
     mask = np.asarray(mask, dtype=bool)
     return mask[None] if volume.ndim == 2 and mask.ndim == 2 else mask
+
+
+def metric_masks(
+    fixed: Volume,
+    moving: Volume,
+    fixed_mask: npt.ArrayLike | None = None,
+    moving_mask: npt.ArrayLike | None = None,
+    fixed_labels: npt.ArrayLike | None = None,
+    moving_labels: npt.ArrayLike | None = None,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The masks the metric counts in, on each image's 3D grid (see :func:`register_steps`).
+
+    Each side's mask is the one given, else the dilated brain of its label map, else None.
+    Warns when one image is a whole head and the other a skull-stripped brain.
+    """
+    fixed_mask = _side_mask(fixed_mask, fixed_labels, fixed)
+    moving_mask = _side_mask(moving_mask, moving_labels, moving)
+    masks.warn_head_against_brain(fixed, moving, fixed_mask, moving_mask)
+    return fixed_mask, moving_mask
+
+
+def _side_mask(mask, labels, volume):
+    """One side's mask on its 3D grid: the one given, or the dilated brain of its labels."""
+    if mask is None and labels is not None:
+        labels = np.asarray(labels)
+        labels = labels[None] if volume.ndim == 2 and labels.ndim == 2 else labels
+        mask = masks.brain_mask_from_labels(labels, volume.affine)
+    return _mask3(mask, volume)
 
 
 def _mi_or_zero(metric, fixed, moving, mask):

@@ -20,6 +20,10 @@ from napari_mireg.transforms import (
     as_volume,
 )
 
+# A half-map's det J below this after an update halves the step (each half-map carries
+# half the deformation, so the full map stays clear of folds).
+MIN_HALF_DET = 0.2
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -101,6 +105,9 @@ class SymmetricDiffeomorphicRegistration:
         A level stops when the energy's slope over the last `convergence_window`
         iterations, relative to its size, is above ``-opt_tol``.
     convergence_window : int
+    field_sigma : float
+        Gaussian sigma (voxels) applied to each half-map after an update is composed into
+        it (greedy's ``-s`` second value, ANTs' total-field variance); 0: none.
     """
 
     def __init__(
@@ -113,6 +120,7 @@ class SymmetricDiffeomorphicRegistration:
         inv_tol=1e-3,
         opt_tol=1e-5,
         convergence_window=10,
+        field_sigma=0.0,
     ):
         self.metric = metric
         self.level_iters = tuple(
@@ -128,6 +136,9 @@ class SymmetricDiffeomorphicRegistration:
         self.inv_tol = float(inv_tol)
         self.opt_tol = float(opt_tol)
         self.convergence_window = positive_int(convergence_window, "convergence_window", minimum=2)
+        if not field_sigma >= 0:
+            raise ValueError("field_sigma must be >= 0")
+        self.field_sigma = float(field_sigma)
         self.mapping = None
         self.energies = []
 
@@ -146,6 +157,7 @@ class SymmetricDiffeomorphicRegistration:
         moving_affine=None,
         prealign=None,
         fixed_mask=None,
+        moving_mask=None,
         with_images=False,
         initial=None,
     ):
@@ -160,6 +172,10 @@ class SymmetricDiffeomorphicRegistration:
             World transform from fixed points to moving points found beforehand (affine).
         fixed_mask : ndarray of bool, optional
             Voxels of the fixed grid where the metric counts.
+        moving_mask : ndarray of bool, optional
+            Voxels of the moving grid where the metric counts. With it, both masks are
+            carried to the half-way space by their half-maps (with the images, in the
+            same resampling pass) and a voxel counts where both are inside.
         with_images : bool
             Put the moving image, warped into fixed space at the level's resolution, in each
             Snapshot (costs one composition and one resampling per iteration).
@@ -180,6 +196,7 @@ class SymmetricDiffeomorphicRegistration:
             raise ValueError(f"fixed is {fixed_volume.ndim}D but moving is {moving_volume.ndim}D")
         prealign = _prealign_matrix(prealign, fixed_volume.ndim)
         mask = mask_volume(fixed_mask, fixed_volume)
+        moving_mask = mask_volume(moving_mask, moving_volume, "moving_mask")
         for name, volume in (("fixed", fixed_volume), ("moving", moving_volume)):
             if np.ptp(volume.data) == 0:
                 raise ValueError(
@@ -195,6 +212,8 @@ class SymmetricDiffeomorphicRegistration:
             pyramid = pyramid_level(fixed_volume, moving_volume, mask, level, levels)
             shape, affine, mask_level = pyramid.shape, pyramid.affine, pyramid.mask
             fixed_level, moving_source = pyramid.fixed, pyramid.moving
+            if moving_mask is not None:
+                fixed_level, moving_source = _with_mask_channels(pyramid, moving_mask)
             if half_fixed is None:
                 half_fixed, half_moving = _initial_half_maps(initial, shape, affine)
             else:
@@ -218,17 +237,35 @@ class SymmetricDiffeomorphicRegistration:
                     prealign=prealign,
                     clamp=True,
                 )
+                counted = mask_level
+                if moving_mask is not None:
+                    warped_fixed, warped_moving, counted = _split_masks(
+                        warped_fixed, warped_moving, mask_level
+                    )
                 value, forward_update = self.metric.dense_gradient(
-                    warped_fixed, warped_moving, mask=mask_level, grid_to_world=affine
+                    warped_fixed, warped_moving, mask=counted, grid_to_world=affine
                 )
                 histogram = self.metric.joint_histogram
                 _, backward_update = self.metric.dense_gradient(
-                    warped_moving, warped_fixed, mask=mask_level, grid_to_world=affine
+                    warped_moving, warped_fixed, mask=counted, grid_to_world=affine
                 )
                 forward_update = _regularised(forward_update, self.update_sigma, step_mm)
                 backward_update = _regularised(backward_update, self.update_sigma, step_mm)
-                half_moving = self._step(half_moving, forward_update, affine)
-                half_fixed = self._step(half_fixed, backward_update, affine)
+                # Adaptive step: a step that would bring a half-map near a fold (det J
+                # below MIN_HALF_DET) is halved until it does not (this iteration only).
+                this_step = step_mm
+                while True:
+                    moved = self._step(half_moving, forward_update, affine)
+                    fixed_moved = self._step(half_fixed, backward_update, affine)
+                    smallest = min(
+                        _smallest_det(moved[0], affine), _smallest_det(fixed_moved[0], affine)
+                    )
+                    if smallest >= MIN_HALF_DET or this_step <= self.min_step_mm(affine):
+                        break
+                    this_step *= 0.5
+                    forward_update *= 0.5
+                    backward_update *= 0.5
+                half_moving, half_fixed = moved, fixed_moved
                 level_energies.append(-value)
                 self.energies.append(-value)
                 warped = None
@@ -275,6 +312,9 @@ class SymmetricDiffeomorphicRegistration:
         from 0.926 to 0.943 and lowers the error from 1.02 to 0.74 mm.
         """
         field = fields.compose(update, half_map[0], affine)
+        if self.field_sigma > 0:
+            field = fields.smooth(field, (self.field_sigma,) * 3)
+            _zero_boundary(field)
         guess = fields.resample(
             update, affine, update.shape[:3], affine, field=half_map[1], clamp=True
         )
@@ -292,6 +332,10 @@ class SymmetricDiffeomorphicRegistration:
         )
         return [field, inverse]
 
+    def min_step_mm(self, affine):
+        """The smallest step the adaptive step goes down to (a sixteenth of step_length)."""
+        return self.step_length / 16.0 * fields.voxel_sizes(affine).min()
+
     def _converged(self, energies):
         """True when the energy's slope over the window is no longer clearly negative."""
         window = self.convergence_window
@@ -300,6 +344,27 @@ class SymmetricDiffeomorphicRegistration:
         recent = np.asarray(energies[-window:])
         slope = np.polyfit(np.arange(window), recent, 1)[0]
         return slope / max(abs(recent.mean()), 1e-12) > -self.opt_tol
+
+
+def _with_mask_channels(pyramid, moving_mask):
+    """Level images with their masks as a second channel (fixed mask: all ones if none)."""
+    fixed_mask = np.ones(pyramid.shape) if pyramid.mask is None else pyramid.mask
+    fixed = np.stack([pyramid.fixed, fixed_mask.astype(np.float32)], axis=-1)
+    moving = np.stack([pyramid.moving, moving_mask.data.astype(np.float32)], axis=-1)
+    return fixed, moving
+
+
+def _split_masks(warped_fixed, warped_moving, fallback):
+    """Images and the voxels inside both warped masks (`fallback` if they do not meet)."""
+    counted = (warped_fixed[..., 1] > 0.5) & (warped_moving[..., 1] > 0.5)
+    fixed = np.ascontiguousarray(warped_fixed[..., 0])
+    moving = np.ascontiguousarray(warped_moving[..., 0])
+    return fixed, moving, (counted if counted.any() else fallback)
+
+
+def _smallest_det(field, affine):
+    """The smallest Jacobian determinant of x -> x + field(x)."""
+    return float(fields.jacobian_determinant(field, affine).min())
 
 
 def _forward(inverse_first, second, affine):

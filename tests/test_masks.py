@@ -1,0 +1,115 @@
+"""Brain masks for the metric: from labels, the head-against-brain warning, masked affine/SyN."""
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_mireg import (
+    AffineRegistration,
+    MutualInformation,
+    SymmetricDiffeomorphicRegistration,
+    masks,
+)
+from napari_mireg.transforms import as_volume
+
+
+def ellipsoid(shape, centre, radii):
+    grid = np.indices(shape, dtype=float)
+    return sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii, strict=True)) <= 1.0
+
+
+def test_brain_mask_from_labels_fills_holes_and_dilates_in_mm():
+    labels = np.zeros((21, 21, 21), np.uint8)
+    labels[5:16, 5:16, 5:16] = 2
+    labels[9:12, 9:12, 9:12] = 0  # a hole (e.g. an unlabelled ventricle)
+    affine = np.diag([2.0, 2.0, 4.0, 1.0])
+    mask = masks.brain_mask_from_labels(labels, affine, dilation_mm=4.0)
+    assert mask[10, 10, 10]  # the hole is filled
+    # 4 mm is 2 voxels along the 2 mm axes and 1 voxel along the 4 mm axis.
+    assert mask[3, 10, 10] and not mask[2, 10, 10]
+    assert mask[10, 10, 4] and not mask[10, 10, 3]
+    assert not masks.brain_mask_from_labels(labels, affine, dilation_mm=0)[4, 10, 10]
+    with pytest.raises(ValueError, match="no labelled voxel"):
+        masks.brain_mask_from_labels(np.zeros((4, 4, 4)), np.eye(4))
+
+
+def test_head_against_brain_warns_unless_the_head_is_masked():
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    shape = (80, 90, 80)
+    head = ellipsoid(shape, (40, 45, 40), (36, 42, 36)).astype(np.float32) * 100.0  # ~6.2 L
+    brain = ellipsoid(shape, (40, 45, 40), (20, 24, 20)).astype(np.float32) * 100.0  # ~1.1 L
+    head_volume, brain_volume = as_volume(head, affine), as_volume(brain, affine)
+    with pytest.warns(masks.HeadBrainMismatchWarning, match="moving image looks like a whole"):
+        assert masks.warn_head_against_brain(brain_volume, head_volume)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not masks.warn_head_against_brain(brain_volume, head_volume, None, brain > 0)
+        assert not masks.warn_head_against_brain(brain_volume, brain_volume)
+
+
+def blob_pair():
+    """A fixed blob image; the moving one shifted by 3 voxels along axis 0 with a bright
+    slab (a 'scalp') that the fixed image lacks, and the moving brain mask.
+    """
+    shape = (40, 40, 40)
+    rng = np.random.default_rng(0)
+    texture = ndimage.gaussian_filter(rng.normal(size=shape), 2.0)
+    inside = ellipsoid(shape, (20, 20, 20), (12, 14, 12))
+    fixed = np.where(inside, 50 + 400 * texture, 0).astype(np.float32)
+    moving = np.roll(fixed, 3, axis=0)
+    brain = np.roll(inside, 3, axis=0)
+    shell = ellipsoid(shape, (23, 20, 20), (16, 18, 16)) & ~ellipsoid(
+        shape, (23, 20, 20), (14, 16, 14)
+    )
+    moving[shell] = 200.0
+    return fixed, moving, ndimage.binary_dilation(brain, iterations=1)
+
+
+def test_moving_mask_keeps_a_scalp_out_of_the_affine():
+    fixed, moving, brain = blob_pair()
+    errors = {}
+    for name, mask in (("unmasked", None), ("masked", brain)):
+        registration = AffineRegistration(
+            MutualInformation(32, threads=1), transform="rigid", level_iters=(30, 20)
+        )
+        found = registration.optimize(fixed, moving, moving_mask=mask)
+        errors[name] = abs(found.matrix[0, 3] - 3.0)
+    assert errors["masked"] < 0.5
+    assert errors["masked"] < errors["unmasked"]
+
+
+def test_masks_that_select_everything_change_nothing():
+    fixed, moving, _ = blob_pair()
+    energies = []
+    for mask in (None, np.ones(fixed.shape, bool)):
+        syn = SymmetricDiffeomorphicRegistration(MutualInformation(32, threads=1), (4, 2))
+        syn.optimize(fixed, moving, prealign=np.eye(4), moving_mask=mask)
+        energies.append(syn.energies)
+    np.testing.assert_allclose(energies[0], energies[1], rtol=1e-5)
+    brain_only = SymmetricDiffeomorphicRegistration(MutualInformation(32, threads=1), (4, 2))
+    brain_only.optimize(fixed, moving, moving_mask=blob_pair()[2])
+    assert not np.allclose(brain_only.energies, energies[0], rtol=1e-3)
+
+
+def test_the_command_line_gives_the_warning_as_one_line(tmp_path, capsys):
+    import nibabel as nib
+
+    from napari_mireg.cli import main
+
+    affine = np.diag([6.0, 6.0, 6.0, 1.0])
+    shape = (40, 45, 40)
+    head = ellipsoid(shape, (20, 22, 20), (18, 21, 18)).astype(np.float32) * 100.0
+    brain = ellipsoid(shape, (20, 22, 20), (10, 12, 10)).astype(np.float32) * 100.0
+    head += ellipsoid(shape, (20, 22, 20), (10, 12, 10)) * 50.0  # a brain inside the head
+    for name, data in (("brain", brain), ("head", head)):
+        nib.save(nib.Nifti1Image(data, affine), tmp_path / f"{name}.nii.gz")
+    code = main(
+        ["register", str(tmp_path / "brain.nii.gz"), str(tmp_path / "head.nii.gz")]
+        + ["--prealign", "none", "--iterations", "1", "--out", str(tmp_path / "out")]
+    )
+    errors = capsys.readouterr().err.splitlines()
+    warned = [line for line in errors if "warning" in line]
+    assert code == 0 and len(warned) == 1
+    assert warned[0].startswith("mireg register: warning: the moving image looks like a whole")
