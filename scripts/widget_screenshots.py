@@ -68,11 +68,14 @@ def main():
     # The live view (contours, overlay, plots) during the second level. Frames are made
     # more often than in real use, so that one is drawn there whatever the machine's speed.
     widget._pacing.share, widget._pacing.min_interval = 0.5, 0.2
-    wait(lambda: widget.plots.values.size > 45)
-    widget.worker.pause()
-    wait(lambda: widget.worker.is_paused)
-    shoot(viewer, "2-live", suffix)
-    widget.worker.resume()
+    # The status line names the level; levels stop early once they converge, so the view is
+    # taken once the second level runs rather than after a count of iterations.
+    wait(lambda: widget.worker is None or "Level 2/3" in widget.status.text())
+    if widget.worker is not None:
+        widget.worker.pause()
+        wait(lambda: widget.worker.is_paused)
+        shoot(viewer, "2-live", suffix)
+        widget.worker.resume()
     wait(lambda: widget.worker is None)
 
     # The results, with the left lateral ventricle's row clicked.
