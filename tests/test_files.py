@@ -3,11 +3,12 @@
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import smooth_field
+from testdata import blobs
 
 from napari_mireg import files
 from napari_mireg.fields import invert
 from napari_mireg.transforms import AffineMap, DiffeomorphicMap, apply_transforms, as_volume
-from tests.conftest import blobs, smooth_field
 
 # Grids that are neither RAS nor isotropic: the axes permuted and flipped, voxels of
 # 1 x 2.5 x 1.2 mm and 1.1 x 1 x 2 mm.

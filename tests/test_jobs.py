@@ -109,3 +109,18 @@ def test_labels_must_come_in_pairs_and_lie_on_their_image(job_files, tmp_path):
     empty = write(tmp_path / "mask.nii.gz", np.zeros((22, 24, 20), np.uint8))
     with pytest.raises(files.InputError, match="no voxel"):
         load_inputs(job_files["fixed"], job_files["moving"], mask=empty)
+
+
+def test_a_stop_signal_during_the_output_swap_waits_for_its_end():
+    import os
+    import signal
+
+    from napari_mireg import jobs
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with jobs._stop_signals_held():
+            os.kill(os.getpid(), signal.SIGINT)  # any thread may take it; Python runs it here
+            done.append("swap finished")
+    assert done == ["swap finished"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored

@@ -113,3 +113,16 @@ def test_the_command_line_gives_the_warning_as_one_line(tmp_path, capsys):
     warned = [line for line in errors if "warning" in line]
     assert code == 0 and len(warned) == 1
     assert warned[0].startswith("mireg register: warning: the moving image looks like a whole")
+
+
+def test_a_2d_label_map_gives_a_mask_with_its_holes_filled():
+    from napari_mireg.registration import metric_masks
+
+    labels = np.zeros((30, 30), np.int16)
+    labels[5:25, 5:25] = 2
+    labels[12:18, 12:18] = 0  # an unlabelled ventricle
+    image = as_volume(np.random.default_rng(0).random((30, 30)), np.diag([1.0, 1.0, 1.0]))
+    for given in (labels, labels[None]):  # as a user gives it, and on the 3D grid
+        fixed_mask, moving_mask = metric_masks(image, image, fixed_labels=given)
+        assert fixed_mask.shape == (1, 30, 30) and moving_mask is None
+        assert fixed_mask[0, 15, 15] and fixed_mask[0, 5, 5] and not fixed_mask[0, 0, 0]

@@ -540,10 +540,8 @@ def _box_plot(label_rows, path):
     """Box plot of per-label Dice across pairs (nothing is written without label rows)."""
     if not label_rows:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure of its own, without pyplot: the caller's backend (napari's, say) is left alone.
+    from matplotlib.figure import Figure
 
     labels = sorted({row["label"] for row in label_rows})
     names = {row["label"]: row["name"] for row in label_rows}
@@ -551,7 +549,8 @@ def _box_plot(label_rows, path):
         [row["dice"] for row in label_rows if row["label"] == label and np.isfinite(row["dice"])]
         for label in labels
     ]
-    figure, axes = plt.subplots(figsize=(max(6.0, 0.35 * len(labels) + 2), 4.5))
+    figure = Figure(figsize=(max(6.0, 0.35 * len(labels) + 2), 4.5))
+    axes = figure.subplots()
     axes.boxplot(values, tick_labels=[names[label] for label in labels])
     axes.set_ylabel("Dice")
     axes.set_title(f"Dice per label across {len({r['pair'] for r in label_rows})} pairs")
@@ -559,7 +558,6 @@ def _box_plot(label_rows, path):
     figure.tight_layout()
     with files.atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=100, format="png")
-    plt.close(figure)
 
 
 def main(args):

@@ -18,6 +18,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,17 +281,25 @@ def _stop_signals_held():
     """Hold SIGINT and SIGTERM back while the output set is swapped (a few renames).
 
     A signal in the middle would leave the new files beside no report: held, it arrives
-    once the swap is done (the job is then complete). Only the calling thread is affected.
+    once the swap is done (the job is then complete). A blocked signal mask would not do:
+    the kernel hands a process signal to any thread that does not block it (OpenMP's,
+    BLAS's), and Python then runs its handler in the main thread all the same. So the
+    handlers themselves only note the signal during the swap, and it is raised again after.
+    Off the main thread (where handlers cannot be set) nothing changes.
     """
-    stops = {signal.SIGINT, signal.SIGTERM}
-    if not hasattr(signal, "pthread_sigmask"):
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    arrived = []
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda s, _: arrived.append(s)) for signum in stops}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if arrived:
+            signal.raise_signal(arrived[0])
 
 
 def _replace_outputs(staging, out_dir):

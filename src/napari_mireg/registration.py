@@ -261,8 +261,11 @@ def _side_mask(mask, labels, volume):
     """One side's mask on its 3D grid: the one given, or the dilated brain of its labels."""
     if mask is None and labels is not None:
         labels = np.asarray(labels)
-        labels = labels[None] if volume.ndim == 2 and labels.ndim == 2 else labels
-        mask = masks.brain_mask_from_labels(labels, volume.affine)
+        if volume.ndim == 2:  # holes are filled in the plane (a (1, n, m) stack has none)
+            plane = volume.affine[1:, 1:]  # a 2D Volume keeps its in-plane matrix here
+            mask = masks.brain_mask_from_labels(labels.reshape(labels.shape[-2:]), plane)
+        else:
+            mask = masks.brain_mask_from_labels(labels, volume.affine)
     return _mask3(mask, volume)
 
 

@@ -212,7 +212,10 @@ class SymmetricDiffeomorphicRegistration:
             pyramid = pyramid_level(fixed_volume, moving_volume, mask, level, levels)
             shape, affine, mask_level = pyramid.shape, pyramid.affine, pyramid.mask
             fixed_level, moving_source = pyramid.fixed, pyramid.moving
-            if moving_mask is not None:
+            # A mask rides along as a channel, warped with its image, so it stays on the
+            # anatomy it marks at the half-way point (a fixed mask alone too).
+            masked = mask_level is not None or moving_mask is not None
+            if masked:
                 fixed_level, moving_source = _with_mask_channels(pyramid, moving_mask)
             if half_fixed is None:
                 half_fixed, half_moving = _initial_half_maps(initial, shape, affine)
@@ -237,8 +240,8 @@ class SymmetricDiffeomorphicRegistration:
                     prealign=prealign,
                     clamp=True,
                 )
-                counted = mask_level
-                if moving_mask is not None:
+                counted = None
+                if masked:
                     warped_fixed, warped_moving, counted = _split_masks(
                         warped_fixed, warped_moving, mask_level
                     )
@@ -347,10 +350,11 @@ class SymmetricDiffeomorphicRegistration:
 
 
 def _with_mask_channels(pyramid, moving_mask):
-    """Level images with their masks as a second channel (fixed mask: all ones if none)."""
+    """Level images with their masks as a second channel (all ones for a side without)."""
     fixed_mask = np.ones(pyramid.shape) if pyramid.mask is None else pyramid.mask
+    moving_mask = np.ones(pyramid.moving.shape) if moving_mask is None else moving_mask.data
     fixed = np.stack([pyramid.fixed, fixed_mask.astype(np.float32)], axis=-1)
-    moving = np.stack([pyramid.moving, moving_mask.data.astype(np.float32)], axis=-1)
+    moving = np.stack([pyramid.moving, moving_mask.astype(np.float32)], axis=-1)
     return fixed, moving
 
 
