@@ -151,3 +151,24 @@ def test_mireg_batch_command_runs_on_a_local_cluster(cohort, tmp_path):
     rows = read_csv(tmp_path / "results.csv")
     assert [r["status"] for r in rows] == ["ok", "ok"] and float(rows[0]["mean_dice"]) > 0.5
     assert (tmp_path / "dice_by_label.png").is_file()
+
+
+def test_a_finished_pair_is_run_again_when_an_input_file_is_rewritten(tmp_path):
+    import os
+    import shutil
+
+    from napari_mireg.batch import finished_report
+    from napari_mireg.options import RegistrationOptions
+
+    subjects = write_cohort(tmp_path / "data", subjects=2, zoom=4)
+    pair = all_pairs(subjects)[0]
+    options = RegistrationOptions(prealign="none", level_iters=(2,))
+    folder = tmp_path / "pair"
+    inputs = load_inputs(pair.fixed, pair.moving, pair.fixed_labels, pair.moving_labels)
+    run_job(inputs, folder, options)
+    assert finished_report(pair, folder, options) is not None
+    shutil.copyfile(pair.moving, tmp_path / "copy.nii.gz")  # same bytes, rewritten in place
+    os.replace(tmp_path / "copy.nii.gz", pair.moving)
+    stamp = os.stat(pair.moving)
+    os.utime(pair.moving, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000_000))
+    assert finished_report(pair, folder, options) is None

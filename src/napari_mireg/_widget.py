@@ -751,23 +751,24 @@ class RegistrationWidget(QWidget):
             else:
                 self._activity = bar
 
-    def _run_steps(self, steps, began=None):
+    def _run_steps(self, steps, began=None, worker=None):
         """Run a frame's steps, as many in a turn of the event loop as fit in `TURN_SECONDS`.
 
         Each turn is followed by a repaint of what it changed: fewer turns mean fewer
         repaints (each re-composes the window, 50-100 ms with software OpenGL at 1 mm), and
         shorter turns shorter pauses. Pacing is told the time from the first step to the
-        repaint after the last. Steps left when the run has ended (result shown, cancelled or
-        failed) are dropped.
+        repaint after the last. Steps left when their run has ended (result shown, cancelled
+        or failed), or when another run has started since, are dropped.
         """
-        if self.worker is None or self._outcome is not None:
+        worker = self.worker if worker is None else worker
+        if self.worker is None or self.worker is not worker or self._outcome is not None:
             return
         turn = time.perf_counter()
         began = turn if began is None else began
         while steps and time.perf_counter() - turn < TURN_SECONDS:
             steps.pop(0)()
         if steps:
-            QTimer.singleShot(0, lambda: self._run_steps(steps, began))
+            QTimer.singleShot(0, lambda: self._run_steps(steps, began, worker))
         else:  # a zero timer runs once the pending repaint is done
             pacing = self._pacing
             QTimer.singleShot(0, lambda: pacing.drawn(time.perf_counter() - began))

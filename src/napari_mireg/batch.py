@@ -29,7 +29,7 @@ import numpy as np
 
 from napari_mireg import files
 from napari_mireg._typing import PathLike
-from napari_mireg.jobs import OUTPUT_FILES, read_report, remove_staging
+from napari_mireg.jobs import OUTPUT_FILES, file_stamp, read_report, remove_staging
 from napari_mireg.options import OptionError, RegistrationOptions, from_arguments
 
 RESULT_COLUMNS = (
@@ -191,11 +191,8 @@ def _input_signature(pair):
     """Path, size and modification time of each input file (None for a missing file)."""
     signature = {}
     for key, path in _expected_inputs(pair).items():
-        try:
-            status = os.stat(path)
-            signature[key] = [path, status.st_size, status.st_mtime_ns]
-        except OSError:
-            signature[key] = [path, None, None]
+        stamp = file_stamp(path) or {"size": None, "mtime_ns": None}
+        signature[key] = [path, stamp["size"], stamp["mtime_ns"]]
     return signature
 
 
@@ -204,10 +201,15 @@ def finished_report(pair, folder, options):
     report = read_report(folder)
     if report is None:
         return None
-    inputs = {key: value.get("path") for key, value in report.get("inputs", {}).items()}
+    inputs = report.get("inputs", {})
+    paths = {key: value.get("path") for key, value in inputs.items()}
     parameters = {k: v for k, v in report.get("parameters", {}).items() if k != "threads"}
-    if inputs != _expected_inputs(pair) or parameters != options.results_key():
+    if paths != _expected_inputs(pair) or parameters != options.results_key():
         return None
+    # A file rewritten in place since (same path) makes the result stale.
+    for key, value in inputs.items():
+        if {k: value.get(k) for k in ("size", "mtime_ns")} != (file_stamp(paths[key]) or {}):
+            return None
     return report
 
 

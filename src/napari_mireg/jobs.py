@@ -56,6 +56,8 @@ class JobInputs:
     paths : dict of str
     moving_mask : ndarray of bool or None
         On the moving grid.
+    stamps : dict
+        :func:`file_stamp` of each input when it was read (written in the report).
     """
 
     fixed: Volume
@@ -65,6 +67,7 @@ class JobInputs:
     mask: np.ndarray | None = None
     paths: dict[str, str] | None = None
     moving_mask: np.ndarray | None = None
+    stamps: dict[str, dict | None] | None = None
 
 
 def load_inputs(fixed, moving, fixed_labels=None, moving_labels=None, mask=None, moving_mask=None):
@@ -87,6 +90,7 @@ def load_inputs(fixed, moving, fixed_labels=None, moving_labels=None, mask=None,
         "moving_mask": moving_mask,
     }
     paths = {key: str(Path(value).resolve()) for key, value in paths.items() if value}
+    stamps = {key: file_stamp(path) for key, path in paths.items()}  # before reading them
     fixed_volume = files.load_volume(fixed)
     moving_volume = files.load_volume(moving)
     for path, volume in ((fixed, fixed_volume), (moving, moving_volume)):
@@ -117,7 +121,17 @@ def load_inputs(fixed, moving, fixed_labels=None, moving_labels=None, mask=None,
         _mask_on(mask, fixed_volume, "fixed"),
         paths,
         _mask_on(moving_mask, moving_volume, "moving"),
+        stamps,
     )
+
+
+def file_stamp(path):
+    """Size and modification time (ns) of a file, or None: tells a changed input."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return {"size": status.st_size, "mtime_ns": status.st_mtime_ns}
 
 
 def _mask_source(mask, labels):
@@ -354,7 +368,10 @@ def _write_outputs(result, inputs, folder, options):
     consistency, _ = mapping.inversion_error()
     timings = dict(result.timings, write=time.perf_counter() - started)
     report = {
-        "inputs": {key: {"path": path} for key, path in inputs.paths.items()},
+        "inputs": {
+            key: {"path": path, **((inputs.stamps or {}).get(key) or {})}
+            for key, path in inputs.paths.items()
+        },
         "parameters": options.as_dict(),
         "metric_masks": {
             "fixed": _mask_source(inputs.mask, inputs.fixed_labels),
