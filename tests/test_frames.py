@@ -97,3 +97,25 @@ def test_the_engine_thread_lowers_only_its_own_priority():
     thread.join()
     assert seen["worker"] >= 7
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+
+
+def test_a_head_against_a_brain_is_warned_once_per_run():
+    import warnings
+
+    from napari_mireg import masks
+
+    grid = np.indices((40, 45, 40), dtype=float)
+    radius = np.sqrt(((grid - np.array([20, 22, 20])[:, None, None, None]) ** 2).sum(0))
+    head = ((radius < 19) * 100.0 + (radius < 10) * 50.0).astype(np.float32)
+    brain = ((radius < 10) * 100.0).astype(np.float32)
+    affine = np.diag([6.0, 6.0, 6.0, 1.0])
+    run = LiveRun(
+        as_volume(brain, affine),
+        as_volume(head, affine),
+        options=RegistrationOptions(prealign="none", level_iters=(1,)),
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_all(run, Pacing(min_interval=math.inf))
+    mismatches = [w for w in caught if issubclass(w.category, masks.HeadBrainMismatchWarning)]
+    assert len(mismatches) == 1

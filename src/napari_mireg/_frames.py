@@ -159,12 +159,14 @@ def live_frames(run, pacing=None):
         pacing.frame_made(started)
         return frame
 
-    # As in the engine's own runs: each side's label map gives the metric its brain mask.
+    # As in the engine's own runs: each side's label map gives the metric its brain mask,
+    # resolved once here for the prealignment and the SyN alike.
     fixed_mask, moving_mask = metric_masks(
         run.fixed,
         run.moving,
         fixed_labels=None if run.fixed_labels is None else run.fixed_labels.data,
         moving_labels=None if run.moving_labels is None else run.moving_labels.data,
+        warn=False,  # register_steps, which is handed these masks, gives the warning once
     )
     prealign_seconds = 0.0
     if run.initial is None:  # a continued run keeps the earlier map's prealignment

@@ -245,15 +245,19 @@ def metric_masks(
     moving_mask: npt.ArrayLike | None = None,
     fixed_labels: npt.ArrayLike | None = None,
     moving_labels: npt.ArrayLike | None = None,
+    *,
+    warn: bool = True,
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The masks the metric counts in, on each image's 3D grid (see :func:`register_steps`).
 
     Each side's mask is the one given, else the dilated brain of its label map, else None.
-    Warns when one image is a whole head and the other a skull-stripped brain.
+    With `warn`, warns when one image is a whole head and the other a skull-stripped brain
+    (a caller that hands the masks on to :func:`register_steps` leaves that to it).
     """
     fixed_mask = _side_mask(fixed_mask, fixed_labels, fixed)
     moving_mask = _side_mask(moving_mask, moving_labels, moving)
-    masks.warn_head_against_brain(fixed, moving, fixed_mask, moving_mask)
+    if warn:
+        masks.warn_head_against_brain(fixed, moving, fixed_mask, moving_mask)
     return fixed_mask, moving_mask
 
 
