@@ -20,6 +20,9 @@ subject's T2-like brain, both on their native grids and headers. ``heads`` regis
 head to the robex head (T1 both, skull on); ``s1-head-to-mni`` the s1 head to the MNI brain
 (napari-mireg with the brain masks it derives from the label maps the user has).
 
+Tools: ``greedy``, ``ants`` (ANTsPy SyN), ``mireg`` (``register()`` defaults: symmetric) and
+``mireg-ns`` (the same with ``symmetric=False``: only the moving image moves, as in greedy).
+
 Printed per tool and pair: mean Dice of CSF/GM/WM after warping the moving labels (nearest
 neighbour), brain-mask Dice, wall time (reading the files to transforms written/held) and
 the affine stage alone, peak memory of the process (ru_maxrss), voxels with det J <= 0 of
@@ -55,7 +58,7 @@ SUBJECTS = ("mni", "s1", "robex")
 # robex<-s1) were used to choose engine defaults and are not reported.
 PAIRS = (("mni", "s1"), ("mni", "robex"), ("s1", "robex"))
 CALIBRATION_PAIRS = (("s1", "mni"), ("robex", "mni"), ("robex", "s1"))
-TOOLS = ("greedy", "ants", "mireg")
+TOOLS = ("greedy", "ants", "mireg", "mireg-ns")
 CLASSES = (1, 2, 3)  # CSF, GM, WM
 T2_LEVELS = (1000.0, 600.0, 400.0)
 
@@ -302,7 +305,7 @@ def run_ants(fixed, moving, moving_labels, threads, iterations, work):
     return seconds, None, _load(work / "warped_labels.nii.gz")[0], _det_j_folds(field, fixed)
 
 
-def run_mireg(fixed, moving, moving_labels, threads, iterations, masks):
+def run_mireg(fixed, moving, moving_labels, threads, iterations, masks, symmetric=True):
     from napari_mireg import register
 
     start = time.perf_counter()
@@ -312,7 +315,12 @@ def run_mireg(fixed, moving, moving_labels, threads, iterations, masks):
         settings["fixed_mask"] = np.asarray(nib.load(str(masks[0])).dataobj) > 0
         settings["moving_mask"] = np.asarray(nib.load(str(masks[1])).dataobj) > 0
     result = register(
-        fixed_image, moving_image, level_iters=iterations, threads=threads, **settings
+        fixed_image,
+        moving_image,
+        level_iters=iterations,
+        threads=threads,
+        symmetric=symmetric,
+        **settings,
     )
     seconds = time.perf_counter() - start
     warped = result.mapping.transform(nib.load(str(moving_labels)), interpolation="nearest")
@@ -345,7 +353,7 @@ def run_one(tool, pair, resolution, threads, iterations):
             # The user of the head-to-brain pair has both label maps: they are brain masks.
             masks = (fixed_mask, moving_mask) if pair == "s1-head-to-mni" else None
             seconds, affine_seconds, warped, folds, extra = run_mireg(
-                fixed, moving, moving_labels, threads, iterations, masks
+                fixed, moving, moving_labels, threads, iterations, masks, tool == "mireg"
             )
     target = _load(fixed_labels)[0].astype(np.uint8)
     warped = np.asarray(warped).astype(np.uint8)
@@ -406,7 +414,7 @@ def child(tool, pair, resolution, args, busy=False):
 def print_table(title, rows):
     print(f"\n{title}")
     print(
-        f"{'pair':>16} {'tool':>7} {'Dice CSF/GM/WM':>17} {'mean':>6} {'brain':>6} "
+        f"{'pair':>16} {'tool':>8} {'Dice CSF/GM/WM':>17} {'mean':>6} {'brain':>6} "
         f"{'seconds':>8} {'affine s':>8} {'peak MB':>8} {'folds':>6} {'t/greedy':>8} "
         f"{'d mean':>7} {'inverse mean/max vox':>20}"
     )
@@ -419,7 +427,7 @@ def print_table(title, rows):
         consistency = row.get("inverse_consistency_voxels")
         inverse = "-" if consistency is None else "{:.3f}/{:.3f}".format(*consistency)
         print(
-            f"{row['pair']:>16} {row['tool']:>7} {classes:>17} {row['dice_mean']:>6.3f} "
+            f"{row['pair']:>16} {row['tool']:>8} {classes:>17} {row['dice_mean']:>6.3f} "
             f"{row['dice_brain']:>6.3f} {row['seconds']:>8.1f} {affine:>8} "
             f"{row['peak_mb']:>8.0f} {row['folds']:>6} {ratio:>8} {gain:>7} {inverse:>20}"
         )
@@ -427,7 +435,7 @@ def print_table(title, rows):
         mine = [r for r in rows if r["tool"] == tool and r["pair"] in _reported()]
         if mine:
             print(
-                f"{'mean':>16} {tool:>7} {'':>17} {np.mean([r['dice_mean'] for r in mine]):>6.3f} "
+                f"{'mean':>16} {tool:>8} {'':>17} {np.mean([r['dice_mean'] for r in mine]):>6.3f} "
                 f"{np.mean([r['dice_brain'] for r in mine]):>6.3f} "
                 f"{np.mean([r['seconds'] for r in mine]):>8.1f}"
             )
@@ -484,7 +492,7 @@ def main():
             busy = child(tool, pair, 2, args, busy=True)
             if quiet and busy:
                 print(
-                    f"{tool:>7}: {quiet['seconds']:.1f} s quiet, {busy['seconds']:.1f} s busy, "
+                    f"{tool:>8}: {quiet['seconds']:.1f} s quiet, {busy['seconds']:.1f} s busy, "
                     f"factor {busy['seconds'] / quiet['seconds']:.2f}"
                 )
 

@@ -85,6 +85,37 @@ def test_jacobian_determinant_matches_numpy(grid):
     np.testing.assert_allclose(determinant, np.linalg.det(jacobian), atol=1e-6)
 
 
+def test_jacobian_determinant_range_is_the_smallest_and_largest(grid):
+    _, affine, field = grid
+    determinant = fields.jacobian_determinant(field, affine)
+    smallest, largest = fields.jacobian_determinant_range(field, affine, threads=2)
+    assert smallest == pytest.approx(determinant.min(), abs=1e-9)
+    assert largest == pytest.approx(determinant.max(), abs=1e-9)
+    assert smallest < 1 < largest  # the field squeezes and stretches
+
+
+def test_invert_where_the_fixed_point_iteration_runs_away():
+    # x -> x + h(x) along axis 2 with dh/dx from -0.81 to 1.6: invertible (1 + h' > 0), but
+    # the fixed-point iteration w <- -h(x + w) diverges where the map stretches (|h'| > 1);
+    # Newton steps must bring every voxel within the polish tolerance.
+    shape = (3, 4, 96)
+    x = np.arange(shape[2], dtype=np.float64)
+    k = 2 * np.pi / 24.0
+    h = (np.sin(k * x) + 0.3 * np.sin(2 * k * x)) / k
+    h_prime = np.cos(k * x) + 0.6 * np.cos(2 * k * x)
+    assert (1 + h_prime).min() > 0.15 and h_prime.max() > 1.5
+    field = np.zeros(shape + (3,), dtype=np.float32)
+    field[..., 2] = h
+    affine = np.eye(4)
+    inverse, _ = fields.invert(field, affine, max_iterations=10, polish_tolerance=0.05)
+    # The residual |w + h(x + w)| with an independent interpolation (scipy, linear),
+    # away from the ends of the line where the clamped field is not the periodic one.
+    points = x + inverse[1, 1, :, 2]
+    h_there = ndimage.map_coordinates(h, points[None], order=1, mode="nearest")
+    residual = np.abs(inverse[1, 1, :, 2] + h_there)[12:-12]
+    assert residual.max() < 0.05
+
+
 def test_compose_is_first_then_second(grid):
     image, affine, field = grid
     other = np.roll(field, 3, axis=0) * 0.5

@@ -252,38 +252,67 @@ def jacobian_determinant(const float[:, ::1] field, shape, const double[::1] ind
     cdef Py_ssize_t n0 = shape[0], n1 = shape[1], n2 = shape[2]
     cdef Matrix3 k = matrix3(index_to_world_inverse)
     cdef const float* data = &field[0, 0]
-    cdef Py_ssize_t row, i2, v, a
-    cdef double d0, d1, d2
-    cdef double j00, j01, j02, j10, j11, j12, j20, j21, j22
-    cdef AxisStep step0, step1, step2
+    cdef Py_ssize_t row, i2
+    cdef AxisStep step0, step1
     for row in prange(n0 * n1, nogil=True, num_threads=threads, schedule="guided"):
         step0 = axis_step(row // n1, n0, n1 * n2 * 3)
         step1 = axis_step(row % n1, n1, n2 * 3)
         for i2 in range(n2):
-            v = row * n2 + i2
-            step2 = axis_step(i2, n2, 3)
-            # Row a of the index-space Jacobian of component a, then mapped by L^-1.
-            d0 = difference(data, 3 * v, step0)
-            d1 = difference(data, 3 * v, step1)
-            d2 = difference(data, 3 * v, step2)
-            j00 = 1.0 + d0 * k.m[0] + d1 * k.m[3] + d2 * k.m[6]
-            j01 = d0 * k.m[1] + d1 * k.m[4] + d2 * k.m[7]
-            j02 = d0 * k.m[2] + d1 * k.m[5] + d2 * k.m[8]
-            d0 = difference(data, 3 * v + 1, step0)
-            d1 = difference(data, 3 * v + 1, step1)
-            d2 = difference(data, 3 * v + 1, step2)
-            j10 = d0 * k.m[0] + d1 * k.m[3] + d2 * k.m[6]
-            j11 = 1.0 + d0 * k.m[1] + d1 * k.m[4] + d2 * k.m[7]
-            j12 = d0 * k.m[2] + d1 * k.m[5] + d2 * k.m[8]
-            d0 = difference(data, 3 * v + 2, step0)
-            d1 = difference(data, 3 * v + 2, step1)
-            d2 = difference(data, 3 * v + 2, step2)
-            j20 = d0 * k.m[0] + d1 * k.m[3] + d2 * k.m[6]
-            j21 = d0 * k.m[1] + d1 * k.m[4] + d2 * k.m[7]
-            j22 = 1.0 + d0 * k.m[2] + d1 * k.m[5] + d2 * k.m[8]
-            out[v] = (j00 * (j11 * j22 - j12 * j21) - j01 * (j10 * j22 - j12 * j20)
-                      + j02 * (j10 * j21 - j11 * j20))
+            out[row * n2 + i2] = _determinant_at(data, row * n2 + i2, step0, step1,
+                                                 axis_step(i2, n2, 3), &k)
     return out
+
+
+def jacobian_determinant_range(const float[:, ::1] field, shape,
+                               const double[::1] index_to_world_inverse, int threads):
+    """(smallest, largest) det(I + grad d) over the grid, without storing the field of it."""
+    cdef Py_ssize_t n0 = shape[0], n1 = shape[1], n2 = shape[2]
+    cdef Matrix3 k = matrix3(index_to_world_inverse)
+    cdef const float* data = &field[0, 0]
+    cdef double[::1] smallest = np.full(n0 * n1, np.inf)
+    cdef double[::1] largest = np.full(n0 * n1, -np.inf)
+    cdef Py_ssize_t row, i2
+    cdef double det
+    cdef AxisStep step0, step1
+    for row in prange(n0 * n1, nogil=True, num_threads=threads, schedule="guided"):
+        step0 = axis_step(row // n1, n0, n1 * n2 * 3)
+        step1 = axis_step(row % n1, n1, n2 * 3)
+        for i2 in range(n2):
+            det = _determinant_at(data, row * n2 + i2, step0, step1, axis_step(i2, n2, 3), &k)
+            if det < smallest[row]:
+                smallest[row] = det
+            if det > largest[row]:
+                largest[row] = det
+    return float(np.min(smallest)), float(np.max(largest))
+
+
+cdef inline double _determinant_at(const float* data, Py_ssize_t v, AxisStep step0,
+                                   AxisStep step1, AxisStep step2,
+                                   const Matrix3* k) noexcept nogil:
+    """det(I + grad d) at voxel v: row a of the index-space Jacobian of component a,
+    mapped to world units by L^-1."""
+    cdef double d0, d1, d2
+    cdef double j00, j01, j02, j10, j11, j12, j20, j21, j22
+    d0 = difference(data, 3 * v, step0)
+    d1 = difference(data, 3 * v, step1)
+    d2 = difference(data, 3 * v, step2)
+    j00 = 1.0 + d0 * k.m[0] + d1 * k.m[3] + d2 * k.m[6]
+    j01 = d0 * k.m[1] + d1 * k.m[4] + d2 * k.m[7]
+    j02 = d0 * k.m[2] + d1 * k.m[5] + d2 * k.m[8]
+    d0 = difference(data, 3 * v + 1, step0)
+    d1 = difference(data, 3 * v + 1, step1)
+    d2 = difference(data, 3 * v + 1, step2)
+    j10 = d0 * k.m[0] + d1 * k.m[3] + d2 * k.m[6]
+    j11 = 1.0 + d0 * k.m[1] + d1 * k.m[4] + d2 * k.m[7]
+    j12 = d0 * k.m[2] + d1 * k.m[5] + d2 * k.m[8]
+    d0 = difference(data, 3 * v + 2, step0)
+    d1 = difference(data, 3 * v + 2, step1)
+    d2 = difference(data, 3 * v + 2, step2)
+    j20 = d0 * k.m[0] + d1 * k.m[3] + d2 * k.m[6]
+    j21 = d0 * k.m[1] + d1 * k.m[4] + d2 * k.m[7]
+    j22 = 1.0 + d0 * k.m[2] + d1 * k.m[5] + d2 * k.m[8]
+    return (j00 * (j11 * j22 - j12 * j21) - j01 * (j10 * j22 - j12 * j20)
+            + j02 * (j10 * j21 - j11 * j20))
 
 
 def max_distance(const float[:, ::1] a, const float[:, ::1] b, int threads):

@@ -66,7 +66,10 @@ class AffineRegistration:
     transform : {"rigid", "affine"}
         "affine" runs a rigid stage first.
     level_iters : sequence of int
-        Iterations per level and stage, coarsest first (shrink 2 ** (L - 1 - k)).
+        Iterations per level and stage, coarsest first (shrink 2 ** (L - 1 - k)); a level
+        with 0 is skipped. By default the full-resolution level is: on the real pairs of
+        docs/engine.md its 7-10 iterations took 0.5-1 s of a 1-1.8 s prealignment at 2 mm
+        and left the overlap after SyN unchanged (mean Dice 0.5594 against 0.5595).
     step : float
         First step, in voxels of the level.
     min_step : float
@@ -85,7 +88,7 @@ class AffineRegistration:
         self,
         metric,
         transform="affine",
-        level_iters=(100, 50, 10),
+        level_iters=(100, 50, 0),
         step=1.0,
         min_step=0.01,
         tolerance=1e-3,
@@ -168,6 +171,8 @@ class AffineRegistration:
         self.values = []
         levels = len(self.level_iters)
         for level, iterations in enumerate(self.level_iters):
+            if iterations == 0:
+                continue
             pyramid = pyramid_level(fixed_volume, moving_volume, mask, level, levels)
             # The moving image and its world gradient, resampled together each iteration.
             world_gradient = fields.image_gradient(

@@ -235,7 +235,7 @@ def invert(
     return inverse, change
 
 
-def _newton_polish(field, affine, inverse, tolerance_mm, threads, steps=6):
+def _newton_polish(field, affine, inverse, tolerance_mm, threads, steps=10):
     """Newton steps, in place, on the voxels whose inversion residual exceeds the tolerance.
 
     After one full residual pass, everything runs on those voxels only (usually a few
@@ -257,6 +257,7 @@ def _newton_polish(field, affine, inverse, tolerance_mm, threads, steps=6):
             axis=-1,
         )
 
+    largest_step = float(voxel_sizes(affine).min())
     flat = inverse.reshape(-1, 3)
     index = np.stack(np.unravel_index(bad, shape), axis=1).astype(np.float64)
     remaining = residual[bad].astype(np.float64)
@@ -269,9 +270,17 @@ def _newton_polish(field, affine, inverse, tolerance_mm, threads, steps=6):
             per_index[:, :, j] = sample(voxel + offset) - sample(voxel - offset)
         jacobian = per_index @ to_index + np.eye(3)  # d/d world through the index map
         solvable = np.abs(np.linalg.det(jacobian)) > 1e-6  # the field itself folds there
-        step = np.linalg.solve(jacobian[solvable], remaining[solvable][..., None])[..., 0]
-        flat[bad[solvable]] -= step.astype(np.float32)
-        remaining = flat[bad] + sample(index + flat[bad] @ to_index.T)
+        step = np.zeros_like(remaining)
+        step[solvable] = np.linalg.solve(jacobian[solvable], remaining[solvable][..., None])[..., 0]
+        # At most a voxel a step, and a step only where it lowers the residual: near a
+        # singular Jacobian a full Newton step can throw the point far off.
+        length = np.sqrt((step**2).sum(axis=1))
+        step *= np.minimum(1.0, largest_step / np.maximum(length, 1e-12))[:, None]
+        trial = flat[bad] - step.astype(np.float32)
+        trial_remaining = trial + sample(index + trial @ to_index.T)
+        better = (trial_remaining**2).sum(axis=1) < (remaining**2).sum(axis=1)
+        flat[bad[better]] = trial[better]
+        remaining = np.where(better[:, None], trial_remaining, remaining)
         left = (remaining**2).sum(axis=1) > tolerance_mm**2
         if not left.any():
             return
@@ -330,3 +339,12 @@ def jacobian_determinant(field, affine, *, threads=None):
         field.reshape(-1, 3), shape, inverse_linear.ravel(), out, thread_count(threads)
     )
     return out.reshape(shape)
+
+
+def jacobian_determinant_range(field, affine, *, threads=None):
+    """(smallest, largest) det(I + grad d) of a world displacement field on a grid."""
+    field = np.ascontiguousarray(field, dtype=np.float32)
+    inverse_linear = np.ascontiguousarray(np.linalg.inv(np.asarray(affine)[:3, :3]))
+    return _fields.jacobian_determinant_range(
+        field.reshape(-1, 3), field.shape[:3], inverse_linear.ravel(), thread_count(threads)
+    )

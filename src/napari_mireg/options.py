@@ -5,6 +5,7 @@ widget all build a :class:`RegistrationOptions` and nothing else, so a default i
 once and a bad value is refused with the same message everywhere, before any work starts.
 """
 
+import argparse
 import math
 import operator
 import re
@@ -114,15 +115,22 @@ class RegistrationOptions:
     level_iters : tuple of int
         SyN iterations per level, coarsest first ("40x20x10" or "40,20,10" accepted).
     step_length : float
-        Largest SyN update per iteration, in voxels of the level (greedy ``-e 1``, ANTs
-        ``SyN[0.25, ...]``; 1.0 folded maps on real pairs, see docs/engine.md).
+        Largest SyN update per iteration and half-map, in voxels of the level (greedy
+        ``-e 1`` moves its one map by 1; ANTs ``SyN[0.25, ...]``). 0.75 was chosen on the
+        calibration pairs of docs/engine.md, at 2 mm and at 1 mm.
     update_sigma : float
         Gaussian sigma of each update, in voxels of the level. ANTs gives a variance
         (``SyN[0.25, 3, 0]``): sigma = sqrt(variance), so 1.73 is ANTs' 3.
     field_sigma : float
         Gaussian sigma of each half-map after an update, in voxels of the level (greedy's
-        ``-s 1.732vox 0.707vox`` second value); 0 for none. With `step_length` 0.5 it was
-        chosen on real inter-subject pairs (docs/engine.md).
+        ``-s 1.732vox 0.707vox`` second value); 0 for none. Less of it lowered the
+        overlap on real inter-subject pairs (docs/engine.md).
+    symmetric : bool
+        True: both images move half way and meet in the middle (SyN: swapping fixed and
+        moving gives the inverse map). False: the fixed image stays put and one map
+        carries the moving image (greedy's scheme): one gradient an iteration, and the
+        better overlap in fixed space on the real pairs of docs/engine.md. Both give the
+        inverse map solved to 0.05 voxel and no folds.
     threads : int or None
         Threads of the kernels (None: all cores). It changes no result.
     """
@@ -130,9 +138,10 @@ class RegistrationOptions:
     prealign: str = "affine"
     bins: int = 32
     level_iters: tuple[int, ...] = (40, 20, 10)
-    step_length: float = 0.5
+    step_length: float = 0.75
     update_sigma: float = 1.73
     field_sigma: float = 0.707
+    symmetric: bool = True
     threads: int | None = None
 
     def __post_init__(self):
@@ -152,6 +161,9 @@ class RegistrationOptions:
             self, "update_sigma", _number(self.update_sigma, "update_sigma", 0.0, UPDATE_SIGMA_MAX)
         )
         set_(self, "field_sigma", _number(self.field_sigma, "field_sigma", 0.0, UPDATE_SIGMA_MAX))
+        if not isinstance(self.symmetric, bool):
+            raise OptionError("symmetric", f"must be true or false, got {self.symmetric!r}")
+        set_(self, "symmetric", bool(self.symmetric))
         if self.threads is not None:
             set_(self, "threads", _integer(self.threads, "threads", 1, 4096))
 
@@ -241,6 +253,13 @@ def add_arguments(parser):
         f"second -s value, 0 for none (default: {DEFAULTS.field_sigma})",
     )
     group.add_argument(
+        "--symmetric",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULTS.symmetric,
+        help="both images move half way (SyN); --no-symmetric: only the moving image "
+        "moves, as greedy does (default: %(default)s)",
+    )
+    group.add_argument(
         "--threads", default=None, help="threads of the kernels (default: all cores)"
     )
 
@@ -252,6 +271,7 @@ ARGUMENT_NAMES = {
     "step_length": "--step-length",
     "update_sigma": "--update-sigma",
     "field_sigma": "--field-sigma",
+    "symmetric": "--symmetric",
     "threads": "--threads",
 }
 
@@ -266,6 +286,7 @@ def from_arguments(args):
             step_length=args.step_length,
             update_sigma=args.update_sigma,
             field_sigma=args.field_sigma,
+            symmetric=args.symmetric,
             threads=args.threads,
         )
     except OptionError as error:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_mireg import fields
-from napari_mireg.transforms import as_volume
+from napari_mireg.transforms import Volume, as_volume
 
 
 @dataclass(frozen=True)
@@ -73,3 +73,65 @@ def pyramid_level(fixed_volume, moving_volume, mask, level, levels):
         )
     )
     return Level(shape, affine, fixed, moving, mask_level)
+
+
+def anatomy_extent(volume, mask=None):
+    """Lowest and highest voxel index (float, per axis) of a volume's anatomy.
+
+    The anatomy is the mask, or the voxels above 2 % of the robust maximum; slices with
+    only specks above it (noise far out in the background) do not count.
+    """
+    data = volume.data
+    if mask is not None:
+        inside = np.asarray(mask.data if hasattr(mask, "data") else mask, dtype=bool)
+    else:
+        low = float(data.min())
+        high = float(np.percentile(data[:: max(1, data.size // 1_000_000)], 99.5))
+        inside = data > low + 0.02 * (high - low)
+    first, last = np.zeros(3), np.array(data.shape, dtype=float) - 1
+    if not inside.any():
+        return first, last
+    for axis, size in enumerate(data.shape):
+        counts = inside.sum(axis=tuple(a for a in range(3) if a != axis))
+        kept = np.flatnonzero(counts >= max(1, int(1e-3 * data.size / size)))
+        if kept.size == 0:
+            kept = np.flatnonzero(counts)
+        first[axis], last[axis] = kept[0], kept[-1]
+    return first, last
+
+
+def registration_box(fixed, moving, prealign, fixed_mask=None, moving_mask=None, margin_mm=24.0):
+    """Slices of the fixed grid that hold both anatomies (the moving one placed by
+    `prealign`), widened by `margin_mm` on each side and kept inside the grid.
+
+    The dense fields only need to live there: away from the anatomy the displacement is
+    zero anyway (every update is zeroed on the grid's boundary and smoothed), and brain
+    images often carry half their field of view as background. Both anatomies count: the
+    room to move one onto the other is what keeps the fields clear of folds near the box's
+    edge.
+    """
+    low, high = anatomy_extent(fixed, fixed_mask)
+    moving_low, moving_high = anatomy_extent(moving, moving_mask)
+    corners = np.ones((8, 4))
+    corners[:, :3] = (
+        np.array(np.meshgrid(*np.stack([moving_low, moving_high], axis=1))).reshape(3, -1).T
+    )
+    to_fixed_index = np.linalg.inv(fixed.affine) @ np.linalg.inv(prealign) @ moving.affine
+    placed = (corners @ to_fixed_index.T)[:, :3]
+    low = np.minimum(low, placed.min(axis=0))
+    high = np.maximum(high, placed.max(axis=0))
+    margin = margin_mm / fixed.spacing
+    box = []
+    for axis, size in enumerate(fixed.shape):
+        start = int(np.clip(np.floor(low[axis] - margin[axis]), 0, size - 1))
+        stop = int(np.clip(np.ceil(high[axis] + margin[axis]) + 1, start + 1, size))
+        box.append(slice(0, size) if size == 1 else slice(start, stop))
+    return tuple(box)
+
+
+def crop(volume, box):
+    """The part `box` (slices of the grid) of a Volume, with its voxel-to-world matrix."""
+    start = np.array([s.start for s in box] + [1.0])
+    affine = volume.affine.copy()
+    affine[:, 3] = volume.affine @ start
+    return Volume(np.ascontiguousarray(volume.data[box]), affine, volume.ndim)

@@ -92,8 +92,8 @@ def register_steps(
         the extra levels to run, usually one finest-level count).
     **settings
         Single options that override `options` (prealign, bins, level_iters, step_length,
-        update_sigma, field_sigma, threads). ``prealign`` may also be a known (4, 4) world
-        matrix or an AffineMap, used instead of an MI prealignment.
+        update_sigma, field_sigma, symmetric, threads). ``prealign`` may also be a known
+        (4, 4) world matrix or an AffineMap, used instead of an MI prealignment.
 
     Yields
     ------
@@ -137,6 +137,7 @@ def register_steps(
         step_length=options.step_length,
         update_sigma=options.update_sigma,
         field_sigma=options.field_sigma,
+        symmetric=options.symmetric,
     )
     yield from syn.iterate(
         fixed_volume,
