@@ -42,6 +42,7 @@ def test_values_are_normalised_once():
         ({"update_sigma": float("nan")}, "update_sigma"),
         ({"threads": 0}, "threads"),
         ({"prealign": "elastic"}, "prealign"),
+        ({"symmetric": "no"}, "symmetric"),
         ({"metric": "cc"}, "metric"),
     ],
 )
@@ -75,6 +76,8 @@ def test_command_line_arguments_build_the_same_options_and_errors_name_the_flag(
     assert from_arguments(parser.parse_args([])) == DEFAULTS
     options = from_arguments(parser.parse_args(["--iterations", "6,3", "--bins", "24"]))
     assert options == RegistrationOptions(level_iters=(6, 3), bins=24)
+    one_way = from_arguments(parser.parse_args(["--no-symmetric"]))
+    assert one_way == RegistrationOptions(symmetric=False) and DEFAULTS.symmetric
     with pytest.raises(OptionError) as caught:
         from_arguments(parser.parse_args(["--step-length", "-1"]))
     assert caught.value.option == "--step-length"

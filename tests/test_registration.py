@@ -72,6 +72,45 @@ def test_map_has_no_folds_and_inverts(registered):
     assert mean_error < 0.1
 
 
+def test_the_non_symmetric_mode_recovers_the_deformation_with_its_inverse(known_deformation):
+    # Only the moving image moves; the map and its inverse must still be right.
+    fixed, moving, affine, labels, _, truth = known_deformation
+    result = register(
+        fixed, moving, fixed_affine=affine, moving_affine=affine, prealign="none", symmetric=False
+    )
+    brain = labels > 0
+    before = np.sqrt((truth**2).sum(-1))[brain].mean()
+    error = np.sqrt(((result.mapping.displacement() - truth) ** 2).sum(-1))[brain].mean()
+    _, largest = result.mapping.inversion_error()
+    print(f"non-symmetric: error {before:.2f} -> {error:.2f} mm, inverse {largest:.3f} voxel")
+    assert error < 0.5 * before
+    assert result.mapping.jacobian_determinant().min() > 0
+    assert largest < 0.1
+
+
+def test_fields_live_on_the_box_around_the_anatomy(known_deformation):
+    # The MNI grid padded with 30 voxels of background on every side: the fields are
+    # computed on the box around the brains (zero displacement outside it), and the map
+    # inside matches the one of the unpadded grid.
+    fixed, moving, affine, labels, _, _ = known_deformation
+    pad = 30
+    padded_affine = affine.copy()
+    padded_affine[:3, 3] -= affine[:3, :3] @ np.full(3, pad)
+    padded = [np.pad(image, pad) for image in (fixed, moving)]
+    settings = {"prealign": "none", "level_iters": (20, 10)}
+    plain = register(fixed, moving, fixed_affine=affine, moving_affine=affine, **settings)
+    boxed = register(*padded, fixed_affine=padded_affine, moving_affine=padded_affine, **settings)
+    displacement = boxed.mapping.displacement()
+    far = pad // 2  # beyond the box: the brain's extent, 12 voxels of margin, and some
+    for axis in range(3):
+        outside = np.moveaxis(displacement, axis, 0)
+        assert not outside[:far].any() and not outside[-far:].any()
+    inside = displacement[pad:-pad, pad:-pad, pad:-pad]
+    brain = labels > 0
+    difference = np.sqrt(((inside - plain.mapping.displacement()) ** 2).sum(-1))[brain]
+    assert difference.mean() < 0.2  # mm, on a 2 mm grid
+
+
 def test_transform_inverse_brings_fixed_images_to_moving_space(known_deformation, registered):
     fixed, moving, affine, labels, moving_labels, _ = known_deformation
     back = registered.mapping.transform_inverse(labels, interpolation="nearest")

@@ -111,9 +111,9 @@ class SymmetricDiffeomorphicRegistration:
         Gaussian sigma (voxels) applied to each half-map after an update is composed into
         it (greedy's ``-s`` second value, ANTs' total-field variance); 0: none.
     margin_mm : float
-        The fields are computed on the fixed grid's box around its anatomy (the fixed
-        mask, or the voxels above 2 % of its robust maximum) widened by this much; zero
-        displacement outside it.
+        The fields are computed on the box of the fixed grid that holds both anatomies
+        (masks, or the bright voxels: `pyramid.anatomy_extent`), the moving one placed by
+        the prealignment, widened by this much; zero displacement outside it.
     symmetric : bool
         True: both images move half way (SyN). False: the fixed image stays on its grid
         and one map carries the moving image all the way (greedy's and demons' scheme:
