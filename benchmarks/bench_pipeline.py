@@ -18,7 +18,9 @@ between, clamped): real anatomy with inverted contrast.
 Pairs: the fixed image is one subject's skull-stripped T1, the moving image another
 subject's T2-like brain, both on their native grids and headers. ``heads`` registers the s1
 head to the robex head (T1 both, skull on); ``s1-head-to-mni`` the s1 head to the MNI brain
-(napari-mireg with the brain masks it derives from the label maps the user has).
+(napari-mireg with the brain masks it derives from the label maps the user has);
+``s1-head-robex`` the same pair for napari-mireg without label maps, with ROBEX brain
+extraction of the moving head (``brain_extraction="moving"``).
 
 Tools: ``greedy``, ``ants`` (ANTsPy SyN), ``mireg`` (``register()`` defaults: symmetric) and
 ``mireg-ns`` (the same with ``symmetric=False``: only the moving image moves, as in greedy).
@@ -227,7 +229,7 @@ def pair_files(name, files):
     if name == "heads":
         fixed, moving = "robex", "s1"
         images = (files[fixed]["head"], files[moving]["head"])
-    elif name == "s1-head-to-mni":
+    elif name in ("s1-head-to-mni", "s1-head-robex"):
         fixed, moving = "mni", "s1"
         images = (files[fixed]["t1"], files[moving]["head"])
     else:
@@ -305,7 +307,9 @@ def run_ants(fixed, moving, moving_labels, threads, iterations, work):
     return seconds, None, _load(work / "warped_labels.nii.gz")[0], _det_j_folds(field, fixed)
 
 
-def run_mireg(fixed, moving, moving_labels, threads, iterations, masks, symmetric=True):
+def run_mireg(
+    fixed, moving, moving_labels, threads, iterations, masks, symmetric=True, extraction="none"
+):
     from napari_mireg import register
 
     start = time.perf_counter()
@@ -320,6 +324,7 @@ def run_mireg(fixed, moving, moving_labels, threads, iterations, masks, symmetri
         level_iters=iterations,
         threads=threads,
         symmetric=symmetric,
+        brain_extraction=extraction,
         **settings,
     )
     seconds = time.perf_counter() - start
@@ -352,8 +357,17 @@ def run_one(tool, pair, resolution, threads, iterations):
         else:
             # The user of the head-to-brain pair has both label maps: they are brain masks.
             masks = (fixed_mask, moving_mask) if pair == "s1-head-to-mni" else None
+            # s1-head-robex: the user has no label maps and asks for ROBEX on the head.
+            extraction = "moving" if pair == "s1-head-robex" else "none"
             seconds, affine_seconds, warped, folds, extra = run_mireg(
-                fixed, moving, moving_labels, threads, iterations, masks, tool == "mireg"
+                fixed,
+                moving,
+                moving_labels,
+                threads,
+                iterations,
+                masks,
+                tool == "mireg",
+                extraction,
             )
     target = _load(fixed_labels)[0].astype(np.uint8)
     warped = np.asarray(warped).astype(np.uint8)
@@ -465,7 +479,7 @@ def main():
     tools = args.tools.split(",")
     pairs = [f"{f}<-{m}" for f, m in (CALIBRATION_PAIRS if args.calibration else PAIRS)]
     if not args.no_heads and not args.calibration:
-        pairs += ["heads", "s1-head-to-mni"]
+        pairs += ["heads", "s1-head-to-mni", "s1-head-robex"]
     prepare(2)
     if args.one_mm:
         prepare(0)
@@ -474,6 +488,8 @@ def main():
         rows = []
         for pair in pairs:
             for tool in tools:
+                if pair == "s1-head-robex" and not tool.startswith("mireg"):
+                    continue  # the peers' runs are those of s1-head-to-mni
                 row = child(tool, pair, resolution, args)
                 if row is not None:
                     rows.append(row)

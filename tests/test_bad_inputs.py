@@ -125,6 +125,16 @@ FAILING = [
         "--step-length",
     ),
     (
+        "winsorize-reversed",
+        lambda f, t: ["register", f.fixed, f.moving, "--winsorize", "0.99,0.01"],
+        "--winsorize",
+    ),
+    (
+        "winsorize-one",
+        lambda f, t: ["register", f.fixed, f.moving, "--winsorize", "0.01"],
+        "--winsorize",
+    ),
+    (
         "sigma-inf",
         lambda f, t: ["register", f.fixed, f.moving, "--update-sigma", "inf"],
         "--update-sigma",

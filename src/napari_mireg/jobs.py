@@ -134,11 +134,13 @@ def file_stamp(path):
     return {"size": status.st_size, "mtime_ns": status.st_mtime_ns}
 
 
-def _mask_source(mask, labels):
+def _mask_source(mask, labels, extracted):
     """Where a side's metric mask came from, for the report."""
     if mask is not None:
         return "mask file"
-    return "labels (brain, dilated)" if labels is not None else None
+    if labels is not None:
+        return "labels (brain, dilated)"
+    return "ROBEX brain extraction (dilated)" if extracted else None
 
 
 def _data(volume):
@@ -374,8 +376,14 @@ def _write_outputs(result, inputs, folder, options):
         },
         "parameters": options.as_dict(),
         "metric_masks": {
-            "fixed": _mask_source(inputs.mask, inputs.fixed_labels),
-            "moving": _mask_source(inputs.moving_mask, inputs.moving_labels),
+            "fixed": _mask_source(
+                inputs.mask, inputs.fixed_labels, options.brain_extraction in ("fixed", "both")
+            ),
+            "moving": _mask_source(
+                inputs.moving_mask,
+                inputs.moving_labels,
+                options.brain_extraction in ("moving", "both"),
+            ),
         },
         "versions": _versions(),
         "timings": timings,

