@@ -1,8 +1,10 @@
 """Symmetric diffeomorphic registration (greedy SyN) driven by mutual information.
 
 Two maps meet in the middle: ``phi_fixed`` carries the fixed image and ``phi_moving`` the
-moving image half way (docs/maths.md, section 6). Fields are world displacements
-(mm) on a grid of the fixed image, coarse to fine.
+moving image half way (docs/maths.md, section 6); with ``symmetric=False`` the fixed image
+stays put and ``phi_moving`` goes all the way. Fields are world displacements (mm) on the
+box of the fixed grid around the anatomy, coarse to fine; the inverses are solved once, at
+the end (docs/engine.md).
 """
 
 from dataclasses import dataclass, field
