@@ -27,6 +27,8 @@ from napari_mireg.transforms import (
 # neither a half-map nor its inverse squeezes a voxel below a fifth of its volume (the
 # inversion at the end converges there).
 MIN_HALF_DET = 0.2
+# The inverse maps are solved to this residual (voxels): the result's inverse consistency.
+INVERSE_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,6 @@ class SymmetricDiffeomorphicRegistration:
         self.update_sigma = float(update_sigma)
         self.inv_iter = positive_int(inv_iter, "inv_iter")
         self.inv_tol = float(inv_tol)
-        self.inv_polish = 0.05
         self.opt_tol = float(opt_tol)
         self.convergence_window = positive_int(convergence_window, "convergence_window", minimum=2)
         if not field_sigma >= 0:
@@ -368,7 +369,7 @@ class SymmetricDiffeomorphicRegistration:
             affine,
             max_iterations=self.inv_iter,
             tolerance=self.inv_tol,
-            polish_tolerance=self.inv_polish,
+            polish_tolerance=INVERSE_TOLERANCE,
         )
         return inverse
 
