@@ -22,7 +22,8 @@ head to the robex head (T1 both, skull on); ``s1-head-to-mni`` the s1 head to th
 ``s1-head-robex`` the same pair for napari-mireg without label maps, with ROBEX brain
 extraction of the moving head (``brain_extraction="moving"``).
 
-Tools: ``greedy``, ``ants`` (ANTsPy SyN), ``mireg`` (``register()`` defaults: symmetric) and
+Tools: ``greedy``, ``ants`` (ANTsPy SyN), ``dipy`` (DIPY: MI affine, then SyN with its
+multi-modal EM metric, as DIPY has no MI SyN), ``mireg`` (``register()`` defaults: symmetric) and
 ``mireg-ns`` (the same with ``symmetric=False``: only the moving image moves, as in greedy).
 
 Printed per tool and pair: mean Dice of CSF/GM/WM after warping the moving labels (nearest
@@ -60,7 +61,7 @@ SUBJECTS = ("mni", "s1", "robex")
 # robex<-s1) were used to choose engine defaults and are not reported.
 PAIRS = (("mni", "s1"), ("mni", "robex"), ("s1", "robex"))
 CALIBRATION_PAIRS = (("s1", "mni"), ("robex", "mni"), ("robex", "s1"))
-TOOLS = ("greedy", "ants", "mireg", "mireg-ns")
+TOOLS = ("greedy", "ants", "dipy", "mireg", "mireg-ns")
 CLASSES = (1, 2, 3)  # CSF, GM, WM
 T2_LEVELS = (1000.0, 600.0, 400.0)
 
@@ -307,6 +308,44 @@ def run_ants(fixed, moving, moving_labels, threads, iterations, work):
     return seconds, None, _load(work / "warped_labels.nii.gz")[0], _det_j_folds(field, fixed)
 
 
+def run_dipy(fixed, moving, moving_labels, threads, iterations, work):
+    # DIPY's SyN has no MI metric; its metric for images of different contrasts is EM
+    # (expectation maximisation); its affine registration is MI, on the same levels.
+    from dipy.align import affine_registration, syn_registration
+
+    from napari_mireg import fields
+
+    start = time.perf_counter()
+    fixed_image, moving_image = nib.load(str(fixed)), nib.load(str(moving))
+    fixed_data = np.asarray(fixed_image.dataobj, dtype=np.float32)
+    moving_data = np.asarray(moving_image.dataobj, dtype=np.float32)
+    levels = [int(n) for n in iterations.split("x")]
+    _, matrix = affine_registration(
+        moving_data,
+        fixed_data,
+        moving_affine=moving_image.affine,
+        static_affine=fixed_image.affine,
+        pipeline=["center_of_mass", "translation", "rigid", "affine"],
+        level_iters=levels,
+    )
+    affine_seconds = time.perf_counter() - start
+    _, mapping = syn_registration(
+        moving_data,
+        fixed_data,
+        moving_affine=moving_image.affine,
+        static_affine=fixed_image.affine,
+        metric="EM",
+        level_iters=levels,
+        prealign=matrix,
+    )
+    seconds = time.perf_counter() - start
+    labels = np.asarray(nib.load(str(moving_labels)).dataobj).astype(np.int32)
+    warped = mapping.transform(labels, interpolation="nearest")
+    forward = np.ascontiguousarray(mapping.get_forward_field(), dtype=np.float32)
+    folds = int((fields.jacobian_determinant(forward, mapping.disp_grid2world) <= 0).sum())
+    return seconds, affine_seconds, warped, folds
+
+
 def run_mireg(
     fixed, moving, moving_labels, threads, iterations, masks, symmetric=True, extraction="none"
 ):
@@ -352,6 +391,10 @@ def run_one(tool, pair, resolution, threads, iterations):
             )
         elif tool == "ants":
             seconds, affine_seconds, warped, folds = run_ants(
+                fixed, moving, moving_labels, threads, iterations, work
+            )
+        elif tool == "dipy":
+            seconds, affine_seconds, warped, folds = run_dipy(
                 fixed, moving, moving_labels, threads, iterations, work
             )
         else:
