@@ -235,12 +235,16 @@ def invert(
     return inverse, change
 
 
-def _newton_polish(field, affine, inverse, tolerance_mm, threads, steps=12):
+def _newton_polish(field, affine, inverse, tolerance_mm, threads, steps=12, rounds=8):
     """Newton steps, in place, on the voxels whose inversion residual exceeds the tolerance.
 
     After one full residual pass, everything runs on those voxels only (usually a few
     hundred): the field and its Jacobian are sampled at their points (central
     differences of the trilinear field, half a voxel each way), not on the whole grid.
+    Where the fixed-point iteration ran away over a patch of voxels (its values many voxels
+    off), Newton steps from there do not come back; so each round restarts the voxels still
+    off from the mean of their solved neighbours, where that is closer, and the patch is
+    solved from its rim inwards.
     """
     shape = field.shape[:3]
     linear = np.asarray(affine, dtype=np.float64)[:3, :3]
@@ -259,39 +263,85 @@ def _newton_polish(field, affine, inverse, tolerance_mm, threads, steps=12):
 
     largest_step = float(voxel_sizes(affine).min())
     flat = inverse.reshape(-1, 3)
-    index = np.stack(np.unravel_index(bad, shape), axis=1).astype(np.float64)
     remaining = residual[bad].astype(np.float64)
+    for round_ in range(rounds):
+        index = np.stack(np.unravel_index(bad, shape), axis=1).astype(np.float64)
+        if round_ > 0:
+            guess = _neighbour_mean(inverse, bad)
+            guess_remaining = guess + sample(index + guess @ to_index.T)
+            closer = (guess_remaining**2).sum(axis=1) < (remaining**2).sum(axis=1)
+            flat[bad[closer]] = guess[closer]
+            remaining[closer] = guess_remaining[closer]
+        left = _newton_steps(
+            sample, to_index, largest_step, flat, bad, index, remaining, tolerance_mm, steps
+        )
+        if not left.any() or left.all() and round_ > 0:
+            return
+        bad, remaining = bad[left], remaining[left]
+
+
+def _newton_steps(sample, to_index, largest_step, flat, bad, index, remaining, tolerance_mm, steps):
+    """Newton steps on the voxels `bad` (updates `flat` and `remaining` in place).
+
+    Returns the mask of the voxels still above the tolerance.
+    """
+    todo = np.arange(bad.size)
     for _ in range(steps):
-        voxel = index + flat[bad] @ to_index.T
-        per_index = np.empty((bad.size, 3, 3))  # d field_c / d index_j
+        voxel = index[todo] + flat[bad[todo]] @ to_index.T
+        per_index = np.empty((todo.size, 3, 3))  # d field_c / d index_j
         for j in range(3):
             offset = np.zeros(3)
             offset[j] = 0.5
             per_index[:, :, j] = sample(voxel + offset) - sample(voxel - offset)
         jacobian = per_index @ to_index + np.eye(3)  # d/d world through the index map
         solvable = np.abs(np.linalg.det(jacobian)) > 1e-6  # the field itself folds there
-        step = np.zeros_like(remaining)
-        step[solvable] = np.linalg.solve(jacobian[solvable], remaining[solvable][..., None])[..., 0]
+        step = np.zeros((todo.size, 3))
+        wanted = remaining[todo][solvable][..., None]
+        step[solvable] = np.linalg.solve(jacobian[solvable], wanted)[..., 0]
         # At most a voxel a step, and a step only where it lowers the residual (halved up
         # to 5 times until it does): near a singular Jacobian, or where the trilinear
         # field bends at a cell face, a full Newton step can throw the point far off.
         length = np.sqrt((step**2).sum(axis=1))
         step *= np.minimum(1.0, largest_step / np.maximum(length, 1e-12))[:, None]
-        trying = np.arange(bad.size)
+        trying = np.arange(todo.size)
         for _ in range(6):
-            trial = flat[bad[trying]] - step[trying].astype(np.float32)
-            trial_remaining = trial + sample(index[trying] + trial @ to_index.T)
-            better = (trial_remaining**2).sum(axis=1) < (remaining[trying] ** 2).sum(axis=1)
-            flat[bad[trying[better]]] = trial[better]
-            remaining[trying[better]] = trial_remaining[better]
+            voxels = todo[trying]
+            trial = flat[bad[voxels]] - step[trying].astype(np.float32)
+            trial_remaining = trial + sample(index[voxels] + trial @ to_index.T)
+            better = (trial_remaining**2).sum(axis=1) < (remaining[voxels] ** 2).sum(axis=1)
+            flat[bad[voxels[better]]] = trial[better]
+            remaining[voxels[better]] = trial_remaining[better]
             trying = trying[~better]
             if trying.size == 0:
                 break
             step[trying] *= 0.5
-        left = (remaining**2).sum(axis=1) > tolerance_mm**2
-        if not left.any():
-            return
-        bad, index, remaining = bad[left], index[left], remaining[left]
+        todo = todo[(remaining[todo] ** 2).sum(axis=1) > tolerance_mm**2]
+        if todo.size == 0:
+            break
+    return (remaining**2).sum(axis=1) > tolerance_mm**2
+
+
+def _neighbour_mean(inverse, bad, width=3):
+    """Mean of `inverse` over the voxels not in `bad` in a width-cube around each bad one.
+
+    Computed on the bounding box of the bad voxels only; a voxel with no good neighbour
+    keeps its own value.
+    """
+    where = np.stack(np.unravel_index(bad, inverse.shape[:3]))  # (3, bad)
+    low = np.maximum(where.min(axis=1) - width, 0)
+    high = np.minimum(where.max(axis=1) + width + 1, inverse.shape[:3])
+    box = tuple(slice(a, b) for a, b in np.stack([low, high], axis=1))
+    good = np.ones(high - low, dtype=np.float32)
+    local = tuple(where - low[:, None])
+    good[local] = 0.0
+    weight = ndimage.uniform_filter(good, width, mode="nearest")[local]
+    mean = np.empty((bad.size, 3), dtype=np.float32)
+    for c in range(3):
+        total = ndimage.uniform_filter(inverse[box + (c,)] * good, width, mode="nearest")
+        mean[:, c] = total[local] / np.maximum(weight, 1e-6)
+    alone = weight <= 1e-6
+    mean[alone] = inverse.reshape(-1, 3)[bad[alone]]
+    return mean
 
 
 def largest_length(field, *, threads=None):

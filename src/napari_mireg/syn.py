@@ -25,7 +25,10 @@ from napari_mireg.transforms import (
 # A half-map's det J below this, or above its reciprocal, after an update halves the step:
 # each half-map carries half the deformation, so the full map stays clear of folds, and
 # neither a half-map nor its inverse squeezes a voxel below a fifth of its volume (the
-# inversion at the end converges there).
+# inversion at the end converges there). The one map of the non-symmetric mode carries
+# both halves, so its bound is the square: the full map's range is the same in both modes
+# (a bound of 0.2 on the whole map held the non-symmetric mode back where ventricles or
+# sulci must grow several-fold: docs/engine.md).
 MIN_HALF_DET = 0.2
 # The inverse maps are solved to this residual (voxels): the result's inverse consistency.
 INVERSE_TOLERANCE = 0.05
@@ -291,9 +294,10 @@ class SymmetricDiffeomorphicRegistration:
                     )
                     backward_update = _regularised(backward_update, self.update_sigma, step_mm)
                 # Adaptive step: a step that would bring a half-map or its inverse near a
-                # fold (det J outside [MIN_HALF_DET, 1 / MIN_HALF_DET]) is halved until it
-                # does not (this iteration only).
+                # fold (det J outside [floor, 1 / floor]) is halved until it does not (this
+                # iteration only).
                 this_step = step_mm
+                floor = MIN_HALF_DET if self.symmetric else MIN_HALF_DET**2
                 while True:
                     moved = self._step(half_moving, forward_update, affine)
                     smallest = _volume_change_bound(moved, affine)
@@ -301,7 +305,7 @@ class SymmetricDiffeomorphicRegistration:
                     if backward_update is not None:
                         fixed_moved = self._step(half_fixed, backward_update, affine)
                         smallest = min(smallest, _volume_change_bound(fixed_moved, affine))
-                    if smallest >= MIN_HALF_DET or this_step <= self.min_step_mm(affine):
+                    if smallest >= floor or this_step <= self.min_step_mm(affine):
                         break
                     this_step *= 0.5
                     forward_update *= 0.5
