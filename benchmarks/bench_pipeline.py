@@ -23,8 +23,10 @@ head to the robex head (T1 both, skull on); ``s1-head-to-mni`` the s1 head to th
 extraction of the moving head (``brain_extraction="moving"``).
 
 Tools: ``greedy``, ``ants`` (ANTsPy SyN), ``dipy`` (DIPY: MI affine, then SyN with its
-multi-modal EM metric, as DIPY has no MI SyN), ``mireg`` (``register()`` defaults: symmetric) and
-``mireg-ns`` (the same with ``symmetric=False``: only the moving image moves, as in greedy).
+multi-modal EM metric, as DIPY has no MI SyN), ``mireg`` (``register()`` defaults: symmetric,
+partial-volume histogram), ``mireg-ns`` (the same with ``symmetric=False``: only the moving
+image moves, as in greedy) and ``mireg-parzen`` (the defaults with the Mattes histogram of
+the SyN before 2 December: ``histogram="parzen"``).
 
 Printed per tool and pair: mean Dice of CSF/GM/WM after warping the moving labels (nearest
 neighbour), brain-mask Dice, wall time (reading the files to transforms written/held) and
@@ -61,7 +63,7 @@ SUBJECTS = ("mni", "s1", "robex")
 # robex<-s1) were used to choose engine defaults and are not reported.
 PAIRS = (("mni", "s1"), ("mni", "robex"), ("s1", "robex"))
 CALIBRATION_PAIRS = (("s1", "mni"), ("robex", "mni"), ("robex", "s1"))
-TOOLS = ("greedy", "ants", "dipy", "mireg", "mireg-ns")
+TOOLS = ("greedy", "ants", "dipy", "mireg", "mireg-ns", "mireg-parzen")
 CLASSES = (1, 2, 3)  # CSF, GM, WM
 T2_LEVELS = (1000.0, 600.0, 400.0)
 
@@ -347,7 +349,15 @@ def run_dipy(fixed, moving, moving_labels, threads, iterations, work):
 
 
 def run_mireg(
-    fixed, moving, moving_labels, threads, iterations, masks, symmetric=True, extraction="none"
+    fixed,
+    moving,
+    moving_labels,
+    threads,
+    iterations,
+    masks,
+    symmetric=True,
+    extraction="none",
+    histogram="partial-volume",
 ):
     from napari_mireg import register
 
@@ -363,6 +373,7 @@ def run_mireg(
         level_iters=iterations,
         threads=threads,
         symmetric=symmetric,
+        histogram=histogram,
         brain_extraction=extraction,
         **settings,
     )
@@ -409,8 +420,9 @@ def run_one(tool, pair, resolution, threads, iterations):
                 threads,
                 iterations,
                 masks,
-                tool == "mireg",
+                tool != "mireg-ns",
                 extraction,
+                "parzen" if tool == "mireg-parzen" else "partial-volume",
             )
     target = _load(fixed_labels)[0].astype(np.uint8)
     warped = np.asarray(warped).astype(np.uint8)
@@ -531,7 +543,7 @@ def main():
         rows = []
         for pair in pairs:
             for tool in tools:
-                if pair == "s1-head-robex" and not tool.startswith("mireg"):
+                if pair == "s1-head-robex" and tool not in ("mireg", "mireg-ns"):
                     continue  # the peers' runs are those of s1-head-to-mni
                 row = child(tool, pair, resolution, args)
                 if row is not None:

@@ -101,7 +101,10 @@ def test_the_non_symmetric_map_may_squeeze_as_far_as_the_symmetric_pair():
         return np.where(radius < disk, 3.0, np.where(square, 1.0, 0.0)).astype(np.float32)
 
     fixed, moving = image(12.0), image(4.5)
-    result = register(fixed, moving, prealign="none", symmetric=False, threads=2)
+    # Parzen: this three-valued toy is no image for partial volume (Dice 0.82 with it).
+    result = register(
+        fixed, moving, prealign="none", symmetric=False, histogram="parzen", threads=2
+    )
     warped = result.mapping.transform(moving, interpolation="linear")
     disk, found = fixed > 2, warped > 1.5
     dice = 2 * (disk & found).sum() / (disk.sum() + found.sum())
@@ -143,7 +146,9 @@ def test_fields_live_on_the_box_around_the_anatomy(known_deformation):
     padded_affine = affine.copy()
     padded_affine[:3, 3] -= affine[:3, :3] @ np.full(3, pad)
     padded = [np.pad(image, pad) for image in (fixed, moving)]
-    settings = {"prealign": "none", "level_iters": (20, 10)}
+    # The Parzen histogram: partial volume depends on where the level grids' voxels fall,
+    # and the box moves the coarse grids (docs/maths.md, section 7).
+    settings = {"prealign": "none", "level_iters": (20, 10), "histogram": "parzen"}
     plain = register(fixed, moving, fixed_affine=affine, moving_affine=affine, **settings)
     boxed = register(*padded, fixed_affine=padded_affine, moving_affine=padded_affine, **settings)
     displacement = boxed.mapping.displacement()
@@ -186,10 +191,20 @@ def regridded(data, affine, zooms, pad=0, interpolation="linear"):
     return fields.resample(data, affine, shape, new_affine, interpolation=interpolation), new_affine
 
 
+@pytest.fixture(scope="module")
+def registered_parzen(known_deformation):
+    fixed, moving, affine, *_ = known_deformation
+    return register(fixed, moving, fixed_affine=affine, moving_affine=affine, histogram="parzen")
+
+
 @pytest.mark.parametrize("variant", ["anisotropic", "LIA", "other shape"])
-def test_other_grids_register_like_the_plain_case(known_deformation, registered, variant):
+def test_other_grids_register_like_the_plain_case(known_deformation, registered_parzen, variant):
+    # The Parzen histogram on both sides: partial volume depends on how the two grids'
+    # voxels meet (docs/maths.md, section 7), which is what this test varies on purpose.
     fixed, moving, affine, labels, moving_labels, _ = known_deformation
-    plain = mean_dice(labels, registered.mapping.transform(moving_labels, interpolation="nearest"))
+    plain = mean_dice(
+        labels, registered_parzen.mapping.transform(moving_labels, interpolation="nearest")
+    )
     if variant == "anisotropic":
         image, image_affine = regridded(moving, affine, (1.0, 1.0, 2.5))
     elif variant == "LIA":
@@ -197,7 +212,12 @@ def test_other_grids_register_like_the_plain_case(known_deformation, registered,
     else:
         image, image_affine = regridded(moving, affine, (1.0, 1.0, 1.0), pad=7)
     result = register(
-        fixed, image, fixed_affine=affine, moving_affine=image_affine, prealign="affine"
+        fixed,
+        image,
+        fixed_affine=affine,
+        moving_affine=image_affine,
+        prealign="affine",
+        histogram="parzen",
     )
     # The map is in world coordinates: it carries the moving labels from any grid; using the
     # original one judges the registration, not the labels' loss on a coarser grid.
@@ -257,9 +277,11 @@ def test_closing_the_generator_stops_within_an_iteration(known_deformation):
         prealign="none",
         level_iters=(40, 20, 10),
     )
-    # Past the first level (which may stop early once its energy flattens).
-    seen = [next(steps) for _ in range(45)]
-    assert seen[-1].level >= 1 and np.isfinite(seen[-1].energy)
+    # Into the second level (the first may stop early once its energy flattens).
+    seen = [next(steps)]
+    while seen[-1].level < 1:
+        seen.append(next(steps))
+    assert len(seen) >= 11 and np.isfinite(seen[-1].energy)
     steps.close()
     assert threading.active_count() == threads_before
     with pytest.raises(StopIteration):
@@ -277,6 +299,7 @@ def test_snapshots_carry_live_views(known_deformation):
         level_iters=(2, 1),
         with_images=True,
         bins=24,
+        histogram="parzen",
     )
     snapshot = next(steps)
     steps.close()

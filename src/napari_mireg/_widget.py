@@ -58,7 +58,7 @@ from napari_mireg._reader import read_volume
 from napari_mireg._results import ResultsPanel
 from napari_mireg.labels import clean_labels, label_values
 from napari_mireg.masks import robex_available
-from napari_mireg.options import BRAIN_EXTRACTIONS, RegistrationOptions
+from napari_mireg.options import BRAIN_EXTRACTIONS, HISTOGRAMS, RegistrationOptions
 
 NONE = "(none)"
 DEFAULTS = RegistrationOptions()
@@ -76,8 +76,12 @@ JACOBIAN_COLORMAP = Colormap(
 WINSORIZE_QUANTILES = (0.005, 0.995)  # ANTs' usual --winsorize-image-intensities
 READ_AS = {"as the values say": None, "as image": "image", "as labels": "labels"}
 TOOLTIPS = {
-    "bins": "Joint-histogram bins per image of the MI metric (ANTs: the 32 of "
-    "MI[fixed,moving,1,32]; greedy: -m NMI uses its own binning)",
+    "bins": "Bins per image of the Parzen (ITK Mattes) histogram: the prealignment's MI, "
+    "and the SyN's when Histogram is parzen (ANTs: the 32 of MI[fixed,moving,1,32])",
+    "histogram": "Joint histogram of the SyN metric. partial-volume: each image cut into "
+    "128 intensity levels (minimum to 99th percentile), a voxel adds the levels of the 8 voxels "
+    "around its point in the other image (greedy's MI; the better overlap on real pairs). "
+    "parzen: ITK Mattes on the resampled images, with Bins bins",
     "iterations": "SyN iterations per level, coarsest level first; each level halves the "
     "resolution of the next. '40x20x10' (ANTs --convergence [40x20x10], greedy -n 40x20x10) "
     "or '40,20,10'",
@@ -269,6 +273,9 @@ class RegistrationWidget(QWidget):
         self.threads = QSpinBox(minimum=0, maximum=256, value=0, specialValueText="all cores")
         self.symmetric = QCheckBox("both images move (SyN)")
         self.symmetric.setChecked(DEFAULTS.symmetric)
+        self.histogram = QComboBox()
+        self.histogram.addItems(list(HISTOGRAMS))
+        self.histogram.setCurrentText(DEFAULTS.histogram)
         self.brain_extraction = QComboBox()
         self.brain_extraction.addItems(list(BRAIN_EXTRACTIONS))
         self.brain_extraction.setCurrentText(DEFAULTS.brain_extraction)
@@ -290,6 +297,7 @@ class RegistrationWidget(QWidget):
             ("Step", self.step_length, "step"),
             ("Smoothing sigma", sigma_row, "sigma"),
             ("Symmetric", self.symmetric, "symmetric"),
+            ("Histogram", self.histogram, "histogram"),
             ("Winsorize", self.winsorize, "winsorize"),
             ("Brain extraction", self.brain_extraction, "extraction"),
             ("Prealignment", self.prealign, "prealign"),
@@ -469,6 +477,7 @@ class RegistrationWidget(QWidget):
             step_length=self.step_length.value(),
             update_sigma=self.update_sigma.value(),
             symmetric=self.symmetric.isChecked(),
+            histogram=self.histogram.currentText(),
             winsorize=WINSORIZE_QUANTILES if self.winsorize.isChecked() else None,
             brain_extraction=self.brain_extraction.currentText(),
             prealign=self.prealign.currentText(),

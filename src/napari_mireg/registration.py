@@ -13,6 +13,7 @@ from napari_mireg._typing import Image, Matrix
 from napari_mireg.affine import AffineRegistration
 from napari_mireg.metric import MutualInformation
 from napari_mireg.options import RegistrationOptions
+from napari_mireg.partial_volume import PartialVolumeMutualInformation
 from napari_mireg.syn import Snapshot, SymmetricDiffeomorphicRegistration
 from napari_mireg.transforms import AffineMap, DiffeomorphicMap, Volume, as_volume
 
@@ -138,8 +139,12 @@ def register_steps(
         )
     prealigned = time.perf_counter()
 
+    syn_metric = metric
+    if options.histogram == "partial-volume":
+        syn_metric = PartialVolumeMutualInformation(threads=options.threads)
     syn = SymmetricDiffeomorphicRegistration(
-        metric,
+        syn_metric,
+        aligned_metric=metric,
         level_iters=options.level_iters,
         step_length=options.step_length,
         update_sigma=options.update_sigma,

@@ -13,6 +13,12 @@ import numpy as np
 
 from napari_mireg import fields
 from napari_mireg._validate import positive_int
+from napari_mireg.metric import MutualInformation
+from napari_mireg.partial_volume import (
+    PartialVolumeMutualInformation,
+    grids_aligned,
+    level_sources,
+)
 from napari_mireg.pyramid import crop, mask_volume, pyramid_level, registration_box
 from napari_mireg.transforms import (
     AffineMap,
@@ -126,6 +132,10 @@ class SymmetricDiffeomorphicRegistration:
         and one map carries the moving image all the way (greedy's and demons' scheme:
         one image resampled and one gradient an iteration, and a crisp fixed image); the
         map's inverse is still solved at the end.
+    aligned_metric : MutualInformation, optional
+        With a partial-volume `metric`: the Parzen metric of the levels whose grid lands on
+        the moving grid (`partial_volume.grids_aligned`), where partial volume would pull
+        the map towards whole-voxel shifts. Default: ``MutualInformation()`` (32 bins).
     """
 
     def __init__(
@@ -141,8 +151,12 @@ class SymmetricDiffeomorphicRegistration:
         field_sigma=0.0,
         margin_mm=24.0,
         symmetric=True,
+        aligned_metric=None,
     ):
         self.metric = metric
+        if aligned_metric is None and isinstance(metric, PartialVolumeMutualInformation):
+            aligned_metric = MutualInformation(threads=metric.threads)
+        self.aligned_metric = aligned_metric
         self.level_iters = tuple(
             positive_int(n, "level_iters entries", minimum=0) for n in level_iters
         )
@@ -237,6 +251,7 @@ class SymmetricDiffeomorphicRegistration:
         if mask is not None:
             mask = crop(mask, box)
         levels = len(self.level_iters)
+        partial_volume_wanted = isinstance(self.metric, PartialVolumeMutualInformation)
         half_fixed = half_moving = None
         previous_affine = None
         for level, iterations in enumerate(self.level_iters):
@@ -256,42 +271,36 @@ class SymmetricDiffeomorphicRegistration:
             previous_affine = affine
             step_mm = self.step_length * fields.voxel_sizes(affine).min()
             level_energies = []
+            # Partial volume, unless this grid's voxels land on the moving grid's ones.
+            to_moving = np.linalg.inv(moving_volume.affine) @ prealign @ affine
+            partial_volume = partial_volume_wanted and not grids_aligned(to_moving)
+            if partial_volume:
+                sources = level_sources(pyramid, moving_mask, moving_volume.affine, prealign)
             for iteration in range(iterations):
-                # Edges are replicated, so a map reaching past the border samples the edge
-                # tissue rather than a zero-filled step.
-                warped_fixed = fixed_level
-                if self.symmetric:
-                    warped_fixed = fields.resample(
-                        fixed_level, affine, shape, affine, field=half_fixed, clamp=True
-                    )
-                warped_moving = fields.resample(
+                here = (
+                    fixed_level,
                     moving_source,
+                    masked,
+                    mask_level,
+                    half_fixed,
+                    half_moving,
                     moving_volume.affine,
+                    prealign,
                     shape,
                     affine,
-                    field=half_moving,
-                    prealign=prealign,
-                    clamp=True,
                 )
-                counted = None
-                if masked:
-                    warped_fixed, warped_moving, counted = _split_masks(
-                        warped_fixed, warped_moving, mask_level
+                if partial_volume:
+                    value, histogram, forward_update, backward_update = self._partial_volume(
+                        sources, *here
                     )
-                value, forward_update = self.metric.dense_gradient(
-                    warped_fixed, warped_moving, mask=counted, grid_to_world=affine
-                )
-                histogram = self.metric.joint_histogram
+                else:
+                    value, histogram, forward_update, backward_update = self._parzen(*here)
                 # Each half-map moves up to step_length a step; the one map of the
                 # non-symmetric mode moves the two halves' worth.
                 forward_update = _regularised(
                     forward_update, self.update_sigma, step_mm * (1 if self.symmetric else 2)
                 )
-                backward_update = None
-                if self.symmetric:
-                    _, backward_update = self.metric.dense_gradient(
-                        warped_moving, warped_fixed, mask=counted, grid_to_world=affine
-                    )
+                if backward_update is not None:
                     backward_update = _regularised(backward_update, self.update_sigma, step_mm)
                 # Adaptive step: a step that would bring a half-map or its inverse near a
                 # fold (det J outside [floor, 1 / floor]) is halved until it does not (this
@@ -352,6 +361,94 @@ class SymmetricDiffeomorphicRegistration:
         backward = self._final_inverse(forward, affine)
         forward, backward = (_pad(f, box, fixed_volume.shape) for f in (forward, backward))
         self.mapping = DiffeomorphicMap(fixed_volume, moving_volume, prealign, forward, backward)
+
+    def _warped(
+        self,
+        fixed_level,
+        moving_source,
+        masked,
+        mask_level,
+        half_fixed,
+        half_moving,
+        moving_affine,
+        prealign,
+        shape,
+        affine,
+    ):
+        """Both images at the half-way point, and the voxels that count there (None: all).
+
+        Not symmetric: the fixed image is the level's own.
+        """
+        # Edges are replicated, so a map reaching past the border samples the edge tissue
+        # rather than a zero-filled step.
+        warped_fixed = fixed_level
+        if self.symmetric:
+            warped_fixed = fields.resample(
+                fixed_level, affine, shape, affine, field=half_fixed, clamp=True
+            )
+        warped_moving = fields.resample(
+            moving_source,
+            moving_affine,
+            shape,
+            affine,
+            field=half_moving,
+            prealign=prealign,
+            clamp=True,
+        )
+        if masked:
+            return _split_masks(warped_fixed, warped_moving, mask_level)
+        return warped_fixed, warped_moving, None
+
+    def _parzen(self, *level):
+        """MI and the raw updates (forward, backward or None) with the Parzen histogram.
+
+        Both images are resampled at the half-way point and the dense gradient (ITK's
+        Mattes) is taken there, with the roles swapped for the fixed side.
+        """
+        metric = self.aligned_metric or self.metric
+        warped_fixed, warped_moving, counted = self._warped(*level)
+        affine = level[-1]
+        value, forward = metric.dense_gradient(
+            warped_fixed, warped_moving, mask=counted, grid_to_world=affine
+        )
+        histogram = metric.joint_histogram
+        backward = None
+        if self.symmetric:
+            _, backward = metric.dense_gradient(
+                warped_moving, warped_fixed, mask=counted, grid_to_world=affine
+            )
+        return value, histogram, forward, backward
+
+    def _partial_volume(self, sources, *level):
+        """MI and the raw updates (forward, backward or None) with partial-volume sampling.
+
+        Not symmetric: the fixed levels on the grid against the moving levels sampled
+        through the map; nothing is resampled. Symmetric: the fixed image, resampled half
+        way and cut into its levels, against the moving levels sampled through the moving
+        half-map, and the other way round for the fixed side.
+        """
+        half_fixed, half_moving = level[4], level[5]
+        affine = level[-1]
+        if not self.symmetric:
+            value, forward = self.metric.gradient(
+                sources.fixed_levels,
+                affine,
+                sources.moving_levels,
+                sources.to_moving,
+                half_moving,
+            )
+            return value, self.metric.joint_histogram, forward, None
+        warped_fixed, warped_moving, counted = self._warped(*level)
+        fixed_here = sources.fixed_scale.levels(warped_fixed, counted)
+        value, forward = self.metric.gradient(
+            fixed_here, affine, sources.moving_levels, sources.to_moving, half_moving
+        )
+        histogram = self.metric.joint_histogram
+        moving_here = sources.moving_scale.levels(warped_moving, counted)
+        _, backward = self.metric.gradient(
+            moving_here, affine, sources.fixed_levels, np.linalg.inv(affine), half_fixed
+        )
+        return value, histogram, forward, backward
 
     def _step(self, half_map, update, affine):
         """Compose an update into a half-way map (phi <- phi o (Id + u)) and smooth it.

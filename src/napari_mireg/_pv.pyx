@@ -1,0 +1,189 @@
+# Kernels of the partial-volume joint histogram (docs/maths.md, section 7).
+#
+# A voxel x of the grid has an intensity bin i(x) (0: not counted) and a point y(x) in the
+# other image's voxel space. The 8 voxels c around y(x) each add their own bin b(c), with
+# the trilinear weight w_c(y), to the histogram row i(x): intensities are never
+# interpolated. The gradient is that of the weights with respect to y. As in _mi.pyx, the
+# loops run without the GIL over chunks that depend only on the problem, so the result is
+# the same with one thread or many.
+
+cimport cython
+from cython.parallel cimport prange
+from libc.math cimport floor
+
+import numpy as np
+
+from napari_mireg._mi import chunk_count
+
+
+cdef struct Mapping:
+    # y = grid[:, :3] * index + grid[:, 3] + linear * u(index): grid index and the world
+    # displacement u (mm) at it, to the other image's voxel coordinates.
+    double grid[12]
+    double linear[9]
+
+
+cdef Mapping make_mapping(const double[::1] grid, const double[::1] linear):
+    cdef Mapping m
+    cdef int a
+    for a in range(12):
+        m.grid[a] = grid[a]
+    for a in range(9):
+        m.linear[a] = linear[a]
+    return m
+
+
+cdef inline void point_of(const Mapping* m, Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t i2,
+                          const float* u, double* y) noexcept nogil:
+    cdef int a
+    for a in range(3):
+        y[a] = (m.grid[4 * a] * i0 + m.grid[4 * a + 1] * i1 + m.grid[4 * a + 2] * i2
+                + m.grid[4 * a + 3] + m.linear[3 * a] * u[0] + m.linear[3 * a + 1] * u[1]
+                + m.linear[3 * a + 2] * u[2])
+
+
+cdef inline int corners(const double* y, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t s2,
+                        const unsigned char* bins_data, int* corner_bins, double* weights,
+                        double* slopes) noexcept nogil:
+    """Bins, trilinear weights and their derivatives (d/dy0, d/dy1, d/dy2) of the 8 corners.
+
+    A corner outside the image gets bin 0 (not counted). Returns 0 when no corner is inside.
+    """
+    cdef double b0 = floor(y[0]), b1 = floor(y[1]), b2 = floor(y[2])
+    cdef double f0 = y[0] - b0, f1 = y[1] - b1, f2 = y[2] - b2
+    cdef Py_ssize_t k0 = <Py_ssize_t>b0, k1 = <Py_ssize_t>b1, k2 = <Py_ssize_t>b2
+    cdef Py_ssize_t j0, j1, j2
+    cdef int c, o0, o1, o2, any_inside = 0
+    cdef double g0, g1, g2, d0, d1, d2
+    for c in range(8):
+        o0 = (c >> 2) & 1
+        o1 = (c >> 1) & 1
+        o2 = c & 1
+        j0 = k0 + o0
+        j1 = k1 + o1
+        j2 = k2 + o2
+        if 0 <= j0 < s0 and 0 <= j1 < s1 and 0 <= j2 < s2:
+            corner_bins[c] = bins_data[(j0 * s1 + j1) * s2 + j2]
+            any_inside = 1
+        else:
+            corner_bins[c] = 0
+        g0 = f0 if o0 else 1.0 - f0
+        g1 = f1 if o1 else 1.0 - f1
+        g2 = f2 if o2 else 1.0 - f2
+        d0 = 1.0 if o0 else -1.0
+        d1 = 1.0 if o1 else -1.0
+        d2 = 1.0 if o2 else -1.0
+        weights[c] = g0 * g1 * g2
+        slopes[3 * c] = d0 * g1 * g2
+        slopes[3 * c + 1] = g0 * d1 * g2
+        slopes[3 * c + 2] = g0 * g1 * d2
+    return any_inside
+
+
+cdef inline void add_voxel(const Mapping* m, Py_ssize_t v, Py_ssize_t n1, Py_ssize_t n2,
+                           Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t s2,
+                           const unsigned char* other, const float* u, int row, Py_ssize_t bins,
+                           double* cells) noexcept nogil:
+    """Add voxel v's 8 corner weights to its histogram row (arrays local: one per thread)."""
+    cdef double y[3]
+    cdef int corner_bins[8]
+    cdef double weights[8]
+    cdef double slopes[24]
+    cdef int k
+    point_of(m, v // (n1 * n2), (v // n2) % n1, v % n2, u + 3 * v, y)
+    if not corners(y, s0, s1, s2, other, corner_bins, weights, slopes):
+        return
+    for k in range(8):
+        if corner_bins[k] != 0:
+            cells[row * bins + corner_bins[k]] += weights[k]
+
+
+cdef inline void voxel_gradient(const Mapping* m, Py_ssize_t v, Py_ssize_t n1, Py_ssize_t n2,
+                                Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t s2,
+                                const unsigned char* other, const float* u, int row,
+                                Py_ssize_t bins, const double* table,
+                                float* out) noexcept nogil:
+    """out[0:3] = linear^T sum_c dw_c/dy W(row, b(c)) at voxel v (zero if it does not count)."""
+    cdef double y[3]
+    cdef int corner_bins[8]
+    cdef double weights[8]
+    cdef double slopes[24]
+    cdef double w, g0 = 0.0, g1 = 0.0, g2 = 0.0
+    cdef int k
+    if row != 0:
+        point_of(m, v // (n1 * n2), (v // n2) % n1, v % n2, u + 3 * v, y)
+        if corners(y, s0, s1, s2, other, corner_bins, weights, slopes):
+            for k in range(8):
+                if corner_bins[k] != 0:
+                    w = table[row * bins + corner_bins[k]]
+                    g0 += w * slopes[3 * k]
+                    g1 += w * slopes[3 * k + 1]
+                    g2 += w * slopes[3 * k + 2]
+    if s0 == 1:
+        g0 = 0.0  # a 2D image: no neighbour along the first axis
+    out[0] = <float>(m.linear[0] * g0 + m.linear[3] * g1 + m.linear[6] * g2)
+    out[1] = <float>(m.linear[1] * g0 + m.linear[4] * g1 + m.linear[7] * g2)
+    out[2] = <float>(m.linear[2] * g0 + m.linear[5] * g1 + m.linear[8] * g2)
+
+
+def histogram(const unsigned char[::1] grid_bins, const unsigned char[:, :, ::1] other_bins,
+              const float[:, ::1] field, shape, const double[::1] grid, const double[::1] linear,
+              int bins, int threads):
+    """Pass 1: the partial-volume joint histogram (rows: the grid's bins; columns: the other's).
+
+    Parameters
+    ----------
+    grid_bins : (n,) uint8
+        Bin of each grid voxel, 0 where it does not count.
+    other_bins : (s0, s1, s2) uint8
+        Bin of each voxel of the other image, 0 where it does not count.
+    field : (n, 3) float32
+        World displacement at each grid voxel.
+    shape : the grid's (n0, n1, n2)
+    grid, linear : row-major (3, 4) and (3, 3) matrices of the Mapping.
+
+    Returns
+    -------
+    ndarray of float64 (bins, bins): weights summed, row and column 0 left empty.
+    """
+    cdef Mapping m = make_mapping(grid, linear)
+    cdef Py_ssize_t n0 = shape[0], n1 = shape[1], n2 = shape[2]
+    cdef Py_ssize_t s0 = other_bins.shape[0], s1 = other_bins.shape[1], s2 = other_bins.shape[2]
+    cdef Py_ssize_t n = n0 * n1 * n2
+    cdef Py_ssize_t cells = <Py_ssize_t>bins * bins
+    cdef Py_ssize_t chunks = chunk_count(n, n, cells)
+    cdef double[:, ::1] partial = np.zeros((chunks, cells))
+    cdef const unsigned char* other = &other_bins[0, 0, 0]
+    cdef const float* u = &field[0, 0]
+    cdef Py_ssize_t c, v, start, stop
+    for c in prange(chunks, nogil=True, num_threads=threads, schedule="guided"):
+        start = c * n // chunks
+        stop = (c + 1) * n // chunks
+        for v in range(start, stop):
+            if grid_bins[v] != 0:
+                add_voxel(&m, v, n1, n2, s0, s1, s2, other, u, grid_bins[v], bins,
+                          &partial[c, 0])
+    return np.asarray(partial).sum(axis=0).reshape(bins, bins)
+
+
+def gradient(const unsigned char[::1] grid_bins, const unsigned char[:, :, ::1] other_bins,
+             const float[:, ::1] field, shape, const double[::1] grid, const double[::1] linear,
+             const double[:, ::1] weights_table, float[:, ::1] out, int threads):
+    """Pass 2: dMI/du(x) = linear^T sum_c dw_c/dy W(i(x), b(c)), written into `out` (n, 3).
+
+    `weights_table[i, b]` is dMI/dh(i, b), the derivative of MI by one histogram cell's
+    weight (metric.py); a voxel that does not count gets zero.
+    """
+    cdef Mapping m = make_mapping(grid, linear)
+    cdef Py_ssize_t n0 = shape[0], n1 = shape[1], n2 = shape[2]
+    cdef Py_ssize_t s0 = other_bins.shape[0], s1 = other_bins.shape[1], s2 = other_bins.shape[2]
+    cdef Py_ssize_t n = n0 * n1 * n2
+    cdef Py_ssize_t bins = weights_table.shape[0]
+    cdef const unsigned char* other = &other_bins[0, 0, 0]
+    cdef const float* u = &field[0, 0]
+    cdef const double* table = &weights_table[0, 0]
+    cdef Py_ssize_t v
+    for v in prange(n, nogil=True, num_threads=threads, schedule="static"):
+        voxel_gradient(&m, v, n1, n2, s0, s1, s2, other, u, grid_bins[v], bins, table,
+                       &out[v, 0])
+    return out
