@@ -45,38 +45,43 @@ cdef inline void point_of(const Mapping* m, Py_ssize_t i0, Py_ssize_t i1, Py_ssi
 cdef inline int corners(const double* y, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t s2,
                         const unsigned char* bins_data, int* corner_bins, double* weights,
                         double* slopes) noexcept nogil:
-    """Bins, trilinear weights and their derivatives (d/dy0, d/dy1, d/dy2) of the 8 corners.
+    """Bins and trilinear weights of the 8 corners, and (if `slopes`) d w / d y0, y1, y2.
 
-    A corner outside the image gets bin 0 (not counted). Returns 0 when no corner is inside.
+    Corner c has offsets (c >> 2 & 1, c >> 1 & 1, c & 1). A corner outside the image gets
+    bin 0 (not counted). Returns 0 when no corner is inside.
     """
     cdef double b0 = floor(y[0]), b1 = floor(y[1]), b2 = floor(y[2])
     cdef double f0 = y[0] - b0, f1 = y[1] - b1, f2 = y[2] - b2
     cdef Py_ssize_t k0 = <Py_ssize_t>b0, k1 = <Py_ssize_t>b1, k2 = <Py_ssize_t>b2
-    cdef Py_ssize_t j0, j1, j2
+    cdef double g0[2], g1[2], g2[2]
+    cdef bint in0[2], in1[2], in2[2]
     cdef int c, o0, o1, o2, any_inside = 0
-    cdef double g0, g1, g2, d0, d1, d2
+    cdef Py_ssize_t row
+    g0[0] = 1.0 - f0
+    g0[1] = f0
+    g1[0] = 1.0 - f1
+    g1[1] = f1
+    g2[0] = 1.0 - f2
+    g2[1] = f2
+    for c in range(2):
+        in0[c] = 0 <= k0 + c < s0
+        in1[c] = 0 <= k1 + c < s1
+        in2[c] = 0 <= k2 + c < s2
     for c in range(8):
         o0 = (c >> 2) & 1
         o1 = (c >> 1) & 1
         o2 = c & 1
-        j0 = k0 + o0
-        j1 = k1 + o1
-        j2 = k2 + o2
-        if 0 <= j0 < s0 and 0 <= j1 < s1 and 0 <= j2 < s2:
-            corner_bins[c] = bins_data[(j0 * s1 + j1) * s2 + j2]
+        if in0[o0] and in1[o1] and in2[o2]:
+            row = ((k0 + o0) * s1 + k1 + o1) * s2 + k2
+            corner_bins[c] = bins_data[row + o2]
             any_inside = 1
         else:
             corner_bins[c] = 0
-        g0 = f0 if o0 else 1.0 - f0
-        g1 = f1 if o1 else 1.0 - f1
-        g2 = f2 if o2 else 1.0 - f2
-        d0 = 1.0 if o0 else -1.0
-        d1 = 1.0 if o1 else -1.0
-        d2 = 1.0 if o2 else -1.0
-        weights[c] = g0 * g1 * g2
-        slopes[3 * c] = d0 * g1 * g2
-        slopes[3 * c + 1] = g0 * d1 * g2
-        slopes[3 * c + 2] = g0 * g1 * d2
+        weights[c] = g0[o0] * g1[o1] * g2[o2]
+        if slopes != NULL:
+            slopes[3 * c] = (2 * o0 - 1) * g1[o1] * g2[o2]
+            slopes[3 * c + 1] = g0[o0] * (2 * o1 - 1) * g2[o2]
+            slopes[3 * c + 2] = g0[o0] * g1[o1] * (2 * o2 - 1)
     return any_inside
 
 
@@ -88,10 +93,9 @@ cdef inline void add_voxel(const Mapping* m, Py_ssize_t v, Py_ssize_t n1, Py_ssi
     cdef double y[3]
     cdef int corner_bins[8]
     cdef double weights[8]
-    cdef double slopes[24]
     cdef int k
     point_of(m, v // (n1 * n2), (v // n2) % n1, v % n2, u + 3 * v, y)
-    if not corners(y, s0, s1, s2, other, corner_bins, weights, slopes):
+    if not corners(y, s0, s1, s2, other, corner_bins, weights, NULL):
         return
     for k in range(8):
         if corner_bins[k] != 0:
