@@ -191,3 +191,20 @@ def gradient(const unsigned char[::1] grid_bins, const unsigned char[:, :, ::1] 
         voxel_gradient(&m, v, n1, n2, s0, s1, s2, other, u, grid_bins[v], bins, table,
                        &out[v, 0])
     return out
+
+
+def levels(const float[::1] values, const unsigned char[::1] counted, bint use_counted,
+           double low, double scale, int top, unsigned char[::1] out, int threads):
+    """out[v] = clamp(floor((values[v] - low) * scale + 1.5), 1, top); 0 below `low` or
+    outside `counted`: an image cut into intensity levels in one pass."""
+    cdef Py_ssize_t n = values.shape[0], v
+    cdef double x
+    for v in prange(n, nogil=True, num_threads=threads, schedule="static"):
+        x = (values[v] - low) * scale + 1.5
+        if (use_counted and not counted[v]) or values[v] < low:
+            out[v] = 0
+        elif x >= top:
+            out[v] = <unsigned char>top
+        else:
+            out[v] = <unsigned char>(<int>x)
+    return out

@@ -59,15 +59,25 @@ class IntensityLevels:
             high = float(above.max())
         return cls(low, high)
 
-    def levels(self, image, counted=None):
+    def levels(self, image, counted=None, *, threads=None):
         """uint8 levels of an image: below `low` and outside `counted` give 0."""
-        values = np.asarray(image, dtype=np.float32)
-        scaled = (values - self.low) * ((LEVELS - 2) / (self.high - self.low)) + 1.0
-        out = np.clip(np.rint(scaled), 1, LEVELS - 1).astype(np.uint8)
-        out[values < self.low] = 0
-        if counted is not None:
-            out[~counted] = 0
-        return np.ascontiguousarray(out)
+        values = np.ascontiguousarray(image, dtype=np.float32)
+        use_counted = counted is not None
+        flags = (
+            np.ascontiguousarray(counted, dtype=np.uint8) if use_counted else np.ones(1, np.uint8)
+        )
+        out = np.empty(values.shape, dtype=np.uint8)
+        _pv.levels(
+            values.ravel(),
+            flags.ravel(),
+            use_counted,
+            self.low,
+            (LEVELS - 2) / (self.high - self.low),
+            LEVELS - 1,
+            out.ravel(),
+            thread_count(threads),
+        )
+        return out
 
 
 class PartialVolumeMutualInformation:

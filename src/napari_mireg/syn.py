@@ -439,12 +439,14 @@ class SymmetricDiffeomorphicRegistration:
             )
             return value, self.metric.joint_histogram, forward, None
         warped_fixed, warped_moving, counted = self._warped(*level)
-        fixed_here = sources.fixed_scale.levels(warped_fixed, counted)
+        fixed_here = sources.fixed_scale.levels(warped_fixed, counted, threads=self.metric.threads)
         value, forward = self.metric.gradient(
             fixed_here, affine, sources.moving_levels, sources.to_moving, half_moving
         )
         histogram = self.metric.joint_histogram
-        moving_here = sources.moving_scale.levels(warped_moving, counted)
+        moving_here = sources.moving_scale.levels(
+            warped_moving, counted, threads=self.metric.threads
+        )
         _, backward = self.metric.gradient(
             moving_here, affine, sources.fixed_levels, np.linalg.inv(affine), half_fixed
         )
