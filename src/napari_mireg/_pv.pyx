@@ -9,7 +9,7 @@
 
 cimport cython
 from cython.parallel cimport prange
-from libc.math cimport floor
+from libc.math cimport floor, nearbyint
 
 import numpy as np
 
@@ -195,16 +195,23 @@ def gradient(const unsigned char[::1] grid_bins, const unsigned char[:, :, ::1] 
 
 def levels(const float[::1] values, const unsigned char[::1] counted, bint use_counted,
            double low, double scale, int top, unsigned char[::1] out, int threads):
-    """out[v] = clamp(floor((values[v] - low) * scale + 1.5), 1, top); 0 below `low` or
-    outside `counted`: an image cut into intensity levels in one pass."""
+    """Cut an image into intensity levels in one pass (partial_volume.IntensityLevels).
+
+    out[v] = clamp(nearest((values[v] - low) * scale + 1), 1, top), halves to even as
+    numpy's rint; 0 below `low` or outside `counted`.
+    """
     cdef Py_ssize_t n = values.shape[0], v
+    cdef float low32 = <float>low, scale32 = <float>scale
     cdef double x
     for v in prange(n, nogil=True, num_threads=threads, schedule="static"):
-        x = (values[v] - low) * scale + 1.5
+        # in float32, as the images are: a level boundary falls where numpy puts it
+        x = nearbyint(<double>((values[v] - low32) * scale32 + <float>1.0))
         if (use_counted and not counted[v]) or values[v] < low:
             out[v] = 0
         elif x >= top:
             out[v] = <unsigned char>top
+        elif x <= 1.0:
+            out[v] = 1
         else:
             out[v] = <unsigned char>(<int>x)
     return out

@@ -276,25 +276,25 @@ class SymmetricDiffeomorphicRegistration:
             partial_volume = partial_volume_wanted and not grids_aligned(to_moving)
             if partial_volume:
                 sources = level_sources(pyramid, moving_mask, moving_volume.affine, prealign)
+            here = _LevelImages(
+                fixed_level,
+                moving_source,
+                mask_level,
+                masked,
+                moving_volume.affine,
+                prealign,
+                shape,
+                affine,
+            )
             for iteration in range(iterations):
-                here = (
-                    fixed_level,
-                    moving_source,
-                    masked,
-                    mask_level,
-                    half_fixed,
-                    half_moving,
-                    moving_volume.affine,
-                    prealign,
-                    shape,
-                    affine,
-                )
                 if partial_volume:
                     value, histogram, forward_update, backward_update = self._partial_volume(
-                        sources, *here
+                        here, sources, half_fixed, half_moving
                     )
                 else:
-                    value, histogram, forward_update, backward_update = self._parzen(*here)
+                    value, histogram, forward_update, backward_update = self._parzen(
+                        here, half_fixed, half_moving
+                    )
                 # Each half-map moves up to step_length a step; the one map of the
                 # non-symmetric mode moves the two halves' worth.
                 forward_update = _regularised(
@@ -362,52 +362,40 @@ class SymmetricDiffeomorphicRegistration:
         forward, backward = (_pad(f, box, fixed_volume.shape) for f in (forward, backward))
         self.mapping = DiffeomorphicMap(fixed_volume, moving_volume, prealign, forward, backward)
 
-    def _warped(
-        self,
-        fixed_level,
-        moving_source,
-        masked,
-        mask_level,
-        half_fixed,
-        half_moving,
-        moving_affine,
-        prealign,
-        shape,
-        affine,
-    ):
+    def _warped(self, here, half_fixed, half_moving):
         """Both images at the half-way point, and the voxels that count there (None: all).
 
         Not symmetric: the fixed image is the level's own.
         """
         # Edges are replicated, so a map reaching past the border samples the edge tissue
         # rather than a zero-filled step.
-        warped_fixed = fixed_level
+        warped_fixed = here.fixed
         if self.symmetric:
             warped_fixed = fields.resample(
-                fixed_level, affine, shape, affine, field=half_fixed, clamp=True
+                here.fixed, here.affine, here.shape, here.affine, field=half_fixed, clamp=True
             )
         warped_moving = fields.resample(
-            moving_source,
-            moving_affine,
-            shape,
-            affine,
+            here.moving,
+            here.moving_affine,
+            here.shape,
+            here.affine,
             field=half_moving,
-            prealign=prealign,
+            prealign=here.prealign,
             clamp=True,
         )
-        if masked:
-            return _split_masks(warped_fixed, warped_moving, mask_level)
+        if here.masked:
+            return _split_masks(warped_fixed, warped_moving, here.mask)
         return warped_fixed, warped_moving, None
 
-    def _parzen(self, *level):
+    def _parzen(self, here, half_fixed, half_moving):
         """MI and the raw updates (forward, backward or None) with the Parzen histogram.
 
         Both images are resampled at the half-way point and the dense gradient (ITK's
         Mattes) is taken there, with the roles swapped for the fixed side.
         """
         metric = self.aligned_metric or self.metric
-        warped_fixed, warped_moving, counted = self._warped(*level)
-        affine = level[-1]
+        warped_fixed, warped_moving, counted = self._warped(here, half_fixed, half_moving)
+        affine = here.affine
         value, forward = metric.dense_gradient(
             warped_fixed, warped_moving, mask=counted, grid_to_world=affine
         )
@@ -419,7 +407,7 @@ class SymmetricDiffeomorphicRegistration:
             )
         return value, histogram, forward, backward
 
-    def _partial_volume(self, sources, *level):
+    def _partial_volume(self, here, sources, half_fixed, half_moving):
         """MI and the raw updates (forward, backward or None) with partial-volume sampling.
 
         Not symmetric: the fixed levels on the grid against the moving levels sampled
@@ -427,8 +415,7 @@ class SymmetricDiffeomorphicRegistration:
         way and cut into its levels, against the moving levels sampled through the moving
         half-map, and the other way round for the fixed side.
         """
-        half_fixed, half_moving = level[4], level[5]
-        affine = level[-1]
+        affine = here.affine
         if not self.symmetric:
             value, forward = self.metric.gradient(
                 sources.fixed_levels,
@@ -438,7 +425,7 @@ class SymmetricDiffeomorphicRegistration:
                 half_moving,
             )
             return value, self.metric.joint_histogram, forward, None
-        warped_fixed, warped_moving, counted = self._warped(*level)
+        warped_fixed, warped_moving, counted = self._warped(here, half_fixed, half_moving)
         fixed_here = sources.fixed_scale.levels(warped_fixed, counted, threads=self.metric.threads)
         value, forward = self.metric.gradient(
             fixed_here, affine, sources.moving_levels, sources.to_moving, half_moving
@@ -488,6 +475,24 @@ class SymmetricDiffeomorphicRegistration:
         recent = np.asarray(energies[-window:])
         slope = np.polyfit(np.arange(window), recent, 1)[0]
         return slope / max(abs(recent.mean()), 1e-12) > -self.opt_tol
+
+
+@dataclass(frozen=True)
+class _LevelImages:
+    """What the iterations of one level sample.
+
+    The images (with mask channels when `masked`), the fixed mask on the level grid (or
+    None), and the grids.
+    """
+
+    fixed: np.ndarray
+    moving: np.ndarray
+    mask: np.ndarray | None
+    masked: bool
+    moving_affine: np.ndarray
+    prealign: np.ndarray
+    shape: tuple
+    affine: np.ndarray
 
 
 def _with_mask_channels(pyramid, moving_mask):
