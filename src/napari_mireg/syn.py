@@ -102,7 +102,9 @@ class SymmetricDiffeomorphicRegistration:
 
     Parameters
     ----------
-    metric : MutualInformation
+    metric : MutualInformation or PartialVolumeMutualInformation
+        The MI whose gradient drives the maps: ITK's Mattes histogram of the images
+        resampled half way, or the partial-volume histogram (docs/maths.md, section 7).
     level_iters : sequence of int
         Iterations per level, coarsest first; level k of L is shrunk by ``2 ** (L - 1 - k)``
         and smoothed with sigma ``shrink / 2`` voxels (ANTs: shrink 4, 2, 1; sigma 2, 1, 0).
