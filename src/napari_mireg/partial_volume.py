@@ -187,8 +187,12 @@ class Sources:
     to_moving: np.ndarray
 
 
-def level_sources(level, moving_mask, moving_affine, prealign):
-    """The `Sources` of a pyramid level (`pyramid.Level`; `moving_mask` a Volume or None)."""
+def level_sources(level, moving_mask, to_moving):
+    """The `Sources` of a pyramid level.
+
+    `level` is a `pyramid.Level`, `moving_mask` a Volume or None, `to_moving` the fixed
+    world to moving voxel matrix.
+    """
     moving_counted = None if moving_mask is None else moving_mask.data.astype(bool)
     fixed_scale = IntensityLevels.of(level.fixed, level.mask)
     moving_scale = IntensityLevels.of(level.moving, moving_counted)
@@ -197,7 +201,7 @@ def level_sources(level, moving_mask, moving_affine, prealign):
         moving_scale,
         fixed_scale.levels(level.fixed, level.mask),
         moving_scale.levels(level.moving, moving_counted),
-        np.linalg.inv(np.asarray(moving_affine, dtype=np.float64)) @ prealign,
+        to_moving,
     )
 
 

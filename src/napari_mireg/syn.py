@@ -254,6 +254,7 @@ class SymmetricDiffeomorphicRegistration:
             mask = crop(mask, box)
         levels = len(self.level_iters)
         partial_volume_wanted = isinstance(self.metric, PartialVolumeMutualInformation)
+        world_to_moving = np.linalg.inv(moving_volume.affine) @ prealign  # fixed world to voxels
         half_fixed = half_moving = None
         previous_affine = None
         for level, iterations in enumerate(self.level_iters):
@@ -274,10 +275,9 @@ class SymmetricDiffeomorphicRegistration:
             step_mm = self.step_length * fields.voxel_sizes(affine).min()
             level_energies = []
             # Partial volume, unless this grid's voxels land on the moving grid's ones.
-            to_moving = np.linalg.inv(moving_volume.affine) @ prealign @ affine
-            partial_volume = partial_volume_wanted and not grids_aligned(to_moving)
+            partial_volume = partial_volume_wanted and not grids_aligned(world_to_moving @ affine)
             if partial_volume:
-                sources = level_sources(pyramid, moving_mask, moving_volume.affine, prealign)
+                sources = level_sources(pyramid, moving_mask, world_to_moving)
             here = _LevelImages(
                 fixed_level,
                 moving_source,
