@@ -11,6 +11,7 @@ from napari_mireg.partial_volume import (
     PartialVolumeMutualInformation,
     grids_aligned,
     mutual_information_weights,
+    nearest_levels,
 )
 
 
@@ -108,6 +109,23 @@ def test_result_does_not_depend_on_the_thread_count(pair):
     assert value_one == value_two
     np.testing.assert_array_equal(gradient_one, gradient_two)
     np.testing.assert_array_equal(one.joint_histogram, two.joint_histogram)
+
+
+def test_nearest_levels_take_the_voxel_nearest_each_point(pair):
+    # The symmetric step's row levels: a plain gather at the rounded point, 0 outside.
+    grid_levels, grid_affine, other_levels, to_other, field = pair
+    expected = np.zeros(grid_levels.shape, dtype=np.uint8)
+    for index in itertools.product(*[range(n) for n in grid_levels.shape]):
+        world = grid_affine[:3, :3] @ np.array(index) + grid_affine[:3, 3] + field[index]
+        nearest = np.floor(to_other[:3, :3] @ world + to_other[:3, 3] + 0.5).astype(int)
+        if np.all(nearest >= 0) and np.all(nearest < other_levels.shape):
+            expected[index] = other_levels[tuple(nearest)]
+    result = nearest_levels(other_levels, grid_affine, to_other, field, threads=2)
+    assert 0 < (expected == 0).sum() < expected.size  # the map leaves the image in places
+    np.testing.assert_array_equal(result, expected)
+    np.testing.assert_array_equal(
+        nearest_levels(other_levels, grid_affine, to_other, field, threads=1), result
+    )
 
 
 def test_levels_span_minimum_to_percentile_and_zero_what_does_not_count():

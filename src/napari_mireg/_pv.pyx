@@ -215,3 +215,39 @@ def levels(const float[::1] values, const unsigned char[::1] counted, bint use_c
         else:
             out[v] = <unsigned char>(<int>x)
     return out
+
+
+cdef inline unsigned char nearest_level(const Mapping* m, Py_ssize_t v, Py_ssize_t n1,
+                                        Py_ssize_t n2, Py_ssize_t s0, Py_ssize_t s1,
+                                        Py_ssize_t s2, const unsigned char* bins,
+                                        const float* u) noexcept nogil:
+    """Level of the voxel nearest voxel v's point (0 outside the image)."""
+    cdef double y[3]
+    cdef Py_ssize_t k0, k1, k2
+    point_of(m, v // (n1 * n2), (v // n2) % n1, v % n2, u + 3 * v, y)
+    k0 = <Py_ssize_t>floor(y[0] + 0.5)
+    k1 = <Py_ssize_t>floor(y[1] + 0.5)
+    k2 = <Py_ssize_t>floor(y[2] + 0.5)
+    if 0 <= k0 < s0 and 0 <= k1 < s1 and 0 <= k2 < s2:
+        return bins[(k0 * s1 + k1) * s2 + k2]
+    return 0
+
+
+def nearest_levels(const unsigned char[:, :, ::1] other_bins, const float[:, ::1] field, shape,
+                   const double[::1] grid, const double[::1] linear, unsigned char[::1] out,
+                   int threads):
+    """The other image's level at the voxel nearest each grid voxel's point (0 outside).
+
+    The symmetric SyN's row levels: each image's own levels, carried half way by nearest
+    neighbour, so no intensity is interpolated on either side (docs/maths.md, section 7).
+    """
+    cdef Mapping m = make_mapping(grid, linear)
+    cdef Py_ssize_t n1 = shape[1], n2 = shape[2]
+    cdef Py_ssize_t n = shape[0] * n1 * n2
+    cdef Py_ssize_t s0 = other_bins.shape[0], s1 = other_bins.shape[1], s2 = other_bins.shape[2]
+    cdef const unsigned char* other = &other_bins[0, 0, 0]
+    cdef const float* u = &field[0, 0]
+    cdef Py_ssize_t v
+    for v in prange(n, nogil=True, num_threads=threads, schedule="static"):
+        out[v] = nearest_level(&m, v, n1, n2, s0, s1, s2, other, u)
+    return out

@@ -126,16 +126,14 @@ class PartialVolumeMutualInformation:
             raises MI.
         """
         shape = grid_levels.shape
-        grid = (np.asarray(to_other, dtype=np.float64) @ np.asarray(grid_affine))[:3]
-        linear = np.ascontiguousarray(np.asarray(to_other, dtype=np.float64)[:3, :3])
-        flat_field = np.ascontiguousarray(field, dtype=np.float32).reshape(-1, 3)
+        flat_field, grid, linear = _mapping(grid_affine, to_other, field)
         common = (
             np.ascontiguousarray(grid_levels).ravel(),
             np.ascontiguousarray(other_levels, dtype=np.uint8),
             flat_field,
             shape,
-            np.ascontiguousarray(grid).ravel(),
-            linear.ravel(),
+            grid,
+            linear,
         )
         threads = thread_count(self.threads)
         counts = _pv.histogram(*common, LEVELS, threads)
@@ -144,6 +142,37 @@ class PartialVolumeMutualInformation:
         _pv.gradient(*common, weights, out, threads)
         self._probability = counts / max(counts.sum(), 1e-300)
         return value, out.reshape(shape + (3,))
+
+
+def nearest_levels(other_levels, grid_affine, to_other, field, *, threads=None):
+    """The other image's levels carried onto a grid through a map, by nearest neighbour.
+
+    Grid voxel x takes the level of the other image's voxel nearest to
+    ``to_other (world(x) + field(x))``; 0 outside the other image. The arguments are those
+    of `PartialVolumeMutualInformation.gradient`; the grid's shape is the field's.
+    """
+    shape = np.shape(field)[:3]
+    flat_field, grid, linear = _mapping(grid_affine, to_other, field)
+    out = np.empty(shape, dtype=np.uint8)
+    _pv.nearest_levels(
+        np.ascontiguousarray(other_levels, dtype=np.uint8),
+        flat_field,
+        shape,
+        grid,
+        linear,
+        out.ravel(),
+        thread_count(threads),
+    )
+    return out
+
+
+def _mapping(grid_affine, to_other, field):
+    """The field flat (n, 3) float32, and the kernels' (3, 4) and (3, 3) matrices, raveled."""
+    to_other = np.asarray(to_other, dtype=np.float64)
+    grid = np.ascontiguousarray((to_other @ np.asarray(grid_affine, dtype=np.float64))[:3])
+    linear = np.ascontiguousarray(to_other[:3, :3])
+    flat_field = np.ascontiguousarray(field, dtype=np.float32).reshape(-1, 3)
+    return flat_field, grid.ravel(), linear.ravel()
 
 
 def mutual_information_weights(counts):

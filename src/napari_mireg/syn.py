@@ -18,6 +18,7 @@ from napari_mireg.partial_volume import (
     PartialVolumeMutualInformation,
     grids_aligned,
     level_sources,
+    nearest_levels,
 )
 from napari_mireg.pyramid import crop, mask_volume, pyramid_level, registration_box
 from napari_mireg.transforms import (
@@ -427,17 +428,20 @@ class SymmetricDiffeomorphicRegistration:
                 half_moving,
             )
             return value, self.metric.joint_histogram, forward, None
-        warped_fixed, warped_moving, counted = self._warped(here, half_fixed, half_moving)
-        fixed_here = sources.fixed_scale.levels(warped_fixed, counted, threads=self.metric.threads)
+        to_fixed = np.linalg.inv(affine)
+        threads = self.metric.threads
+        fixed_here = nearest_levels(
+            sources.fixed_levels, affine, to_fixed, half_fixed, threads=threads
+        )
         value, forward = self.metric.gradient(
             fixed_here, affine, sources.moving_levels, sources.to_moving, half_moving
         )
         histogram = self.metric.joint_histogram
-        moving_here = sources.moving_scale.levels(
-            warped_moving, counted, threads=self.metric.threads
+        moving_here = nearest_levels(
+            sources.moving_levels, affine, sources.to_moving, half_moving, threads=threads
         )
         _, backward = self.metric.gradient(
-            moving_here, affine, sources.fixed_levels, np.linalg.inv(affine), half_fixed
+            moving_here, affine, sources.fixed_levels, to_fixed, half_fixed
         )
         return value, histogram, forward, backward
 
