@@ -152,14 +152,17 @@ def test_fields_live_on_the_box_around_the_anatomy(known_deformation):
     plain = register(fixed, moving, fixed_affine=affine, moving_affine=affine, **settings)
     boxed = register(*padded, fixed_affine=padded_affine, moving_affine=padded_affine, **settings)
     displacement = boxed.mapping.displacement()
-    far = pad // 2  # beyond the box: the brain's extent, 12 voxels of margin, and some
+    far = pad // 2  # beyond the box: the brain's extent, the margin (4 voxels), and some
     for axis in range(3):
         outside = np.moveaxis(displacement, axis, 0)
         assert not outside[:far].any() and not outside[-far:].any()
     inside = displacement[pad:-pad, pad:-pad, pad:-pad]
     brain = labels > 0
     difference = np.sqrt(((inside - plain.mapping.displacement()) ** 2).sum(-1))[brain]
-    assert difference.mean() < 0.2  # mm, on a 2 mm grid
+    moved = np.sqrt((plain.mapping.displacement() ** 2).sum(-1))[brain]
+    # The coarse levels' grids start at the box's corner, so the padding shifts them by part
+    # of a coarse voxel: an eighth of a 2 mm voxel, against displacements of millimetres.
+    assert difference.mean() < 0.25 < 0.2 * moved.mean()
 
 
 def test_transform_inverse_brings_fixed_images_to_moving_space(known_deformation, registered):

@@ -20,7 +20,13 @@ from napari_mireg.partial_volume import (
     level_sources,
     nearest_levels,
 )
-from napari_mireg.pyramid import crop, mask_volume, pyramid_level, registration_box
+from napari_mireg.pyramid import (
+    BOX_MARGIN_MM,
+    crop,
+    mask_volume,
+    pyramid_level,
+    registration_box,
+)
 from napari_mireg.transforms import (
     AffineMap,
     DiffeomorphicMap,
@@ -152,7 +158,7 @@ class SymmetricDiffeomorphicRegistration:
         opt_tol=1e-5,
         convergence_window=10,
         field_sigma=0.0,
-        margin_mm=24.0,
+        margin_mm=BOX_MARGIN_MM,
         symmetric=True,
         aligned_metric=None,
     ):
