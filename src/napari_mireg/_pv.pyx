@@ -85,8 +85,8 @@ cdef inline int corners(const double* y, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_
     return any_inside
 
 
-cdef inline void add_voxel(const Mapping* m, Py_ssize_t v, Py_ssize_t n1, Py_ssize_t n2,
-                           Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t s2,
+cdef inline void add_voxel(const Mapping* m, Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t i2,
+                           Py_ssize_t v, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t s2,
                            const unsigned char* other, const float* u, int row, Py_ssize_t bins,
                            double* cells) noexcept nogil:
     """Add voxel v's 8 corner weights to its histogram row (arrays local: one per thread)."""
@@ -94,7 +94,7 @@ cdef inline void add_voxel(const Mapping* m, Py_ssize_t v, Py_ssize_t n1, Py_ssi
     cdef int corner_bins[8]
     cdef double weights[8]
     cdef int k
-    point_of(m, v // (n1 * n2), (v // n2) % n1, v % n2, u + 3 * v, y)
+    point_of(m, i0, i1, i2, u + 3 * v, y)
     if not corners(y, s0, s1, s2, other, corner_bins, weights, NULL):
         return
     for k in range(8):
@@ -102,8 +102,8 @@ cdef inline void add_voxel(const Mapping* m, Py_ssize_t v, Py_ssize_t n1, Py_ssi
             cells[row * bins + corner_bins[k]] += weights[k]
 
 
-cdef inline void voxel_gradient(const Mapping* m, Py_ssize_t v, Py_ssize_t n1, Py_ssize_t n2,
-                                Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t s2,
+cdef inline void voxel_gradient(const Mapping* m, Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t i2,
+                                Py_ssize_t v, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t s2,
                                 const unsigned char* other, const float* u, int row,
                                 Py_ssize_t bins, const double* table,
                                 float* out) noexcept nogil:
@@ -115,7 +115,7 @@ cdef inline void voxel_gradient(const Mapping* m, Py_ssize_t v, Py_ssize_t n1, P
     cdef double w, g0 = 0.0, g1 = 0.0, g2 = 0.0
     cdef int k
     if row != 0:
-        point_of(m, v // (n1 * n2), (v // n2) % n1, v % n2, u + 3 * v, y)
+        point_of(m, i0, i1, i2, u + 3 * v, y)
         if corners(y, s0, s1, s2, other, corner_bins, weights, slopes):
             for k in range(8):
                 if corner_bins[k] != 0:
@@ -155,18 +155,22 @@ def histogram(const unsigned char[::1] grid_bins, const unsigned char[:, :, ::1]
     cdef Py_ssize_t s0 = other_bins.shape[0], s1 = other_bins.shape[1], s2 = other_bins.shape[2]
     cdef Py_ssize_t n = n0 * n1 * n2
     cdef Py_ssize_t cells = <Py_ssize_t>bins * bins
-    cdef Py_ssize_t chunks = chunk_count(n, n, cells)
+    cdef Py_ssize_t rows = n0 * n1
+    # chunks of whole grid rows: indices come from counters, not from divisions per voxel
+    cdef Py_ssize_t chunks = chunk_count(rows, n, cells)
     cdef double[:, ::1] partial = np.zeros((chunks, cells))
     cdef const unsigned char* other = &other_bins[0, 0, 0]
     cdef const float* u = &field[0, 0]
-    cdef Py_ssize_t c, v, start, stop
+    cdef Py_ssize_t c, row, i2, v, start, stop
     for c in prange(chunks, nogil=True, num_threads=threads, schedule="guided"):
-        start = c * n // chunks
-        stop = (c + 1) * n // chunks
-        for v in range(start, stop):
-            if grid_bins[v] != 0:
-                add_voxel(&m, v, n1, n2, s0, s1, s2, other, u, grid_bins[v], bins,
-                          &partial[c, 0])
+        start = c * rows // chunks
+        stop = (c + 1) * rows // chunks
+        for row in range(start, stop):
+            for i2 in range(n2):
+                v = row * n2 + i2
+                if grid_bins[v] != 0:
+                    add_voxel(&m, row // n1, row % n1, i2, v, s0, s1, s2, other, u,
+                              grid_bins[v], bins, &partial[c, 0])
     return np.asarray(partial).sum(axis=0).reshape(bins, bins)
 
 
@@ -186,10 +190,12 @@ def gradient(const unsigned char[::1] grid_bins, const unsigned char[:, :, ::1] 
     cdef const unsigned char* other = &other_bins[0, 0, 0]
     cdef const float* u = &field[0, 0]
     cdef const double* table = &weights_table[0, 0]
-    cdef Py_ssize_t v
-    for v in prange(n, nogil=True, num_threads=threads, schedule="static"):
-        voxel_gradient(&m, v, n1, n2, s0, s1, s2, other, u, grid_bins[v], bins, table,
-                       &out[v, 0])
+    cdef Py_ssize_t row, i2, v
+    for row in prange(n0 * n1, nogil=True, num_threads=threads, schedule="static"):
+        for i2 in range(n2):
+            v = row * n2 + i2
+            voxel_gradient(&m, row // n1, row % n1, i2, v, s0, s1, s2, other, u, grid_bins[v],
+                           bins, table, &out[v, 0])
     return out
 
 
@@ -217,14 +223,14 @@ def levels(const float[::1] values, const unsigned char[::1] counted, bint use_c
     return out
 
 
-cdef inline unsigned char nearest_level(const Mapping* m, Py_ssize_t v, Py_ssize_t n1,
-                                        Py_ssize_t n2, Py_ssize_t s0, Py_ssize_t s1,
-                                        Py_ssize_t s2, const unsigned char* bins,
+cdef inline unsigned char nearest_level(const Mapping* m, Py_ssize_t i0, Py_ssize_t i1,
+                                        Py_ssize_t i2, Py_ssize_t v, Py_ssize_t s0,
+                                        Py_ssize_t s1, Py_ssize_t s2, const unsigned char* bins,
                                         const float* u) noexcept nogil:
     """Level of the voxel nearest voxel v's point (0 outside the image)."""
     cdef double y[3]
     cdef Py_ssize_t k0, k1, k2
-    point_of(m, v // (n1 * n2), (v // n2) % n1, v % n2, u + 3 * v, y)
+    point_of(m, i0, i1, i2, u + 3 * v, y)
     k0 = <Py_ssize_t>floor(y[0] + 0.5)
     k1 = <Py_ssize_t>floor(y[1] + 0.5)
     k2 = <Py_ssize_t>floor(y[2] + 0.5)
@@ -242,12 +248,13 @@ def nearest_levels(const unsigned char[:, :, ::1] other_bins, const float[:, ::1
     neighbour, so no intensity is interpolated on either side (docs/maths.md, section 7).
     """
     cdef Mapping m = make_mapping(grid, linear)
-    cdef Py_ssize_t n1 = shape[1], n2 = shape[2]
-    cdef Py_ssize_t n = shape[0] * n1 * n2
+    cdef Py_ssize_t n0 = shape[0], n1 = shape[1], n2 = shape[2]
     cdef Py_ssize_t s0 = other_bins.shape[0], s1 = other_bins.shape[1], s2 = other_bins.shape[2]
     cdef const unsigned char* other = &other_bins[0, 0, 0]
     cdef const float* u = &field[0, 0]
-    cdef Py_ssize_t v
-    for v in prange(n, nogil=True, num_threads=threads, schedule="static"):
-        out[v] = nearest_level(&m, v, n1, n2, s0, s1, s2, other, u)
+    cdef Py_ssize_t row, i2, v
+    for row in prange(n0 * n1, nogil=True, num_threads=threads, schedule="static"):
+        for i2 in range(n2):
+            v = row * n2 + i2
+            out[v] = nearest_level(&m, row // n1, row % n1, i2, v, s0, s1, s2, other, u)
     return out

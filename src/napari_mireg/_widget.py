@@ -79,7 +79,7 @@ TOOLTIPS = {
     "bins": "Bins per image of the Parzen (ITK Mattes) histogram: the prealignment's MI, "
     "and the SyN's when Histogram is parzen (ANTs: the 32 of MI[fixed,moving,1,32])",
     "histogram": "Joint histogram of the SyN metric. partial-volume: each image cut into "
-    "128 intensity levels (minimum to 99th percentile), a voxel adds the levels of the 8 voxels "
+    "64 intensity levels (minimum to 99th percentile), a voxel adds the levels of the 8 voxels "
     "around its point in the other image (greedy's MI; the better overlap on real pairs). "
     "parzen: ITK Mattes on the resampled images, with Bins bins",
     "iterations": "SyN iterations per level, coarsest level first; each level halves the "

@@ -158,7 +158,7 @@ class RegistrationOptions:
         inverse map solved to 0.05 voxel and no folds.
     histogram : {"partial-volume", "parzen"}
         The joint histogram of the SyN metric. "partial-volume" (the default): each image
-        cut into 128 intensity levels from its minimum to the 99th percentile of the rest,
+        cut into 64 intensity levels from its minimum to the 99th percentile of the rest,
         and a voxel adds the levels of the 8 voxels around its point in the other image
         with trilinear weights (Maes et al. 1997; greedy's MI); no intensity is
         interpolated, so an edge between two tissues is never read as a third. It raised
@@ -330,7 +330,7 @@ def add_arguments(parser):
         "--histogram",
         choices=HISTOGRAMS,
         default=DEFAULTS.histogram,
-        help="joint histogram of the SyN metric: partial-volume (128 levels, greedy's) or "
+        help="joint histogram of the SyN metric: partial-volume (64 levels, greedy's kind) or "
         "parzen (ITK Mattes, --bins bins) (default: %(default)s)",
     )
     group.add_argument(
