@@ -420,9 +420,10 @@ class SymmetricDiffeomorphicRegistration:
         """MI and the raw updates (forward, backward or None) with partial-volume sampling.
 
         Not symmetric: the fixed levels on the grid against the moving levels sampled
-        through the map; nothing is resampled. Symmetric: the fixed image, resampled half
-        way and cut into its levels, against the moving levels sampled through the moving
-        half-map, and the other way round for the fixed side.
+        through the map. Symmetric: the fixed level nearest each half-way point against
+        the moving levels sampled through the moving half-map, and the other way round for
+        the fixed side. No intensity is interpolated in either mode (docs/maths.md,
+        section 7).
         """
         affine = here.affine
         if not self.symmetric:
