@@ -155,21 +155,21 @@ def histogram(const unsigned char[::1] grid_bins, const unsigned char[:, :, ::1]
     cdef Py_ssize_t s0 = other_bins.shape[0], s1 = other_bins.shape[1], s2 = other_bins.shape[2]
     cdef Py_ssize_t n = n0 * n1 * n2
     cdef Py_ssize_t cells = <Py_ssize_t>bins * bins
-    cdef Py_ssize_t rows = n0 * n1
-    # chunks of whole grid rows: indices come from counters, not from divisions per voxel
-    cdef Py_ssize_t chunks = chunk_count(rows, n, cells)
+    cdef Py_ssize_t lines = n0 * n1
+    # chunks of whole grid lines (i0, i1 fixed): no index division per voxel
+    cdef Py_ssize_t chunks = chunk_count(lines, n, cells)
     cdef double[:, ::1] partial = np.zeros((chunks, cells))
     cdef const unsigned char* other = &other_bins[0, 0, 0]
     cdef const float* u = &field[0, 0]
-    cdef Py_ssize_t c, row, i2, v, start, stop
+    cdef Py_ssize_t c, line, i2, v, start, stop
     for c in prange(chunks, nogil=True, num_threads=threads, schedule="guided"):
-        start = c * rows // chunks
-        stop = (c + 1) * rows // chunks
-        for row in range(start, stop):
+        start = c * lines // chunks
+        stop = (c + 1) * lines // chunks
+        for line in range(start, stop):
             for i2 in range(n2):
-                v = row * n2 + i2
+                v = line * n2 + i2
                 if grid_bins[v] != 0:
-                    add_voxel(&m, row // n1, row % n1, i2, v, s0, s1, s2, other, u,
+                    add_voxel(&m, line // n1, line % n1, i2, v, s0, s1, s2, other, u,
                               grid_bins[v], bins, &partial[c, 0])
     return np.asarray(partial).sum(axis=0).reshape(bins, bins)
 
@@ -185,17 +185,16 @@ def gradient(const unsigned char[::1] grid_bins, const unsigned char[:, :, ::1] 
     cdef Mapping m = make_mapping(grid, linear)
     cdef Py_ssize_t n0 = shape[0], n1 = shape[1], n2 = shape[2]
     cdef Py_ssize_t s0 = other_bins.shape[0], s1 = other_bins.shape[1], s2 = other_bins.shape[2]
-    cdef Py_ssize_t n = n0 * n1 * n2
     cdef Py_ssize_t bins = weights_table.shape[0]
     cdef const unsigned char* other = &other_bins[0, 0, 0]
     cdef const float* u = &field[0, 0]
     cdef const double* table = &weights_table[0, 0]
-    cdef Py_ssize_t row, i2, v
-    for row in prange(n0 * n1, nogil=True, num_threads=threads, schedule="static"):
+    cdef Py_ssize_t line, i2, v
+    for line in prange(n0 * n1, nogil=True, num_threads=threads, schedule="static"):
         for i2 in range(n2):
-            v = row * n2 + i2
-            voxel_gradient(&m, row // n1, row % n1, i2, v, s0, s1, s2, other, u, grid_bins[v],
-                           bins, table, &out[v, 0])
+            v = line * n2 + i2
+            voxel_gradient(&m, line // n1, line % n1, i2, v, s0, s1, s2, other, u,
+                           grid_bins[v], bins, table, &out[v, 0])
     return out
 
 
@@ -252,9 +251,9 @@ def nearest_levels(const unsigned char[:, :, ::1] other_bins, const float[:, ::1
     cdef Py_ssize_t s0 = other_bins.shape[0], s1 = other_bins.shape[1], s2 = other_bins.shape[2]
     cdef const unsigned char* other = &other_bins[0, 0, 0]
     cdef const float* u = &field[0, 0]
-    cdef Py_ssize_t row, i2, v
-    for row in prange(n0 * n1, nogil=True, num_threads=threads, schedule="static"):
+    cdef Py_ssize_t line, i2, v
+    for line in prange(n0 * n1, nogil=True, num_threads=threads, schedule="static"):
         for i2 in range(n2):
-            v = row * n2 + i2
-            out[v] = nearest_level(&m, row // n1, row % n1, i2, v, s0, s1, s2, other, u)
+            v = line * n2 + i2
+            out[v] = nearest_level(&m, line // n1, line % n1, i2, v, s0, s1, s2, other, u)
     return out
