@@ -202,7 +202,6 @@ class Sources:
 
     Attributes
     ----------
-    fixed_scale, moving_scale : IntensityLevels
     fixed_levels : ndarray of uint8
         The fixed image on the level grid (0 outside its mask).
     moving_levels : ndarray of uint8
@@ -211,8 +210,6 @@ class Sources:
         Fixed world to moving voxel coordinates (the prealignment, then the moving grid).
     """
 
-    fixed_scale: IntensityLevels
-    moving_scale: IntensityLevels
     fixed_levels: np.ndarray
     moving_levels: np.ndarray
     to_moving: np.ndarray
@@ -228,8 +225,6 @@ def level_sources(level, moving_mask, to_moving):
     fixed_scale = IntensityLevels.of(level.fixed, level.mask)
     moving_scale = IntensityLevels.of(level.moving, moving_counted)
     return Sources(
-        fixed_scale,
-        moving_scale,
         fixed_scale.levels(level.fixed, level.mask),
         moving_scale.levels(level.moving, moving_counted),
         to_moving,

@@ -270,11 +270,6 @@ class SymmetricDiffeomorphicRegistration:
             pyramid = pyramid_level(domain, moving_volume, mask, level, levels)
             shape, affine, mask_level = pyramid.shape, pyramid.affine, pyramid.mask
             fixed_level, moving_source = pyramid.fixed, pyramid.moving
-            # A mask rides along as a channel, warped with its image, so it stays on the
-            # anatomy it marks at the half-way point (a fixed mask alone too).
-            masked = mask_level is not None or moving_mask is not None
-            if masked:
-                fixed_level, moving_source = _with_mask_channels(pyramid, moving_mask)
             if half_fixed is None:
                 half_fixed, half_moving = _initial_half_maps(initial, shape, affine)
             else:
@@ -285,6 +280,12 @@ class SymmetricDiffeomorphicRegistration:
             level_energies = []
             # Partial volume, unless this grid's voxels land on the moving grid's ones.
             partial_volume = partial_volume_wanted and not grids_aligned(world_to_moving @ affine)
+            # With the Parzen histogram a mask rides along as a channel, warped with its
+            # image, so it stays on the anatomy it marks at the half-way point (a fixed mask
+            # alone too); partial volume carries the masks as level 0 instead.
+            masked = not partial_volume and (mask_level is not None or moving_mask is not None)
+            if masked:
+                fixed_level, moving_source = _with_mask_channels(pyramid, moving_mask)
             if partial_volume:
                 sources = level_sources(pyramid, moving_mask, world_to_moving)
             here = _LevelImages(
