@@ -63,7 +63,7 @@ def kernel(name):
 
 setup(
     ext_modules=cythonize(
-        [kernel("_mi"), kernel("_fields"), kernel("_pv")],
+        [kernel("_mi"), kernel("_fields"), kernel("_pv"), kernel("_buffers")],
         include_path=["src"],
         compiler_directives={
             "language_level": 3,

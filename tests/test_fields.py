@@ -163,6 +163,27 @@ def test_compose_is_first_then_second(grid):
     assert np.abs(once[inner] - twice[inner]).max() < 0.05 * np.abs(image).max()
 
 
+def test_compose_adds_the_first_field_to_the_second_sampled_through_it(grid):
+    # compose() adds `first` inside the resampling pass; the reference samples `second`
+    # with scipy (edges replicated, as compose clamps) and adds `first` afterwards.
+    _, affine, field = grid
+    other = np.roll(field, 3, axis=0) * 0.5
+    composed = fields.compose(field, other, affine)
+    index = np.indices(field.shape[:3]).reshape(3, -1).T.astype(np.float64)
+    source = index + field.reshape(-1, 3) @ np.linalg.inv(affine[:3, :3]).T
+    sampled = np.stack(
+        [
+            ndimage.map_coordinates(other[..., c], source.T, order=1, mode="nearest")
+            for c in range(3)
+        ],
+        axis=-1,
+    )
+    expected = field.reshape(-1, 3) + sampled
+    np.testing.assert_allclose(composed.reshape(-1, 3), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="add_field"):
+        fields.resample(field[..., 0], affine, field.shape[:3], affine, field=field, add_field=True)
+
+
 def test_invert_gives_an_inverse_to_a_tenth_of_a_voxel(grid):
     _, affine, field = grid
     field = field * 0.4

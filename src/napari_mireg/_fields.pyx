@@ -90,11 +90,13 @@ cdef inline Py_ssize_t cell_start(double position, Py_ssize_t size) noexcept nog
 def warp_linear(const float[:, ::1] image, image_shape, const float[:, ::1] field,
                 bint use_field, output_shape, const double[:, ::1] point_matrix,
                 const double[:, ::1] index_matrix, bint clamp, float[:, ::1] out,
-                int threads):
+                int threads, bint add_field=False):
     """Trilinear resampling: out[i] = image at index_matrix @ (point_matrix @ i + field[i]).
 
     `image` is (voxels, channels) on an (m0, m1, m2) grid; `field` (voxels, 3) lives on the
-    output grid. Outside the image: 0, or the nearest edge value if `clamp`.
+    output grid. Outside the image: 0, or the nearest edge value if `clamp`. With
+    `add_field` (a 3-channel image) field[i] is added to out[i]: the composition of two
+    displacement fields in one pass instead of a second sweep over both arrays.
     """
     cdef Py_ssize_t m0 = image_shape[0], m1 = image_shape[1], m2 = image_shape[2]
     cdef Py_ssize_t n1 = output_shape[1], n2 = output_shape[2]
@@ -143,6 +145,8 @@ def warp_linear(const float[:, ::1] image, image_shape, const float[:, ::1] fiel
                          + f0 * ((1 - f1) * ((1 - f2) * source[a + s0] + f2 * source[a + s0 + s2])
                                  + f1 * ((1 - f2) * source[a + s0 + s1]
                                          + f2 * source[a + s0 + s1 + s2])))
+                if add_field:
+                    value = value + field[v, c]
                 target[c] = <float>value
     return out
 
@@ -176,9 +180,10 @@ def gaussian_axis(const float[:, ::1] source, float[:, ::1] target, shape, int a
                   const double[::1] weights, int threads):
     """1D convolution of a (voxels, channels) volume along one axis, edges replicated.
 
-    `weights` has odd length 2r + 1, centred. Each output row (fixed i0, i1: n2 * channels
-    contiguous floats) is a weighted sum of shifted input rows, so the inner loops run over
-    contiguous memory.
+    `weights` has odd length 2r + 1, centred and symmetric (a Gaussian's taps), so the two
+    neighbours k voxels either side share one multiplication. Each output row (fixed
+    i0, i1: n2 * channels contiguous floats) is a weighted sum of shifted input rows, so
+    the inner loops run over contiguous memory.
     """
     cdef Py_ssize_t n0 = shape[0], n1 = shape[1], n2 = shape[2]
     cdef Py_ssize_t channels = source.shape[1]
@@ -190,56 +195,77 @@ def gaussian_axis(const float[:, ::1] source, float[:, ::1] target, shape, int a
     cdef float* dst = &target[0, 0]
     cdef float[::1] taps = np.asarray(weights, dtype=np.float32)
     cdef Py_ssize_t row, position
+    if weights.shape[0] % 2 != 1 or not np.allclose(weights, np.asarray(weights)[::-1]):
+        raise ValueError("gaussian_axis needs an odd number of symmetric weights")
     for row in prange(n0 * n1, nogil=True, num_threads=threads, schedule="guided"):
         if axis == 2:
             _convolve_along_row(src + row * length, dst + row * length, n2, channels,
-                                &taps[0], radius)
+                                &taps[radius], radius)
         else:
             position = row // n1 if axis == 0 else row % n1
             _convolve_across_rows(src + (row - position * row_stride) * length,
                                   dst + row * length, length, position, size,
-                                  row_stride * length, &taps[0], radius)
+                                  row_stride * length, &taps[radius], radius)
     return target
 
 
 cdef inline void _convolve_across_rows(const float* first_row, float* out, Py_ssize_t length,
                                        Py_ssize_t position, Py_ssize_t size, Py_ssize_t stride,
-                                       const float* taps, Py_ssize_t radius) noexcept nogil:
-    """out = sum_k taps[k] * row(clamp(position + k - radius)); rows `stride` floats apart."""
-    cdef Py_ssize_t k, j, neighbour
-    cdef const float* row
-    cdef float weight
+                                       const float* centre_tap,
+                                       Py_ssize_t radius) noexcept nogil:
+    """out = sum_k centre_tap[k] * row(clamp(position + k)), k = -radius .. radius.
+
+    Rows are `stride` floats apart; the taps are symmetric about `centre_tap`.
+    """
+    cdef Py_ssize_t k, j
+    cdef const float* centre = first_row + position * stride
+    cdef const float* below
+    cdef const float* above
+    cdef float weight = centre_tap[0]
     for j in range(length):
-        out[j] = 0
-    for k in range(2 * radius + 1):
-        neighbour = min(max(position + k - radius, 0), size - 1)
-        row = first_row + neighbour * stride
-        weight = taps[k]
+        out[j] = weight * centre[j]
+    for k in range(1, radius + 1):
+        below = first_row + max(position - k, 0) * stride
+        above = first_row + min(position + k, size - 1) * stride
+        weight = centre_tap[k]
         for j in range(length):
-            out[j] += weight * row[j]
+            out[j] += weight * (below[j] + above[j])
 
 
 cdef inline void _convolve_along_row(const float* row, float* out, Py_ssize_t n,
-                                     Py_ssize_t channels, const float* taps,
+                                     Py_ssize_t channels, const float* centre_tap,
                                      Py_ssize_t radius) noexcept nogil:
-    """Convolve one row of n points (channels interleaved) along itself, edges replicated."""
-    cdef Py_ssize_t k, j, i, c, shift, low, high
-    cdef float weight
+    """Convolve one row of n points (channels interleaved) along itself, edges replicated.
+
+    The taps are symmetric about `centre_tap`. Points with both neighbours inside the row
+    take a plain contiguous loop; only the few near the ends clamp their neighbours.
+    """
+    cdef Py_ssize_t k, j, i, c, low, high, shift
+    cdef float weight = centre_tap[0]
     for j in range(n * channels):
-        out[j] = 0
-    for k in range(2 * radius + 1):
-        shift = k - radius
-        weight = taps[k]
-        low = min(n, max(0, -shift))            # points [low, high) read inside the row
-        high = max(low, min(n, n - shift))
-        for i in range(low):
-            for c in range(channels):
-                out[i * channels + c] += weight * row[c]
+        out[j] = weight * row[j]
+    for k in range(1, radius + 1):
+        weight = centre_tap[k]
+        shift = k * channels
+        low = min(k, n)                          # points [low, high) have both inside
+        high = max(low, n - k)
         for j in range(low * channels, high * channels):
-            out[j] += weight * row[j + shift * channels]
+            out[j] += weight * (row[j - shift] + row[j + shift])
+        for i in range(low):
+            _add_clamped_pair(row, out, i, k, n, channels, weight)
         for i in range(high, n):
-            for c in range(channels):
-                out[i * channels + c] += weight * row[(n - 1) * channels + c]
+            _add_clamped_pair(row, out, i, k, n, channels, weight)
+
+
+cdef inline void _add_clamped_pair(const float* row, float* out, Py_ssize_t i, Py_ssize_t k,
+                                   Py_ssize_t n, Py_ssize_t channels,
+                                   float weight) noexcept nogil:
+    """out[i] += weight * (row[clamp(i - k)] + row[clamp(i + k)]) for each channel."""
+    cdef Py_ssize_t c
+    cdef Py_ssize_t below = max(i - k, 0) * channels
+    cdef Py_ssize_t above = min(i + k, n - 1) * channels
+    for c in range(channels):
+        out[i * channels + c] += weight * (row[below + c] + row[above + c])
 
 
 def jacobian_determinant(const float[:, ::1] field, shape, const double[::1] index_to_world_inverse,

@@ -93,6 +93,7 @@ def resample(
     prealign=None,
     interpolation="linear",
     clamp=False,
+    add_field=False,
     threads=None,
 ):
     """Sample a 3D volume on another grid, through a displacement field and an affine.
@@ -116,6 +117,8 @@ def resample(
         Trilinear (float32 result) or nearest neighbour (the volume's dtype, labels kept).
     clamp : bool
         Outside the volume, take the nearest edge value instead of 0.
+    add_field : bool
+        Add `field` to the (3-channel, linear) result: `compose` in one pass.
     threads : int, optional
 
     Returns
@@ -129,6 +132,8 @@ def resample(
     point_matrix = np.ascontiguousarray(output_affine, dtype=np.float64)
     source_shape = np.shape(volume)[:3]
     voxels = int(np.prod(output_shape))
+    if add_field and (not use_field or interpolation != "linear" or np.shape(volume)[3:] != (3,)):
+        raise ValueError("add_field needs a field, linear interpolation and a 3-channel volume")
     if interpolation == "nearest":
         index = np.empty(voxels, dtype=np.intp)
         _fields.warp_nearest_index(
@@ -158,6 +163,7 @@ def resample(
             clamp,
             result,
             thread_count(threads),
+            add_field,
         )
     else:
         raise ValueError(f"interpolation must be 'linear' or 'nearest', got {interpolation!r}")
@@ -172,9 +178,9 @@ def compose(first, second, affine, *, threads=None):
     `second` is sampled trilinearly, edges replicated.
     """
     shape = first.shape[:3]
-    composed = resample(second, affine, shape, affine, field=first, clamp=True, threads=threads)
-    composed += first  # in place: at 1 mm a new array costs as much as the sum
-    return composed
+    return resample(
+        second, affine, shape, affine, field=first, clamp=True, add_field=True, threads=threads
+    )
 
 
 def invert(

@@ -13,6 +13,7 @@ import numpy as np
 
 from napari_mireg import fields
 from napari_mireg._validate import positive_int
+from napari_mireg.buffers import reused_buffers
 from napari_mireg.metric import MutualInformation
 from napari_mireg.partial_volume import (
     PartialVolumeMutualInformation,
@@ -126,7 +127,7 @@ class SymmetricDiffeomorphicRegistration:
         (`fields.invert`); Newton steps finish the voxels left above 0.05 voxel. Where a
         map stretches strongly the fixed-point iteration stalls or drifts, so more
         iterations buy little: 5 or 10 then Newton gave the same residuals as 50, in a
-        third of the time.
+        third of the time, and 5 takes 40 % less time than 10 at 1 mm.
     opt_tol : float
         A level stops when the energy's slope over the last `convergence_window`
         iterations, relative to its size, is above ``-opt_tol``.
@@ -155,7 +156,7 @@ class SymmetricDiffeomorphicRegistration:
         level_iters=(40, 20, 10),
         step_length=0.25,
         update_sigma=1.73,
-        inv_iter=10,
+        inv_iter=5,
         inv_tol=0.01,
         opt_tol=1e-5,
         convergence_window=10,
@@ -261,6 +262,40 @@ class SymmetricDiffeomorphicRegistration:
         domain = crop(fixed_volume, box)
         if mask is not None:
             mask = crop(mask, box)
+        # Every iteration makes and drops the same large temporaries: their memory is
+        # reused, and given back before the end's fields on the whole grid.
+        with reused_buffers():
+            half_fixed, half_moving, previous_affine = yield from self._levels(
+                fixed_volume,
+                domain,
+                mask,
+                moving_volume,
+                moving_mask,
+                prealign,
+                with_images,
+                initial,
+            )
+
+        shape, affine = domain.shape, domain.affine
+        half_fixed = _regrid(half_fixed, previous_affine, shape, affine)
+        half_moving = _regrid(half_moving, previous_affine, shape, affine)
+        forward = half_moving
+        if self.symmetric:
+            forward = _forward(self._final_inverse(half_fixed, affine), half_moving, affine)
+        # The backward map is the inverse of the forward one, solved to `inv_tol`, rather
+        # than phi_fixed o phi_moving^-1: composing two sampled fields leaves up to 0.15
+        # voxel of inverse inconsistency where the maps bend most.
+        backward = self._final_inverse(forward, affine)
+        forward, backward = (_pad(f, box, fixed_volume.shape) for f in (forward, backward))
+        self.mapping = DiffeomorphicMap(fixed_volume, moving_volume, prealign, forward, backward)
+
+    def _levels(
+        self, fixed_volume, domain, mask, moving_volume, moving_mask, prealign, with_images, initial
+    ):
+        """The iterations of every level, coarse to fine (a generator of Snapshots).
+
+        Returns the two half-way maps and the voxel-to-world matrix of the finest level.
+        """
         levels = len(self.level_iters)
         partial_volume_wanted = isinstance(self.metric, PartialVolumeMutualInformation)
         world_to_moving = np.linalg.inv(moving_volume.affine) @ prealign  # fixed world to voxels
@@ -360,19 +395,7 @@ class SymmetricDiffeomorphicRegistration:
                 )
                 if self._converged(level_energies):
                     break
-
-        shape, affine = domain.shape, domain.affine
-        half_fixed = _regrid(half_fixed, previous_affine, shape, affine)
-        half_moving = _regrid(half_moving, previous_affine, shape, affine)
-        forward = half_moving
-        if self.symmetric:
-            forward = _forward(self._final_inverse(half_fixed, affine), half_moving, affine)
-        # The backward map is the inverse of the forward one, solved to `inv_tol`, rather
-        # than phi_fixed o phi_moving^-1: composing two sampled fields leaves up to 0.15
-        # voxel of inverse inconsistency where the maps bend most.
-        backward = self._final_inverse(forward, affine)
-        forward, backward = (_pad(f, box, fixed_volume.shape) for f in (forward, backward))
-        self.mapping = DiffeomorphicMap(fixed_volume, moving_volume, prealign, forward, backward)
+        return half_fixed, half_moving, previous_affine
 
     def _warped(self, here, half_fixed, half_moving):
         """Both images at the half-way point, and the voxels that count there (None: all).
