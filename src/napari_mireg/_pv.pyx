@@ -42,47 +42,46 @@ cdef inline void point_of(const Mapping* m, Py_ssize_t i0, Py_ssize_t i1, Py_ssi
                 + m.linear[3 * a + 2] * u[2])
 
 
-cdef inline int corners(const double* y, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t s2,
-                        const unsigned char* bins_data, int* corner_bins, double* weights,
-                        double* slopes) noexcept nogil:
-    """Bins and trilinear weights of the 8 corners, and (if `slopes`) d w / d y0, y1, y2.
+cdef inline void cell_of(const double* y, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t s2,
+                         const unsigned char* bins_data, int* corner_bins, double* g0,
+                         double* g1, double* g2) noexcept nogil:
+    """Bins of the 8 corners of the cell around y, and the 1D trilinear factors.
 
-    Corner c has offsets (c >> 2 & 1, c >> 1 & 1, c & 1). A corner outside the image gets
-    bin 0 (not counted). Returns 0 when no corner is inside.
+    Corner c has offsets (c >> 2 & 1, c >> 1 & 1, c & 1) and weight
+    g0[o0] g1[o1] g2[o2]. A corner outside the image gets bin 0, which does not count:
+    the histogram's column 0 is emptied after the pass and dMI/dh is zero there, so
+    neither pass needs to test the corners one by one.
     """
     cdef double b0 = floor(y[0]), b1 = floor(y[1]), b2 = floor(y[2])
-    cdef double f0 = y[0] - b0, f1 = y[1] - b1, f2 = y[2] - b2
     cdef Py_ssize_t k0 = <Py_ssize_t>b0, k1 = <Py_ssize_t>b1, k2 = <Py_ssize_t>b2
-    cdef double g0[2], g1[2], g2[2]
-    cdef bint in0[2], in1[2], in2[2]
-    cdef int c, o0, o1, o2, any_inside = 0
-    cdef Py_ssize_t row
-    g0[0] = 1.0 - f0
-    g0[1] = f0
-    g1[0] = 1.0 - f1
-    g1[1] = f1
-    g2[0] = 1.0 - f2
-    g2[1] = f2
-    for c in range(2):
-        in0[c] = 0 <= k0 + c < s0
-        in1[c] = 0 <= k1 + c < s1
-        in2[c] = 0 <= k2 + c < s2
+    cdef Py_ssize_t plane = s1 * s2, first
+    cdef int c, o0, o1, o2
+    g0[1] = y[0] - b0
+    g0[0] = 1.0 - g0[1]
+    g1[1] = y[1] - b1
+    g1[0] = 1.0 - g1[1]
+    g2[1] = y[2] - b2
+    g2[0] = 1.0 - g2[1]
+    if 0 <= k0 and k0 + 1 < s0 and 0 <= k1 and k1 + 1 < s1 and 0 <= k2 and k2 + 1 < s2:
+        # the whole cell inside: almost every voxel
+        first = (k0 * s1 + k1) * s2 + k2
+        corner_bins[0] = bins_data[first]
+        corner_bins[1] = bins_data[first + 1]
+        corner_bins[2] = bins_data[first + s2]
+        corner_bins[3] = bins_data[first + s2 + 1]
+        corner_bins[4] = bins_data[first + plane]
+        corner_bins[5] = bins_data[first + plane + 1]
+        corner_bins[6] = bins_data[first + plane + s2]
+        corner_bins[7] = bins_data[first + plane + s2 + 1]
+        return
     for c in range(8):
         o0 = (c >> 2) & 1
         o1 = (c >> 1) & 1
         o2 = c & 1
-        if in0[o0] and in1[o1] and in2[o2]:
-            row = ((k0 + o0) * s1 + k1 + o1) * s2 + k2
-            corner_bins[c] = bins_data[row + o2]
-            any_inside = 1
+        if 0 <= k0 + o0 < s0 and 0 <= k1 + o1 < s1 and 0 <= k2 + o2 < s2:
+            corner_bins[c] = bins_data[((k0 + o0) * s1 + k1 + o1) * s2 + k2 + o2]
         else:
             corner_bins[c] = 0
-        weights[c] = g0[o0] * g1[o1] * g2[o2]
-        if slopes != NULL:
-            slopes[3 * c] = (2 * o0 - 1) * g1[o1] * g2[o2]
-            slopes[3 * c + 1] = g0[o0] * (2 * o1 - 1) * g2[o2]
-            slopes[3 * c + 2] = g0[o0] * g1[o1] * (2 * o2 - 1)
-    return any_inside
 
 
 cdef inline void add_voxel(const Mapping* m, Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t i2,
@@ -91,15 +90,26 @@ cdef inline void add_voxel(const Mapping* m, Py_ssize_t i0, Py_ssize_t i1, Py_ss
                            double* cells) noexcept nogil:
     """Add voxel v's 8 corner weights to its histogram row (arrays local: one per thread)."""
     cdef double y[3]
+    cdef double g0[2]
+    cdef double g1[2]
+    cdef double g2[2]
     cdef int corner_bins[8]
-    cdef double weights[8]
-    cdef int k
+    cdef double* cells_row = cells + row * bins
+    cdef double w00, w01, w10, w11
     point_of(m, i0, i1, i2, u + 3 * v, y)
-    if not corners(y, s0, s1, s2, other, corner_bins, weights, NULL):
-        return
-    for k in range(8):
-        if corner_bins[k] != 0:
-            cells[row * bins + corner_bins[k]] += weights[k]
+    cell_of(y, s0, s1, s2, other, corner_bins, g0, g1, g2)
+    w00 = g0[0] * g1[0]
+    w01 = g0[0] * g1[1]
+    w10 = g0[1] * g1[0]
+    w11 = g0[1] * g1[1]
+    cells_row[corner_bins[0]] += w00 * g2[0]
+    cells_row[corner_bins[1]] += w00 * g2[1]
+    cells_row[corner_bins[2]] += w01 * g2[0]
+    cells_row[corner_bins[3]] += w01 * g2[1]
+    cells_row[corner_bins[4]] += w10 * g2[0]
+    cells_row[corner_bins[5]] += w10 * g2[1]
+    cells_row[corner_bins[6]] += w11 * g2[0]
+    cells_row[corner_bins[7]] += w11 * g2[1]
 
 
 cdef inline void voxel_gradient(const Mapping* m, Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t i2,
@@ -107,27 +117,37 @@ cdef inline void voxel_gradient(const Mapping* m, Py_ssize_t i0, Py_ssize_t i1, 
                                 const unsigned char* other, const float* u, int row,
                                 Py_ssize_t bins, const double* table,
                                 float* out) noexcept nogil:
-    """out[0:3] = linear^T sum_c dw_c/dy W(row, b(c)) at voxel v (zero if it does not count)."""
+    """out[0:3] = linear^T sum_c dw_c/dy W(row, b(c)) at voxel v (zero if it does not count).
+
+    With t_c = W(row, b(c)), the sum along axis 0 is sum over (o1, o2) of
+    g1[o1] g2[o2] (t(1, o1, o2) - t(0, o1, o2)), and alike along axes 1 and 2.
+    """
     cdef double y[3]
+    cdef double g0[2]
+    cdef double g1[2]
+    cdef double g2[2]
     cdef int corner_bins[8]
-    cdef double weights[8]
-    cdef double slopes[24]
-    cdef double w, g0 = 0.0, g1 = 0.0, g2 = 0.0
+    cdef double t[8]
+    cdef double d0 = 0.0, d1 = 0.0, d2 = 0.0
+    cdef const double* table_row
     cdef int k
     if row != 0:
         point_of(m, i0, i1, i2, u + 3 * v, y)
-        if corners(y, s0, s1, s2, other, corner_bins, weights, slopes):
-            for k in range(8):
-                if corner_bins[k] != 0:
-                    w = table[row * bins + corner_bins[k]]
-                    g0 += w * slopes[3 * k]
-                    g1 += w * slopes[3 * k + 1]
-                    g2 += w * slopes[3 * k + 2]
+        cell_of(y, s0, s1, s2, other, corner_bins, g0, g1, g2)
+        table_row = table + row * bins
+        for k in range(8):
+            t[k] = table_row[corner_bins[k]]
+        d0 = (g1[0] * (g2[0] * (t[4] - t[0]) + g2[1] * (t[5] - t[1]))
+              + g1[1] * (g2[0] * (t[6] - t[2]) + g2[1] * (t[7] - t[3])))
+        d1 = (g0[0] * (g2[0] * (t[2] - t[0]) + g2[1] * (t[3] - t[1]))
+              + g0[1] * (g2[0] * (t[6] - t[4]) + g2[1] * (t[7] - t[5])))
+        d2 = (g0[0] * (g1[0] * (t[1] - t[0]) + g1[1] * (t[3] - t[2]))
+              + g0[1] * (g1[0] * (t[5] - t[4]) + g1[1] * (t[7] - t[6])))
     if s0 == 1:
-        g0 = 0.0  # a 2D image: no neighbour along the first axis
-    out[0] = <float>(m.linear[0] * g0 + m.linear[3] * g1 + m.linear[6] * g2)
-    out[1] = <float>(m.linear[1] * g0 + m.linear[4] * g1 + m.linear[7] * g2)
-    out[2] = <float>(m.linear[2] * g0 + m.linear[5] * g1 + m.linear[8] * g2)
+        d0 = 0.0  # a 2D image: no neighbour along the first axis
+    out[0] = <float>(m.linear[0] * d0 + m.linear[3] * d1 + m.linear[6] * d2)
+    out[1] = <float>(m.linear[1] * d0 + m.linear[4] * d1 + m.linear[7] * d2)
+    out[2] = <float>(m.linear[2] * d0 + m.linear[5] * d1 + m.linear[8] * d2)
 
 
 def histogram(const unsigned char[::1] grid_bins, const unsigned char[:, :, ::1] other_bins,
@@ -171,7 +191,9 @@ def histogram(const unsigned char[::1] grid_bins, const unsigned char[:, :, ::1]
                 if grid_bins[v] != 0:
                     add_voxel(&m, line // n1, line % n1, i2, v, s0, s1, s2, other, u,
                               grid_bins[v], bins, &partial[c, 0])
-    return np.asarray(partial).sum(axis=0).reshape(bins, bins)
+    counts = np.asarray(partial).sum(axis=0).reshape(bins, bins)
+    counts[:, 0] = 0  # the weights of corners outside the other image or its mask
+    return counts
 
 
 def gradient(const unsigned char[::1] grid_bins, const unsigned char[:, :, ::1] other_bins,
@@ -180,7 +202,8 @@ def gradient(const unsigned char[::1] grid_bins, const unsigned char[:, :, ::1] 
     """Pass 2: dMI/du(x) = linear^T sum_c dw_c/dy W(i(x), b(c)), written into `out` (n, 3).
 
     `weights_table[i, b]` is dMI/dh(i, b), the derivative of MI by one histogram cell's
-    weight (metric.py); a voxel that does not count gets zero.
+    weight (metric.py), and must be zero in column 0 (bin 0 does not count); a voxel that
+    does not count gets zero.
     """
     cdef Mapping m = make_mapping(grid, linear)
     cdef Py_ssize_t n0 = shape[0], n1 = shape[1], n2 = shape[2]
