@@ -45,6 +45,36 @@ def test_closing_the_generator_leaves_no_map(deformed):
     assert registration.mapping is None and len(registration.energies) == 1
 
 
+def test_reused_buffers_change_nothing_and_are_given_back(monkeypatch):
+    # Fields of 5.4 MB, above the size whose blocks are kept. A kernel that relied on
+    # fresh (zeroed) memory from np.empty would give another map with reused blocks.
+    from contextlib import nullcontext
+
+    from napari_mireg.buffers import kept_bytes
+
+    fixed = blobs((80, 80, 70), seed=2).astype(np.float32)
+    field = smooth_field(fixed.shape, 2.0, seed=4).astype(np.float32)
+    moving = resample(fixed, np.eye(4), fixed.shape, np.eye(4), field=field, clamp=True)
+
+    def run():
+        registration = SymmetricDiffeomorphicRegistration(MutualInformation(32), level_iters=(3,))
+        kept_during = []
+        for _ in registration.iterate(fixed, moving):
+            kept_during.append(kept_bytes())
+        return registration.mapping.forward, kept_during
+
+    forward, kept_during = run()
+    assert max(kept_during) > 5_000_000  # blocks were held between iterations
+    assert kept_bytes() == 0  # and given back at the end
+    steps = SymmetricDiffeomorphicRegistration(MutualInformation(32), (3,)).iterate(fixed, moving)
+    next(steps)
+    steps.close()
+    assert kept_bytes() == 0  # a cancelled run too
+    monkeypatch.setattr(syn_module, "reused_buffers", nullcontext)
+    plain, _ = run()
+    np.testing.assert_array_equal(forward, plain)
+
+
 def test_updates_are_zero_on_the_border_and_scaled_to_the_step():
     update = np.random.default_rng(1).normal(size=(10, 12, 9, 3)).astype(np.float32)
     regularised = syn_module._regularised(update, 1.0, step_mm=0.5)
