@@ -37,9 +37,12 @@ def pair():
     return grid_levels, grid_affine, other_levels, to_other, field
 
 
-def reference_histogram(grid_levels, grid_affine, other_levels, to_other, field):
-    """The partial-volume histogram voxel by voxel, corner by corner (plain Python)."""
-    counts = np.zeros((LEVELS, LEVELS))
+def counted_corners(grid_levels, grid_affine, other_levels, to_other, field):
+    """Each counted grid voxel with its row level, its cell's fractions and inside corners.
+
+    Yields (index, row, fraction, corners), corners a list of (offset, level) for the cell's
+    corners inside the other image (plain Python, voxel by voxel).
+    """
     for index in itertools.product(*[range(n) for n in grid_levels.shape]):
         row = grid_levels[index]
         if row == 0:
@@ -47,16 +50,22 @@ def reference_histogram(grid_levels, grid_affine, other_levels, to_other, field)
         world = grid_affine[:3, :3] @ np.array(index) + grid_affine[:3, 3] + field[index]
         point = to_other[:3, :3] @ world + to_other[:3, 3]
         base = np.floor(point).astype(int)
-        fraction = point - base
+        corners = []
         for offset in itertools.product((0, 1), repeat=3):
             corner = base + offset
-            if np.any(corner < 0) or np.any(corner >= other_levels.shape):
-                continue
-            level = other_levels[tuple(corner)]
-            if level == 0:
-                continue
-            weight = np.prod(np.where(np.array(offset) == 1, fraction, 1 - fraction))
-            counts[row, level] += weight
+            if np.all(corner >= 0) and np.all(corner < other_levels.shape):
+                corners.append((offset, other_levels[tuple(corner)]))
+        yield index, row, point - base, corners
+
+
+def reference_histogram(*pair):
+    """The partial-volume histogram voxel by voxel, corner by corner (plain Python)."""
+    counts = np.zeros((LEVELS, LEVELS))
+    for _, row, fraction, corners in counted_corners(*pair):
+        for offset, level in corners:
+            if level != 0:
+                weight = np.prod(np.where(np.array(offset) == 1, fraction, 1 - fraction))
+                counts[row, level] += weight
     return counts
 
 
@@ -111,30 +120,17 @@ def test_gradient_matches_the_corner_by_corner_formula_at_every_voxel(pair):
     _, table = mutual_information_weights(reference_histogram(*pair))
     expected = np.zeros(grid_levels.shape + (3,))
     straddling = 0
-    for index in itertools.product(*[range(n) for n in grid_levels.shape]):
-        row = grid_levels[index]
-        if row == 0:
-            continue
-        world = grid_affine[:3, :3] @ np.array(index) + grid_affine[:3, 3] + field[index]
-        point = to_other[:3, :3] @ world + to_other[:3, 3]
-        base = np.floor(point).astype(int)
-        fraction = point - base
+    for index, row, fraction, corners in counted_corners(*pair):
         factors = np.stack([1 - fraction, fraction])  # factors[o, axis]
         total = np.zeros(3)
-        inside = 0
-        for offset in itertools.product((0, 1), repeat=3):
-            corner = base + offset
-            if np.any(corner < 0) or np.any(corner >= other_levels.shape):
-                continue
-            inside += 1
-            w = table[row, other_levels[tuple(corner)]]
+        for offset, level in corners:
             for axis in range(3):
                 slope = 2 * offset[axis] - 1
                 for other_axis in range(3):
                     if other_axis != axis:
                         slope *= factors[offset[other_axis], other_axis]
-                total[axis] += w * slope
-        straddling += 0 < inside < 8
+                total[axis] += table[row, level] * slope
+        straddling += 0 < len(corners) < 8
         expected[index] = to_other[:3, :3].T @ total
     assert straddling > 10
     np.testing.assert_allclose(gradient, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
