@@ -183,6 +183,10 @@ def compose(first, second, affine, *, threads=None):
     )
 
 
+# Rounds of more fixed-point steps and Newton when voxels are left above the tolerance.
+RESTARTS = 3
+
+
 def invert(
     field,
     affine,
@@ -234,10 +238,6 @@ def invert(
         # after them finishes what they leave.
         inverse, change = _fixed_point(field, affine, inverse, max_iterations, tolerance, threads)
     return inverse, change
-
-
-# Rounds of more fixed-point steps and Newton when voxels are left above the tolerance.
-RESTARTS = 3
 
 
 def _fixed_point(field, affine, inverse, max_iterations, tolerance, threads):
