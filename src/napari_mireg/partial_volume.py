@@ -139,8 +139,9 @@ class PartialVolumeMutualInformation:
         )
         threads = thread_count(self.threads)
         counts = _pv.histogram(*common, LEVELS, threads)
+        # Column 0 (corners outside) comes back empty, so its dMI/dh is 0: the gradient
+        # kernel reads bin 0 from the table without testing the corner.
         value, weights = mutual_information_weights(counts)
-        weights[:, 0] = 0.0  # the kernel reads bin 0 (outside) from the table unchecked
         out = np.empty((flat_field.shape[0], 3), dtype=np.float32)
         _pv.gradient(*common, weights, out, threads)
         self._probability = counts / max(counts.sum(), 1e-300)
