@@ -24,6 +24,22 @@ def test_centre_of_mass_is_in_world_millimetres():
     np.testing.assert_allclose(centre_of_mass(as_volume(data, affine)), [5.0, 19.0, 4.0])
 
 
+def test_centre_of_mass_matches_scipy_inside_a_mask():
+    rng = np.random.default_rng(3)
+    data = rng.normal(1.0, 1.0, (9, 12, 7)).astype(np.float32)
+    mask = np.zeros(data.shape, np.uint8)
+    mask[2:7, 1:10, 3:] = 1
+    affine = np.array([[0, 1.5, 0, 4], [2.0, 0, 0, -7], [0, 0, 0.8, 1], [0, 0, 0, 1]])
+    # scipy's centre of the positive part inside the mask, in voxels, then to world
+    index = ndimage.center_of_mass(np.clip(data, 0, None) * mask)
+    expected = affine[:3, :3] @ index + affine[:3, 3]
+    found = centre_of_mass(as_volume(data, affine), as_volume(mask, affine, dtype=np.uint8))
+    np.testing.assert_allclose(found, expected, rtol=1e-6)
+    # an empty volume falls back to the grid's centre
+    empty = centre_of_mass(as_volume(np.zeros((5, 3, 9), np.float32), affine))
+    np.testing.assert_allclose(empty, affine[:3, :3] @ [2.0, 1.0, 4.0] + affine[:3, 3])
+
+
 def test_rigid_stage_recovers_a_known_shift(fixed):
     shift = np.array([2.0, -1.5, 1.0])  # voxels = mm here
     # moving(y) = fixed(y - shift): the fixed point x lies at the moving point x + shift
@@ -74,3 +90,20 @@ def test_bad_settings_are_refused():
         AffineRegistration(MutualInformation(), transform="similarity")
     with pytest.raises(ValueError):
         AffineRegistration(MutualInformation(), level_iters=(-1,))
+
+
+def test_air_around_the_moving_image_does_not_change_the_prealignment(fixed):
+    shift = np.array([1.5, -1.0, 0.5])
+    moving = ndimage.shift(fixed, shift, order=3, mode="nearest").astype(np.float32)
+    moving -= moving.min()  # background 0, as air in a head's field of view
+    metric = MutualInformation(32)
+    found = {}
+    for pad in (3, 20, 60):  # the same image, with ever more air around, same world place
+        affine = np.eye(4)
+        affine[:3, 3] = -pad
+        registration = AffineRegistration(metric, transform="rigid", level_iters=(30, 30))
+        found[pad] = registration.optimize(fixed, np.pad(moving, pad), moving_affine=affine)
+        np.testing.assert_allclose(found[pad].matrix[:3, 3], shift, atol=0.25)
+    # Past the margin the air is cut off: 20 and 60 voxels of it give the same matrix.
+    np.testing.assert_allclose(found[60].matrix, found[20].matrix, atol=1e-9)
+    np.testing.assert_allclose(found[3].matrix, found[20].matrix, atol=0.05)

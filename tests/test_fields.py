@@ -220,3 +220,21 @@ def test_image_gradient_matches_numpy(grid):
     result = fields.image_gradient(image, np.diag(1 / spacing))
     expected = np.stack(np.gradient(image.astype(np.float64), *spacing), -1)
     np.testing.assert_allclose(result, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("planar", [False, True])
+def test_image_and_gradient_holds_the_image_its_numpy_gradient_and_the_extra_plane(grid, planar):
+    image, _, _ = grid
+    spacing = np.array([1.0, 2.0, 0.5])
+    if planar:
+        image, spacing = image[0], spacing[1:]
+    extra = np.arange(image.size, dtype=np.float32).reshape(image.shape)
+    result = fields.image_and_gradient(image, np.diag(1 / spacing), extra=extra)
+    assert result.shape == image.shape + (image.ndim + 2,) and result.dtype == np.float32
+    np.testing.assert_array_equal(result[..., 0], image)
+    expected = np.stack(np.gradient(image.astype(np.float64), *spacing), -1)
+    np.testing.assert_allclose(result[..., 1:-1], expected, atol=1e-6)
+    np.testing.assert_array_equal(result[..., -1], extra)
+    assert fields.image_and_gradient(image).shape == image.shape + (image.ndim + 1,)
+    with pytest.raises(ValueError, match="extra"):
+        fields.image_and_gradient(image, extra=extra[..., :-1])

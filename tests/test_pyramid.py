@@ -2,9 +2,18 @@
 
 import numpy as np
 import pytest
+from scipy import ndimage
 from testdata import blobs
 
-from napari_mireg.pyramid import level_grid, mask_volume, pyramid_level
+from napari_mireg import MutualInformation, fields
+from napari_mireg.pyramid import (
+    anatomy_box,
+    crop,
+    level_grid,
+    mask_volume,
+    pyramid_level,
+    within_mask,
+)
 from napari_mireg.transforms import as_volume
 
 
@@ -51,3 +60,67 @@ def test_masks_follow_the_level_grid_and_must_select_a_voxel():
         mask_volume(np.zeros(data.shape, bool), fixed)
     with pytest.raises(ValueError, match="fixed shape"):
         mask_volume(np.ones((4, 4, 4), bool), fixed)
+
+
+def test_a_shrunk_moving_image_is_its_smoothed_copy_at_coarser_block_centres():
+    data = blobs((26, 20, 18), seed=5).astype(np.float32)
+    moving_affine = np.array([[0, 1.0, 0, 3], [1.0, 0, 0, -2], [0, 0, 1.0, 5], [0, 0, 0, 1]])
+    fixed = as_volume(np.ones((12, 11, 10), np.float32), np.diag([2.0, 2.0, 2.0, 1]), "fixed")
+    moving = as_volume(data, moving_affine, "moving")
+    # Level 0 of 2: shrink 2 of 2 mm fixed voxels = 4 mm; half that in 1 mm moving voxels.
+    level = pyramid_level(fixed, moving, None, 0, 2, shrink_moving=True)
+    shape, coarse = level_grid(data.shape, moving_affine, 2)
+    assert level.moving.shape == shape == (13, 10, 9)
+    np.testing.assert_array_equal(level.moving_affine, coarse)
+    smoothed = ndimage.gaussian_filter(data.astype(np.float64), 2.0, mode="nearest", truncate=3.0)
+    centres = np.indices(shape).reshape(3, -1) * 2 + 0.5
+    expected = ndimage.map_coordinates(smoothed, centres, order=1, mode="nearest")
+    np.testing.assert_allclose(level.moving, expected.reshape(shape), atol=1e-5)
+    # The finer level keeps it on its own grid: half a 2 mm voxel is one moving voxel.
+    finer = pyramid_level(fixed, moving, None, 1, 2, shrink_moving=True)
+    assert finer.moving.shape == data.shape
+    np.testing.assert_array_equal(finer.moving_affine, moving_affine)
+
+
+def test_a_level_within_its_mask_gives_the_same_metric_value_and_affine_gradient():
+    data = blobs((24, 22, 20), seed=7).astype(np.float32)
+    affine = np.diag([1.5, 1.0, 2.0, 1.0])
+    affine[:3, 3] = (4.0, -3.0, 1.0)
+    fixed = as_volume(data, affine, "fixed")
+    moving = ndimage.shift(data, (1.0, -0.5, 0.5), order=1).astype(np.float32)
+    mask = np.zeros(data.shape, bool)
+    mask[5:19, 3:15, 6:17] = True
+    level = pyramid_level(fixed, fixed, mask_volume(mask, fixed), 1, 2)
+    cut = within_mask(level)
+    assert cut.shape == (14, 12, 11) and cut.mask.all()
+    metric = MutualInformation(24)
+    gradient = fields.image_gradient(moving)  # the moving image's, not the cut's
+    full = metric.affine_gradient(
+        level.fixed, moving, level.affine, mask=level.mask, moving_gradient=gradient
+    )
+    box = (slice(5, 19), slice(3, 15), slice(6, 17))
+    part = metric.affine_gradient(
+        cut.fixed, moving[box], cut.affine, mask=cut.mask, moving_gradient=gradient[box]
+    )
+    assert part[0] == pytest.approx(full[0], rel=1e-12)
+    np.testing.assert_allclose(part[1], full[1], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(fields.resample(data, affine, cut.shape, cut.affine), data[box])
+    assert within_mask(pyramid_level(fixed, fixed, None, 1, 2)).shape == data.shape
+
+
+def test_an_anatomy_box_is_the_bright_part_widened_and_kept_inside_the_grid():
+    data = np.zeros((30, 20, 16), np.float32)
+    data[10:18, 2:9, 5:11] = 100.0
+    volume = as_volume(data, np.diag([2.0, 1.0, 0.5, 1.0]), "moving")
+    box = anatomy_box(volume, margin_mm=4.0)  # 2, 4 and 8 voxels
+    assert box == (slice(8, 20), slice(0, 13), slice(0, 16))
+    mask = np.zeros(data.shape, np.uint8)
+    mask[12:14, 5:6, 7:9] = 1
+    assert anatomy_box(volume, mask_volume(mask, volume, "moving_mask"), 0.0) == (
+        slice(12, 14),
+        slice(5, 6),
+        slice(7, 9),
+    )
+    part = crop(volume, box)
+    np.testing.assert_allclose(part.affine[:3, 3], [16.0, 0.0, 0.0])
+    assert part.shape == (12, 13, 16)

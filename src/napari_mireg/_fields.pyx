@@ -13,15 +13,17 @@ from napari_mireg._kernels cimport (AxisStep, Matrix3, Vector3, axis_step, diffe
 
 
 def gradient(const cython.floating[::1] image, shape, const double[::1] index_to_physical,
-             float[:, ::1] out, int first_axis, int threads):
-    """Gradient of a flat (n0, n1, n2) image into `out` (voxels, 3 - first_axis).
+             float[:, ::1] out, int first_axis, bint with_value, int threads):
+    """Gradient of a flat (n0, n1, n2) image into the rows of `out` (voxels, columns).
 
     Index-space central differences (one-sided at the ends) are mapped by the row-major
     3x3 `index_to_physical` matrix; components `first_axis`.. are stored, so a 2D image
-    seen as (1, n1, n2) gets its two components.
+    seen as (1, n1, n2) gets its two components. With `with_value` the image value goes
+    first in each row and the components after it; columns past them are left alone.
     """
     cdef Py_ssize_t n0 = shape[0], n1 = shape[1], n2 = shape[2]
     cdef Py_ssize_t components = 3 - first_axis
+    cdef Py_ssize_t columns = out.shape[1]
     cdef Matrix3 k = matrix3(index_to_physical)
     cdef const cython.floating* data = &image[0]
     cdef float* out_data = &out[0, 0]
@@ -29,12 +31,17 @@ def gradient(const cython.floating[::1] image, shape, const double[::1] index_to
     cdef Vector3 g
     cdef float* target
     cdef AxisStep step0, step1
+    if columns < components + with_value:
+        raise ValueError("out has too few columns")
     for row in prange(n0 * n1, nogil=True, num_threads=threads, schedule="guided"):
         step0 = axis_step(row // n1, n0, n1 * n2)
         step1 = axis_step(row % n1, n1, n2)
         for i2 in range(n2):
             v = row * n2 + i2
-            target = out_data + v * components
+            target = out_data + v * columns
+            if with_value:
+                target[0] = <float>data[v]
+                target = target + 1
             g = physical_gradient(data, v, step0, step1, axis_step(i2, n2, 1), &k)
             store_components(target, components, 1.0, g)
     return out

@@ -55,16 +55,57 @@ def image_gradient(image, index_to_physical=None, *, threads=None):
     ndarray of float32, shape ``image.shape + (ndim,)``
     """
     image = image_array(image, "image")
+    return _gradient_into(image, index_to_physical, image.ndim, False, threads)
+
+
+def image_and_gradient(image, index_to_physical=None, *, extra=None, threads=None):
+    """The image and its gradient (see :func:`image_gradient`) as channels of one array.
+
+    Channel 0 is the image, 1..ndim its gradient, and the last one `extra` when given: a
+    volume to resample with them in the same pass. Written in one sweep; a concatenation
+    of the planes cost three times the gradient itself on a 256^3 head.
+
+    Parameters
+    ----------
+    image : ndarray
+        2D or 3D image.
+    index_to_physical : ndarray, shape (ndim, ndim), optional
+    extra : ndarray, optional
+        Same shape as `image`.
+    threads : int, optional
+
+    Returns
+    -------
+    ndarray of float32, shape ``image.shape + (ndim + 1,)`` (``+ 2`` with `extra`)
+    """
+    image = image_array(image, "image")
+    channels = image.ndim + 1 + (extra is not None)
+    result = _gradient_into(image, index_to_physical, channels, True, threads)
+    if extra is not None:
+        if np.shape(extra) != image.shape:
+            raise ValueError(f"extra must have the image's shape {image.shape}")
+        result[..., -1] = extra
+    return result
+
+
+def _gradient_into(image, index_to_physical, channels, with_value, threads):
+    """The gradient kernel's output, ``image.shape + (channels,)`` float32."""
     ndim = image.ndim
     matrix = np.eye(ndim) if index_to_physical is None else np.asarray(index_to_physical, float)
     if matrix.shape != (ndim, ndim):
         raise ValueError(f"index_to_physical must be {ndim}x{ndim}, got {matrix.shape}")
-    out = np.empty((image.size, ndim), dtype=np.float32)
+    out = np.empty((image.size, channels), dtype=np.float32)
     shape3 = (1,) * (3 - ndim) + image.shape
     _fields.gradient(
-        image.ravel(), shape3, embed_matrix(matrix, 3).ravel(), out, 3 - ndim, thread_count(threads)
+        image.ravel(),
+        shape3,
+        embed_matrix(matrix, 3).ravel(),
+        out,
+        3 - ndim,
+        with_value,
+        thread_count(threads),
     )
-    return out.reshape(image.shape + (ndim,))
+    return out.reshape(image.shape + (channels,))
 
 
 def _flat_channels(volume):
