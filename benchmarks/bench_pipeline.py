@@ -41,7 +41,7 @@ Usage (2 mm, all tools, one run; data prepared once under ~/.cache/napari-mireg-
 
 ``--one-mm`` adds the native-resolution runs (greedy ~25 s a pair, ANTs minutes);
 ``--busy`` repeats the first pair with one core kept busy by a spinning process and prints
-each tool's slow-down factor.
+each tool's slow-down factor (medians of ``--busy-repeats`` quiet and busy runs).
 """
 
 import argparse
@@ -547,6 +547,9 @@ def main():
     parser.add_argument("--tools", default=",".join(TOOLS))
     parser.add_argument("--one-mm", action="store_true", help="also the native-resolution runs")
     parser.add_argument("--busy", action="store_true", help="first pair again, one core busy")
+    parser.add_argument(
+        "--busy-repeats", type=int, default=3, help="quiet and busy runs per tool (--busy)"
+    )
     parser.add_argument("--no-heads", action="store_true", help="skip the skull-on pairs")
     parser.add_argument("--calibration", action="store_true", help="the calibration pairs instead")
     parser.add_argument("--run", choices=TOOLS, help=argparse.SUPPRESS)
@@ -582,16 +585,34 @@ def main():
             rows,
         )
     if args.busy:
-        pair = pairs[0]
-        print(f"\none core busy, pair {pair}, 2 mm:")
+        busy_factors(pairs[0], tools, args)
+
+
+def busy_factors(pair, tools, args):
+    """Each tool's slow-down with one core busy: median busy over median quiet time.
+
+    A 2 mm run takes 1-5 s, and one such run with a spinning process beside it moved by
+    0.2-0.3 in its factor from one benchmark run to the next, so each tool runs
+    `--busy-repeats` times quiet and busy, the tools taking turns within a round so that a
+    drift of the machine reaches them alike.
+    """
+    print(f"\none core busy, pair {pair}, 2 mm, {args.busy_repeats} rounds:", flush=True)
+    seconds = {tool: {"quiet": [], "busy": []} for tool in tools}
+    for _ in range(args.busy_repeats):
         for tool in tools:
-            quiet = child(tool, pair, 2, args)
-            busy = child(tool, pair, 2, args, busy=True)
-            if quiet and busy:
-                print(
-                    f"{tool:>8}: {quiet['seconds']:.1f} s quiet, {busy['seconds']:.1f} s busy, "
-                    f"factor {busy['seconds'] / quiet['seconds']:.2f}"
-                )
+            for state in ("quiet", "busy"):
+                row = child(tool, pair, 2, args, busy=state == "busy")
+                if row is not None:
+                    seconds[tool][state].append(row["seconds"])
+    for tool in tools:
+        quiet, busy = seconds[tool]["quiet"], seconds[tool]["busy"]
+        if quiet and busy:
+            print(
+                f"{tool:>8}: quiet {' '.join(f'{t:.1f}' for t in quiet)} s, busy "
+                f"{' '.join(f'{t:.1f}' for t in busy)} s, factor of the medians "
+                f"{np.median(busy) / np.median(quiet):.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
