@@ -66,8 +66,9 @@ def pyramid_level(fixed_volume, moving_volume, mask, level, levels, *, shrink_mo
     sigma half the shrink in fixed voxels (ANTs: shrink 4, 2, 1 with sigma 2, 1, 0).
 
     With `shrink_moving`, the smoothed moving image is also resampled on a coarser grid
-    over its own, as many of its voxels to a block as fit in the fixed level's voxel (at
-    least 1). The affine stage samples the moving image and its gradient a hundred times
+    over its own, as many of its voxels to a block as fit in half the fixed level's voxel
+    (at least 1), so that it stays twice as fine as the level grid (docs/maths.md,
+    section 5). The affine stage samples the moving image and its gradient a hundred times
     a level: on a 256^3 head the full-resolution copies cost more than the iterations.
     The SyN keeps it on its own grid (its finer levels sample it through a dense field).
     """
@@ -82,7 +83,7 @@ def pyramid_level(fixed_volume, moving_volume, mask, level, levels, *, shrink_mo
     )
     moving = fields.smooth(moving_volume.data, sigma_mm / moving_volume.spacing)
     moving_affine = moving_volume.affine
-    # The small tolerance keeps a ratio such as 2 mm / 1 mm from rounding down to 1.
+    # The small tolerance keeps an exact ratio (4 x 1.5 mm / 1 mm / 2 = 3) from rounding down.
     factor = int(shrink * fixed_volume.spacing.min() / moving_volume.spacing.min() / 2 + 1e-6)
     if shrink_moving and factor > 1:
         moving_shape, moving_affine = level_grid(moving.shape, moving_volume.affine, factor)
