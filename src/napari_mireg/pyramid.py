@@ -83,13 +83,14 @@ def pyramid_level(fixed_volume, moving_volume, mask, level, levels, *, shrink_mo
     )
     moving = fields.smooth(moving_volume.data, sigma_mm / moving_volume.spacing)
     moving_affine = moving_volume.affine
-    # The small tolerance keeps an exact ratio (4 x 1.5 mm / 1 mm / 2 = 3) from rounding down.
-    factor = int(shrink * fixed_volume.spacing.min() / moving_volume.spacing.min() / 2 + 1e-6)
-    if shrink_moving and factor > 1:
-        moving_shape, moving_affine = level_grid(moving.shape, moving_volume.affine, factor)
-        moving = fields.resample(
-            moving, moving_volume.affine, moving_shape, moving_affine, clamp=True
-        )
+    if shrink_moving:
+        # The tolerance keeps an exact ratio (4 x 1.5 mm / 1 mm / 2 = 3) from rounding down.
+        factor = int(shrink * fixed_volume.spacing.min() / moving_volume.spacing.min() / 2 + 1e-6)
+        if factor > 1:
+            moving_shape, moving_affine = level_grid(moving.shape, moving_volume.affine, factor)
+            moving = fields.resample(
+                moving, moving_volume.affine, moving_shape, moving_affine, clamp=True
+            )
     mask_level = (
         None
         if mask is None
