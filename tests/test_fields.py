@@ -34,6 +34,58 @@ def test_resample_matches_map_coordinates(grid):
     assert np.all(result.reshape(-1)[np.any(source < -0.5, axis=1)] == 0)
 
 
+def test_resample_onto_another_grid_matches_map_coordinates_per_channel(grid):
+    # An oblique output grid of another shape, a rotating prealignment and a field: every
+    # term of the source position (grid, field, prealign) differs from the identity.
+    image, affine, _ = grid
+    channels = np.stack([image, image**2, -image], axis=-1)
+    angle = 0.3
+    rotation = np.array(
+        [[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0], [0, 0, 1]]
+    )
+    output_affine = np.eye(4)
+    output_affine[:3, :3] = rotation @ np.diag([1.6, 1.3, 2.6])
+    output_shape = (17, 21, 15)
+    prealign = np.eye(4)
+    prealign[:3, :3] = rotation.T
+    prealign[:3, 3] = [1.0, -2.0, 3.0]
+    # Centre the output grid on the image (through the prealignment), so that most of it,
+    # not all, samples inside.
+    image_centre = affine[:3, :3] @ ((np.array(image.shape) - 1) / 2) + affine[:3, 3]
+    centre = np.linalg.solve(prealign[:3, :3], image_centre - prealign[:3, 3])
+    output_affine[:3, 3] = centre - output_affine[:3, :3] @ ((np.array(output_shape) - 1) / 2)
+    field = smooth_field(output_shape, 2.0, seed=4, sigma=2.0).astype(np.float32)
+    index = np.indices(output_shape).reshape(3, -1).T
+    world = index @ output_affine[:3, :3].T + output_affine[:3, 3] + field.reshape(-1, 3)
+    world = world @ prealign[:3, :3].T + prealign[:3, 3]
+    source = (world - affine[:3, 3]) @ np.linalg.inv(affine[:3, :3]).T
+    inside = np.all((source >= 0) & (source <= np.array(image.shape) - 1), axis=1)
+    assert 0.3 < inside.mean() < 0.95
+    for threads in (1, 2):
+        result = fields.resample(
+            channels,
+            affine,
+            output_shape,
+            output_affine,
+            field=field,
+            prealign=prealign,
+            clamp=True,
+            threads=threads,
+        ).reshape(-1, 3)
+        for c in range(3):
+            expected = ndimage.map_coordinates(channels[..., c], source.T, order=1, mode="nearest")
+            np.testing.assert_allclose(result[:, c], expected, atol=1e-5)
+
+
+def test_thread_count_gives_small_work_one_thread():
+    assert fields.thread_count(2) == 2
+    assert fields.thread_count(2, fields.VOXELS_PER_THREAD - 1) == 1
+    assert fields.thread_count(2, 2 * fields.VOXELS_PER_THREAD) == 2
+    assert fields.thread_count(2, 100 * fields.VOXELS_PER_THREAD) == 2
+    assert fields.thread_count(4, 3 * fields.VOXELS_PER_THREAD) == 3
+    assert fields.thread_count(None, 0) == 1
+
+
 def test_nearest_keeps_labels_and_dtype(grid):
     image, affine, field = grid
     labels = (image * 40).astype(np.int16)

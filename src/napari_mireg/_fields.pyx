@@ -110,50 +110,77 @@ def warp_linear(const float[:, ::1] image, image_shape, const float[:, ::1] fiel
     cdef Py_ssize_t rows = output_shape[0] * n1
     cdef Py_ssize_t channels = image.shape[1]
     cdef const float* source = &image[0, 0]
+    cdef const float* displacement = &field[0, 0]
     cdef float* target_data = &out[0, 0]
-    cdef double f0, f1, f2, value
-    cdef Vector3 j
-    cdef Py_ssize_t row, i0, i1, i2, v, c, a, base, s0, s1, s2
-    cdef Py_ssize_t c0, c1, c2
+    # Output voxel to source index in one (3, 4) matrix, so that along a line the grid
+    # part of the position only grows by a constant step; the field's world displacement
+    # goes through the linear part of index_matrix alone.
+    cdef double grid[12]
+    cdef double linear[9]
+    cdef int a, b, k
+    for a in range(3):
+        for b in range(4):
+            grid[a * 4 + b] = index_matrix[a, 3] if b == 3 else 0.0
+            for k in range(3):
+                grid[a * 4 + b] += index_matrix[a, k] * point_matrix[k, b]
+        for b in range(3):
+            linear[a * 3 + b] = index_matrix[a, b]
+    # Corner strides, zero on an axis of size 1.
+    cdef Py_ssize_t s0 = (m1 * m2 if m0 > 1 else 0) * channels
+    cdef Py_ssize_t s1 = (m2 if m1 > 1 else 0) * channels
+    cdef Py_ssize_t s2 = (1 if m2 > 1 else 0) * channels
+    cdef double x0, x1, x2, r0, r1, r2, d0, d1, d2, f0, f1, f2, value
+    cdef double w00, w01, w10, w11
+    cdef Py_ssize_t row, i0, i1, i2, v, c, base
     cdef bint outside
     cdef float* target
+    cdef const float* corner
     for row in prange(rows, nogil=True, num_threads=threads, schedule="guided"):
         i0 = row // n1
         i1 = row % n1
+        r0 = grid[0] * i0 + grid[1] * i1 + grid[3]
+        r1 = grid[4] * i0 + grid[5] * i1 + grid[7]
+        r2 = grid[8] * i0 + grid[9] * i1 + grid[11]
         for i2 in range(n2):
             v = row * n2 + i2
-            j = source_index(i0, i1, i2, point_matrix, index_matrix, field, use_field, v)
+            x0 = r0 + grid[2] * i2
+            x1 = r1 + grid[6] * i2
+            x2 = r2 + grid[10] * i2
+            if use_field:
+                d0 = displacement[3 * v]
+                d1 = displacement[3 * v + 1]
+                d2 = displacement[3 * v + 2]
+                x0 = x0 + linear[0] * d0 + linear[1] * d1 + linear[2] * d2
+                x1 = x1 + linear[3] * d0 + linear[4] * d1 + linear[5] * d2
+                x2 = x2 + linear[6] * d0 + linear[7] * d1 + linear[8] * d2
             outside = False
-            f0 = map_coordinate(j.x0, m0, clamp, &outside)
-            f1 = map_coordinate(j.x1, m1, clamp, &outside)
-            f2 = map_coordinate(j.x2, m2, clamp, &outside)
+            x0 = map_coordinate(x0, m0, clamp, &outside)
+            x1 = map_coordinate(x1, m1, clamp, &outside)
+            x2 = map_coordinate(x2, m2, clamp, &outside)
             target = target_data + v * channels
             if outside:
                 for c in range(channels):
                     target[c] = 0
                 continue
-            c0 = cell_start(f0, m0)
-            c1 = cell_start(f1, m1)
-            c2 = cell_start(f2, m2)
-            f0 = f0 - c0
-            f1 = f1 - c1
-            f2 = f2 - c2
-            s0 = m1 * m2 if m0 > 1 else 0
-            s1 = m2 if m1 > 1 else 0
-            s2 = 1 if m2 > 1 else 0
-            base = (c0 * m1 * m2 + c1 * m2 + c2) * channels
-            s0 = s0 * channels
-            s1 = s1 * channels
-            s2 = s2 * channels
+            base = cell_start(x0, m0)
+            f0 = x0 - base
+            base = base * m1 + cell_start(x1, m1)
+            f1 = x1 - cell_start(x1, m1)
+            f2 = x2 - cell_start(x2, m2)
+            base = (base * m2 + cell_start(x2, m2)) * channels
+            # Weights of the four corner lines along axis 2.
+            w00 = (1 - f0) * (1 - f1)
+            w01 = (1 - f0) * f1
+            w10 = f0 * (1 - f1)
+            w11 = f0 * f1
             for c in range(channels):
-                a = base + c
-                value = ((1 - f0) * ((1 - f1) * ((1 - f2) * source[a] + f2 * source[a + s2])
-                                     + f1 * ((1 - f2) * source[a + s1] + f2 * source[a + s1 + s2]))
-                         + f0 * ((1 - f1) * ((1 - f2) * source[a + s0] + f2 * source[a + s0 + s2])
-                                 + f1 * ((1 - f2) * source[a + s0 + s1]
-                                         + f2 * source[a + s0 + s1 + s2])))
+                corner = source + base + c
+                value = ((1 - f2) * (w00 * corner[0] + w01 * corner[s1]
+                                     + w10 * corner[s0] + w11 * corner[s0 + s1])
+                         + f2 * (w00 * corner[s2] + w01 * corner[s1 + s2]
+                                 + w10 * corner[s0 + s2] + w11 * corner[s0 + s1 + s2]))
                 if add_field:
-                    value = value + field[v, c]
+                    value = value + displacement[3 * v + c]
                 target[c] = <float>value
     return out
 

@@ -32,9 +32,27 @@ def voxel_sizes(affine):
     return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
 
 
-def thread_count(threads):
-    """Threads for a kernel call: `threads`, or OpenMP's default when None."""
-    return _mi.max_threads() if threads is None else int(threads)
+# Work of a parallel region, in voxels of a trilinear warp (a few tens of ns each), below
+# which one more thread does not pay: each region wakes the sleeping threads (PASSIVE), and
+# on a virtual machine a wake-up can cost as much as warping tens of thousands of voxels.
+# Small regions run on fewer threads, which also spares them from a core that another
+# process keeps busy (docs/engine.md, "Threads").
+VOXELS_PER_THREAD = 65536
+# A pass that only reads and compares (a largest length, intensity levels) costs about an
+# eighth of a warped voxel per voxel.
+CHEAP = 8
+
+
+def thread_count(threads, voxels=None):
+    """Threads for a kernel call: `threads`, or OpenMP's default when None.
+
+    With `voxels` (the work, in voxels of a trilinear warp), no more threads than there
+    are `VOXELS_PER_THREAD` voxels of work.
+    """
+    count = _mi.max_threads() if threads is None else int(threads)
+    if voxels is not None:
+        count = max(1, min(count, int(voxels) // max(VOXELS_PER_THREAD, 1)))
+    return count
 
 
 def image_gradient(image, index_to_physical=None, *, threads=None):
@@ -103,7 +121,7 @@ def _gradient_into(image, index_to_physical, channels, with_value, threads):
         out,
         3 - ndim,
         with_value,
-        thread_count(threads),
+        thread_count(threads, image.size),
     )
     return out.reshape(image.shape + (channels,))
 
@@ -185,7 +203,7 @@ def resample(
             point_matrix,
             index_matrix,
             index,
-            thread_count(threads),
+            thread_count(threads, voxels),
         )
         values = np.asarray(volume).reshape(int(np.prod(source_shape)), -1)
         result = np.where((index >= 0)[:, None], values[np.maximum(index, 0)], 0)
@@ -203,7 +221,7 @@ def resample(
             index_matrix,
             clamp,
             result,
-            thread_count(threads),
+            thread_count(threads, voxels),
             add_field,
         )
     else:
@@ -292,7 +310,9 @@ def _fixed_point(field, affine, inverse, max_iterations, tolerance, threads):
         np.negative(updated, out=updated)
         change = (
             _fields.max_distance(
-                updated.reshape(-1, 3), inverse.reshape(-1, 3), thread_count(threads)
+                updated.reshape(-1, 3),
+                inverse.reshape(-1, 3),
+                thread_count(threads, len(updated) // CHEAP),
             )
             / smallest_voxel
         )
@@ -417,7 +437,7 @@ def _neighbour_mean(inverse, bad, width=3):
 def largest_length(field, *, threads=None):
     """The largest vector length of a (..., 3) float32 field."""
     flat = np.ascontiguousarray(field, dtype=np.float32).reshape(-1, 3)
-    return _fields.max_norm(flat, thread_count(threads))
+    return _fields.max_norm(flat, thread_count(threads, len(flat) // CHEAP))
 
 
 def gaussian_weights(sigma):
@@ -448,7 +468,12 @@ def smooth(volume, sigma, *, threads=None):
     for step, axis in enumerate(axes):
         target = buffers[step % 2]
         _fields.gaussian_axis(
-            current, target, shape, axis, gaussian_weights(sigmas[axis]), thread_count(threads)
+            current,
+            target,
+            shape,
+            axis,
+            gaussian_weights(sigmas[axis]),
+            thread_count(threads, len(current)),
         )
         current = target
     if not axes:
@@ -463,7 +488,7 @@ def jacobian_determinant(field, affine, *, threads=None):
     out = np.empty(int(np.prod(shape)))
     inverse_linear = np.ascontiguousarray(np.linalg.inv(np.asarray(affine)[:3, :3]))
     _fields.jacobian_determinant(
-        field.reshape(-1, 3), shape, inverse_linear.ravel(), out, thread_count(threads)
+        field.reshape(-1, 3), shape, inverse_linear.ravel(), out, thread_count(threads, out.size)
     )
     return out.reshape(shape)
 
@@ -473,5 +498,8 @@ def jacobian_determinant_range(field, affine, *, threads=None):
     field = np.ascontiguousarray(field, dtype=np.float32)
     inverse_linear = np.ascontiguousarray(np.linalg.inv(np.asarray(affine)[:3, :3]))
     return _fields.jacobian_determinant_range(
-        field.reshape(-1, 3), field.shape[:3], inverse_linear.ravel(), thread_count(threads)
+        field.reshape(-1, 3),
+        field.shape[:3],
+        inverse_linear.ravel(),
+        thread_count(threads, field.size // 3),
     )

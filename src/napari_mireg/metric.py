@@ -15,7 +15,7 @@ import numpy.typing as npt
 from napari_mireg import _mi
 from napari_mireg._typing import Matrix
 from napari_mireg._validate import image_pair, mask_array, positive_int, spacing_vector
-from napari_mireg.fields import embed_matrix, image_gradient, thread_count
+from napari_mireg.fields import CHEAP, embed_matrix, image_gradient, thread_count
 from napari_mireg.options import BINS_RANGE
 
 # Probabilities at or below this count as empty bins (ITK uses the double epsilon too).
@@ -93,8 +93,8 @@ class MutualInformation:
             raise RuntimeError("joint_histogram is available after a call to value() or a gradient")
         return self._probability.copy()
 
-    def _thread_count(self):
-        return thread_count(self.threads)
+    def _thread_count(self, voxels):
+        return thread_count(self.threads, voxels)
 
     def value(
         self, fixed: npt.ArrayLike, moving: npt.ArrayLike, mask: npt.ArrayLike | None = None
@@ -173,12 +173,17 @@ class MutualInformation:
                 embed_matrix(to_physical, 3).ravel(),
                 gradient,
                 3 - samples.ndim,
-                self._thread_count(),
+                self._thread_count(samples.fixed.size),
             )
         else:
             given = _gradient_array(moving_gradient, np.shape(fixed), samples.fixed.dtype)
             _mi.dense_gradient_given(
-                *common, histogram.slope_table, *ranges, given, gradient, self._thread_count()
+                *common,
+                histogram.slope_table,
+                *ranges,
+                given,
+                gradient,
+                self._thread_count(samples.fixed.size),
             )
         return histogram.value, gradient.reshape(np.shape(fixed) + (samples.ndim,))
 
@@ -230,7 +235,7 @@ class MutualInformation:
             current = _square_matrix(transform, ndim, "transform")
             # grad M(Ax + b) = A^-T L^-T d(index): L the grid's linear part, A the transform's.
             to_world = np.linalg.inv(current[:ndim, :ndim] @ grid[:ndim, :ndim]).T
-            given = image_gradient(moving, to_world, threads=self._thread_count())
+            given = image_gradient(moving, to_world, threads=self.threads)
         else:
             given = moving_gradient
         given = _gradient_array(given, np.shape(fixed), np.float32)
@@ -246,7 +251,7 @@ class MutualInformation:
             *samples.moving_range,
             given,
             embed_matrix(grid, 4),
-            self._thread_count(),
+            self._thread_count(samples.fixed.size),
         )
         kept = slice(3 - ndim, 3)
         return histogram.value, np.ascontiguousarray(sums[kept, list(range(3 - ndim, 4))])
@@ -256,7 +261,7 @@ class MutualInformation:
         selected = mask_array(mask, fixed.shape)
         use_mask = selected is not None
         flat_mask = selected.ravel() if use_mask else np.ones(1, dtype=np.uint8)
-        threads = self._thread_count()
+        threads = self._thread_count(fixed.size // CHEAP)
         ranges = []
         for name, image in (("fixed", fixed), ("moving", moving)):
             low, high, _, nonfinite = _mi.intensity_range(
@@ -292,7 +297,7 @@ class MutualInformation:
             self.bins,
             *samples.fixed_range,
             *samples.moving_range,
-            self._thread_count(),
+            self._thread_count(samples.fixed.size),
         )
         counts = _counts_from_moments(moments)
         mass = counts.sum()

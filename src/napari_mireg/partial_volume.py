@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_mireg import _pv
-from napari_mireg.fields import thread_count
+from napari_mireg.fields import CHEAP, thread_count
 
 # Intensity levels, 0 included. Greedy uses 128; 64 gave the same overlap on the calibration
 # pairs (2 mm 0.579 against 0.580, 1 mm 0.664 against 0.662) and its 32 KiB table of dMI/dh
@@ -77,7 +77,7 @@ class IntensityLevels:
             (LEVELS - 2) / (self.high - self.low),
             LEVELS - 1,
             out.ravel(),
-            thread_count(threads),
+            thread_count(threads, out.size // CHEAP),
         )
         return out
 
@@ -137,7 +137,7 @@ class PartialVolumeMutualInformation:
             grid,
             linear,
         )
-        threads = thread_count(self.threads)
+        threads = thread_count(self.threads, flat_field.shape[0])
         counts = _pv.histogram(*common, LEVELS, threads)
         # Column 0 (corners outside) comes back empty, so its dMI/dh is 0: the gradient
         # kernel reads bin 0 from the table without testing the corner.
@@ -165,7 +165,7 @@ def nearest_levels(other_levels, grid_affine, to_other, field, *, threads=None):
         grid,
         linear,
         out.ravel(),
-        thread_count(threads),
+        thread_count(threads, out.size),
     )
     return out
 
