@@ -4,7 +4,7 @@
 cimport cython
 from cython.parallel cimport prange
 
-from libc.math cimport floor, sqrt
+from libc.math cimport fabs, floor, sqrt
 
 import numpy as np
 
@@ -404,3 +404,194 @@ cdef double _largest_length(const float* a, const float* b, Py_ssize_t n, int th
             if squared > largest[c]:
                 largest[c] = squared
     return sqrt(np.max(largest))
+
+
+cdef inline void _sample_vector(const float* field, Py_ssize_t n0, Py_ssize_t n1,
+                                Py_ssize_t n2, double x0, double x1, double x2,
+                                double* out) noexcept nogil:
+    """A (voxels, 3) field at index point x, trilinear, the edge value beyond the grid."""
+    cdef bint unused = False
+    cdef Py_ssize_t c, base
+    cdef Py_ssize_t s0 = (n1 * n2 if n0 > 1 else 0) * 3
+    cdef Py_ssize_t s1 = (n2 if n1 > 1 else 0) * 3
+    cdef Py_ssize_t s2 = (1 if n2 > 1 else 0) * 3
+    cdef double f0, f1, f2, w00, w01, w10, w11
+    cdef const float* corner
+    x0 = map_coordinate(x0, n0, True, &unused)
+    x1 = map_coordinate(x1, n1, True, &unused)
+    x2 = map_coordinate(x2, n2, True, &unused)
+    base = (cell_start(x0, n0) * n1 + cell_start(x1, n1)) * n2 + cell_start(x2, n2)
+    f0 = x0 - cell_start(x0, n0)
+    f1 = x1 - cell_start(x1, n1)
+    f2 = x2 - cell_start(x2, n2)
+    w00 = (1 - f0) * (1 - f1)
+    w01 = (1 - f0) * f1
+    w10 = f0 * (1 - f1)
+    w11 = f0 * f1
+    for c in range(3):
+        corner = field + 3 * base + c
+        out[c] = ((1 - f2) * (w00 * corner[0] + w01 * corner[s1] + w10 * corner[s0]
+                              + w11 * corner[s0 + s1])
+                  + f2 * (w00 * corner[s2] + w01 * corner[s1 + s2] + w10 * corner[s0 + s2]
+                          + w11 * corner[s0 + s1 + s2]))
+
+
+cdef inline double _residual_at(const float* field, Py_ssize_t n0, Py_ssize_t n1,
+                                Py_ssize_t n2, const double* to_index, double i0, double i1,
+                                double i2, const double* w, double* r) noexcept nogil:
+    """r = w + field(i + to_index w), the inversion residual at voxel i; returns |r|^2."""
+    _sample_vector(field, n0, n1, n2,
+                   i0 + to_index[0] * w[0] + to_index[1] * w[1] + to_index[2] * w[2],
+                   i1 + to_index[3] * w[0] + to_index[4] * w[1] + to_index[5] * w[2],
+                   i2 + to_index[6] * w[0] + to_index[7] * w[1] + to_index[8] * w[2], r)
+    r[0] += w[0]
+    r[1] += w[1]
+    r[2] += w[2]
+    return r[0] * r[0] + r[1] * r[1] + r[2] * r[2]
+
+
+def newton_steps(const float[:, ::1] field, shape, const double[::1] to_index,
+                 double largest_step, float[:, ::1] inverse, const Py_ssize_t[::1] voxels,
+                 double[:, ::1] remaining, double tolerance, int steps,
+                 unsigned char[::1] left, int threads):
+    """Newton steps on the inversion residual r(w) = w + field(x + w) at some voxels.
+
+    `field` and `inverse` are (voxels, 3) world displacements on a grid of `shape`;
+    `to_index` the row-major 3x3 world-to-index linear map. For each listed voxel (its
+    current residual in `remaining`): J = I + d field / dw by central differences of the
+    trilinear field half a voxel each way, the step J^-1 r at most `largest_step` long,
+    halved up to 5 times until it lowers |r|. At most `steps` steps, fewer once |r| is
+    below `tolerance` or a step cannot lower it. Updates `inverse` and `remaining`;
+    `left[k]` is 1 where voxel k is still above the tolerance.
+    """
+    cdef Py_ssize_t n1 = shape[1], n2 = shape[2]
+    cdef Py_ssize_t grid[3]
+    grid[0] = shape[0]
+    grid[1] = n1
+    grid[2] = n2
+    cdef const float* data = &field[0, 0]
+    cdef float* flat = &inverse[0, 0]
+    cdef double* residuals = &remaining[0, 0]
+    cdef Py_ssize_t b, v
+    for b in prange(voxels.shape[0], nogil=True, num_threads=threads, schedule="dynamic",
+                    chunksize=64):
+        v = voxels[b]
+        left[b] = _newton_voxel(data, grid, &to_index[0], largest_step, flat + 3 * v,
+                                residuals + 3 * b, v // (n1 * n2), (v // n2) % n1, v % n2,
+                                tolerance, steps)
+    return left
+
+
+cdef inline bint _newton_voxel(const float* field, const Py_ssize_t* grid, const double* k,
+                               double largest_step, float* inverse, double* remaining,
+                               double i0, double i1, double i2, double tolerance,
+                               int steps) noexcept nogil:
+    """Newton steps at one voxel (see `newton_steps`); True if it stays above tolerance."""
+    cdef Py_ssize_t n0 = grid[0], n1 = grid[1], n2 = grid[2]
+    cdef double w[3]
+    cdef double r[3]
+    cdef double p[3]
+    cdef double trial[3]
+    cdef double trial_r[3]
+    cdef double plus[3]
+    cdef double minus[3]
+    cdef double m[9]
+    cdef double s[3]
+    cdef double norm, trial_norm, det, length, scale
+    cdef int step, h, a, j
+    cdef bint moved
+    for a in range(3):
+        w[a] = inverse[a]
+        r[a] = remaining[a]
+    norm = r[0] * r[0] + r[1] * r[1] + r[2] * r[2]
+    for step in range(steps):
+        if norm <= tolerance * tolerance:
+            break
+        p[0] = i0 + k[0] * w[0] + k[1] * w[1] + k[2] * w[2]
+        p[1] = i1 + k[3] * w[0] + k[4] * w[1] + k[5] * w[2]
+        p[2] = i2 + k[6] * w[0] + k[7] * w[1] + k[8] * w[2]
+        # m[a, j] = d field_a / d index_j over one voxel, then m <- I + m @ to_index.
+        for j in range(3):
+            _sample_vector(field, n0, n1, n2, p[0] + 0.5 * (j == 0), p[1] + 0.5 * (j == 1),
+                           p[2] + 0.5 * (j == 2), plus)
+            _sample_vector(field, n0, n1, n2, p[0] - 0.5 * (j == 0), p[1] - 0.5 * (j == 1),
+                           p[2] - 0.5 * (j == 2), minus)
+            for a in range(3):
+                s[a] = plus[a] - minus[a]
+            for a in range(3):
+                m[3 * a + j] = s[a]
+        _times_plus_identity(m, k)
+        det = (m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6])
+               + m[2] * (m[3] * m[7] - m[4] * m[6]))
+        if fabs(det) <= 1e-6:
+            break  # the field itself folds here: no Newton direction
+        # s = m^-1 r by the adjugate.
+        s[0] = ((m[4] * m[8] - m[5] * m[7]) * r[0] - (m[1] * m[8] - m[2] * m[7]) * r[1]
+                + (m[1] * m[5] - m[2] * m[4]) * r[2]) / det
+        s[1] = (-(m[3] * m[8] - m[5] * m[6]) * r[0] + (m[0] * m[8] - m[2] * m[6]) * r[1]
+                - (m[0] * m[5] - m[2] * m[3]) * r[2]) / det
+        s[2] = ((m[3] * m[7] - m[4] * m[6]) * r[0] - (m[0] * m[7] - m[1] * m[6]) * r[1]
+                + (m[0] * m[4] - m[1] * m[3]) * r[2]) / det
+        length = sqrt(s[0] * s[0] + s[1] * s[1] + s[2] * s[2])
+        scale = 1.0
+        if length > largest_step:
+            scale = largest_step / length
+        moved = False
+        for h in range(6):
+            for a in range(3):
+                # The inverse is stored in float32: try the point it will hold.
+                trial[a] = <float>(w[a] - <float>(scale * s[a]))
+            trial_norm = _residual_at(field, n0, n1, n2, k, i0, i1, i2, trial, trial_r)
+            if trial_norm < norm:
+                for a in range(3):
+                    w[a] = trial[a]
+                    r[a] = trial_r[a]
+                norm = trial_norm
+                moved = True
+                break
+            scale = scale * 0.5
+        if not moved:
+            break
+    for a in range(3):
+        inverse[a] = <float>w[a]
+        remaining[a] = r[a]
+    return norm > tolerance * tolerance
+
+
+cdef inline void _times_plus_identity(double* m, const double* k) noexcept nogil:
+    """m <- I + m @ k for row-major 3x3 matrices."""
+    cdef double product[9]
+    cdef int a, j
+    for a in range(3):
+        for j in range(3):
+            product[3 * a + j] = (m[3 * a] * k[j] + m[3 * a + 1] * k[3 + j]
+                                  + m[3 * a + 2] * k[6 + j] + (a == j))
+    for a in range(9):
+        m[a] = product[a]
+
+
+def inversion_residual(const float[:, ::1] field, shape, const double[::1] to_index,
+                       const float[:, ::1] values, const Py_ssize_t[::1] voxels,
+                       double[:, ::1] out, int threads):
+    """out[k] = values[k] + field(x_k + values[k]) for the listed voxels x_k.
+
+    The residual of `values` as the inverse's displacements there (see `newton_steps`).
+    """
+    cdef Py_ssize_t n0 = shape[0], n1 = shape[1], n2 = shape[2]
+    cdef const float* data = &field[0, 0]
+    cdef Py_ssize_t b, v
+    for b in prange(voxels.shape[0], nogil=True, num_threads=threads, schedule="static"):
+        v = voxels[b]
+        _residual_of(data, n0, n1, n2, &to_index[0], v // (n1 * n2), (v // n2) % n1, v % n2,
+                     &values[b, 0], &out[b, 0])
+    return out
+
+
+cdef inline void _residual_of(const float* field, Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t n2,
+                              const double* k, double i0, double i1, double i2,
+                              const float* value, double* r) noexcept nogil:
+    cdef double w[3]
+    w[0] = value[0]
+    w[1] = value[1]
+    w[2] = value[2]
+    _residual_at(field, n0, n1, n2, k, i0, i1, i2, w, r)

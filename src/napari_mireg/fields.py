@@ -327,88 +327,54 @@ def _newton_polish(field, affine, inverse, tolerance_mm, threads, steps=12, roun
 
     Returns how many voxels are still above it.
 
-    After one full residual pass, everything runs on those voxels only (usually a few
-    hundred): the field and its Jacobian are sampled at their points (central
-    differences of the trilinear field, half a voxel each way), not on the whole grid.
-    Where the fixed-point iteration ran away over a patch of voxels (its values many voxels
-    off), Newton steps from there do not come back; so each round restarts the voxels still
-    off from the mean of their solved neighbours, where that is closer, and the patch is
-    solved from its rim inwards.
+    After one full residual pass, everything runs on those voxels only (the kernel
+    `_fields.newton_steps`, one voxel a task): the field and its Jacobian are sampled at
+    their points (central differences of the trilinear field, half a voxel each way), not
+    on the whole grid. Where the fixed-point iteration ran away over a patch of voxels (its
+    values many voxels off), Newton steps from there do not come back; so each round
+    restarts the voxels still off from the mean of their solved neighbours, where that is
+    closer, and the patch is solved from its rim inwards.
     """
     shape = field.shape[:3]
-    linear = np.asarray(affine, dtype=np.float64)[:3, :3]
-    to_index = np.linalg.inv(linear)
+    to_index = np.ascontiguousarray(np.linalg.inv(np.asarray(affine, dtype=np.float64)[:3, :3]))
     residual = compose(inverse, field, affine, threads=threads).reshape(-1, 3)  # w + h(x + w)
     bad = np.flatnonzero((residual**2).sum(axis=1) > tolerance_mm**2)
     if bad.size == 0:
         return 0
-    components = [np.ascontiguousarray(field[..., c]) for c in range(3)]
-
-    def sample(points):
-        return np.stack(
-            [ndimage.map_coordinates(c, points.T, order=1, mode="nearest") for c in components],
-            axis=-1,
-        )
-
-    largest_step = float(voxel_sizes(affine).min())
+    flat_field = np.ascontiguousarray(field, dtype=np.float32).reshape(-1, 3)
     flat = inverse.reshape(-1, 3)
     remaining = residual[bad].astype(np.float64)
+    largest_step = float(voxel_sizes(affine).min())
     for round_ in range(rounds):
-        index = np.stack(np.unravel_index(bad, shape), axis=1).astype(np.float64)
+        count = thread_count(threads, bad.size * 64)
         if round_ > 0:
             guess = _neighbour_mean(inverse, bad)
-            guess_remaining = guess + sample(index + guess @ to_index.T)
+            guess_remaining = np.empty((bad.size, 3))
+            _fields.inversion_residual(
+                flat_field, shape, to_index.ravel(), guess, bad, guess_remaining, count
+            )
             closer = (guess_remaining**2).sum(axis=1) < (remaining**2).sum(axis=1)
             flat[bad[closer]] = guess[closer]
             remaining[closer] = guess_remaining[closer]
-        left = _newton_steps(
-            sample, to_index, largest_step, flat, bad, index, remaining, tolerance_mm, steps
+        left = np.empty(bad.size, dtype=np.uint8)
+        _fields.newton_steps(
+            flat_field,
+            shape,
+            to_index.ravel(),
+            largest_step,
+            flat,
+            bad,
+            remaining,
+            tolerance_mm,
+            steps,
+            left,
+            count,
         )
+        left = left.view(bool)
         if not left.any() or left.all() and round_ > 0:
             return int(left.sum())
         bad, remaining = bad[left], remaining[left]
     return int(left.sum())
-
-
-def _newton_steps(sample, to_index, largest_step, flat, bad, index, remaining, tolerance_mm, steps):
-    """Newton steps on the voxels `bad` (updates `flat` and `remaining` in place).
-
-    Returns the mask of the voxels still above the tolerance.
-    """
-    todo = np.arange(bad.size)
-    for _ in range(steps):
-        voxel = index[todo] + flat[bad[todo]] @ to_index.T
-        per_index = np.empty((todo.size, 3, 3))  # d field_c / d index_j
-        for j in range(3):
-            offset = np.zeros(3)
-            offset[j] = 0.5
-            per_index[:, :, j] = sample(voxel + offset) - sample(voxel - offset)
-        jacobian = per_index @ to_index + np.eye(3)  # d/d world through the index map
-        solvable = np.abs(np.linalg.det(jacobian)) > 1e-6  # the field itself folds there
-        step = np.zeros((todo.size, 3))
-        wanted = remaining[todo][solvable][..., None]
-        step[solvable] = np.linalg.solve(jacobian[solvable], wanted)[..., 0]
-        # At most a voxel a step, and a step only where it lowers the residual (halved up
-        # to 5 times until it does): near a singular Jacobian, or where the trilinear
-        # field bends at a cell face, a full Newton step can throw the point far off.
-        length = np.sqrt((step**2).sum(axis=1))
-        step *= np.minimum(1.0, largest_step / np.maximum(length, 1e-12))[:, None]
-        trying = np.arange(todo.size)
-        for _ in range(6):
-            voxels = todo[trying]
-            trial = flat[bad[voxels]] - step[trying].astype(np.float32)
-            trial_remaining = trial + sample(index[voxels] + trial @ to_index.T)
-            better = (trial_remaining**2).sum(axis=1) < (remaining[voxels] ** 2).sum(axis=1)
-            flat[bad[voxels[better]]] = trial[better]
-            remaining[voxels[better]] = trial_remaining[better]
-            trying = trying[~better]
-            if trying.size == 0:
-                break
-            step[trying] *= 0.5
-        todo = todo[(remaining[todo] ** 2).sum(axis=1) > tolerance_mm**2]
-        if todo.size == 0:
-            break
-    return (remaining**2).sum(axis=1) > tolerance_mm**2
 
 
 def _neighbour_mean(inverse, bad, width=3):
