@@ -517,9 +517,7 @@ cdef inline bint _newton_voxel(const float* field, const Py_ssize_t* grid, const
             _sample_vector(field, n0, n1, n2, p[0] - 0.5 * (j == 0), p[1] - 0.5 * (j == 1),
                            p[2] - 0.5 * (j == 2), minus)
             for a in range(3):
-                s[a] = plus[a] - minus[a]
-            for a in range(3):
-                m[3 * a + j] = s[a]
+                m[3 * a + j] = plus[a] - minus[a]
         _times_plus_identity(m, k)
         det = (m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6])
                + m[2] * (m[3] * m[7] - m[4] * m[6]))
