@@ -94,6 +94,42 @@ cdef inline Py_ssize_t cell_start(double position, Py_ssize_t size) noexcept nog
     return start
 
 
+cdef struct Cell:
+    # A trilinear cell: its first corner (flat voxel index), the weights of its four corner
+    # lines along axis 2 (w<a0><a1>: 1 = the far side on axes 0 and 1), and the fraction f2
+    # along axis 2.
+    Py_ssize_t first
+    double f2
+    double w00
+    double w01
+    double w10
+    double w11
+
+
+cdef inline Cell trilinear_cell(double x0, double x1, double x2, Py_ssize_t m0, Py_ssize_t m1,
+                                Py_ssize_t m2) noexcept nogil:
+    """The cell around index point x, already within [0, size - 1] on each axis."""
+    cdef Cell cell
+    cdef Py_ssize_t c0 = cell_start(x0, m0), c1 = cell_start(x1, m1), c2 = cell_start(x2, m2)
+    cdef double f0 = x0 - c0, f1 = x1 - c1
+    cell.first = (c0 * m1 + c1) * m2 + c2
+    cell.f2 = x2 - c2
+    cell.w00 = (1 - f0) * (1 - f1)
+    cell.w01 = (1 - f0) * f1
+    cell.w10 = f0 * (1 - f1)
+    cell.w11 = f0 * f1
+    return cell
+
+
+cdef inline double cell_value(const float* corner, Cell cell, Py_ssize_t s0, Py_ssize_t s1,
+                              Py_ssize_t s2) noexcept nogil:
+    """The trilinear value from a cell's first corner; s0, s1, s2 step to the far corners."""
+    return ((1 - cell.f2) * (cell.w00 * corner[0] + cell.w01 * corner[s1]
+                             + cell.w10 * corner[s0] + cell.w11 * corner[s0 + s1])
+            + cell.f2 * (cell.w00 * corner[s2] + cell.w01 * corner[s1 + s2]
+                         + cell.w10 * corner[s0 + s2] + cell.w11 * corner[s0 + s1 + s2]))
+
+
 def warp_linear(const float[:, ::1] image, image_shape, const float[:, ::1] field,
                 bint use_field, output_shape, const double[:, ::1] point_matrix,
                 const double[:, ::1] index_matrix, bint clamp, float[:, ::1] out,
@@ -129,12 +165,11 @@ def warp_linear(const float[:, ::1] image, image_shape, const float[:, ::1] fiel
     cdef Py_ssize_t s0 = (m1 * m2 if m0 > 1 else 0) * channels
     cdef Py_ssize_t s1 = (m2 if m1 > 1 else 0) * channels
     cdef Py_ssize_t s2 = (1 if m2 > 1 else 0) * channels
-    cdef double x0, x1, x2, r0, r1, r2, d0, d1, d2, f0, f1, f2, value
-    cdef double w00, w01, w10, w11
-    cdef Py_ssize_t row, i0, i1, i2, v, c, base
+    cdef double x0, x1, x2, r0, r1, r2, d0, d1, d2, value
+    cdef Cell cell
+    cdef Py_ssize_t row, i0, i1, i2, v, c
     cdef bint outside
     cdef float* target
-    cdef const float* corner
     for row in prange(rows, nogil=True, num_threads=threads, schedule="guided"):
         i0 = row // n1
         i1 = row % n1
@@ -162,23 +197,9 @@ def warp_linear(const float[:, ::1] image, image_shape, const float[:, ::1] fiel
                 for c in range(channels):
                     target[c] = 0
                 continue
-            base = cell_start(x0, m0)
-            f0 = x0 - base
-            base = base * m1 + cell_start(x1, m1)
-            f1 = x1 - cell_start(x1, m1)
-            f2 = x2 - cell_start(x2, m2)
-            base = (base * m2 + cell_start(x2, m2)) * channels
-            # Weights of the four corner lines along axis 2.
-            w00 = (1 - f0) * (1 - f1)
-            w01 = (1 - f0) * f1
-            w10 = f0 * (1 - f1)
-            w11 = f0 * f1
+            cell = trilinear_cell(x0, x1, x2, m0, m1, m2)
             for c in range(channels):
-                corner = source + base + c
-                value = ((1 - f2) * (w00 * corner[0] + w01 * corner[s1]
-                                     + w10 * corner[s0] + w11 * corner[s0 + s1])
-                         + f2 * (w00 * corner[s2] + w01 * corner[s1 + s2]
-                                 + w10 * corner[s0 + s2] + w11 * corner[s0 + s1 + s2]))
+                value = cell_value(source + cell.first * channels + c, cell, s0, s1, s2)
                 if add_field:
                     value = value + displacement[3 * v + c]
                 target[c] = <float>value
@@ -411,29 +432,15 @@ cdef inline void _sample_vector(const float* field, Py_ssize_t n0, Py_ssize_t n1
                                 double* out) noexcept nogil:
     """A (voxels, 3) field at index point x, trilinear, the edge value beyond the grid."""
     cdef bint unused = False
-    cdef Py_ssize_t c, base
+    cdef Py_ssize_t c
+    cdef Cell cell = trilinear_cell(map_coordinate(x0, n0, True, &unused),
+                                    map_coordinate(x1, n1, True, &unused),
+                                    map_coordinate(x2, n2, True, &unused), n0, n1, n2)
     cdef Py_ssize_t s0 = (n1 * n2 if n0 > 1 else 0) * 3
     cdef Py_ssize_t s1 = (n2 if n1 > 1 else 0) * 3
     cdef Py_ssize_t s2 = (1 if n2 > 1 else 0) * 3
-    cdef double f0, f1, f2, w00, w01, w10, w11
-    cdef const float* corner
-    x0 = map_coordinate(x0, n0, True, &unused)
-    x1 = map_coordinate(x1, n1, True, &unused)
-    x2 = map_coordinate(x2, n2, True, &unused)
-    base = (cell_start(x0, n0) * n1 + cell_start(x1, n1)) * n2 + cell_start(x2, n2)
-    f0 = x0 - cell_start(x0, n0)
-    f1 = x1 - cell_start(x1, n1)
-    f2 = x2 - cell_start(x2, n2)
-    w00 = (1 - f0) * (1 - f1)
-    w01 = (1 - f0) * f1
-    w10 = f0 * (1 - f1)
-    w11 = f0 * f1
     for c in range(3):
-        corner = field + 3 * base + c
-        out[c] = ((1 - f2) * (w00 * corner[0] + w01 * corner[s1] + w10 * corner[s0]
-                              + w11 * corner[s0 + s1])
-                  + f2 * (w00 * corner[s2] + w01 * corner[s1 + s2] + w10 * corner[s0 + s2]
-                          + w11 * corner[s0 + s1 + s2]))
+        out[c] = cell_value(field + 3 * cell.first + c, cell, s0, s1, s2)
 
 
 cdef inline double _residual_at(const float* field, Py_ssize_t n0, Py_ssize_t n1,
