@@ -445,7 +445,8 @@ cdef inline void _sample_vector(const float* field, Py_ssize_t n0, Py_ssize_t n1
 
 cdef inline double _residual_at(const float* field, Py_ssize_t n0, Py_ssize_t n1,
                                 Py_ssize_t n2, const double* to_index, double i0, double i1,
-                                double i2, const double* w, double* r) noexcept nogil:
+                                double i2, const cython.floating* w,
+                                double* r) noexcept nogil:
     """r = w + field(i + to_index w), the inversion residual at voxel i; returns |r|^2."""
     _sample_vector(field, n0, n1, n2,
                    i0 + to_index[0] * w[0] + to_index[1] * w[1] + to_index[2] * w[2],
@@ -471,11 +472,7 @@ def newton_steps(const float[:, ::1] field, shape, const double[::1] to_index,
     below `tolerance` or a step cannot lower it. Updates `inverse` and `remaining`;
     `left[k]` is 1 where voxel k is still above the tolerance.
     """
-    cdef Py_ssize_t n1 = shape[1], n2 = shape[2]
-    cdef Py_ssize_t grid[3]
-    grid[0] = shape[0]
-    grid[1] = n1
-    grid[2] = n2
+    cdef Py_ssize_t n0 = shape[0], n1 = shape[1], n2 = shape[2]
     cdef const float* data = &field[0, 0]
     cdef float* flat = &inverse[0, 0]
     cdef double* residuals = &remaining[0, 0]
@@ -483,18 +480,17 @@ def newton_steps(const float[:, ::1] field, shape, const double[::1] to_index,
     for b in prange(voxels.shape[0], nogil=True, num_threads=threads, schedule="dynamic",
                     chunksize=64):
         v = voxels[b]
-        left[b] = _newton_voxel(data, grid, &to_index[0], largest_step, flat + 3 * v,
+        left[b] = _newton_voxel(data, n0, n1, n2, &to_index[0], largest_step, flat + 3 * v,
                                 residuals + 3 * b, v // (n1 * n2), (v // n2) % n1, v % n2,
                                 tolerance, steps)
     return left
 
 
-cdef inline bint _newton_voxel(const float* field, const Py_ssize_t* grid, const double* k,
-                               double largest_step, float* inverse, double* remaining,
-                               double i0, double i1, double i2, double tolerance,
-                               int steps) noexcept nogil:
+cdef inline bint _newton_voxel(const float* field, Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t n2,
+                               const double* k, double largest_step, float* inverse,
+                               double* remaining, double i0, double i1, double i2,
+                               double tolerance, int steps) noexcept nogil:
     """Newton steps at one voxel (see `newton_steps`); True if it stays above tolerance."""
-    cdef Py_ssize_t n0 = grid[0], n1 = grid[1], n2 = grid[2]
     cdef double w[3]
     cdef double r[3]
     cdef double p[3]
@@ -587,16 +583,7 @@ def inversion_residual(const float[:, ::1] field, shape, const double[::1] to_in
     cdef Py_ssize_t b, v
     for b in prange(voxels.shape[0], nogil=True, num_threads=threads, schedule="static"):
         v = voxels[b]
-        _residual_of(data, n0, n1, n2, &to_index[0], v // (n1 * n2), (v // n2) % n1, v % n2,
+        _residual_at(data, n0, n1, n2, &to_index[0], v // (n1 * n2), (v // n2) % n1, v % n2,
                      &values[b, 0], &out[b, 0])
     return out
 
-
-cdef inline void _residual_of(const float* field, Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t n2,
-                              const double* k, double i0, double i1, double i2,
-                              const float* value, double* r) noexcept nogil:
-    cdef double w[3]
-    w[0] = value[0]
-    w[1] = value[1]
-    w[2] = value[2]
-    _residual_at(field, n0, n1, n2, k, i0, i1, i2, w, r)
