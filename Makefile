@@ -8,8 +8,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_STAMP := $(VENV)/.installed-napari
 TEST_STAMP := $(VENV)/.installed-test
-SOURCES := pyproject.toml setup.py $(wildcard src/napari_mireg/*.pyx src/napari_mireg/*.pxd \
-	src/napari_mireg/*.h)
+KERNELS := src/napari_mireg/engine/_kernels
+SOURCES := pyproject.toml setup.py $(wildcard $(KERNELS)/*.pyx $(KERNELS)/*.pxd $(KERNELS)/*.h)
 
 # Xvfb and the libraries Qt's xcb platform plugin needs (napari draws through it).
 DEBIAN_PACKAGES := xvfb xauth libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 \
@@ -67,4 +67,4 @@ system-packages:
 	fi
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info src/napari_mireg/*.so src/napari_mireg/_mi.c src/napari_mireg/_fields.c
+	rm -rf $(VENV) build src/*.egg-info $(KERNELS)/*.so $(KERNELS)/*.c

@@ -50,12 +50,15 @@ class BuildWithOptionalOpenMP(build_ext):
         super().build_extensions()
 
 
+KERNELS = "src/napari_mireg/engine/_kernels"
+
+
 def kernel(name):
     """The Extension of one Cython module of the package."""
     return Extension(
-        f"napari_mireg.{name}",
-        [f"src/napari_mireg/{name}.pyx"],
-        include_dirs=[np.get_include(), "src/napari_mireg"],
+        f"napari_mireg.engine._kernels.{name}",
+        [f"{KERNELS}/{name}.pyx"],
+        include_dirs=[np.get_include(), KERNELS],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O3", "-fno-math-errno"] if sys.platform != "win32" else ["/O2"],
     )

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # testda
 from dask.distributed import Client, LocalCluster
 from testdata import write_cohort
 
-from napari_mireg.batch import all_pairs, run_cohort
+from napari_mireg.cli.batch import all_pairs, run_cohort
 
 
 def throughput(pairs, out_dir, workers):

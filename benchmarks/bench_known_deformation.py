@@ -16,8 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # testda
 import numpy as np
 from testdata import deformed_pair
 
-from napari_mireg import _mi, register
-from napari_mireg.fields import invert, voxel_sizes
+from napari_mireg import register
+from napari_mireg.engine._kernels import _mi
+from napari_mireg.engine.fields import invert, voxel_sizes
 
 
 def main(argv=None):

@@ -278,7 +278,7 @@ def pair_files(name, files):
 
 def _det_j_folds(field_path, fixed_path):
     """Voxels with det J <= 0 of an ITK displacement field (LPS mm) on the fixed grid."""
-    from napari_mireg import fields
+    from napari_mireg.engine import fields
 
     field = np.asarray(nib.load(str(field_path)).dataobj, dtype=np.float32)
     field = field.reshape(field.shape[:3] + (3,)) * np.array([-1, -1, 1], np.float32)
@@ -341,7 +341,7 @@ def run_dipy(fixed, moving, moving_labels, threads, iterations, work):
     # (expectation maximisation); its affine registration is MI, on the same levels.
     from dipy.align import affine_registration, syn_registration
 
-    from napari_mireg import fields
+    from napari_mireg.engine import fields
 
     start = time.perf_counter()
     fixed_image, moving_image = nib.load(str(fixed)), nib.load(str(moving))

@@ -36,7 +36,7 @@ def run_engine(engine, zoom, iterations, threads, contrast, peak=6.0, seed=0):
     """Register the pair with one engine; returns a dict of figures (in this process)."""
     from testdata import deformed_pair, tissue_labels, warp_linear
 
-    from napari_mireg import fields
+    from napari_mireg.engine import fields
 
     fixed, moving, affine, displacement = deformed_pair(
         zoom=zoom, peak=peak, seed=seed, contrast=contrast

@@ -25,11 +25,12 @@ from qtpy.QtCore import QEventLoop, QTimer
 from qtpy.QtWidgets import QApplication
 from testdata import deformed_pair, synthseg_tissue_labels, warp_linear
 
-from napari_mireg import _widget, register
-from napari_mireg._display import labels_colormap, layer_kwargs, layer_volume, to_display
-from napari_mireg._frames import Frame
-from napari_mireg._sample_data import sample_pair
-from napari_mireg._widget import RegistrationWidget
+from napari_mireg import register
+from napari_mireg.gui import widget as _widget
+from napari_mireg.gui.display import labels_colormap, layer_kwargs, layer_volume, to_display
+from napari_mireg.gui.frames import Frame
+from napari_mireg.gui.sample import sample_pair
+from napari_mireg.gui.widget import RegistrationWidget
 
 
 def wait(seconds=None, until=None):

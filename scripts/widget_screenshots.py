@@ -14,9 +14,9 @@ import napari
 import numpy as np
 from qtpy.QtCore import QEventLoop, QTimer
 
-from napari_mireg._live_layers import JACOBIAN, WARPED_LABELS
-from napari_mireg._sample_data import sample_pair
-from napari_mireg._widget import RegistrationWidget
+from napari_mireg.gui.live_layers import JACOBIAN, WARPED_LABELS
+from napari_mireg.gui.sample import sample_pair
+from napari_mireg.gui.widget import RegistrationWidget
 
 IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 

@@ -6,8 +6,8 @@ from scipy import ndimage
 from testdata import blobs
 
 from napari_mireg import AffineRegistration, MutualInformation
-from napari_mireg.affine import AffineStep, centre_of_mass
-from napari_mireg.transforms import as_volume
+from napari_mireg.engine.affine import AffineStep, centre_of_mass
+from napari_mireg.engine.transforms import as_volume
 
 
 @pytest.fixture(scope="module")

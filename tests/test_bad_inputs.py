@@ -18,13 +18,13 @@ import pytest
 from testdata import write_sample_data
 
 from napari_mireg import files
-from napari_mireg.batch import all_pairs, read_pairs, register_pair, run_cohort
 from napari_mireg.cli import main
-from napari_mireg.jobs import load_inputs
+from napari_mireg.cli.batch import all_pairs, read_pairs, register_pair, run_cohort
+from napari_mireg.cli.jobs import load_inputs
+from napari_mireg.engine.metric import MutualInformation
+from napari_mireg.engine.transforms import AffineMap, apply_transforms
 from napari_mireg.labels import clean_labels, label_values
-from napari_mireg.metric import MutualInformation
 from napari_mireg.options import OptionError, RegistrationOptions
-from napari_mireg.transforms import AffineMap, apply_transforms
 
 BIG_LABEL = 8589934594  # 2**33 + 2: an int64 label that int32 would turn into 2
 MIREG = [str(Path(sys.executable).parent / "mireg")]
@@ -470,7 +470,7 @@ def test_filesystem_errors_are_one_line_naming_the_path(inputs, tmp_path, capsys
 
 
 def test_batch_records_only_failures_caused_by_the_inputs(inputs, tmp_path, monkeypatch):
-    from napari_mireg import jobs
+    from napari_mireg.cli import jobs
 
     pair = read_pairs(inputs.bom)[0]
     options = RegistrationOptions(level_iters=(2,), prealign="none")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from testdata import write_cohort
 
-from napari_mireg.batch import all_pairs, read_pairs, run_cohort, unique_names
-from napari_mireg.jobs import load_inputs, run_job
+from napari_mireg.cli.batch import all_pairs, read_pairs, run_cohort, unique_names
+from napari_mireg.cli.jobs import load_inputs, run_job
 
 OPTIONS = {"level_iters": (10, 5), "prealign": "rigid"}
 REPEATED = "subject1_to_subject0-2"  # the pairs table's first row is the first subject pair
@@ -157,7 +157,7 @@ def test_a_finished_pair_is_run_again_when_an_input_file_is_rewritten(tmp_path):
     import os
     import shutil
 
-    from napari_mireg.batch import finished_report
+    from napari_mireg.cli.batch import finished_report
     from napari_mireg.options import RegistrationOptions
 
     subjects = write_cohort(tmp_path / "data", subjects=2, zoom=4)

@@ -4,7 +4,7 @@ import threading
 
 import numpy as np
 
-from napari_mireg.buffers import KEEP_BYTES, kept_bytes, reused_buffers
+from napari_mireg.engine.buffers import KEEP_BYTES, kept_bytes, reused_buffers
 
 LARGE = 2_000_000  # float32 elements: 8 MB, above the 4 MiB the allocator keeps
 

@@ -13,9 +13,9 @@ from testdata import write_sample_data
 
 from napari_mireg import files
 from napari_mireg.cli import main
-from napari_mireg.jobs import OUTPUT_FILES
+from napari_mireg.cli.jobs import OUTPUT_FILES
+from napari_mireg.engine.transforms import apply_transforms
 from napari_mireg.overlap import overlap_scores
-from napari_mireg.transforms import apply_transforms
 
 MIREG = [str(Path(sys.executable).parent / "mireg")]
 

@@ -5,7 +5,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from napari_mireg._display import (
+from napari_mireg.engine.transforms import as_volume
+from napari_mireg.gui.display import (
     display_affine,
     labels_colormap,
     layer_kwargs,
@@ -15,7 +16,6 @@ from napari_mireg._display import (
     to_display,
 )
 from napari_mireg.labels import label_colour
-from napari_mireg.transforms import as_volume
 
 # An LPS-like, permuted grid: axis 0 runs towards the left-right, axis 1 up, axis 2 back.
 OBLIQUE = np.array([[-2.0, 0, 0, 90], [0, 0, -3.0, 120], [0, 1.5, 0, -70], [0, 0, 0, 1]])

@@ -17,8 +17,10 @@ class Block(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Block())
 import numpy as np
 import napari_mireg
-from napari_mireg import (affine, batch, cli, fields, files, jobs, labels, metric, overlap,
-                          registration, syn, transforms, _display, _frames)
+from napari_mireg.engine import affine, fields, metric, registration, syn, transforms
+from napari_mireg.cli import batch, jobs
+from napari_mireg import cli, files, labels, overlap
+from napari_mireg.gui import display as _display, frames as _frames
 from testdata import blobs_for_check
 fixed, moving = blobs_for_check()
 result = napari_mireg.register(fixed, moving, prealign="rigid", level_iters=(3, 2))

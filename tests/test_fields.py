@@ -5,7 +5,7 @@ import pytest
 from conftest import smooth_field
 from scipy import ndimage
 
-from napari_mireg import fields
+from napari_mireg.engine import fields
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +205,7 @@ def test_invert_where_the_fixed_point_iteration_runs_away_over_a_patch():
 
 def test_inversion_residual_matches_scipy_at_the_listed_voxels(grid):
     # r = w + h(x + w) at some voxels, h sampled trilinearly with edges replicated.
-    from napari_mireg import _fields
+    from napari_mireg.engine._kernels import _fields
 
     _, affine, field = grid
     rng = np.random.default_rng(3)

@@ -7,8 +7,8 @@ from conftest import smooth_field
 from testdata import blobs
 
 from napari_mireg import files
-from napari_mireg.fields import invert
-from napari_mireg.transforms import AffineMap, DiffeomorphicMap, apply_transforms, as_volume
+from napari_mireg.engine.fields import invert
+from napari_mireg.engine.transforms import AffineMap, DiffeomorphicMap, apply_transforms, as_volume
 
 # Grids that are neither RAS nor isotropic: the axes permuted and flipped, voxels of
 # 1 x 2.5 x 1.2 mm and 1.1 x 1 x 2 mm.

@@ -11,10 +11,10 @@ import pytest
 from scipy import ndimage
 from testdata import blobs
 
-from napari_mireg._frames import Frame, LiveRun, Pacing, live_frames, lower_thread_priority
+from napari_mireg.engine.registration import Result
+from napari_mireg.engine.transforms import as_volume
+from napari_mireg.gui.frames import Frame, LiveRun, Pacing, live_frames, lower_thread_priority
 from napari_mireg.options import RegistrationOptions
-from napari_mireg.registration import Result
-from napari_mireg.transforms import as_volume
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_the_engine_thread_lowers_only_its_own_priority():
 def test_a_head_against_a_brain_is_warned_once_per_run():
     import warnings
 
-    from napari_mireg import masks
+    from napari_mireg.engine import masks
 
     grid = np.indices((40, 45, 40), dtype=float)
     radius = np.sqrt(((grid - np.array([20, 22, 20])[:, None, None, None]) ** 2).sum(0))

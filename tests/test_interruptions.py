@@ -2,7 +2,7 @@
 run is stopped with SIGTERM or SIGINT during the prealignment, the SyN or the writing.
 
 The SyN and writing phases (and every phase of a batch, whose tasks print no progress) are
-caught with the ``MIREG_TEST_PAUSE`` hook of :mod:`napari_mireg.jobs`, which holds a job at
+caught with the ``MIREG_TEST_PAUSE`` hook of :mod:`napari_mireg.cli.jobs`, which holds a job at
 that point until the signal comes; the prealignment of ``mireg register`` is caught for real,
 from its progress line.
 """
@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 from testdata import write_sample_data
 
-from napari_mireg import jobs
-from napari_mireg.cli import main
-from napari_mireg.jobs import OUTPUT_FILES, read_report
+from napari_mireg.cli import jobs, main
+from napari_mireg.cli.jobs import OUTPUT_FILES, read_report
 
 MIREG = [str(Path(sys.executable).parent / "mireg")]
 QUICK = ["--iterations", "5x3x1", "--threads", "1"]

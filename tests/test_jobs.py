@@ -9,7 +9,7 @@ from scipy import ndimage
 from testdata import blobs
 
 from napari_mireg import files
-from napari_mireg.jobs import OUTPUT_FILES, load_inputs, read_report, run_job, run_job_steps
+from napari_mireg.cli.jobs import OUTPUT_FILES, load_inputs, read_report, run_job, run_job_steps
 
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
 
@@ -114,7 +114,7 @@ def test_labels_must_come_in_pairs_and_lie_on_their_image(job_files, tmp_path):
 def test_a_stop_signal_during_the_output_swap_waits_for_its_end():
     import signal
 
-    from napari_mireg import jobs
+    from napari_mireg.cli import jobs
 
     done = []
     # Python's own handler, whatever an earlier test in the run left (the held signal goes

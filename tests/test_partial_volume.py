@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from napari_mireg.partial_volume import (
+from napari_mireg.engine.partial_volume import (
     LEVELS,
     IntensityLevels,
     PartialVolumeMutualInformation,

@@ -5,8 +5,9 @@ import pytest
 from scipy import ndimage
 from testdata import blobs
 
-from napari_mireg import MutualInformation, fields
-from napari_mireg.pyramid import (
+from napari_mireg import MutualInformation
+from napari_mireg.engine import fields
+from napari_mireg.engine.pyramid import (
     anatomy_box,
     crop,
     level_grid,
@@ -14,7 +15,7 @@ from napari_mireg.pyramid import (
     pyramid_level,
     within_mask,
 )
-from napari_mireg.transforms import as_volume
+from napari_mireg.engine.transforms import as_volume
 
 
 def world(affine, index):

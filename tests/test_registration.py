@@ -10,10 +10,10 @@ from testdata import deformed_pair, tissue_labels, warp_linear
 from napari_mireg import (
     MutualInformation,
     SymmetricDiffeomorphicRegistration,
-    fields,
     register,
     register_steps,
 )
+from napari_mireg.engine import fields
 
 
 def mean_dice(reference, warped):

@@ -6,8 +6,8 @@ from conftest import smooth_field
 from testdata import blobs
 
 from napari_mireg import MutualInformation, Snapshot, SymmetricDiffeomorphicRegistration
-from napari_mireg import syn as syn_module
-from napari_mireg.fields import largest_length, resample
+from napari_mireg.engine import syn as syn_module
+from napari_mireg.engine.fields import largest_length, resample
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_reused_buffers_change_nothing_and_are_given_back(monkeypatch):
     # fresh (zeroed) memory from np.empty would give another map with reused blocks.
     from contextlib import nullcontext
 
-    from napari_mireg.buffers import kept_bytes
+    from napari_mireg.engine.buffers import kept_bytes
 
     fixed = blobs((80, 80, 70), seed=2).astype(np.float32)
     field = smooth_field(fixed.shape, 2.0, seed=4).astype(np.float32)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from testdata import blobs
 
-from napari_mireg.transforms import (
+from napari_mireg.engine.transforms import (
     AffineMap,
     DiffeomorphicMap,
     DisplacementField,

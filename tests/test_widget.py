@@ -13,9 +13,11 @@ pytest.importorskip("napari")
 from qtpy.QtCore import Qt  # noqa: E402
 from qtpy.QtWidgets import QScrollArea  # noqa: E402
 
-from napari_mireg import _frames, _widget, files  # noqa: E402
-from napari_mireg._display import to_display  # noqa: E402
-from napari_mireg._live_layers import (  # noqa: E402
+from napari_mireg import files
+from napari_mireg.gui import frames as _frames  # noqa: E402
+from napari_mireg.gui import widget as _widget
+from napari_mireg.gui.display import to_display  # noqa: E402
+from napari_mireg.gui.live_layers import (  # noqa: E402
     CHECKERBOARD,
     DISPLACEMENT,
     FIXED_CONTOURS,
@@ -25,11 +27,11 @@ from napari_mireg._live_layers import (  # noqa: E402
     WARPED_LABELS,
     LiveLayers,
 )
-from napari_mireg._plots import CURVE_COLOUR  # noqa: E402
-from napari_mireg._reader import get_reader  # noqa: E402
-from napari_mireg._sample_data import sample_data_path, sample_pair  # noqa: E402
-from napari_mireg._widget import RegistrationWidget  # noqa: E402
-from napari_mireg._writer import write_volume  # noqa: E402
+from napari_mireg.gui.plots import CURVE_COLOUR  # noqa: E402
+from napari_mireg.gui.reader import get_reader  # noqa: E402
+from napari_mireg.gui.sample import sample_data_path, sample_pair  # noqa: E402
+from napari_mireg.gui.widget import RegistrationWidget  # noqa: E402
+from napari_mireg.gui.writer import write_volume  # noqa: E402
 from napari_mireg.labels import LABEL_COLOURS  # noqa: E402
 
 RUN_TIMEOUT_MS = 120_000
@@ -410,7 +412,7 @@ def test_reader_and_writer_round_trip_a_non_identity_affine(tmp_path):
     assert kind == "labels"
     assert np.allclose(np.array(label_kwargs["colormap"][41][:3]) * 255, LABEL_COLOURS[41])
 
-    from napari_mireg.transforms import DisplacementField, as_volume
+    from napari_mireg.engine.transforms import DisplacementField, as_volume
 
     field = np.random.default_rng(1).normal(size=(10, 12, 14, 3)).astype(np.float32)
     meta = {"metadata": {"displacement": DisplacementField(field, as_volume(data, affine))}}
@@ -509,7 +511,7 @@ def test_the_view_switches_between_overlay_checkerboard_and_flicker(viewer_with_
     fixed = viewer.layers["fixed_t1"]
     tiles = checker.data
     # Tiles alternate: some show the fixed image, the others the warped one.
-    from napari_mireg._inspection import _normalised
+    from napari_mireg.gui.inspection import _normalised
 
     from_fixed = np.isclose(tiles, _normalised(fixed.data, fixed.contrast_limits))
     from_warped = np.isclose(tiles, _normalised(warped.data, warped.contrast_limits))
@@ -524,7 +526,7 @@ def test_the_view_switches_between_overlay_checkerboard_and_flicker(viewer_with_
 
 
 def test_prealignment_moves_the_progress(monkeypatch, brain_pair):
-    from napari_mireg.transforms import as_volume
+    from napari_mireg.engine.transforms import as_volume
 
     monkeypatch.setattr(_frames, "PREALIGNING_SECONDS", 0.0)
     fixed, moving, affine = brain_pair

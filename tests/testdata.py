@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from napari_mireg._sample_data import SAMPLE_FILES
+from napari_mireg.gui.sample import SAMPLE_FILES
 
 TEMPLATE_FILES = {
     "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",

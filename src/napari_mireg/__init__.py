@@ -1,10 +1,10 @@
 """napari-mireg: mutual-information SyN registration of brain MRI, engine and napari plugin."""
 
-from napari_mireg.affine import AffineRegistration
-from napari_mireg.metric import MutualInformation
-from napari_mireg.registration import Result, register, register_steps
-from napari_mireg.syn import Snapshot, SymmetricDiffeomorphicRegistration
-from napari_mireg.transforms import AffineMap, DiffeomorphicMap
+from napari_mireg.engine.affine import AffineRegistration
+from napari_mireg.engine.metric import MutualInformation
+from napari_mireg.engine.registration import Result, register, register_steps
+from napari_mireg.engine.syn import Snapshot, SymmetricDiffeomorphicRegistration
+from napari_mireg.engine.transforms import AffineMap, DiffeomorphicMap
 
 __version__ = "0.1.0"
 __all__ = [

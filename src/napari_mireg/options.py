@@ -225,7 +225,7 @@ class RegistrationOptions:
                 f"must be one of {', '.join(BRAIN_EXTRACTIONS)}, got {self.brain_extraction!r}",
             )
         if self.brain_extraction != "none":
-            from napari_mireg.masks import robex_available  # the kernels only when asked
+            from napari_mireg.engine.masks import robex_available  # the kernels only when asked
 
             if not robex_available():
                 raise OptionError(

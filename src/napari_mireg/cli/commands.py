@@ -93,7 +93,7 @@ class Progress:
 
 def command_register(args):
     """`mireg register`: one job from files to an output folder."""
-    from napari_mireg.jobs import load_inputs, run_job_steps
+    from napari_mireg.cli.jobs import load_inputs, run_job_steps
 
     options = registration_options(args)
     out_dir = Path(args.out)
@@ -149,7 +149,7 @@ def parse_transform(text):
 
 def command_apply(args):
     """`mireg apply`: resample an image through transforms."""
-    from napari_mireg.transforms import DisplacementField, apply_transforms
+    from napari_mireg.engine.transforms import DisplacementField, apply_transforms
 
     files.check_output_file(args.out)
     if files.suffix_of(args.out) not in files.VOLUME_SUFFIXES:
@@ -173,8 +173,8 @@ def command_apply(args):
 
 def command_overlap(args):
     """`mireg overlap`: Dice/Jaccard of two label maps."""
+    from napari_mireg.engine.transforms import same_grid
     from napari_mireg.overlap import overlap_scores
-    from napari_mireg.transforms import same_grid
 
     if args.csv:
         files.check_output_file(args.csv)
@@ -228,7 +228,7 @@ def command_clean_labels(args):
 
 def command_batch(args):
     """`mireg batch`: a cohort on Dask."""
-    from napari_mireg.batch import main as batch_main
+    from napari_mireg.cli.batch import main as batch_main
 
     return batch_main(args)
 

@@ -20,14 +20,14 @@ import numpy.typing as npt
 from scipy import io as scipy_io
 
 from napari_mireg._typing import Matrix, PathLike
-from napari_mireg.labels import label_values
-from napari_mireg.transforms import (
+from napari_mireg.engine.transforms import (
     AffineMap,
     DiffeomorphicMap,
     DisplacementField,
     Volume,
     as_volume,
 )
+from napari_mireg.labels import label_values
 
 __all__ = [
     "NIFTI_INTENT_VECTOR",

@@ -8,7 +8,7 @@ from libc.math cimport fabs, floor, sqrt
 
 import numpy as np
 
-from napari_mireg._kernels cimport (AxisStep, Matrix3, Vector3, axis_step, difference, matrix3,
+from napari_mireg.engine._kernels.shared cimport (AxisStep, Matrix3, Vector3, axis_step, difference, matrix3,
                                     physical_gradient, store_components)
 
 

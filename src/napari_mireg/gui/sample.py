@@ -7,7 +7,7 @@ are made by ``scripts/make_sample_data.py``; this module only finds and reads th
 
 from pathlib import Path
 
-from napari_mireg._reader import read_volume
+from napari_mireg.gui.reader import read_volume
 
 SAMPLE_FILES = {
     "fixed": "fixed_t1.nii.gz",
@@ -19,7 +19,7 @@ SAMPLE_FILES = {
 
 def sample_data_path(key: str = "fixed") -> Path:
     """Path of a bundled sample file (see `SAMPLE_FILES`), shipped inside the package."""
-    return Path(__file__).parent / "sample_data" / SAMPLE_FILES[key]
+    return Path(__file__).resolve().parents[1] / "sample_data" / SAMPLE_FILES[key]
 
 
 def sample_pair():

@@ -1,7 +1,7 @@
 """The napari dock widget: pick volumes, register live in the background, inspect, export.
 
 A thin view over the engine: the work runs in `napari.qt.threading.thread_worker` over
-:func:`napari_mireg._frames.run_and_summarise`; every Frame arrives in the main thread (the
+:func:`napari_mireg.gui.frames.run_and_summarise`; every Frame arrives in the main thread (the
 `yielded` signal), where layers, plots and the progress bar are updated. Cancel is
 ``worker.quit()``, which takes effect at the next iteration. The widget holds the panel and
 runs; the run's layers (`_live_layers`), what the canvas shows (`_inspection`) and the
@@ -41,10 +41,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_mireg._display import display_affine, labels_colormap, layer_volume, original_grid
-from napari_mireg._frames import LiveRun, Pacing, run_and_summarise
-from napari_mireg._inspection import MODES, InspectionView
-from napari_mireg._live_layers import (
+from napari_mireg.engine.masks import robex_available
+from napari_mireg.gui.display import display_affine, labels_colormap, layer_volume, original_grid
+from napari_mireg.gui.frames import LiveRun, Pacing, run_and_summarise
+from napari_mireg.gui.inspection import MODES, InspectionView
+from napari_mireg.gui.live_layers import (
     DISPLACEMENT,
     JACOBIAN,
     UPDATE,
@@ -53,11 +54,10 @@ from napari_mireg._live_layers import (
     LiveLayers,
     is_result_layer,
 )
-from napari_mireg._plots import LivePlots
-from napari_mireg._reader import read_volume
-from napari_mireg._results import ResultsPanel
+from napari_mireg.gui.plots import LivePlots
+from napari_mireg.gui.reader import read_volume
+from napari_mireg.gui.results import ResultsPanel
 from napari_mireg.labels import clean_labels, label_values
-from napari_mireg.masks import robex_available
 from napari_mireg.options import BRAIN_EXTRACTIONS, HISTOGRAMS, RegistrationOptions
 
 NONE = "(none)"

@@ -13,7 +13,7 @@ from libc.math cimport floor, nearbyint
 
 import numpy as np
 
-from napari_mireg._mi import chunk_count
+from napari_mireg.engine._kernels._mi import chunk_count
 
 
 cdef struct Mapping:

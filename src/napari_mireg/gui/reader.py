@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from napari_mireg import files
-from napari_mireg._display import labels_colormap, layer_kwargs, to_display
+from napari_mireg.engine.transforms import Volume
+from napari_mireg.gui.display import labels_colormap, layer_kwargs, to_display
 from napari_mireg.labels import LABEL_NAMES, label_values
-from napari_mireg.transforms import Volume
 
 # File names of label maps: SynthSeg, FreeSurfer's aseg/aparc+aseg/wmparc, BIDS "_dseg"
 # and "_seg" derivatives, and anything called a label map.

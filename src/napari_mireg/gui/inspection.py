@@ -9,8 +9,8 @@ maps exist, as contours of one other colour, so that the image under them stays 
 import numpy as np
 from qtpy.QtCore import QTimer
 
-from napari_mireg._display import display_affine
-from napari_mireg._live_layers import CHECKERBOARD, FIXED_CONTOURS, WARPED, WARPED_LABELS
+from napari_mireg.gui.display import display_affine
+from napari_mireg.gui.live_layers import CHECKERBOARD, FIXED_CONTOURS, WARPED, WARPED_LABELS
 
 MODES = ("overlay", "checkerboard", "flicker")
 # The warped image over the gray fixed one: a hue that gray has none of, half transparent.

@@ -23,7 +23,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_mireg import files
-from napari_mireg._display import on_grid
+from napari_mireg.gui.display import on_grid
 
 # The table's columns: (header, tooltip, keys of the OverlapTable row shown).
 TABLE_COLUMNS = (

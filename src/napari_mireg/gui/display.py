@@ -12,9 +12,9 @@ No Qt here.
 import numpy as np
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
-from napari_mireg import fields
+from napari_mireg.engine import fields
+from napari_mireg.engine.transforms import Volume, as_volume
 from napari_mireg.labels import label_colour
-from napari_mireg.transforms import Volume, as_volume
 
 # Display index (a, b, c) is canonical index (c, b, a).
 _REVERSE_AXES = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)

@@ -9,7 +9,7 @@ from cython.parallel cimport prange
 
 import numpy as np
 
-from napari_mireg._kernels cimport (AxisStep, Matrix3, Vector3, axis_step, matrix3,
+from napari_mireg.engine._kernels.shared cimport (AxisStep, Matrix3, Vector3, axis_step, matrix3,
                                     mireg_have_openmp, mireg_max_threads, physical_gradient,
                                     store_components)
 

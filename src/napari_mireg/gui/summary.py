@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from napari_mireg._display import on_grid
+from napari_mireg.engine.transforms import DiffeomorphicMap
+from napari_mireg.gui.display import on_grid
 from napari_mireg.overlap import overlap_scores
-from napari_mireg.transforms import DiffeomorphicMap
 
 
 @dataclass

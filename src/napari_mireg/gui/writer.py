@@ -11,7 +11,7 @@ display grid. The "displacement" result layer is the exception: it holds the for
 import numpy as np
 
 from napari_mireg import files
-from napari_mireg._display import display_affine, on_grid, original_grid
+from napari_mireg.gui.display import display_affine, on_grid, original_grid
 
 
 class _LayerView:

@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 
-from napari_mireg._display import layer_kwargs, scale_translate
+from napari_mireg.gui.display import layer_kwargs, scale_translate
 
 WARPED, WARPED_LABELS = "warped moving", "warped moving labels"
 UPDATE, JACOBIAN, DISPLACEMENT = "update magnitude (mm)", "det J", "displacement (mm)"

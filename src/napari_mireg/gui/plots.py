@@ -78,6 +78,7 @@ class LivePlots(QWidget):
             self.y_limits = (min(0.0, self.values.min()), 1.5 * self.values.max() + 0.1)
 
     def paintEvent(self, _event):
+        """Draw the curve (Qt calls this whenever the widget needs painting)."""
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         font = QFont(painter.font())

@@ -16,17 +16,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from napari_mireg._display import on_grid
-from napari_mireg._summary import summarise
-from napari_mireg.metric import MutualInformation
-from napari_mireg.options import RegistrationOptions
-from napari_mireg.registration import (
+from napari_mireg.engine.metric import MutualInformation
+from napari_mireg.engine.registration import (
     metric_images,
     metric_masks,
     prealignment_steps,
     register_steps,
 )
-from napari_mireg.transforms import AffineMap
+from napari_mireg.engine.transforms import AffineMap
+from napari_mireg.gui.display import on_grid
+from napari_mireg.gui.summary import summarise
+from napari_mireg.options import RegistrationOptions
 
 # The engine's CPU priority in the widget: with every core busy, the viewer's drawing
 # (software OpenGL included) then gets a core when it needs one. Measured on 2 cores with

@@ -1,0 +1,431 @@
+"""One registration job from files to an output folder: what `mireg register` and the cohort
+runner do for each pair.
+
+The outputs are written into a hidden staging folder (``.partial-*``) inside the output
+folder. Only when every one of them is there does the output folder change, as one set: the
+earlier ``report.json`` goes first (the folder stops being a complete job), earlier outputs
+that this run does not make are removed, the new files move in, and the new ``report.json``
+moves last, so its presence marks a complete job. An error or an interruption (Ctrl-C,
+SIGTERM) removes the staging folder; one left by a killed process (SIGKILL) is removed by
+the next run into the same folder.
+"""
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from napari_mireg import __version__, files
+from napari_mireg.engine import masks
+from napari_mireg.engine.registration import register_steps, run_to_end
+from napari_mireg.engine.transforms import AffineMap, Volume, apply_transforms, same_grid
+from napari_mireg.options import RegistrationOptions
+from napari_mireg.overlap import overlap_scores
+
+OUTPUT_FILES = {
+    "warped": "warped.nii.gz",
+    "warped_labels": "warped_labels.nii.gz",
+    "affine": "affine.txt",
+    "warp": "warp.nii.gz",
+    "inverse_warp": "inverse_warp.nii.gz",
+    "overlap": "overlap.csv",
+    "report": "report.json",
+}
+
+
+@dataclass
+class JobInputs:
+    """The volumes of one job, checked against each other.
+
+    Attributes
+    ----------
+    fixed, moving : Volume
+    fixed_labels, moving_labels : Volume or None
+        On the grid of their image.
+    mask : ndarray of bool or None
+        On the fixed grid: where the metric counts.
+    paths : dict of str
+    moving_mask : ndarray of bool or None
+        On the moving grid.
+    stamps : dict
+        :func:`file_stamp` of each input when it was read (written in the report).
+    """
+
+    fixed: Volume
+    moving: Volume
+    fixed_labels: Volume | None = None
+    moving_labels: Volume | None = None
+    mask: np.ndarray | None = None
+    paths: dict[str, str] | None = None
+    moving_mask: np.ndarray | None = None
+    stamps: dict[str, dict | None] | None = None
+
+
+def load_inputs(fixed, moving, fixed_labels=None, moving_labels=None, mask=None, moving_mask=None):
+    """Read and check the files of one job.
+
+    Masks may lie on any grid: they are resampled (nearest neighbour) onto their image's.
+
+    Raises
+    ------
+    files.InputError
+        A file is missing or bad, the images differ in dimensionality, a label map is not on
+        the grid of its image, or labels are given for one side only.
+    """
+    paths = {
+        "fixed": fixed,
+        "moving": moving,
+        "fixed_labels": fixed_labels,
+        "moving_labels": moving_labels,
+        "mask": mask,
+        "moving_mask": moving_mask,
+    }
+    paths = {key: str(Path(value).resolve()) for key, value in paths.items() if value}
+    stamps = {key: file_stamp(path) for key, path in paths.items()}  # before reading them
+    fixed_volume = files.load_volume(fixed)
+    moving_volume = files.load_volume(moving)
+    for path, volume in ((fixed, fixed_volume), (moving, moving_volume)):
+        low, high = float(volume.data.min()), float(volume.data.max())
+        if low == high:
+            raise files.InputError(
+                path, f"image is constant (every voxel is {low:g}): there is nothing to align"
+            )
+    if fixed_volume.ndim != moving_volume.ndim:
+        raise files.InputError(
+            moving, f"is {moving_volume.ndim}D but the fixed image {fixed} is {fixed_volume.ndim}D"
+        )
+    if bool(fixed_labels) != bool(moving_labels):
+        given = fixed_labels or moving_labels
+        raise files.InputError(given, "labels need both sides: give fixed and moving labels")
+    labels = [
+        _labels_on(path, image, image_path)
+        for path, image, image_path in (
+            (fixed_labels, fixed_volume, fixed),
+            (moving_labels, moving_volume, moving),
+        )
+    ]
+    return JobInputs(
+        fixed_volume,
+        moving_volume,
+        labels[0],
+        labels[1],
+        _mask_on(mask, fixed_volume, "fixed"),
+        paths,
+        _mask_on(moving_mask, moving_volume, "moving"),
+        stamps,
+    )
+
+
+def file_stamp(path):
+    """Size and modification time (ns) of a file, or None: tells a changed input."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return {"size": status.st_size, "mtime_ns": status.st_mtime_ns}
+
+
+def _mask_source(mask, labels, extracted):
+    """Where a side's metric mask came from, for the report."""
+    if mask is not None:
+        return "mask file"
+    if labels is not None:
+        return "labels (brain, dilated)"
+    return "ROBEX brain extraction (dilated)" if extracted else None
+
+
+def _data(volume):
+    """A Volume's voxels on its 3D grid, or None (labels give each side's brain mask)."""
+    return None if volume is None else volume.data
+
+
+def _mask_on(path, image, side):
+    """A mask file resampled onto its image's grid, as booleans (None without a path)."""
+    if not path:
+        return None
+    mask = apply_transforms(files.load_volume(path, labels=True), image, [], "nearest") > 0
+    if not mask.any():
+        raise files.InputError(path, f"the mask selects no voxel of the {side} image")
+    return mask
+
+
+def _labels_on(path, image, image_path):
+    """Load a label map and check that it lies on its image's grid."""
+    if not path:
+        return None
+    labels = files.load_volume(path, labels=True)
+    if not same_grid(labels, image):
+        raise files.InputError(
+            path,
+            f"label map grid (shape {labels.shape[-image.ndim :]}) does "
+            f"not match its image {image_path} (shape "
+            f"{image.shape[-image.ndim :]}) or its affine differs",
+        )
+    return labels
+
+
+def run_job_steps(inputs, out_dir, options=None, **settings):
+    """Register one job and write its outputs, yielding the registration's Snapshots.
+
+    Parameters
+    ----------
+    inputs : JobInputs
+    out_dir : str or Path
+        Created if missing; the outputs (`OUTPUT_FILES`) are written there.
+    options : RegistrationOptions or dict, optional
+    **settings
+        Single options overriding `options` (see :class:`RegistrationOptions`).
+
+    Returns
+    -------
+    dict
+        The report (also written as ``report.json``).
+    """
+    options = RegistrationOptions.build(options, **settings)
+    out_dir = prepare_output_folder(out_dir)
+    staging = _staging_folder(out_dir)
+    try:
+        _pause_for_tests("prealign")
+        result = yield from _paused_after_first(
+            register_steps(
+                inputs.fixed,
+                inputs.moving,
+                options,
+                fixed_mask=inputs.mask,
+                moving_mask=inputs.moving_mask,
+                fixed_labels=_data(inputs.fixed_labels),
+                moving_labels=_data(inputs.moving_labels),
+            )
+        )
+        report = _write_outputs(result, inputs, staging, options)
+        with _stop_signals_held():
+            _replace_outputs(staging, out_dir)
+        return report
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+STAGING_PREFIX = ".partial-"
+TEST_PAUSE = "MIREG_TEST_PAUSE"  # for the interruption tests only: see _pause_for_tests
+
+
+def _pause_for_tests(phase):
+    """Wait while the interruption tests send a signal (only with MIREG_TEST_PAUSE set).
+
+    ``MIREG_TEST_PAUSE=prealign|syn|write`` makes a job print ``mireg test pause: PHASE``
+    on standard error and sleep 60 s at that point (before the prealignment, after the
+    first SyN iteration, after the first output file is written), so a test can stop it
+    in that phase however loaded the machine is. Unset, this does nothing.
+    """
+    if os.environ.get(TEST_PAUSE) == phase:
+        print(f"mireg test pause: {phase}", file=sys.stderr, flush=True)
+        time.sleep(60)
+
+
+def _paused_after_first(steps):
+    """Pass the registration's Snapshots on, with the "syn" test pause after the first."""
+    first = True
+    try:
+        while True:
+            snapshot = next(steps)
+            yield snapshot
+            if first:
+                first = False
+                _pause_for_tests("syn")
+    except StopIteration as finished:
+        return finished.value
+    finally:
+        steps.close()
+
+
+def prepare_output_folder(out_dir):
+    """Create the output folder if needed and remove stale staging folders from it.
+
+    A staging folder is left only by a process that was killed outright (SIGKILL, power
+    loss); no live job shares an output folder, so the next run removes it.
+
+    Raises
+    ------
+    files.FileAccessError
+        `out_dir` is a file, or cannot be created or written: one line naming it.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise files.FileAccessError(out_dir, "output folder is a file")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        remove_staging(out_dir)
+    except OSError as error:
+        raise files.FileAccessError(
+            out_dir, f"output folder cannot be used ({error.strerror or error})", error.errno
+        ) from error
+    return out_dir
+
+
+def remove_staging(out_dir):
+    """Remove the staging folders (``.partial-*``) of unfinished jobs from `out_dir`."""
+    folder = Path(out_dir)
+    if not folder.is_dir():
+        return
+    for stale in folder.glob(STAGING_PREFIX + "*"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink()
+
+
+def _staging_folder(out_dir):
+    try:
+        return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
+    except OSError as error:
+        raise files.FileAccessError(
+            out_dir, f"output folder cannot be written ({error.strerror or error})", error.errno
+        ) from error
+
+
+@contextlib.contextmanager
+def _stop_signals_held():
+    """Hold SIGINT and SIGTERM back while the output set is swapped (a few renames).
+
+    A signal in the middle would leave the new files beside no report: held, it arrives
+    once the swap is done (the job is then complete). A blocked signal mask would not do:
+    the kernel hands a process signal to any thread that does not block it (OpenMP's,
+    BLAS's), and Python then runs its handler in the main thread all the same. So the
+    handlers themselves only note the signal during the swap, and it is raised again after.
+    Off the main thread (where handlers cannot be set) nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived = []
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda s, _: arrived.append(s)) for signum in stops}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if arrived:
+            signal.raise_signal(arrived[0])
+
+
+def _replace_outputs(staging, out_dir):
+    """Swap the staged outputs in as one set, ``report.json`` last (see the module notes)."""
+    report = OUTPUT_FILES["report"]
+    new = sorted(p.name for p in staging.iterdir() if p.name != report)
+    try:
+        (out_dir / report).unlink(missing_ok=True)
+        for name in set(OUTPUT_FILES.values()) - set(new) - {report}:
+            (out_dir / name).unlink(missing_ok=True)  # an earlier run's, not made this time
+        for name in new:
+            (staging / name).replace(out_dir / name)
+        (staging / report).replace(out_dir / report)
+    except OSError as error:
+        raise files.FileAccessError(
+            out_dir, f"outputs cannot be moved into place ({error.strerror or error})", error.errno
+        ) from error
+
+
+def run_job(inputs, out_dir, options=None, **settings):
+    """:func:`run_job_steps` run to the end; returns the report."""
+    return run_to_end(run_job_steps(inputs, out_dir, options, **settings))
+
+
+def _write_outputs(result, inputs, folder, options):
+    started = time.perf_counter()
+    fixed = inputs.fixed
+    mapping = result.mapping
+    outputs = [OUTPUT_FILES["warped"], OUTPUT_FILES["affine"], OUTPUT_FILES["report"]]
+    files.save_volume(folder / OUTPUT_FILES["warped"], result.warped, fixed.file_affine)
+    _pause_for_tests("write")
+    files.save_affine(result.prealignment, folder / OUTPUT_FILES["affine"])
+    if fixed.ndim == 3:
+        files.save_displacement(mapping, folder / OUTPUT_FILES["warp"], "forward")
+        files.save_displacement(mapping, folder / OUTPUT_FILES["inverse_warp"], "inverse")
+        outputs += [OUTPUT_FILES["warp"], OUTPUT_FILES["inverse_warp"]]
+    overlap = overlap_before = None
+    if inputs.fixed_labels is not None:
+        moving_labels = inputs.moving_labels
+        warped_labels = mapping.transform(moving_labels, interpolation="nearest")
+        as_is = AffineMap(np.eye(4)).transform(moving_labels, fixed, interpolation="nearest")
+        fixed_labels = fixed.user_array(inputs.fixed_labels.data)
+        table = overlap_scores(fixed_labels, warped_labels)
+        overlap = table.summary()
+        overlap_before = overlap_scores(fixed_labels, as_is).summary()
+        files.save_volume(
+            folder / OUTPUT_FILES["warped_labels"], warped_labels, fixed.file_affine, labels=True
+        )
+        files.write_text(folder / OUTPUT_FILES["overlap"], table.to_csv_text())
+        outputs += [OUTPUT_FILES["warped_labels"], OUTPUT_FILES["overlap"]]
+    determinant = mapping.jacobian_determinant()
+    consistency, _ = mapping.inversion_error()
+    timings = dict(result.timings, write=time.perf_counter() - started)
+    extracted = masks.extraction_sides(options.brain_extraction)
+    report = {
+        "inputs": {
+            key: {"path": path, **((inputs.stamps or {}).get(key) or {})}
+            for key, path in inputs.paths.items()
+        },
+        "parameters": options.as_dict(),
+        "metric_masks": {
+            "fixed": _mask_source(inputs.mask, inputs.fixed_labels, extracted[0]),
+            "moving": _mask_source(inputs.moving_mask, inputs.moving_labels, extracted[1]),
+        },
+        "versions": _versions(),
+        "timings": timings,
+        "mi_before": result.mi_before,
+        "mi_after": result.mi_after,
+        "folds": int(np.count_nonzero(determinant <= 0)),
+        "min_jacobian": float(determinant.min()),
+        "inverse_consistency_voxels": consistency,
+        "overlap_before": overlap_before,
+        "overlap": overlap,
+        "outputs": sorted(outputs),
+    }
+    for key, volume in (("fixed", fixed), ("moving", inputs.moving)):
+        report["inputs"][key].update(
+            shape=list(volume.shape[-volume.ndim :]),
+            voxel_size=[round(float(v), 6) for v in volume.spacing[-volume.ndim :]],
+        )
+    files.write_text(folder / OUTPUT_FILES["report"], json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _versions():
+    import nibabel
+
+    return {
+        "napari_mireg": __version__,
+        "numpy": np.__version__,
+        "nibabel": nibabel.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def read_report(out_dir):
+    """The report of a complete job in `out_dir`, or None if the job is missing or partial.
+
+    Complete means: ``report.json`` parses and every output it lists exists and is not empty.
+    """
+    path = Path(out_dir) / OUTPUT_FILES["report"]
+    try:
+        report = json.loads(path.read_text())
+        outputs = report["outputs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if all(
+        (Path(out_dir) / name).is_file() and (Path(out_dir) / name).stat().st_size > 0
+        for name in outputs
+    ):
+        return report
+    return None

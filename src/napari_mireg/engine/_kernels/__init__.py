@@ -1,0 +1,1 @@
+"""The Cython kernels (histograms, gradients, warping, inversion, det J, buffer reuse)."""

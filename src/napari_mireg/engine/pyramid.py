@@ -1,0 +1,197 @@
+"""Coarse-to-fine levels shared by the affine and the SyN stages."""
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from napari_mireg.engine import fields
+from napari_mireg.engine.transforms import Volume, as_volume
+
+# Room (mm) around the anatomies for the dense fields: every update is zeroed on the box's
+# boundary and smoothed, so this is where the displacement tapers to zero. 24 mm gave the
+# same overlap on the calibration pairs as 8 mm and took a quarter longer at 1 mm, where
+# the margin was a third of the box's voxels (docs/engine.md).
+BOX_MARGIN_MM = 8.0
+
+
+@dataclass(frozen=True)
+class Level:
+    """One resolution level.
+
+    Attributes
+    ----------
+    shape, affine : tuple, ndarray (4, 4)
+        The level grid (a coarser grid over the fixed image).
+    fixed : ndarray
+        The fixed image, smoothed and resampled on the level grid.
+    moving : ndarray
+        The moving image smoothed alike, on its own grid (or a coarser grid over it, see
+        :func:`pyramid_level`).
+    mask : ndarray of bool or None
+        The fixed mask on the level grid.
+    moving_affine : ndarray (4, 4)
+        Voxel-to-world matrix of `moving`.
+    """
+
+    shape: tuple
+    affine: np.ndarray
+    fixed: np.ndarray
+    moving: np.ndarray
+    mask: np.ndarray | None
+    moving_affine: np.ndarray
+
+
+def level_grid(shape, affine, factor):
+    """Shape and voxel-to-world matrix of a grid `factor` times coarser (centred blocks)."""
+    factors = np.array([factor if n > 1 else 1 for n in shape])
+    coarse_shape = tuple(int(n) for n in np.ceil(np.array(shape) / factors))
+    index_scale = np.diag(np.append(factors.astype(float), 1.0))
+    index_scale[:3, 3] = (factors - 1) / 2.0
+    return coarse_shape, affine @ index_scale
+
+
+def mask_volume(mask, volume, name="fixed_mask"):
+    """A mask on `volume`'s grid as a uint8 Volume, or None; it must select a voxel."""
+    if mask is None:
+        return None
+    masked = as_volume(np.asarray(mask).astype(np.uint8), volume.affine, name, dtype=np.uint8)
+    side = name.split("_")[0]
+    if masked.shape != volume.shape or not masked.data.any():
+        raise ValueError(f"{name} must have the {side} shape and select a voxel")
+    return masked
+
+
+def pyramid_level(fixed_volume, moving_volume, mask, level, levels, *, shrink_moving=False):
+    """Level `level` of `levels` (0 coarsest): shrink 2 ** (levels - 1 - level), smoothing
+    sigma half the shrink in fixed voxels (ANTs: shrink 4, 2, 1 with sigma 2, 1, 0).
+
+    With `shrink_moving`, the smoothed moving image is also resampled on a coarser grid
+    over its own, as many of its voxels to a block as fit in half the fixed level's voxel
+    (at least 1), so that it stays twice as fine as the level grid (docs/maths.md,
+    section 5). The affine stage samples the moving image and its gradient a hundred times
+    a level: on a 256^3 head the full-resolution copies cost more than the iterations.
+    The SyN keeps it on its own grid (its finer levels sample it through a dense field).
+    """
+    shrink = 2 ** (levels - 1 - level)
+    shape, affine = level_grid(fixed_volume.shape, fixed_volume.affine, shrink)
+    sigma_mm = shrink / 2.0 * fixed_volume.spacing.min() if shrink > 1 else 0.0
+    fixed = fields.resample(
+        fields.smooth(fixed_volume.data, sigma_mm / fixed_volume.spacing),
+        fixed_volume.affine,
+        shape,
+        affine,
+    )
+    moving = fields.smooth(moving_volume.data, sigma_mm / moving_volume.spacing)
+    moving_affine = moving_volume.affine
+    if shrink_moving:
+        # The tolerance keeps an exact ratio (4 x 1.5 mm / 1 mm / 2 = 3) from rounding down.
+        factor = int(shrink * fixed_volume.spacing.min() / moving_volume.spacing.min() / 2 + 1e-6)
+        if factor > 1:
+            moving_shape, moving_affine = level_grid(moving.shape, moving_volume.affine, factor)
+            moving = fields.resample(
+                moving, moving_volume.affine, moving_shape, moving_affine, clamp=True
+            )
+    mask_level = (
+        None
+        if mask is None
+        else fields.resample(mask.data, mask.affine, shape, affine, interpolation="nearest").astype(
+            bool
+        )
+    )
+    return Level(shape, affine, fixed, moving, mask_level, moving_affine)
+
+
+def anatomy_extent(volume, mask=None):
+    """Lowest and highest voxel index (float, per axis) of a volume's anatomy.
+
+    The anatomy is the mask (a Volume on the same grid), or the voxels more than 2 % of the
+    robust range (0.5th to 99.5th percentile) above its low end; slices with only specks
+    of it (noise far out in the background) do not count.
+    """
+    data = volume.data
+    if mask is not None:
+        inside = mask.data.astype(bool)
+    else:
+        sample = data.ravel()[:: max(1, data.size // 1_000_000)]
+        low, high = np.percentile(sample, [0.5, 99.5])
+        inside = data > low + 0.02 * (high - low)
+    first, last = np.zeros(3), np.array(data.shape, dtype=float) - 1
+    if not inside.any():
+        return first, last
+    for axis, size in enumerate(data.shape):
+        counts = inside.sum(axis=tuple(a for a in range(3) if a != axis))
+        kept = np.flatnonzero(counts >= max(1, int(1e-3 * data.size / size)))
+        if kept.size == 0:
+            kept = np.flatnonzero(counts)
+        first[axis], last[axis] = kept[0], kept[-1]
+    return first, last
+
+
+def registration_box(
+    fixed, moving, prealign, fixed_mask=None, moving_mask=None, margin_mm=BOX_MARGIN_MM
+):
+    """Slices of the fixed grid that hold both anatomies (the moving one placed by
+    `prealign`), widened by `margin_mm` on each side and kept inside the grid.
+
+    The dense fields only need to live there: away from the anatomy the displacement is
+    zero anyway (every update is zeroed on the grid's boundary and smoothed), and brain
+    images often carry half their field of view as background. Both anatomies count: the
+    room to move one onto the other is what keeps the fields clear of folds near the box's
+    edge.
+    """
+    low, high = anatomy_extent(fixed, fixed_mask)
+    moving_low, moving_high = anatomy_extent(moving, moving_mask)
+    corners = np.ones((8, 4))
+    corners[:, :3] = (
+        np.array(np.meshgrid(*np.stack([moving_low, moving_high], axis=1))).reshape(3, -1).T
+    )
+    to_fixed_index = np.linalg.inv(fixed.affine) @ np.linalg.inv(prealign) @ moving.affine
+    placed = (corners @ to_fixed_index.T)[:, :3]
+    low = np.minimum(low, placed.min(axis=0))
+    high = np.maximum(high, placed.max(axis=0))
+    return _widened(low, high, fixed, margin_mm)
+
+
+def anatomy_box(volume, mask=None, margin_mm=BOX_MARGIN_MM):
+    """Slices of a Volume's grid around its anatomy (:func:`anatomy_extent`), widened by
+    `margin_mm` on each side and kept inside the grid.
+    """
+    return _widened(*anatomy_extent(volume, mask), volume, margin_mm)
+
+
+def _widened(low, high, volume, margin_mm):
+    """Slices from voxel indices `low` to `high` (float, per axis), `margin_mm` wider."""
+    margin = margin_mm / volume.spacing
+    box = []
+    for axis, size in enumerate(volume.shape):
+        start = int(np.clip(np.floor(low[axis] - margin[axis]), 0, size - 1))
+        stop = int(np.clip(np.ceil(high[axis] + margin[axis]) + 1, start + 1, size))
+        box.append(slice(0, size) if size == 1 else slice(start, stop))
+    return tuple(box)
+
+
+def crop(volume, box):
+    """The part `box` (slices of the grid) of a Volume, with its voxel-to-world matrix."""
+    start = np.array([s.start for s in box] + [1.0])
+    affine = volume.affine.copy()
+    affine[:, 3] = volume.affine @ start
+    return Volume(np.ascontiguousarray(volume.data[box]), affine, volume.ndim)
+
+
+def within_mask(level):
+    """The Level cut down to the bounding box of its fixed mask (as it is without one).
+
+    A metric that counts only masked voxels gives the same value and gradient on it; what
+    it saves is the resampling of the voxels around, most of the grid for a brain mask in
+    a head's field of view.
+    """
+    if level.mask is None:
+        return level
+    box = []
+    for axis in range(3):
+        counts = level.mask.any(axis=tuple(a for a in range(3) if a != axis))
+        kept = np.flatnonzero(counts)
+        box.append(slice(int(kept[0]), int(kept[-1]) + 1))
+    fixed = crop(Volume(level.fixed, level.affine, 3), tuple(box))
+    mask = np.ascontiguousarray(level.mask[tuple(box)])
+    return replace(level, shape=fixed.shape, affine=fixed.affine, fixed=fixed.data, mask=mask)

@@ -1,0 +1,330 @@
+"""The whole job: MI prealignment, then MI-SyN, as one call or as a generator for live views."""
+
+import time
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from napari_mireg._typing import Image, Matrix
+from napari_mireg.engine import masks
+from napari_mireg.engine.affine import AffineRegistration
+from napari_mireg.engine.metric import MutualInformation
+from napari_mireg.engine.partial_volume import PartialVolumeMutualInformation
+from napari_mireg.engine.syn import Snapshot, SymmetricDiffeomorphicRegistration
+from napari_mireg.engine.transforms import AffineMap, DiffeomorphicMap, Volume, as_volume
+from napari_mireg.options import RegistrationOptions
+
+
+@dataclass
+class Result:
+    """What a registration gives.
+
+    Attributes
+    ----------
+    prealignment : AffineMap
+        The world transform found (or given) before SyN, fixed points to moving points
+        (identity when there was none). ``affine`` is its former name.
+    mapping : DiffeomorphicMap
+        The full fixed-to-moving map (prealignment included).
+    warped : ndarray
+        The moving image resampled into fixed space.
+    mi_before, mi_after : float
+        MI of the fixed image with the moving image resampled as is (same world
+        coordinates), and with the warped image.
+    timings : dict
+        Seconds: "prealign", "syn", "total".
+    energies : list of float
+        -MI per SyN iteration.
+    """
+
+    prealignment: AffineMap
+    mapping: DiffeomorphicMap
+    warped: np.ndarray
+    mi_before: float
+    mi_after: float
+    timings: dict[str, float] = field(default_factory=dict)
+    energies: list[float] = field(default_factory=list)
+
+    @property
+    def affine(self) -> AffineMap:
+        """Former name of :attr:`prealignment`."""
+        return self.prealignment
+
+
+def register_steps(
+    fixed: Image,
+    moving: Image,
+    options: RegistrationOptions | Mapping[str, Any] | None = None,
+    *,
+    fixed_affine: Matrix | None = None,
+    moving_affine: Matrix | None = None,
+    fixed_mask: npt.ArrayLike | None = None,
+    moving_mask: npt.ArrayLike | None = None,
+    fixed_labels: "Image | Volume | None" = None,
+    moving_labels: "Image | Volume | None" = None,
+    with_images: bool = False,
+    initial: "Result | DiffeomorphicMap | None" = None,
+    **settings: Any,
+) -> Generator[Snapshot, None, "Result"]:
+    """Register `moving` to `fixed`, yielding a Snapshot per SyN iteration.
+
+    Parameters
+    ----------
+    fixed, moving : ndarray or nibabel image
+        2D or 3D images; grids may differ (shape, voxel size, orientation).
+    options : RegistrationOptions or dict, optional
+        How to register (defaults: :class:`napari_mireg.options.RegistrationOptions`).
+    fixed_affine, moving_affine : ndarray, optional
+        Voxel-to-world matrices for arrays (identity by default).
+    fixed_mask, moving_mask : ndarray of bool, optional
+        Voxels of each image's grid where the metric counts (a brain mask): a fixed voxel
+        counts where it is inside `fixed_mask` and maps inside `moving_mask`.
+    fixed_labels, moving_labels : ndarray, optional
+        Label maps on each image's grid (e.g. SynthSeg's). When a side has labels and no
+        mask, its mask is the labelled brain, dilated by
+        :data:`napari_mireg.engine.masks.BRAIN_MASK_DILATION_MM` (so its edge still counts).
+    with_images : bool
+        Put the warped moving image in each Snapshot.
+    initial : Result or DiffeomorphicMap, optional
+        Continue from an earlier map (its prealignment is kept; `level_iters` then names
+        the extra levels to run, usually one finest-level count).
+    **settings
+        Single options that override `options` (prealign, bins, level_iters, step_length,
+        update_sigma, field_sigma, symmetric, winsorize, threads). ``prealign`` may also be a known
+        (4, 4) world matrix or an AffineMap, used instead of an MI prealignment.
+
+    Yields
+    ------
+    Snapshot
+
+    Returns
+    -------
+    Result
+        As the generator's return value (``StopIteration.value``); :func:`register` hands
+        it over directly.
+
+    Raises
+    ------
+    ValueError
+        A bad option (:class:`napari_mireg.options.OptionError`) or input, before any work.
+    """
+    known_prealignment = settings.pop("prealign", None)
+    if isinstance(known_prealignment, str):  # a method, not a matrix
+        settings["prealign"], known_prealignment = known_prealignment, None
+    options = RegistrationOptions.build(options, **settings)
+    start = time.perf_counter()
+    fixed_volume = as_volume(fixed, fixed_affine, "fixed")
+    moving_volume = as_volume(moving, moving_affine, "moving")
+    metric = MutualInformation(options.bins, threads=options.threads)
+    mask, moving_mask = metric_masks(
+        fixed_volume,
+        moving_volume,
+        fixed_mask,
+        moving_mask,
+        fixed_labels,
+        moving_labels,
+        extract=options.brain_extraction,
+    )
+    fixed_seen, moving_seen = metric_images(fixed_volume, moving_volume, options)
+    previous = getattr(initial, "mapping", initial)
+    if previous is not None:
+        affine_map = AffineMap(previous.prealign)
+    else:
+        chosen = options.prealign if known_prealignment is None else known_prealignment
+        affine_map = prealignment(
+            fixed_seen, moving_seen, chosen, metric, mask, moving_mask=moving_mask
+        )
+    prealigned = time.perf_counter()
+
+    syn_metric = metric
+    if options.histogram == "partial-volume":
+        syn_metric = PartialVolumeMutualInformation(threads=options.threads)
+    syn = SymmetricDiffeomorphicRegistration(
+        syn_metric,
+        aligned_metric=metric,
+        level_iters=options.level_iters,
+        step_length=options.step_length,
+        update_sigma=options.update_sigma,
+        field_sigma=options.field_sigma,
+        symmetric=options.symmetric,
+    )
+    yield from syn.iterate(
+        fixed_seen,
+        moving_seen,
+        prealign=affine_map.matrix,
+        fixed_mask=mask,
+        moving_mask=moving_mask,
+        with_images=with_images,
+        initial=previous,
+    )
+    mapping = syn.mapping
+    registered = time.perf_counter()
+
+    as_is = AffineMap(np.eye(4)).transform(moving_volume, fixed_volume)
+    warped = mapping.transform(moving_volume)
+    fixed_image = fixed_volume.user_array(fixed_volume.data)
+    user_mask = None if mask is None else fixed_volume.user_array(mask)
+    timings = {
+        "prealign": prealigned - start,
+        "syn": registered - prealigned,
+        "total": time.perf_counter() - start,
+    }
+    return Result(
+        affine_map,
+        mapping,
+        warped,
+        _mi_or_zero(metric, fixed_image, as_is, user_mask),
+        metric.value(fixed_image, warped, user_mask),
+        timings,
+        list(syn.energies),
+    )
+
+
+def metric_images(fixed, moving, options):
+    """The two Volumes as the metric sees them: winsorised when the options say so.
+
+    Parameters
+    ----------
+    fixed, moving : Volume
+    options : RegistrationOptions
+
+    Returns
+    -------
+    Volume, Volume
+        The same objects without winsorising; else copies whose intensities are clipped
+        at each image's own quantiles (over the whole image, as ANTs does).
+    """
+    if options.winsorize is None:
+        return fixed, moving
+    return tuple(
+        replace(
+            volume,
+            data=np.clip(volume.data, *np.quantile(volume.data, options.winsorize)).astype(
+                np.float32
+            ),
+        )
+        for volume in (fixed, moving)
+    )
+
+
+def prealignment(fixed, moving, prealign, metric, fixed_mask=None, *, moving_mask=None):
+    """The prealignment AffineMap: found by MI registration, or the one given.
+
+    Parameters
+    ----------
+    fixed, moving : Volume
+    prealign : {"affine", "rigid", "none"} or ndarray (4, 4) or AffineMap
+    metric : MutualInformation
+    fixed_mask : ndarray of bool on the fixed grid (3D), optional
+    moving_mask : ndarray of bool on the moving grid (3D), optional
+    """
+    return run_to_end(
+        prealignment_steps(fixed, moving, prealign, metric, fixed_mask, moving_mask=moving_mask)
+    )
+
+
+def prealignment_steps(fixed, moving, prealign, metric, fixed_mask=None, *, moving_mask=None):
+    """:func:`prealignment` as a generator: yields an AffineStep per MI iteration (none
+    for a given matrix or "none") and returns the AffineMap.
+    """
+    if not isinstance(prealign, str):
+        return AffineMap(np.asarray(getattr(prealign, "matrix", prealign), dtype=float))
+    if prealign not in ("affine", "rigid", "none"):
+        raise ValueError(
+            f"prealign must be 'affine', 'rigid', 'none' or a matrix, got {prealign!r}"
+        )
+    if prealign == "none":
+        return AffineMap(np.eye(4))
+    registration = AffineRegistration(metric, transform=prealign)
+    return (
+        yield from registration.iterate(
+            fixed, moving, fixed_mask=fixed_mask, moving_mask=moving_mask
+        )
+    )
+
+
+def register(
+    fixed: Image,
+    moving: Image,
+    options: RegistrationOptions | Mapping[str, Any] | None = None,
+    **settings: Any,
+) -> Result:
+    """Register `moving` to `fixed`: prealignment then MI-SyN (see :func:`register_steps`).
+
+    Returns
+    -------
+    Result
+    """
+    return run_to_end(register_steps(fixed, moving, options, **settings))
+
+
+def run_to_end(steps):
+    """Exhaust a generator and return its return value (e.g. a Result)."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as finished:
+            return finished.value
+
+
+def _mask3(mask, volume):
+    """A user's mask on the volume's 3D grid (2D masks gain the singleton axis)."""
+    if mask is None:
+        return None
+    mask = np.asarray(mask, dtype=bool)
+    return mask[None] if volume.ndim == 2 and mask.ndim == 2 else mask
+
+
+def metric_masks(
+    fixed: Volume,
+    moving: Volume,
+    fixed_mask: npt.ArrayLike | None = None,
+    moving_mask: npt.ArrayLike | None = None,
+    fixed_labels: npt.ArrayLike | None = None,
+    moving_labels: npt.ArrayLike | None = None,
+    *,
+    extract: str = "none",
+    warn: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The masks the metric counts in, on each image's 3D grid (see :func:`register_steps`).
+
+    Each side's mask is the one given, else the dilated brain of its label map, else (when
+    `extract` names the side: "fixed", "moving" or "both") its ROBEX brain, else None.
+    With `warn`, warns when one image is a whole head and the other a skull-stripped brain
+    (a caller that hands the masks on to :func:`register_steps` leaves that to it).
+    """
+    fixed_extracted, moving_extracted = masks.extraction_sides(extract)
+    fixed_mask = _side_mask(fixed_mask, fixed_labels, fixed, fixed_extracted)
+    moving_mask = _side_mask(moving_mask, moving_labels, moving, moving_extracted)
+    if warn:
+        masks.warn_head_against_brain(fixed, moving, fixed_mask, moving_mask)
+    return fixed_mask, moving_mask
+
+
+def _side_mask(mask, labels, volume, extract=False):
+    """One side's mask on its 3D grid.
+
+    The one given, else the dilated brain of its labels, else (with `extract`) its ROBEX
+    brain.
+    """
+    if mask is None and labels is None and extract:
+        mask = masks.brain_mask_by_robex(volume)
+    if mask is None and labels is not None:
+        labels = np.asarray(labels)
+        if volume.ndim == 2:  # holes are filled in the plane (a (1, n, m) stack has none)
+            plane = volume.affine[1:, 1:]  # a 2D Volume keeps its in-plane matrix here
+            mask = masks.brain_mask_from_labels(labels.reshape(labels.shape[-2:]), plane)
+        else:
+            mask = masks.brain_mask_from_labels(labels, volume.affine)
+    return _mask3(mask, volume)
+
+
+def _mi_or_zero(metric, fixed, moving, mask):
+    """MI, or 0 when the moving image does not overlap the fixed grid at all."""
+    try:
+        return metric.value(fixed, moving, mask)
+    except ValueError:
+        return 0.0
