@@ -78,8 +78,8 @@ class AffineRegistration:
     level_iters : sequence of int
         Iterations per level and stage, coarsest first (shrink 2 ** (L - 1 - k)); a level
         with 0 is skipped. By default the full-resolution level is: on the real pairs of
-        docs/engine.md its 7-10 iterations took 0.5-1 s of a 1-1.8 s prealignment at 2 mm
-        and left the overlap after SyN unchanged (mean Dice 0.5594 against 0.5595).
+        docs/engine.md its 7-10 iterations take 0.5-1 s of a 1-1.8 s prealignment at 2 mm
+        and leave the overlap after SyN unchanged (mean Dice 0.5594 against 0.5595).
     step : float
         First step, in voxels of the level.
     min_step : float

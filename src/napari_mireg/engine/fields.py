@@ -36,7 +36,7 @@ def voxel_sizes(affine):
 # which one more thread does not pay: each region wakes the sleeping threads (PASSIVE), and
 # on a virtual machine a wake-up can cost as much as warping tens of thousands of voxels.
 # Small regions run on fewer threads, which also spares them from a core that another
-# process keeps busy (docs/engine.md, "Threads").
+# process keeps busy (docs/engine.md, "Threads and OpenMP").
 VOXELS_PER_THREAD = 65536
 # A pass that only reads and compares (a largest length, intensity levels) costs about an
 # eighth of a warped voxel per voxel.

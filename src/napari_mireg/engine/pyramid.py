@@ -10,7 +10,7 @@ from napari_mireg.engine.transforms import Volume, as_volume
 # Room (mm) around the anatomies for the dense fields: every update is zeroed on the box's
 # boundary and smoothed, so this is where the displacement tapers to zero. 24 mm gave the
 # same overlap on the calibration pairs as 8 mm and took a quarter longer at 1 mm, where
-# the margin was a third of the box's voxels (docs/engine.md).
+# the margin is a third of the box's voxels (docs/engine.md).
 BOX_MARGIN_MM = 8.0
 
 

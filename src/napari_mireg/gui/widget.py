@@ -4,8 +4,8 @@ A thin view over the engine: the work runs in `napari.qt.threading.thread_worker
 :func:`napari_mireg.gui.frames.run_and_summarise`; every Frame arrives in the main thread (the
 `yielded` signal), where layers, plots and the progress bar are updated. Cancel is
 ``worker.quit()``, which takes effect at the next iteration. The widget holds the panel and
-runs; the run's layers (`_live_layers`), what the canvas shows (`_inspection`) and the
-results and exports (`_results`) have their own classes.
+runs; the run's layers (`live_layers`), what the canvas shows (`inspection`) and the
+results and exports (`results`) have their own classes.
 """
 
 import gc
@@ -452,7 +452,7 @@ class RegistrationWidget(QWidget):
 
     def open_files(self, paths, kind=None):
         """Open volumes as layers: `kind` "image" or "labels", or None to let the values
-        decide (see `_reader.looks_like_labels`). Returns the new layers.
+        decide (see `reader.looks_like_labels`). Returns the new layers.
         """
         layers = []
         for path in paths:

@@ -1,6 +1,6 @@
 """napari writer: Image and Labels layers as NIfTI on the grid of the file they came from.
 
-Layers show volumes reoriented to RAS axes (see `_display`); a layer that carries its
+Layers show volumes reoriented to RAS axes (see `display`); a layer that carries its
 file's affine and shape in its metadata (every layer of this plugin: the inputs, and the
 results, which carry the fixed file's) is written back on that grid, so that det J or the
 warped image overlays the fixed file in any other tool. Other layers are written on their
@@ -15,7 +15,7 @@ from napari_mireg.gui.display import display_affine, on_grid, original_grid
 
 
 class _LayerView:
-    """What `_display` reads from a layer, built from a writer's (data, meta)."""
+    """What `display` reads from a layer, built from a writer's (data, meta)."""
 
     def __init__(self, data, meta):
         self.data = data
