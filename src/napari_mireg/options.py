@@ -17,7 +17,6 @@ import re
 import textwrap
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
-from functools import cache
 from typing import Any
 
 ITERATIONS_MAX = 100_000  # per level
@@ -207,6 +206,10 @@ class Option:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"option kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.kind in ("int", "float") and (self.low is None or self.high is None):
+            raise ValueError(f"an option of kind {self.kind} needs low and high bounds")
+        if self.kind == "choice" and not self.choices:
+            raise ValueError("an option of kind choice needs choices")
 
     @property
     def cli_flag(self) -> str:
@@ -289,7 +292,6 @@ def option(kind: str, default: Any, help: str, **spec: Any) -> Any:
     return field(default=default, metadata={"option": described})
 
 
-@cache
 def table(options_class: type) -> tuple[Option, ...]:
     """The options of :class:`RegistrationOptions` (or of a subclass that adds some).
 
