@@ -15,6 +15,7 @@ from napari_mireg import files
 from napari_mireg.cli import main
 from napari_mireg.cli.jobs import OUTPUT_FILES
 from napari_mireg.engine.transforms import apply_transforms
+from napari_mireg.options import OPTIONS
 from napari_mireg.overlap import overlap_scores
 
 MIREG = [str(Path(sys.executable).parent / "mireg")]
@@ -227,3 +228,18 @@ def test_ctrl_c_exits_130_and_leaves_no_partial_output(pair, tmp_path):
     assert code == 130
     assert "interrupted" in process.stderr.read()
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["register", "batch"])
+def test_help_gives_every_option_of_the_table_with_its_default(command, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per option: no wrapped words
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for option in OPTIONS:
+        described = " ".join(option.describe().split())
+        assert f"{described} (default: {option.show(option.default)})" in text, option.name
+    assert "--bins BINS Bins per image" in text and "5 to 1024" in text
+    assert "--iterations ITERATIONS" in text and "(default: 40x20x10)" in text
+    assert "--symmetric, --no-symmetric" in text and "--winsorize LOW,HIGH" in text

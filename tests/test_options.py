@@ -4,14 +4,18 @@ import argparse
 
 import pytest
 
+from napari_mireg.engine.metric import MutualInformation
 from napari_mireg.options import (
     DEFAULTS,
+    OPTIONS,
     OptionError,
     RegistrationOptions,
     add_arguments,
     from_arguments,
     parse_iterations,
 )
+
+BOUNDED = [option for option in OPTIONS if option.kind in ("int", "float")]
 
 
 @pytest.mark.parametrize("text", ["40x20x10", "40,20,10", " 40 X 20, 10 ", [40, 20, 10]])
@@ -88,3 +92,47 @@ def test_command_line_arguments_build_the_same_options_and_errors_name_the_flag(
     with pytest.raises(OptionError) as caught:
         from_arguments(parser.parse_args(["--step-length", "-1"]))
     assert caught.value.option == "--step-length"
+
+
+@pytest.mark.parametrize("option", BOUNDED, ids=[option.name for option in BOUNDED])
+def test_the_api_and_the_command_line_keep_the_bounds_of_the_table(option):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    past = 1 if option.kind == "int" else 1e-6
+    inside = [option.high] + ([] if option.low_open else [option.low])
+    outside = [option.high + past, option.low - past] + ([option.low] if option.low_open else [])
+    for value in inside:
+        assert getattr(RegistrationOptions.build({option.name: value}), option.name) == value
+        parsed = from_arguments(parser.parse_args([f"{option.cli_flag}={value}"]))
+        assert getattr(parsed, option.name) == value
+    for value in outside:
+        with pytest.raises(OptionError) as caught:
+            RegistrationOptions.build({option.name: value})
+        assert caught.value.option == option.name and f"{option.high:g}" in caught.value.problem
+        with pytest.raises(OptionError) as caught:
+            from_arguments(parser.parse_args([f"{option.cli_flag}={value}"]))
+        assert caught.value.option == option.cli_flag
+
+
+def test_the_metric_takes_the_bins_bounds_of_the_table():
+    bins = next(option for option in OPTIONS if option.name == "bins")
+    assert (bins.low, bins.high) == (5, 1024)
+    assert MutualInformation(bins=bins.low).bins == 5
+    assert MutualInformation(bins=bins.high).bins == 1024
+    for outside in (bins.low - 1, bins.high + 1):
+        with pytest.raises(ValueError, match="bins"):
+            MutualInformation(bins=outside)
+
+
+def test_the_table_writes_the_docs_of_every_option():
+    doc = RegistrationOptions.__doc__
+    assert "bins : int" in doc and "5 to 1024" in doc and "MI[fixed,moving,1,32]" in doc
+    assert 'histogram : {"partial-volume", "parzen"}' in doc
+    assert "winsorize : tuple of 2 float or None" in doc and "Default: none." in doc
+    assert all(f"{option.name} : " in doc for option in OPTIONS)
+
+
+def test_only_the_thread_count_is_left_out_of_the_results_key():
+    changes_nothing = [option.name for option in OPTIONS if not option.affects_results]
+    assert changes_nothing == ["threads"]
+    assert set(DEFAULTS.results_key()) == {option.name for option in OPTIONS} - {"threads"}

