@@ -1,6 +1,7 @@
 """Rigid and affine prealignment driven by the MI metric's affine gradient (docs/maths.md, 4-5)."""
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -45,6 +46,9 @@ class AffineStep:
 
     Attributes
     ----------
+    phase : "prealignment"
+        What :func:`napari_mireg.engine.registration.register_steps` is doing (a class
+        attribute: the SyN's Snapshots say "syn").
     level : int
         0 is the coarsest level.
     levels : int
@@ -60,6 +64,7 @@ class AffineStep:
     stage: str
     iteration: int
     value: float
+    phase: ClassVar[str] = "prealignment"
 
 
 class AffineRegistration:

@@ -3,17 +3,18 @@
 import time
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
 from napari_mireg._typing import Image, Matrix
 from napari_mireg.engine import masks
-from napari_mireg.engine.affine import AffineRegistration
-from napari_mireg.engine.metric import MutualInformation
+from napari_mireg.engine.affine import AffineRegistration, AffineStep
+from napari_mireg.engine.metric import MutualInformation, SynMetric
 from napari_mireg.engine.partial_volume import PartialVolumeMutualInformation
-from napari_mireg.engine.syn import Snapshot, SymmetricDiffeomorphicRegistration
+from napari_mireg.engine.pyramid import mask_volume
+from napari_mireg.engine.syn import Snapshot, SymmetricDiffeomorphicRegistration, check_images
 from napari_mireg.engine.transforms import AffineMap, DiffeomorphicMap, Volume, as_volume
 from napari_mireg.options import RegistrationOptions
 
@@ -54,6 +55,27 @@ class Result:
         return self.prealignment
 
 
+@dataclass(frozen=True)
+class Prealigned:
+    """The end of the prealignment, reported once before the SyN's first iteration.
+
+    Attributes
+    ----------
+    phase : "prealigned"
+        A class attribute, as the other steps' ``phase``.
+    prealignment : AffineMap
+        The world transform found (or given), fixed points to moving points.
+    """
+
+    prealignment: AffineMap
+    phase: ClassVar[str] = "prealigned"
+
+
+# What register_steps yields; each kind says its `phase`: "prealignment" (an MI iteration
+# of the prealignment), "prealigned" (once, its result), "syn" (a SyN iteration).
+Step: TypeAlias = AffineStep | Prealigned | Snapshot
+
+
 def register_steps(
     fixed: Image,
     moving: Image,
@@ -68,8 +90,8 @@ def register_steps(
     with_images: bool = False,
     initial: "Result | DiffeomorphicMap | None" = None,
     **settings: Any,
-) -> Generator[Snapshot, None, "Result"]:
-    """Register `moving` to `fixed`, yielding a Snapshot per SyN iteration.
+) -> Generator[Step, None, Result]:
+    """Register `moving` to `fixed`, yielding a step per prealignment and SyN iteration.
 
     Parameters
     ----------
@@ -98,7 +120,13 @@ def register_steps(
 
     Yields
     ------
-    Snapshot
+    AffineStep, Prealigned or Snapshot
+        In this order, each saying its ``phase``: an :class:`~napari_mireg.engine.affine.
+        AffineStep` per MI iteration of the prealignment (phase "prealignment"; none for a
+        given matrix or ``prealign="none"``), one :class:`Prealigned` with its result
+        ("prealigned"; neither when continuing from `initial`), then a
+        :class:`~napari_mireg.engine.syn.Snapshot` per SyN iteration ("syn"). Stopping
+        the iteration (``close()`` or leaving a for loop) stops all work.
 
     Returns
     -------
@@ -118,6 +146,8 @@ def register_steps(
     start = time.perf_counter()
     fixed_volume = as_volume(fixed, fixed_affine, "fixed")
     moving_volume = as_volume(moving, moving_affine, "moving")
+    # Before any step: the prealignment may be given, so the SyN's checks come first.
+    check_images(fixed_volume, moving_volume)
     metric = MutualInformation(options.bins, threads=options.threads)
     mask, moving_mask = metric_masks(
         fixed_volume,
@@ -128,23 +158,26 @@ def register_steps(
         moving_labels,
         extract=options.brain_extraction,
     )
+    mask_volume(mask, fixed_volume)
+    mask_volume(moving_mask, moving_volume, "moving_mask")
     fixed_seen, moving_seen = metric_images(fixed_volume, moving_volume, options)
     previous = getattr(initial, "mapping", initial)
-    if previous is not None:
+    if previous is not None:  # a continued map keeps its prealignment
         affine_map = AffineMap(previous.prealign)
+        prealigned = time.perf_counter()
     else:
         chosen = options.prealign if known_prealignment is None else known_prealignment
-        affine_map = prealignment(
+        affine_map = yield from prealignment_steps(
             fixed_seen, moving_seen, chosen, metric, mask, moving_mask=moving_mask
         )
-    prealigned = time.perf_counter()
+        prealigned = time.perf_counter()
+        yield Prealigned(affine_map)
 
-    syn_metric = metric
-    if options.histogram == "partial-volume":
-        syn_metric = PartialVolumeMutualInformation(threads=options.threads)
+    syn_metric: SynMetric = metric
+    if options.histogram == "partial-volume":  # Parzen where the grids are aligned
+        syn_metric = PartialVolumeMutualInformation(threads=options.threads, aligned_metric=metric)
     syn = SymmetricDiffeomorphicRegistration(
         syn_metric,
-        aligned_metric=metric,
         level_iters=options.level_iters,
         step_length=options.step_length,
         update_sigma=options.update_sigma,
