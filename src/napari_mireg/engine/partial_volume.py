@@ -12,7 +12,9 @@ one. The maths is in docs/maths.md, section 7.
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
+from napari_mireg._typing import Matrix
 from napari_mireg.engine._kernels import _pv
 from napari_mireg.engine.fields import CHEAP, thread_count
 from napari_mireg.engine.metric import Field, HalfwayGradient, LevelMetric, MutualInformation
@@ -45,7 +47,7 @@ class IntensityLevels:
     high: float
 
     @classmethod
-    def of(cls, image, mask=None):
+    def of(cls, image: npt.ArrayLike, mask: np.ndarray | None = None) -> "IntensityLevels":
         """The levels of an image (inside `mask`): from its minimum to a high percentile.
 
         The high end is the HIGH_PERCENTILE percentile of the voxels above the minimum, so
@@ -64,7 +66,13 @@ class IntensityLevels:
             high = float(above.max())
         return cls(low, high)
 
-    def levels(self, image, counted=None, *, threads=None):
+    def levels(
+        self,
+        image: npt.ArrayLike,
+        counted: npt.ArrayLike | None = None,
+        *,
+        threads: int | None = None,
+    ) -> npt.NDArray[np.uint8]:
         """uint8 levels of an image: below `low` and outside `counted` give 0."""
         values = np.ascontiguousarray(image, dtype=np.float32)
         use_counted = counted is not None
@@ -103,10 +111,10 @@ class PartialVolumeMutualInformation:
     ) -> None:
         self.threads = threads
         self.aligned_metric = aligned_metric or MutualInformation(threads=threads)
-        self._probability = None
+        self._probability: np.ndarray | None = None
 
     @property
-    def joint_histogram(self):
+    def joint_histogram(self) -> np.ndarray:
         """(LEVELS, LEVELS) joint probability of the last call; rows are the grid's levels."""
         if self._probability is None:
             raise RuntimeError("joint_histogram is available after a call to gradient()")
@@ -126,7 +134,14 @@ class PartialVolumeMutualInformation:
         sources = level_sources(level, moving_mask, world_to_moving)
         return PartialVolumeLevel(self, sources, level.affine, symmetric)
 
-    def gradient(self, grid_levels, grid_affine, other_levels, to_other, field):
+    def gradient(
+        self,
+        grid_levels: npt.NDArray[np.uint8],
+        grid_affine: Matrix,
+        other_levels: npt.NDArray[np.uint8],
+        to_other: Matrix,
+        field: npt.ArrayLike,
+    ) -> tuple[float, Field]:
         """MI and its gradient with respect to the displacement field.
 
         Parameters
@@ -228,7 +243,14 @@ class PartialVolumeLevel:
         return HalfwayGradient(value, histogram, forward, backward)
 
 
-def nearest_levels(other_levels, grid_affine, to_other, field, *, threads=None):
+def nearest_levels(
+    other_levels: npt.NDArray[np.uint8],
+    grid_affine: Matrix,
+    to_other: Matrix,
+    field: npt.ArrayLike,
+    *,
+    threads: int | None = None,
+) -> npt.NDArray[np.uint8]:
     """The other image's levels carried onto a grid through a map, by nearest neighbour.
 
     Grid voxel x takes the level of the other image's voxel nearest to
@@ -259,7 +281,7 @@ def _mapping(grid_affine, to_other, field):
     return flat_field, grid.ravel(), linear.ravel()
 
 
-def mutual_information_weights(counts):
+def mutual_information_weights(counts: np.ndarray) -> tuple[float, npt.NDArray[np.float64]]:
     """MI of a joint histogram of weights, and dMI/d counts (zero for empty cells).
 
     With P = h / S: ``dMI/dh(i, b) = (log(P(i, b) / (P_i P_b)) - MI) / S``.
@@ -297,7 +319,7 @@ class Sources:
     to_moving: np.ndarray
 
 
-def level_sources(level, moving_mask, to_moving):
+def level_sources(level: Level, moving_mask: Volume | None, to_moving: np.ndarray) -> Sources:
     """The `Sources` of a pyramid level.
 
     `level` is a `pyramid.Level`, `moving_mask` a Volume or None, `to_moving` the fixed
@@ -313,7 +335,7 @@ def level_sources(level, moving_mask, to_moving):
     )
 
 
-def grids_aligned(grid_to_other, tolerance=0.05):
+def grids_aligned(grid_to_other: Matrix, tolerance: float = 0.05) -> bool:
     """True when a grid's voxels land on the other grid's voxels (up to a shift).
 
     `grid_to_other` maps grid indices to the other image's voxel coordinates. Its linear

@@ -83,7 +83,7 @@ def evaluate(
         `fixed_labels` is not in the shape of the fixed grid, or a label map holds
         non-integer values.
     """
-    mapping = getattr(result, "mapping", result)
+    mapping = result.mapping if isinstance(result, Result) else result
     determinant = mapping.jacobian_determinant()
     quality = Quality(
         determinant.astype(np.float32),

@@ -3,7 +3,7 @@
 import time
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar, TypeAlias, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +17,8 @@ from napari_mireg.engine.pyramid import mask_volume
 from napari_mireg.engine.syn import Snapshot, SymmetricDiffeomorphicRegistration, check_images
 from napari_mireg.engine.transforms import AffineMap, DiffeomorphicMap, Volume, as_volume
 from napari_mireg.options import RegistrationOptions
+
+ReturnValue = TypeVar("ReturnValue")
 
 
 @dataclass
@@ -77,16 +79,16 @@ Step: TypeAlias = AffineStep | Prealigned | Snapshot
 
 
 def register_steps(
-    fixed: Image,
-    moving: Image,
+    fixed: "Image | Volume",
+    moving: "Image | Volume",
     options: RegistrationOptions | Mapping[str, Any] | None = None,
     *,
     fixed_affine: Matrix | None = None,
     moving_affine: Matrix | None = None,
     fixed_mask: npt.ArrayLike | None = None,
     moving_mask: npt.ArrayLike | None = None,
-    fixed_labels: "Image | Volume | None" = None,
-    moving_labels: "Image | Volume | None" = None,
+    fixed_labels: npt.ArrayLike | None = None,
+    moving_labels: npt.ArrayLike | None = None,
     with_images: bool = False,
     initial: "Result | DiffeomorphicMap | None" = None,
     **settings: Any,
@@ -146,7 +148,7 @@ def register_steps(
     start = time.perf_counter()
     fixed_volume = as_volume(fixed, fixed_affine, "fixed")
     moving_volume = as_volume(moving, moving_affine, "moving")
-    # Before any step: the prealignment may be given, so the SyN's checks come first.
+    # The SyN's checks, made before any step: a given prealignment's step comes first.
     check_images(fixed_volume, moving_volume)
     metric = MutualInformation(options.bins, threads=options.threads)
     mask, moving_mask = metric_masks(
@@ -158,10 +160,10 @@ def register_steps(
         moving_labels,
         extract=options.brain_extraction,
     )
-    mask_volume(mask, fixed_volume)
+    mask_volume(mask, fixed_volume)  # each mask on its grid, selecting a voxel
     mask_volume(moving_mask, moving_volume, "moving_mask")
     fixed_seen, moving_seen = metric_images(fixed_volume, moving_volume, options)
-    previous = getattr(initial, "mapping", initial)
+    previous = initial.mapping if isinstance(initial, Result) else initial
     if previous is not None:  # a continued map keeps its prealignment
         affine_map = AffineMap(previous.prealign)
         prealigned = time.perf_counter()
@@ -184,7 +186,7 @@ def register_steps(
         field_sigma=options.field_sigma,
         symmetric=options.symmetric,
     )
-    yield from syn.iterate(
+    mapping = yield from syn.iterate(
         fixed_seen,
         moving_seen,
         prealign=affine_map.matrix,
@@ -193,7 +195,6 @@ def register_steps(
         with_images=with_images,
         initial=previous,
     )
-    mapping = syn.mapping
     registered = time.perf_counter()
 
     as_is = AffineMap(np.eye(4)).transform(moving_volume, fixed_volume)
@@ -216,7 +217,9 @@ def register_steps(
     )
 
 
-def metric_images(fixed, moving, options):
+def metric_images(
+    fixed: Volume, moving: Volume, options: RegistrationOptions
+) -> tuple[Volume, Volume]:
     """The two Volumes as the metric sees them: winsorised when the options say so.
 
     Parameters
@@ -232,18 +235,26 @@ def metric_images(fixed, moving, options):
     """
     if options.winsorize is None:
         return fixed, moving
-    return tuple(
+    quantiles = options.winsorize
+    fixed, moving = (
         replace(
             volume,
-            data=np.clip(volume.data, *np.quantile(volume.data, options.winsorize)).astype(
-                np.float32
-            ),
+            data=np.clip(volume.data, *np.quantile(volume.data, quantiles)).astype(np.float32),
         )
         for volume in (fixed, moving)
     )
+    return fixed, moving
 
 
-def prealignment(fixed, moving, prealign, metric, fixed_mask=None, *, moving_mask=None):
+def prealignment(
+    fixed: Volume,
+    moving: Volume,
+    prealign: "str | Matrix | AffineMap",
+    metric: MutualInformation,
+    fixed_mask: np.ndarray | None = None,
+    *,
+    moving_mask: np.ndarray | None = None,
+) -> AffineMap:
     """The prealignment AffineMap: found by MI registration, or the one given.
 
     Parameters
@@ -259,7 +270,15 @@ def prealignment(fixed, moving, prealign, metric, fixed_mask=None, *, moving_mas
     )
 
 
-def prealignment_steps(fixed, moving, prealign, metric, fixed_mask=None, *, moving_mask=None):
+def prealignment_steps(
+    fixed: Volume,
+    moving: Volume,
+    prealign: "str | Matrix | AffineMap",
+    metric: MutualInformation,
+    fixed_mask: np.ndarray | None = None,
+    *,
+    moving_mask: np.ndarray | None = None,
+) -> Generator[AffineStep, None, AffineMap]:
     """:func:`prealignment` as a generator: yields an AffineStep per MI iteration (none
     for a given matrix or "none") and returns the AffineMap.
     """
@@ -280,8 +299,8 @@ def prealignment_steps(fixed, moving, prealign, metric, fixed_mask=None, *, movi
 
 
 def register(
-    fixed: Image,
-    moving: Image,
+    fixed: "Image | Volume",
+    moving: "Image | Volume",
     options: RegistrationOptions | Mapping[str, Any] | None = None,
     **settings: Any,
 ) -> Result:
@@ -294,7 +313,7 @@ def register(
     return run_to_end(register_steps(fixed, moving, options, **settings))
 
 
-def run_to_end(steps):
+def run_to_end(steps: Generator[Any, Any, ReturnValue]) -> ReturnValue:
     """Exhaust a generator and return its return value (e.g. a Result)."""
     while True:
         try:

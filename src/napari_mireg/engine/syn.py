@@ -7,11 +7,14 @@ box of the fixed grid around the anatomy, coarse to fine; the inverses are solve
 the end (docs/engine.md).
 """
 
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
+from napari_mireg._typing import Image, Interpolation, Matrix
 from napari_mireg.engine import fields
 from napari_mireg.engine._validate import positive_int
 from napari_mireg.engine.buffers import reused_buffers
@@ -80,7 +83,7 @@ class Snapshot:
     state: tuple = field(default=(), repr=False, compare=False)
     phase: ClassVar[str] = "syn"
 
-    def warp(self, image, interpolation="linear"):
+    def warp(self, image: "Image | Volume", interpolation: Interpolation = "linear") -> np.ndarray:
         """Resample a moving-space image by this iteration's map onto the full fixed grid.
 
         For live views: it costs a composition at the level's resolution and one
@@ -152,17 +155,17 @@ class SymmetricDiffeomorphicRegistration:
     def __init__(
         self,
         metric: SynMetric,
-        level_iters=(40, 20, 10),
-        step_length=0.25,
-        update_sigma=1.73,
-        inv_iter=5,
-        inv_tol=0.01,
-        opt_tol=1e-5,
-        convergence_window=10,
-        field_sigma=0.0,
-        margin_mm=BOX_MARGIN_MM,
-        symmetric=True,
-    ):
+        level_iters: Sequence[int] = (40, 20, 10),
+        step_length: float = 0.25,
+        update_sigma: float = 1.73,
+        inv_iter: int = 5,
+        inv_tol: float = 0.01,
+        opt_tol: float = 1e-5,
+        convergence_window: int = 10,
+        field_sigma: float = 0.0,
+        margin_mm: float = BOX_MARGIN_MM,
+        symmetric: bool = True,
+    ) -> None:
         self.metric = metric
         self.level_iters = tuple(
             positive_int(n, "level_iters entries", minimum=0) for n in level_iters
@@ -184,29 +187,36 @@ class SymmetricDiffeomorphicRegistration:
             raise ValueError("margin_mm must be >= 0")
         self.margin_mm = float(margin_mm)
         self.symmetric = bool(symmetric)
-        self.mapping = None
-        self.energies = []
+        self.mapping: DiffeomorphicMap | None = None
+        self.energies: list[float] = []
 
-    def optimize(self, fixed, moving, **options):
+    def optimize(
+        self, fixed: "Image | Volume", moving: "Image | Volume", **options: Any
+    ) -> DiffeomorphicMap:
         """Run :meth:`iterate` to the end and return the DiffeomorphicMap."""
-        for _ in self.iterate(fixed, moving, **options):
-            pass
-        return self.mapping
+        steps = self.iterate(fixed, moving, **options)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as finished:
+                return finished.value
 
     def iterate(
         self,
-        fixed,
-        moving,
+        fixed: "Image | Volume",
+        moving: "Image | Volume",
         *,
-        fixed_affine=None,
-        moving_affine=None,
-        prealign=None,
-        fixed_mask=None,
-        moving_mask=None,
-        with_images=False,
-        initial=None,
-    ):
-        """Register, yielding a Snapshot per iteration; the result lands in ``self.mapping``.
+        fixed_affine: Matrix | None = None,
+        moving_affine: Matrix | None = None,
+        prealign: "Matrix | AffineMap | None" = None,
+        fixed_mask: npt.ArrayLike | None = None,
+        moving_mask: npt.ArrayLike | None = None,
+        with_images: bool = False,
+        initial: DiffeomorphicMap | None = None,
+    ) -> Generator[Snapshot, None, DiffeomorphicMap]:
+        """Register, yielding a Snapshot per iteration; returns the DiffeomorphicMap.
+
+        The map is also kept in ``self.mapping`` (None until the last iteration).
 
         Parameters
         ----------
@@ -231,6 +241,11 @@ class SymmetricDiffeomorphicRegistration:
         Yields
         ------
         Snapshot
+
+        Returns
+        -------
+        DiffeomorphicMap
+            As the generator's return value.
 
         Stopping the iteration (``close()`` or leaving a for loop) stops all work: nothing
         runs between two iterations.
@@ -277,6 +292,7 @@ class SymmetricDiffeomorphicRegistration:
         backward = self._final_inverse(forward, affine)
         forward, backward = (_pad(f, box, fixed_volume.shape) for f in (forward, backward))
         self.mapping = DiffeomorphicMap(fixed_volume, moving_volume, prealign, forward, backward)
+        return self.mapping
 
     def _levels(
         self, fixed_volume, domain, mask, moving_volume, moving_mask, prealign, with_images, initial
@@ -383,7 +399,7 @@ class SymmetricDiffeomorphicRegistration:
         )
         return inverse
 
-    def min_step_mm(self, affine):
+    def min_step_mm(self, affine: np.ndarray) -> float:
         """The smallest step the adaptive step goes down to (a sixteenth of step_length)."""
         return self.step_length / 16.0 * fields.voxel_sizes(affine).min()
 
