@@ -13,7 +13,15 @@ from testdata import blobs
 
 from napari_mireg.engine.registration import Result
 from napari_mireg.engine.transforms import as_volume
-from napari_mireg.gui.frames import Frame, LiveRun, Pacing, live_frames, lower_thread_priority
+from napari_mireg.gui import frames as frames_module
+from napari_mireg.gui.frames import (
+    Frame,
+    LiveRun,
+    Pacing,
+    live_frames,
+    lower_thread_priority,
+    run_and_summarise,
+)
 from napari_mireg.options import RegistrationOptions
 
 
@@ -62,6 +70,22 @@ def test_views_come_first_then_one_frame_per_syn_iteration(live_run):
     assert [f.energy for f in syn] == result.energies
     assert all(f.warped is None for f in syn)  # no heavy frame with an infinite interval
     assert result.timings["prealign"] > 0
+
+
+@pytest.mark.parametrize("frames", [live_frames, run_and_summarise])
+def test_closing_the_frames_closes_the_engine_at_once(monkeypatch, live_run, frames):
+    engines, register_steps = [], frames_module.register_steps
+
+    def kept_register_steps(*args, **kwargs):
+        engines.append(register_steps(*args, **kwargs))
+        return engines[-1]
+
+    monkeypatch.setattr(frames_module, "register_steps", kept_register_steps)
+    steps = frames(live_run, Pacing(min_interval=math.inf))
+    assert [next(steps).stage for _ in range(2)] == ["start", "prealigning"]
+    assert engines[0].gi_frame is not None  # running, held here so never collected
+    steps.close()
+    assert engines[0].gi_frame is None  # closed by the frames' close, not by collection
 
 
 def test_heavy_syn_frames_carry_the_update_on_the_fixed_grid(live_run):

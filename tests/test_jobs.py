@@ -36,15 +36,16 @@ def test_a_job_writes_every_output_and_a_report_that_lists_them(job_files, tmp_p
     inputs = load_inputs(**job_files)
     assert inputs.fixed.shape == (22, 24, 20) and inputs.fixed_labels.data.dtype.kind == "i"
     steps = run_job_steps(inputs, tmp_path / "out", prealign="rigid", level_iters=(3, 2))
-    snapshots = 0
+    phases = []
     while True:
         try:
-            next(steps)
-            snapshots += 1
+            phases.append(next(steps).phase)
         except StopIteration as finished:
             report = finished.value
             break
-    assert 0 < snapshots <= 5
+    snapshots = phases.count("syn")
+    assert 0 < snapshots <= 5 and phases[-snapshots:] == ["syn"] * snapshots
+    assert phases.count("prealigned") == 1 and phases.count("prealignment") > 0
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES.values())
     assert read_report(out) == report == json.loads((out / "report.json").read_text())

@@ -374,3 +374,38 @@ def test_bad_spacing_and_matrices_are_errors(blob_pair):
         metric.affine_gradient(fixed, moving, transform=np.zeros((4, 4)))
     with pytest.raises(ValueError, match="moving_gradient must have shape"):
         metric.dense_gradient(fixed, moving, moving_gradient=np.zeros(fixed.shape + (2,)))
+
+
+def test_the_syn_level_takes_the_dense_gradient_of_both_images_half_way(blob_pair):
+    from napari_mireg.engine.metric import ParzenLevel
+    from napari_mireg.engine.pyramid import Level
+    from napari_mireg.engine.transforms import as_volume
+
+    fixed, moving = (np.asarray(image, np.float32) for image in blob_pair)
+    grid = np.diag([1.2, 1.0, 0.9, 1.0])
+    level = Level(fixed.shape, grid, fixed, moving, None, grid)
+    metric = MutualInformation(24)
+    prepared = metric.prepare(level, None, np.eye(4), symmetric=True)
+    assert isinstance(prepared, ParzenLevel) and not prepared.masked
+    zero = np.zeros(fixed.shape + (3,), np.float32)
+    step = prepared.value_and_gradient(zero, zero)  # zero maps: the images as they are
+    value, forward = metric.dense_gradient(fixed, moving, grid_to_world=grid)
+    histogram = metric.joint_histogram
+    _, backward = metric.dense_gradient(moving, fixed, grid_to_world=grid)
+    assert step.value == value
+    np.testing.assert_array_equal(step.joint_histogram, histogram)  # the forward pass's
+    np.testing.assert_array_equal(step.forward, forward)
+    np.testing.assert_array_equal(step.backward, backward)
+    assert (
+        metric.prepare(level, None, np.eye(4), symmetric=False)
+        .value_and_gradient(zero, zero)
+        .backward
+        is None
+    )
+    # A moving mask rides along as a channel: outside it nothing counts.
+    half = np.zeros(moving.shape, np.uint8)
+    half[: moving.shape[0] // 2] = 1
+    masked = metric.prepare(level, as_volume(half, grid, dtype=np.uint8), np.eye(4), symmetric=True)
+    assert masked.masked and masked.moving.shape == moving.shape + (2,)
+    step = masked.value_and_gradient(zero, zero)
+    assert not step.forward[moving.shape[0] // 2 + 1 :].any()

@@ -220,6 +220,38 @@ def test_grids_are_aligned_when_voxels_land_on_voxels_up_to_a_shift():
     assert not grids_aligned(np.diag([1.1, 1.0, 1.0, 1.0]))  # another head's size
 
 
+def test_a_prepared_level_samples_levels_or_hands_over_to_parzen_on_aligned_grids():
+    from napari_mireg.engine.metric import MutualInformation, ParzenLevel
+    from napari_mireg.engine.partial_volume import PartialVolumeLevel, level_sources
+    from napari_mireg.engine.pyramid import Level
+
+    rng = np.random.default_rng(4)
+    fixed, moving = rng.random((8, 9, 7)).cumsum(0), rng.random((9, 7, 8)).cumsum(1)
+    grid = np.diag([1.5, 1.2, 1.0, 1.0])
+    level = Level(fixed.shape, grid, fixed, moving, None, np.eye(4))
+    aligned = MutualInformation(16)
+    metric = PartialVolumeMutualInformation(threads=1, aligned_metric=aligned)
+    prepared = metric.prepare(level, None, np.eye(4), symmetric=False)
+    assert isinstance(prepared, PartialVolumeLevel)
+    field = rng.normal(scale=0.4, size=fixed.shape + (3,)).astype(np.float32)
+    step = prepared.value_and_gradient(np.zeros_like(field), field)
+    sources = level_sources(level, None, np.eye(4))
+    value, gradient = PartialVolumeMutualInformation(threads=1).gradient(
+        sources.fixed_levels, grid, sources.moving_levels, sources.to_moving, field
+    )
+    assert step.value == value and step.backward is None
+    np.testing.assert_array_equal(step.forward, gradient)
+    assert step.joint_histogram.shape == (LEVELS, LEVELS)
+    # The moving grid with the level grid's voxel size, shifted: the Parzen metric given.
+    shifted = grid.copy()
+    shifted[:3, 3] = [0.5, 2.4, -1.0]
+    on_voxels = Level(fixed.shape, grid, fixed, fixed, None, shifted)
+    handed = metric.prepare(on_voxels, None, np.eye(4), symmetric=True)
+    assert isinstance(handed, ParzenLevel) and handed.metric is aligned
+    step = handed.value_and_gradient(np.zeros_like(field), np.zeros_like(field))
+    assert step.joint_histogram.shape == (16, 16) and step.backward.shape == field.shape
+
+
 def test_the_syn_uses_partial_volume_only_where_the_grids_are_not_aligned():
     # On a shared grid the finest level falls back to the Parzen histogram (32 bins); the
     # coarser levels, whose voxels are 2 and 4 times larger, keep partial volume (128).
@@ -229,7 +261,7 @@ def test_the_syn_uses_partial_volume_only_where_the_grids_are_not_aligned():
     image = rng.random((24, 24, 24)).cumsum(axis=0).cumsum(axis=1)
     sizes = {}
     steps = register_steps(image, image**2, prealign="none", level_iters=(2, 2, 2), threads=1)
-    for snapshot in steps:
+    for snapshot in (step for step in steps if step.phase == "syn"):
         sizes[snapshot.level] = snapshot.joint_histogram.shape[0]
     assert sizes == {0: LEVELS, 1: LEVELS, 2: 32}
     shifted = np.eye(4)
@@ -238,6 +270,6 @@ def test_the_syn_uses_partial_volume_only_where_the_grids_are_not_aligned():
     steps = register_steps(
         image, image**2, prealign="none", level_iters=(2, 2, 2), moving_affine=shifted, threads=1
     )
-    for snapshot in steps:
+    for snapshot in (step for step in steps if step.phase == "syn"):
         sizes[snapshot.level] = snapshot.joint_histogram.shape[0]
     assert sizes == {0: LEVELS, 1: LEVELS, 2: LEVELS}

@@ -282,6 +282,7 @@ def test_closing_the_generator_stops_within_an_iteration(known_deformation):
         prealign="none",
         level_iters=(40, 20, 10),
     )
+    assert next(steps).phase == "prealigned"  # "none": no prealignment iteration
     # Into the second level (the first may stop early once its energy flattens).
     seen = [next(steps)]
     while seen[-1].level < 1:
@@ -289,6 +290,50 @@ def test_closing_the_generator_stops_within_an_iteration(known_deformation):
     assert len(seen) >= 11 and np.isfinite(seen[-1].energy)
     steps.close()
     assert threading.active_count() == threads_before
+    with pytest.raises(StopIteration):
+        next(steps)
+
+
+def test_the_steps_say_their_phase_prealignment_first(known_deformation):
+    fixed, moving, affine, *_ = known_deformation
+    options = {"fixed_affine": affine, "moving_affine": affine, "prealign": "rigid"}
+    options["level_iters"] = (3, 2)
+    steps = register_steps(fixed, moving, **options)
+    seen = []
+    while True:
+        try:
+            seen.append(next(steps))
+        except StopIteration as finished:
+            result = finished.value
+            break
+    phases = [step.phase for step in seen]
+    count = phases.count("prealignment")
+    assert count > 5 and phases == ["prealignment"] * count + ["prealigned"] + ["syn"] * (
+        len(seen) - count - 1
+    )
+    assert [step.stage for step in seen[:count]] == ["rigid"] * count
+    assert [step.energy for step in seen[count + 1 :]] == result.energies
+    np.testing.assert_array_equal(seen[count].prealignment.matrix, result.prealignment.matrix)
+    # The same work as register(): the same map, to the bit.
+    again = register(fixed, moving, **options)
+    np.testing.assert_array_equal(again.mapping.forward, result.mapping.forward)
+    np.testing.assert_array_equal(again.prealignment.matrix, result.prealignment.matrix)
+    # A continued map keeps its prealignment: SyN steps only.
+    more = register_steps(fixed, moving, initial=result, **dict(options, level_iters=(1,)))
+    assert [step.phase for step in more] == ["syn"]
+
+
+def test_closing_the_generator_during_the_prealignment_stops_it(known_deformation):
+    fixed, moving, affine, *_ = known_deformation
+    steps = register_steps(fixed, moving, fixed_affine=affine, moving_affine=affine)
+    first = next(steps)
+    assert (first.phase, first.level, first.stage, first.iteration) == (
+        "prealignment",
+        0,
+        "rigid",
+        0,
+    )
+    steps.close()
     with pytest.raises(StopIteration):
         next(steps)
 
@@ -306,6 +351,7 @@ def test_snapshots_carry_live_views(known_deformation):
         bins=24,
         histogram="parzen",
     )
+    next(steps)  # the (given) prealignment
     snapshot = next(steps)
     steps.close()
     assert snapshot.joint_histogram.shape == (24, 24)

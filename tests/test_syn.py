@@ -8,6 +8,14 @@ from testdata import blobs
 from napari_mireg import MutualInformation, Snapshot, SymmetricDiffeomorphicRegistration
 from napari_mireg.engine import syn as syn_module
 from napari_mireg.engine.fields import largest_length, resample
+from napari_mireg.engine.partial_volume import PartialVolumeMutualInformation
+
+# The SyN's two metrics behind one interface (`metric.SynMetric`): on these shared grids the
+# partial-volume one keeps partial volume on the coarser levels and Parzen on the finest.
+METRICS = {
+    "parzen": lambda: MutualInformation(32),
+    "partial-volume": PartialVolumeMutualInformation,
+}
 
 
 @pytest.fixture(scope="module")
@@ -19,14 +27,17 @@ def deformed():
     return fixed, moving
 
 
-def test_snapshots_lower_the_energy_and_the_map_does_not_fold(deformed):
+@pytest.mark.parametrize("histogram", METRICS)
+def test_snapshots_lower_the_energy_and_the_map_does_not_fold(deformed, histogram):
     fixed, moving = deformed
-    registration = SymmetricDiffeomorphicRegistration(MutualInformation(32), level_iters=(8, 6))
+    registration = SymmetricDiffeomorphicRegistration(METRICS[histogram](), level_iters=(8, 6))
     snapshots = list(registration.iterate(fixed, moving))
-    assert all(isinstance(s, Snapshot) for s in snapshots)
+    assert all(isinstance(s, Snapshot) and s.phase == "syn" for s in snapshots)
     assert [s.level for s in snapshots] == sorted(s.level for s in snapshots)
     assert len(snapshots) == len(registration.energies) <= 14
-    assert registration.energies[-1] < registration.energies[0]
+    for level in (0, 1):  # each level's MI rises (the two levels' histograms may differ)
+        energies = [s.energy for s in snapshots if s.level == level]
+        assert energies[-1] < energies[0]
     mapping = registration.mapping
     assert mapping.forward.shape == fixed.shape + (3,)
     assert mapping.jacobian_determinant().min() > 0
@@ -34,6 +45,36 @@ def test_snapshots_lower_the_energy_and_the_map_does_not_fold(deformed):
     assert mean_error < 0.1  # voxels
     before = np.abs(moving - fixed).mean()
     assert np.abs(mapping.transform(moving) - fixed).mean() < 0.7 * before
+
+
+@pytest.mark.parametrize("histogram", METRICS)
+def test_the_syn_sees_its_metric_only_through_the_interface(deformed, histogram):
+    """A metric that only passes `prepare` and `value_and_gradient` on gives the same map."""
+    fixed, moving = deformed
+    metric = METRICS[histogram]()
+    calls = []
+
+    class Passed:
+        threads = None
+
+        def prepare(self, level, moving_mask, prealign, *, symmetric):
+            prepared = metric.prepare(level, moving_mask, prealign, symmetric=symmetric)
+
+            class Level:
+                def value_and_gradient(self, half_fixed, half_moving):
+                    calls.append(type(prepared).__name__)
+                    return prepared.value_and_gradient(half_fixed, half_moving)
+
+            return Level()
+
+    mappings = []
+    for given in (METRICS[histogram](), Passed()):
+        registration = SymmetricDiffeomorphicRegistration(given, level_iters=(3, 2))
+        mappings.append(registration.optimize(fixed, moving))
+    np.testing.assert_array_equal(mappings[0].forward, mappings[1].forward)
+    np.testing.assert_array_equal(mappings[0].backward, mappings[1].backward)
+    coarse = "ParzenLevel" if histogram == "parzen" else "PartialVolumeLevel"
+    assert calls == [coarse] * 3 + ["ParzenLevel"] * 2
 
 
 def test_closing_the_generator_leaves_no_map(deformed):

@@ -71,7 +71,9 @@ class Progress:
         self.live = stream.isatty()
 
     def update(self, snapshot):
-        """Count one SyN iteration and redraw the line."""
+        """Count one SyN iteration and redraw the line (the prealignment's steps pass)."""
+        if snapshot.phase != "syn":
+            return
         self.done += 1
         filled = int(30 * min(self.done, self.total) / self.total)
         line = (

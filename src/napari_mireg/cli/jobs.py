@@ -27,10 +27,10 @@ import numpy as np
 
 from napari_mireg import __version__, files
 from napari_mireg.engine import masks
+from napari_mireg.engine.quality import evaluate
 from napari_mireg.engine.registration import register_steps, run_to_end
-from napari_mireg.engine.transforms import AffineMap, Volume, apply_transforms, same_grid
+from napari_mireg.engine.transforms import Volume, apply_transforms, same_grid
 from napari_mireg.options import RegistrationOptions
-from napari_mireg.overlap import overlap_scores
 
 OUTPUT_FILES = {
     "warped": "warped.nii.gz",
@@ -175,7 +175,10 @@ def _labels_on(path, image, image_path):
 
 
 def run_job_steps(inputs, out_dir, options=None, **settings):
-    """Register one job and write its outputs, yielding the registration's Snapshots.
+    """Register one job and write its outputs, yielding the registration's steps.
+
+    The steps are :func:`~napari_mireg.engine.registration.register_steps`' (each says its
+    ``phase``: "prealignment", "prealigned" or "syn").
 
     Parameters
     ----------
@@ -233,13 +236,13 @@ def _pause_for_tests(phase):
 
 
 def _paused_after_first(steps):
-    """Pass the registration's Snapshots on, with the "syn" test pause after the first."""
+    """Pass the registration's steps on, with the "syn" test pause after the first SyN one."""
     first = True
     try:
         while True:
-            snapshot = next(steps)
-            yield snapshot
-            if first:
+            step = next(steps)
+            yield step
+            if first and step.phase == "syn":
                 first = False
                 _pause_for_tests("syn")
     except StopIteration as finished:
@@ -353,22 +356,25 @@ def _write_outputs(result, inputs, folder, options):
         files.save_displacement(mapping, folder / OUTPUT_FILES["warp"], "forward")
         files.save_displacement(mapping, folder / OUTPUT_FILES["inverse_warp"], "inverse")
         outputs += [OUTPUT_FILES["warp"], OUTPUT_FILES["inverse_warp"]]
+    fixed_labels = inputs.fixed_labels
+    quality = evaluate(
+        result,
+        None if fixed_labels is None else fixed.user_array(fixed_labels.data),
+        inputs.moving_labels,
+        inverse_consistency=True,
+    )
     overlap = overlap_before = None
-    if inputs.fixed_labels is not None:
-        moving_labels = inputs.moving_labels
-        warped_labels = mapping.transform(moving_labels, interpolation="nearest")
-        as_is = AffineMap(np.eye(4)).transform(moving_labels, fixed, interpolation="nearest")
-        fixed_labels = fixed.user_array(inputs.fixed_labels.data)
-        table = overlap_scores(fixed_labels, warped_labels)
-        overlap = table.summary()
-        overlap_before = overlap_scores(fixed_labels, as_is).summary()
+    if quality.overlap is not None:
+        overlap = quality.overlap.summary()
+        overlap_before = quality.overlap_before.summary()
         files.save_volume(
-            folder / OUTPUT_FILES["warped_labels"], warped_labels, fixed.file_affine, labels=True
+            folder / OUTPUT_FILES["warped_labels"],
+            quality.warped_labels,
+            fixed.file_affine,
+            labels=True,
         )
-        files.write_text(folder / OUTPUT_FILES["overlap"], table.to_csv_text())
+        files.write_text(folder / OUTPUT_FILES["overlap"], quality.overlap.to_csv_text())
         outputs += [OUTPUT_FILES["warped_labels"], OUTPUT_FILES["overlap"]]
-    determinant = mapping.jacobian_determinant()
-    consistency, _ = mapping.inversion_error()
     timings = dict(result.timings, write=time.perf_counter() - started)
     extracted = masks.extraction_sides(options.brain_extraction)
     report = {
@@ -385,9 +391,9 @@ def _write_outputs(result, inputs, folder, options):
         "timings": timings,
         "mi_before": result.mi_before,
         "mi_after": result.mi_after,
-        "folds": int(np.count_nonzero(determinant <= 0)),
-        "min_jacobian": float(determinant.min()),
-        "inverse_consistency_voxels": consistency,
+        "folds": quality.folds,
+        "min_jacobian": quality.jacobian_range[0],
+        "inverse_consistency_voxels": quality.inverse_consistency[0],
         "overlap_before": overlap_before,
         "overlap": overlap,
         "outputs": sorted(outputs),

@@ -1,17 +1,22 @@
 """Rigid and affine prealignment driven by the MI metric's affine gradient (docs/maths.md, 4-5)."""
 
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 from scipy.spatial.transform import Rotation
 
+from napari_mireg._typing import Image, Matrix
 from napari_mireg.engine import fields
 from napari_mireg.engine._validate import positive_int
+from napari_mireg.engine.metric import MutualInformation
 from napari_mireg.engine.pyramid import anatomy_box, crop, mask_volume, pyramid_level, within_mask
-from napari_mireg.engine.transforms import AffineMap, as_volume
+from napari_mireg.engine.transforms import AffineMap, Volume, as_volume
 
 
-def centre_of_mass(volume, mask=None):
+def centre_of_mass(volume: Volume, mask: Volume | None = None) -> npt.NDArray[np.float64]:
     """World coordinates of the intensity centre of mass of a Volume (positive part).
 
     Parameters
@@ -45,6 +50,9 @@ class AffineStep:
 
     Attributes
     ----------
+    phase : "prealignment"
+        What :func:`napari_mireg.engine.registration.register_steps` is doing (a class
+        attribute: the SyN's Snapshots say "syn").
     level : int
         0 is the coarsest level.
     levels : int
@@ -60,6 +68,7 @@ class AffineStep:
     stage: str
     iteration: int
     value: float
+    phase: ClassVar[str] = "prealignment"
 
 
 class AffineRegistration:
@@ -96,15 +105,15 @@ class AffineRegistration:
 
     def __init__(
         self,
-        metric,
-        transform="affine",
-        level_iters=(100, 50, 0),
-        step=1.0,
-        min_step=0.01,
-        tolerance=1e-3,
-        convergence_window=6,
-        rigid_levels=1,
-    ):
+        metric: MutualInformation,
+        transform: str = "affine",
+        level_iters: Sequence[int] = (100, 50, 0),
+        step: float = 1.0,
+        min_step: float = 0.01,
+        tolerance: float = 1e-3,
+        convergence_window: int = 6,
+        rigid_levels: int = 1,
+    ) -> None:
         if transform not in ("rigid", "affine"):
             raise ValueError(f"transform must be 'rigid' or 'affine', got {transform!r}")
         self.metric = metric
@@ -117,9 +126,11 @@ class AffineRegistration:
         self.tolerance = float(tolerance)
         self.convergence_window = positive_int(convergence_window, "convergence_window", minimum=2)
         self.rigid_levels = positive_int(rigid_levels, "rigid_levels", minimum=0)
-        self.values = []
+        self.values: list[float] = []
 
-    def optimize(self, fixed, moving, **options):
+    def optimize(
+        self, fixed: "Image | Volume", moving: "Image | Volume", **options: Any
+    ) -> AffineMap:
         """Run :meth:`iterate` to the end and return its AffineMap (same parameters)."""
         steps = self.iterate(fixed, moving, **options)
         while True:
@@ -130,15 +141,15 @@ class AffineRegistration:
 
     def iterate(
         self,
-        fixed,
-        moving,
+        fixed: "Image | Volume",
+        moving: "Image | Volume",
         *,
-        fixed_affine=None,
-        moving_affine=None,
-        fixed_mask=None,
-        moving_mask=None,
-        initial=None,
-    ):
+        fixed_affine: Matrix | None = None,
+        moving_affine: Matrix | None = None,
+        fixed_mask: npt.ArrayLike | None = None,
+        moving_mask: npt.ArrayLike | None = None,
+        initial: "Matrix | AffineMap | None" = None,
+    ) -> Generator[AffineStep, None, AffineMap]:
         """Find the world transform from fixed points to moving points, yielding AffineSteps.
 
         Parameters
@@ -203,15 +214,17 @@ class AffineRegistration:
             # The moving image, its world gradient and (with a moving mask) its weight: 1
             # inside, 0 outside (on a coarser moving grid the share of a voxel's block
             # inside), resampled together in one pass each iteration.
-            weights = None if moving_weights is None else moving_weights.data
-            if weights is not None and pyramid.moving.shape != weights.shape:
-                weights = fields.resample(
-                    moving_weights.data.astype(np.float32),
-                    moving_weights.affine,
-                    pyramid.moving.shape,
-                    moving_affine,
-                    clamp=True,
-                )
+            weights = None
+            if moving_weights is not None:
+                weights = moving_weights.data
+                if pyramid.moving.shape != weights.shape:
+                    weights = fields.resample(
+                        weights.astype(np.float32),
+                        moving_weights.affine,
+                        pyramid.moving.shape,
+                        moving_affine,
+                        clamp=True,
+                    )
             channels = fields.image_and_gradient(
                 pyramid.moving, np.linalg.inv(moving_affine[:3, :3]).T, extra=weights
             )

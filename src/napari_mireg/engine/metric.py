@@ -4,10 +4,14 @@ The maths follows ITK's ``MattesMutualInformationImageToImageMetricv4`` (derived
 docs/maths.md, sections 1-4): a Parzen joint histogram with a box kernel on the fixed image
 and a cubic B-spline kernel on the moving image, 2 padding bins on each side, and a
 two-pass gradient (pass 1: histogram and per-bin weights; pass 2: per-voxel update).
+
+It also names what the SyN asks of its metric (`SynMetric`), which this metric and the
+partial-volume one (:mod:`napari_mireg.engine.partial_volume`) both provide.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -15,8 +19,19 @@ import numpy.typing as npt
 from napari_mireg._typing import Matrix
 from napari_mireg.engine._kernels import _mi
 from napari_mireg.engine._validate import image_pair, mask_array, positive_int, spacing_vector
-from napari_mireg.engine.fields import CHEAP, embed_matrix, image_gradient, thread_count
+from napari_mireg.engine.fields import (
+    CHEAP,
+    embed_matrix,
+    image_gradient,
+    resample,
+    thread_count,
+)
+from napari_mireg.engine.pyramid import Level
+from napari_mireg.engine.transforms import Volume
 from napari_mireg.options import BINS_RANGE
+
+# A world displacement field on a level grid: (n0, n1, n2, 3) float32, mm.
+Field = npt.NDArray[np.float32]
 
 # Probabilities at or below this count as empty bins (ITK uses the double epsilon too).
 EMPTY_BIN = np.finfo(np.float64).eps
@@ -54,6 +69,75 @@ class _Histogram:
     value: float
     slope_table: np.ndarray
     probability: np.ndarray
+
+
+@dataclass(frozen=True)
+class HalfwayGradient:
+    """MI at one SyN iteration and its gradients with respect to the two half-way maps.
+
+    Attributes
+    ----------
+    value : float
+        Mutual information of the two images where the maps bring them.
+    joint_histogram : ndarray (bins, bins)
+        Its joint probability; rows are the fixed image's bins.
+    forward : ndarray of float32 (n0, n1, n2, 3)
+        dMI/d(moving half-map), world components (mm) on the level grid: adding a small
+        multiple of it to the moving image's map raises MI.
+    backward : ndarray of float32 (n0, n1, n2, 3) or None
+        dMI/d(fixed half-map), the roles swapped; None when only the moving image moves.
+    """
+
+    value: float
+    joint_histogram: np.ndarray
+    forward: Field
+    backward: Field | None
+
+
+class LevelMetric(Protocol):
+    """A metric prepared for one pyramid level (see :meth:`SynMetric.prepare`)."""
+
+    def value_and_gradient(self, half_fixed: Field, half_moving: Field) -> HalfwayGradient:
+        """MI and its gradients where the half-way maps bring the two images.
+
+        Parameters
+        ----------
+        half_fixed, half_moving : ndarray of float32 (n0, n1, n2, 3)
+            World displacements (mm) on the level grid carrying the fixed and the moving
+            image half way (the fixed one stays zero when only the moving image moves).
+        """
+        ...
+
+
+class SynMetric(Protocol):
+    """What the SyN asks of its metric: prepare a level's images, then at each iteration
+    the value, joint histogram and gradients through :class:`LevelMetric`.
+
+    :class:`MutualInformation` (the Parzen histogram of images resampled half way) and
+    :class:`~napari_mireg.engine.partial_volume.PartialVolumeMutualInformation` (the
+    partial-volume histogram, no intensity resampled) provide it.
+    """
+
+    threads: int | None
+
+    def prepare(
+        self, level: Level, moving_mask: Volume | None, prealign: np.ndarray, *, symmetric: bool
+    ) -> LevelMetric:
+        """The level's images as this metric samples them, for its iterations.
+
+        Parameters
+        ----------
+        level : pyramid.Level
+            The level grid with the fixed image (and mask) on it and the moving image on
+            its own grid.
+        moving_mask : Volume or None
+            Voxels of the moving grid where the metric counts.
+        prealign : ndarray (4, 4)
+            World transform from fixed points to moving points, applied after the maps.
+        symmetric : bool
+            Both images move half way (a backward gradient too), or only the moving one.
+        """
+        ...
 
 
 class MutualInformation:
@@ -256,6 +340,21 @@ class MutualInformation:
         kept = slice(3 - ndim, 3)
         return histogram.value, np.ascontiguousarray(sums[kept, list(range(3 - ndim, 4))])
 
+    def prepare(
+        self, level: Level, moving_mask: Volume | None, prealign: np.ndarray, *, symmetric: bool
+    ) -> "ParzenLevel":
+        """The level's images for the SyN's iterations (see :class:`SynMetric`).
+
+        With a mask on either side, each image carries its mask as a second channel,
+        warped with it, so that the mask stays on the anatomy it marks at the half-way
+        point (a fixed mask alone too).
+        """
+        fixed, moving = level.fixed, level.moving
+        masked = level.mask is not None or moving_mask is not None
+        if masked:
+            fixed, moving = _with_mask_channels(level, moving_mask)
+        return ParzenLevel(self, level, fixed, moving, masked, prealign, symmetric)
+
     def _samples(self, fixed, moving, mask):
         fixed, moving = image_pair(fixed, moving)
         selected = mask_array(mask, fixed.shape)
@@ -315,6 +414,88 @@ class MutualInformation:
         weights = log_ratio / (moving_bin_width * mass)
         self._probability = probability
         return _Histogram(value, _slope_table(weights), probability)
+
+
+@dataclass(frozen=True)
+class ParzenLevel:
+    """:class:`MutualInformation` prepared for one level of the SyN (a `LevelMetric`).
+
+    Attributes
+    ----------
+    metric : MutualInformation
+    level : pyramid.Level
+    fixed, moving : ndarray
+        The level's images, with their masks as a last channel when `masked`.
+    masked : bool
+    prealign : ndarray (4, 4)
+    symmetric : bool
+    """
+
+    metric: MutualInformation
+    level: Level
+    fixed: np.ndarray
+    moving: np.ndarray
+    masked: bool
+    prealign: np.ndarray
+    symmetric: bool
+
+    def value_and_gradient(self, half_fixed: Field, half_moving: Field) -> HalfwayGradient:
+        """MI and its gradients with the Parzen histogram (see :class:`LevelMetric`).
+
+        Both images are resampled at the half-way point (not symmetric: the fixed image
+        stays on the level grid) and the dense gradient (ITK's Mattes) is taken there,
+        with the roles swapped for the fixed side.
+        """
+        metric, affine = self.metric, self.level.affine
+        warped_fixed, warped_moving, counted = self._warped(half_fixed, half_moving)
+        value, forward = metric.dense_gradient(
+            warped_fixed, warped_moving, mask=counted, grid_to_world=affine
+        )
+        histogram = metric.joint_histogram
+        backward = None
+        if self.symmetric:
+            _, backward = metric.dense_gradient(
+                warped_moving, warped_fixed, mask=counted, grid_to_world=affine
+            )
+        return HalfwayGradient(value, histogram, forward, backward)
+
+    def _warped(self, half_fixed, half_moving):
+        """Both images at the half-way point, and the voxels that count there (None: all)."""
+        # Edges are replicated, so a map reaching past the border samples the edge tissue
+        # rather than a zero-filled step.
+        shape, affine = self.level.shape, self.level.affine
+        warped_fixed = self.fixed
+        if self.symmetric:
+            warped_fixed = resample(self.fixed, affine, shape, affine, field=half_fixed, clamp=True)
+        warped_moving = resample(
+            self.moving,
+            self.level.moving_affine,
+            shape,
+            affine,
+            field=half_moving,
+            prealign=self.prealign,
+            clamp=True,
+        )
+        if self.masked:
+            return _split_masks(warped_fixed, warped_moving, self.level.mask)
+        return warped_fixed, warped_moving, None
+
+
+def _with_mask_channels(level, moving_mask):
+    """Level images with their masks as a second channel (all ones for a side without)."""
+    fixed_mask = np.ones(level.shape) if level.mask is None else level.mask
+    moving_mask = np.ones(level.moving.shape) if moving_mask is None else moving_mask.data
+    fixed = np.stack([level.fixed, fixed_mask.astype(np.float32)], axis=-1)
+    moving = np.stack([level.moving, moving_mask.astype(np.float32)], axis=-1)
+    return fixed, moving
+
+
+def _split_masks(warped_fixed, warped_moving, fallback):
+    """Images and the voxels inside both warped masks (`fallback` if they do not meet)."""
+    counted = (warped_fixed[..., 1] > 0.5) & (warped_moving[..., 1] > 0.5)
+    fixed = np.ascontiguousarray(warped_fixed[..., 0])
+    moving = np.ascontiguousarray(warped_moving[..., 0])
+    return fixed, moving, (counted if counted.any() else fallback)
 
 
 def _counts_from_moments(moments):

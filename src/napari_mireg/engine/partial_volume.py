@@ -12,9 +12,14 @@ one. The maths is in docs/maths.md, section 7.
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
+from napari_mireg._typing import Matrix
 from napari_mireg.engine._kernels import _pv
 from napari_mireg.engine.fields import CHEAP, thread_count
+from napari_mireg.engine.metric import Field, HalfwayGradient, LevelMetric, MutualInformation
+from napari_mireg.engine.pyramid import Level
+from napari_mireg.engine.transforms import Volume
 
 # Intensity levels, 0 included. Greedy uses 128; 64 gave the same overlap on the calibration
 # pairs (2 mm 0.579 against 0.580, 1 mm 0.664 against 0.662) and its 32 KiB table of dMI/dh
@@ -42,7 +47,7 @@ class IntensityLevels:
     high: float
 
     @classmethod
-    def of(cls, image, mask=None):
+    def of(cls, image: npt.ArrayLike, mask: np.ndarray | None = None) -> "IntensityLevels":
         """The levels of an image (inside `mask`): from its minimum to a high percentile.
 
         The high end is the HIGH_PERCENTILE percentile of the voxels above the minimum, so
@@ -61,7 +66,13 @@ class IntensityLevels:
             high = float(above.max())
         return cls(low, high)
 
-    def levels(self, image, counted=None, *, threads=None):
+    def levels(
+        self,
+        image: npt.ArrayLike,
+        counted: npt.ArrayLike | None = None,
+        *,
+        threads: int | None = None,
+    ) -> npt.NDArray[np.uint8]:
         """uint8 levels of an image: below `low` and outside `counted` give 0."""
         values = np.ascontiguousarray(image, dtype=np.float32)
         use_counted = counted is not None
@@ -89,20 +100,48 @@ class PartialVolumeMutualInformation:
     ----------
     threads : int or None
         Threads of the kernels (None: all cores). The result does not depend on it.
+    aligned_metric : MutualInformation, optional
+        The Parzen metric of the SyN's levels whose grid lands on the moving grid
+        (:func:`grids_aligned`), where partial volume would pull the map towards
+        whole-voxel shifts. Default: ``MutualInformation(threads=threads)`` (32 bins).
     """
 
-    def __init__(self, *, threads=None):
+    def __init__(
+        self, *, threads: int | None = None, aligned_metric: MutualInformation | None = None
+    ) -> None:
         self.threads = threads
-        self._probability = None
+        self.aligned_metric = aligned_metric or MutualInformation(threads=threads)
+        self._probability: np.ndarray | None = None
 
     @property
-    def joint_histogram(self):
+    def joint_histogram(self) -> np.ndarray:
         """(LEVELS, LEVELS) joint probability of the last call; rows are the grid's levels."""
         if self._probability is None:
             raise RuntimeError("joint_histogram is available after a call to gradient()")
         return self._probability.copy()
 
-    def gradient(self, grid_levels, grid_affine, other_levels, to_other, field):
+    def prepare(
+        self, level: Level, moving_mask: Volume | None, prealign: np.ndarray, *, symmetric: bool
+    ) -> LevelMetric:
+        """The level's images cut into intensity levels, for the SyN's iterations.
+
+        Where the level grid's voxels land on the moving grid's, the level is the aligned
+        metric's (Parzen) instead (see `SynMetric` in :mod:`napari_mireg.engine.metric`).
+        """
+        world_to_moving = np.linalg.inv(level.moving_affine) @ prealign  # fixed world to voxels
+        if grids_aligned(world_to_moving @ level.affine):
+            return self.aligned_metric.prepare(level, moving_mask, prealign, symmetric=symmetric)
+        sources = level_sources(level, moving_mask, world_to_moving)
+        return PartialVolumeLevel(self, sources, level.affine, symmetric)
+
+    def gradient(
+        self,
+        grid_levels: npt.NDArray[np.uint8],
+        grid_affine: Matrix,
+        other_levels: npt.NDArray[np.uint8],
+        to_other: Matrix,
+        field: npt.ArrayLike,
+    ) -> tuple[float, Field]:
         """MI and its gradient with respect to the displacement field.
 
         Parameters
@@ -148,7 +187,70 @@ class PartialVolumeMutualInformation:
         return value, out.reshape(shape + (3,))
 
 
-def nearest_levels(other_levels, grid_affine, to_other, field, *, threads=None):
+@dataclass(frozen=True)
+class PartialVolumeLevel:
+    """:class:`PartialVolumeMutualInformation` prepared for one level of the SyN.
+
+    Attributes
+    ----------
+    metric : PartialVolumeMutualInformation
+    sources : Sources
+        The level's images cut into levels.
+    affine : ndarray (4, 4)
+        Voxel-to-world matrix of the level grid.
+    symmetric : bool
+    """
+
+    metric: PartialVolumeMutualInformation
+    sources: "Sources"
+    affine: np.ndarray
+    symmetric: bool
+
+    def value_and_gradient(self, half_fixed: Field, half_moving: Field) -> HalfwayGradient:
+        """MI and its gradients with partial-volume sampling (a `LevelMetric`).
+
+        Not symmetric: the fixed levels on the grid against the moving levels sampled
+        through the map. Symmetric: the fixed level nearest each half-way point against
+        the moving levels sampled through the moving half-map, and the other way round for
+        the fixed side. No intensity is interpolated in either mode (docs/maths.md,
+        section 7).
+        """
+        metric, sources, affine = self.metric, self.sources, self.affine
+        if not self.symmetric:
+            value, forward = metric.gradient(
+                sources.fixed_levels,
+                affine,
+                sources.moving_levels,
+                sources.to_moving,
+                half_moving,
+            )
+            return HalfwayGradient(value, metric.joint_histogram, forward, None)
+        to_fixed = np.linalg.inv(affine)
+        threads = metric.threads
+        fixed_here = nearest_levels(
+            sources.fixed_levels, affine, to_fixed, half_fixed, threads=threads
+        )
+        value, forward = metric.gradient(
+            fixed_here, affine, sources.moving_levels, sources.to_moving, half_moving
+        )
+        histogram = metric.joint_histogram
+        moving_here = nearest_levels(
+            sources.moving_levels, affine, sources.to_moving, half_moving, threads=threads
+        )
+        _, backward = metric.gradient(
+            moving_here, affine, sources.fixed_levels, to_fixed, half_fixed
+        )
+        return HalfwayGradient(value, histogram, forward, backward)
+
+
+def nearest_levels(
+    other_levels: npt.NDArray[np.uint8],
+    grid_affine: Matrix,
+    to_other: Matrix,
+    field: npt.ArrayLike,
+    *,
+    threads: int | None = None,
+) -> npt.NDArray[np.uint8]:
     """The other image's levels carried onto a grid through a map, by nearest neighbour.
 
     Grid voxel x takes the level of the other image's voxel nearest to
@@ -179,7 +281,7 @@ def _mapping(grid_affine, to_other, field):
     return flat_field, grid.ravel(), linear.ravel()
 
 
-def mutual_information_weights(counts):
+def mutual_information_weights(counts: np.ndarray) -> tuple[float, npt.NDArray[np.float64]]:
     """MI of a joint histogram of weights, and dMI/d counts (zero for empty cells).
 
     With P = h / S: ``dMI/dh(i, b) = (log(P(i, b) / (P_i P_b)) - MI) / S``.
@@ -217,7 +319,7 @@ class Sources:
     to_moving: np.ndarray
 
 
-def level_sources(level, moving_mask, to_moving):
+def level_sources(level: Level, moving_mask: Volume | None, to_moving: np.ndarray) -> Sources:
     """The `Sources` of a pyramid level.
 
     `level` is a `pyramid.Level`, `moving_mask` a Volume or None, `to_moving` the fixed
@@ -233,7 +335,7 @@ def level_sources(level, moving_mask, to_moving):
     )
 
 
-def grids_aligned(grid_to_other, tolerance=0.05):
+def grids_aligned(grid_to_other: Matrix, tolerance: float = 0.05) -> bool:
     """True when a grid's voxels land on the other grid's voxels (up to a shift).
 
     `grid_to_other` maps grid indices to the other image's voxel coordinates. Its linear

@@ -3,19 +3,22 @@
 import time
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar, TypeAlias, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from napari_mireg._typing import Image, Matrix
 from napari_mireg.engine import masks
-from napari_mireg.engine.affine import AffineRegistration
-from napari_mireg.engine.metric import MutualInformation
+from napari_mireg.engine.affine import AffineRegistration, AffineStep
+from napari_mireg.engine.metric import MutualInformation, SynMetric
 from napari_mireg.engine.partial_volume import PartialVolumeMutualInformation
-from napari_mireg.engine.syn import Snapshot, SymmetricDiffeomorphicRegistration
+from napari_mireg.engine.pyramid import mask_volume
+from napari_mireg.engine.syn import Snapshot, SymmetricDiffeomorphicRegistration, check_images
 from napari_mireg.engine.transforms import AffineMap, DiffeomorphicMap, Volume, as_volume
 from napari_mireg.options import RegistrationOptions
+
+ReturnValue = TypeVar("ReturnValue")
 
 
 @dataclass
@@ -54,22 +57,43 @@ class Result:
         return self.prealignment
 
 
+@dataclass(frozen=True)
+class Prealigned:
+    """The end of the prealignment, reported once before the SyN's first iteration.
+
+    Attributes
+    ----------
+    phase : "prealigned"
+        A class attribute, as the other steps' ``phase``.
+    prealignment : AffineMap
+        The world transform found (or given), fixed points to moving points.
+    """
+
+    prealignment: AffineMap
+    phase: ClassVar[str] = "prealigned"
+
+
+# What register_steps yields; each kind says its `phase`: "prealignment" (an MI iteration
+# of the prealignment), "prealigned" (once, its result), "syn" (a SyN iteration).
+Step: TypeAlias = AffineStep | Prealigned | Snapshot
+
+
 def register_steps(
-    fixed: Image,
-    moving: Image,
+    fixed: "Image | Volume",
+    moving: "Image | Volume",
     options: RegistrationOptions | Mapping[str, Any] | None = None,
     *,
     fixed_affine: Matrix | None = None,
     moving_affine: Matrix | None = None,
     fixed_mask: npt.ArrayLike | None = None,
     moving_mask: npt.ArrayLike | None = None,
-    fixed_labels: "Image | Volume | None" = None,
-    moving_labels: "Image | Volume | None" = None,
+    fixed_labels: npt.ArrayLike | None = None,
+    moving_labels: npt.ArrayLike | None = None,
     with_images: bool = False,
     initial: "Result | DiffeomorphicMap | None" = None,
     **settings: Any,
-) -> Generator[Snapshot, None, "Result"]:
-    """Register `moving` to `fixed`, yielding a Snapshot per SyN iteration.
+) -> Generator[Step, None, Result]:
+    """Register `moving` to `fixed`, yielding a step per prealignment and SyN iteration.
 
     Parameters
     ----------
@@ -98,7 +122,13 @@ def register_steps(
 
     Yields
     ------
-    Snapshot
+    AffineStep, Prealigned or Snapshot
+        In this order, each saying its ``phase``: an :class:`~napari_mireg.engine.affine.
+        AffineStep` per MI iteration of the prealignment (phase "prealignment"; none for a
+        given matrix or ``prealign="none"``), one :class:`Prealigned` with its result
+        ("prealigned"; neither when continuing from `initial`), then a
+        :class:`~napari_mireg.engine.syn.Snapshot` per SyN iteration ("syn"). Stopping
+        the iteration (``close()`` or leaving a for loop) stops all work.
 
     Returns
     -------
@@ -118,6 +148,8 @@ def register_steps(
     start = time.perf_counter()
     fixed_volume = as_volume(fixed, fixed_affine, "fixed")
     moving_volume = as_volume(moving, moving_affine, "moving")
+    # The SyN's checks, made before any step: a given prealignment's step comes first.
+    check_images(fixed_volume, moving_volume)
     metric = MutualInformation(options.bins, threads=options.threads)
     mask, moving_mask = metric_masks(
         fixed_volume,
@@ -128,30 +160,33 @@ def register_steps(
         moving_labels,
         extract=options.brain_extraction,
     )
+    mask_volume(mask, fixed_volume)  # each mask on its grid, selecting a voxel
+    mask_volume(moving_mask, moving_volume, "moving_mask")
     fixed_seen, moving_seen = metric_images(fixed_volume, moving_volume, options)
-    previous = getattr(initial, "mapping", initial)
-    if previous is not None:
+    previous = initial.mapping if isinstance(initial, Result) else initial
+    if previous is not None:  # a continued map keeps its prealignment
         affine_map = AffineMap(previous.prealign)
+        prealigned = time.perf_counter()
     else:
         chosen = options.prealign if known_prealignment is None else known_prealignment
-        affine_map = prealignment(
+        affine_map = yield from prealignment_steps(
             fixed_seen, moving_seen, chosen, metric, mask, moving_mask=moving_mask
         )
-    prealigned = time.perf_counter()
+        prealigned = time.perf_counter()
+        yield Prealigned(affine_map)
 
-    syn_metric = metric
-    if options.histogram == "partial-volume":
-        syn_metric = PartialVolumeMutualInformation(threads=options.threads)
+    syn_metric: SynMetric = metric
+    if options.histogram == "partial-volume":  # Parzen where the grids are aligned
+        syn_metric = PartialVolumeMutualInformation(threads=options.threads, aligned_metric=metric)
     syn = SymmetricDiffeomorphicRegistration(
         syn_metric,
-        aligned_metric=metric,
         level_iters=options.level_iters,
         step_length=options.step_length,
         update_sigma=options.update_sigma,
         field_sigma=options.field_sigma,
         symmetric=options.symmetric,
     )
-    yield from syn.iterate(
+    mapping = yield from syn.iterate(
         fixed_seen,
         moving_seen,
         prealign=affine_map.matrix,
@@ -160,7 +195,6 @@ def register_steps(
         with_images=with_images,
         initial=previous,
     )
-    mapping = syn.mapping
     registered = time.perf_counter()
 
     as_is = AffineMap(np.eye(4)).transform(moving_volume, fixed_volume)
@@ -183,7 +217,9 @@ def register_steps(
     )
 
 
-def metric_images(fixed, moving, options):
+def metric_images(
+    fixed: Volume, moving: Volume, options: RegistrationOptions
+) -> tuple[Volume, Volume]:
     """The two Volumes as the metric sees them: winsorised when the options say so.
 
     Parameters
@@ -199,18 +235,26 @@ def metric_images(fixed, moving, options):
     """
     if options.winsorize is None:
         return fixed, moving
-    return tuple(
+    quantiles = options.winsorize
+    fixed, moving = (
         replace(
             volume,
-            data=np.clip(volume.data, *np.quantile(volume.data, options.winsorize)).astype(
-                np.float32
-            ),
+            data=np.clip(volume.data, *np.quantile(volume.data, quantiles)).astype(np.float32),
         )
         for volume in (fixed, moving)
     )
+    return fixed, moving
 
 
-def prealignment(fixed, moving, prealign, metric, fixed_mask=None, *, moving_mask=None):
+def prealignment(
+    fixed: Volume,
+    moving: Volume,
+    prealign: "str | Matrix | AffineMap",
+    metric: MutualInformation,
+    fixed_mask: np.ndarray | None = None,
+    *,
+    moving_mask: np.ndarray | None = None,
+) -> AffineMap:
     """The prealignment AffineMap: found by MI registration, or the one given.
 
     Parameters
@@ -226,7 +270,15 @@ def prealignment(fixed, moving, prealign, metric, fixed_mask=None, *, moving_mas
     )
 
 
-def prealignment_steps(fixed, moving, prealign, metric, fixed_mask=None, *, moving_mask=None):
+def prealignment_steps(
+    fixed: Volume,
+    moving: Volume,
+    prealign: "str | Matrix | AffineMap",
+    metric: MutualInformation,
+    fixed_mask: np.ndarray | None = None,
+    *,
+    moving_mask: np.ndarray | None = None,
+) -> Generator[AffineStep, None, AffineMap]:
     """:func:`prealignment` as a generator: yields an AffineStep per MI iteration (none
     for a given matrix or "none") and returns the AffineMap.
     """
@@ -247,8 +299,8 @@ def prealignment_steps(fixed, moving, prealign, metric, fixed_mask=None, *, movi
 
 
 def register(
-    fixed: Image,
-    moving: Image,
+    fixed: "Image | Volume",
+    moving: "Image | Volume",
     options: RegistrationOptions | Mapping[str, Any] | None = None,
     **settings: Any,
 ) -> Result:
@@ -261,7 +313,7 @@ def register(
     return run_to_end(register_steps(fixed, moving, options, **settings))
 
 
-def run_to_end(steps):
+def run_to_end(steps: Generator[Any, Any, ReturnValue]) -> ReturnValue:
     """Exhaust a generator and return its return value (e.g. a Result)."""
     while True:
         try:

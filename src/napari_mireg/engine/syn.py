@@ -7,20 +7,18 @@ box of the fixed grid around the anatomy, coarse to fine; the inverses are solve
 the end (docs/engine.md).
 """
 
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
+from napari_mireg._typing import Image, Interpolation, Matrix
 from napari_mireg.engine import fields
 from napari_mireg.engine._validate import positive_int
 from napari_mireg.engine.buffers import reused_buffers
-from napari_mireg.engine.metric import MutualInformation
-from napari_mireg.engine.partial_volume import (
-    PartialVolumeMutualInformation,
-    grids_aligned,
-    level_sources,
-    nearest_levels,
-)
+from napari_mireg.engine.metric import SynMetric
 from napari_mireg.engine.pyramid import (
     BOX_MARGIN_MM,
     crop,
@@ -32,6 +30,7 @@ from napari_mireg.engine.transforms import (
     AffineMap,
     DiffeomorphicMap,
     DisplacementField,
+    Volume,
     apply_transforms,
     as_volume,
 )
@@ -56,6 +55,9 @@ class Snapshot:
 
     Attributes
     ----------
+    phase : "syn"
+        What :func:`napari_mireg.engine.registration.register_steps` is doing (a class
+        attribute: the prealignment's steps say "prealignment").
     level : int
         0 is the coarsest level.
     iteration : int
@@ -79,8 +81,9 @@ class Snapshot:
     warped_moving: np.ndarray | None
     level_affine: np.ndarray
     state: tuple = field(default=(), repr=False, compare=False)
+    phase: ClassVar[str] = "syn"
 
-    def warp(self, image, interpolation="linear"):
+    def warp(self, image: "Image | Volume", interpolation: Interpolation = "linear") -> np.ndarray:
         """Resample a moving-space image by this iteration's map onto the full fixed grid.
 
         For live views: it costs a composition at the level's resolution and one
@@ -112,9 +115,12 @@ class SymmetricDiffeomorphicRegistration:
 
     Parameters
     ----------
-    metric : MutualInformation or PartialVolumeMutualInformation
-        The MI whose gradient drives the maps: ITK's Mattes histogram of the images
-        resampled half way, or the partial-volume histogram (docs/maths.md, section 7).
+    metric : SynMetric
+        The MI whose gradient drives the maps (:class:`~napari_mireg.engine.metric.SynMetric`):
+        :class:`~napari_mireg.engine.metric.MutualInformation`, ITK's Mattes histogram of
+        the images resampled half way, or :class:`~napari_mireg.engine.partial_volume.
+        PartialVolumeMutualInformation`, the partial-volume histogram (docs/maths.md,
+        section 7).
     level_iters : sequence of int
         Iterations per level, coarsest first; level k of L is shrunk by ``2 ** (L - 1 - k)``
         and smoothed with sigma ``shrink / 2`` voxels (ANTs: shrink 4, 2, 1; sigma 2, 1, 0).
@@ -144,31 +150,23 @@ class SymmetricDiffeomorphicRegistration:
         and one map carries the moving image all the way (greedy's and demons' scheme:
         one image resampled and one gradient an iteration, and a crisp fixed image); the
         map's inverse is still solved at the end.
-    aligned_metric : MutualInformation, optional
-        With a partial-volume `metric`: the Parzen metric of the levels whose grid lands on
-        the moving grid (`partial_volume.grids_aligned`), where partial volume would pull
-        the map towards whole-voxel shifts. Default: ``MutualInformation()`` (32 bins).
     """
 
     def __init__(
         self,
-        metric,
-        level_iters=(40, 20, 10),
-        step_length=0.25,
-        update_sigma=1.73,
-        inv_iter=5,
-        inv_tol=0.01,
-        opt_tol=1e-5,
-        convergence_window=10,
-        field_sigma=0.0,
-        margin_mm=BOX_MARGIN_MM,
-        symmetric=True,
-        aligned_metric=None,
-    ):
+        metric: SynMetric,
+        level_iters: Sequence[int] = (40, 20, 10),
+        step_length: float = 0.25,
+        update_sigma: float = 1.73,
+        inv_iter: int = 5,
+        inv_tol: float = 0.01,
+        opt_tol: float = 1e-5,
+        convergence_window: int = 10,
+        field_sigma: float = 0.0,
+        margin_mm: float = BOX_MARGIN_MM,
+        symmetric: bool = True,
+    ) -> None:
         self.metric = metric
-        if aligned_metric is None and isinstance(metric, PartialVolumeMutualInformation):
-            aligned_metric = MutualInformation(threads=metric.threads)
-        self.aligned_metric = aligned_metric
         self.level_iters = tuple(
             positive_int(n, "level_iters entries", minimum=0) for n in level_iters
         )
@@ -189,29 +187,36 @@ class SymmetricDiffeomorphicRegistration:
             raise ValueError("margin_mm must be >= 0")
         self.margin_mm = float(margin_mm)
         self.symmetric = bool(symmetric)
-        self.mapping = None
-        self.energies = []
+        self.mapping: DiffeomorphicMap | None = None
+        self.energies: list[float] = []
 
-    def optimize(self, fixed, moving, **options):
+    def optimize(
+        self, fixed: "Image | Volume", moving: "Image | Volume", **options: Any
+    ) -> DiffeomorphicMap:
         """Run :meth:`iterate` to the end and return the DiffeomorphicMap."""
-        for _ in self.iterate(fixed, moving, **options):
-            pass
-        return self.mapping
+        steps = self.iterate(fixed, moving, **options)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as finished:
+                return finished.value
 
     def iterate(
         self,
-        fixed,
-        moving,
+        fixed: "Image | Volume",
+        moving: "Image | Volume",
         *,
-        fixed_affine=None,
-        moving_affine=None,
-        prealign=None,
-        fixed_mask=None,
-        moving_mask=None,
-        with_images=False,
-        initial=None,
-    ):
-        """Register, yielding a Snapshot per iteration; the result lands in ``self.mapping``.
+        fixed_affine: Matrix | None = None,
+        moving_affine: Matrix | None = None,
+        prealign: "Matrix | AffineMap | None" = None,
+        fixed_mask: npt.ArrayLike | None = None,
+        moving_mask: npt.ArrayLike | None = None,
+        with_images: bool = False,
+        initial: DiffeomorphicMap | None = None,
+    ) -> Generator[Snapshot, None, DiffeomorphicMap]:
+        """Register, yielding a Snapshot per iteration; returns the DiffeomorphicMap.
+
+        The map is also kept in ``self.mapping`` (None until the last iteration).
 
         Parameters
         ----------
@@ -237,21 +242,20 @@ class SymmetricDiffeomorphicRegistration:
         ------
         Snapshot
 
+        Returns
+        -------
+        DiffeomorphicMap
+            As the generator's return value.
+
         Stopping the iteration (``close()`` or leaving a for loop) stops all work: nothing
         runs between two iterations.
         """
         fixed_volume = as_volume(fixed, fixed_affine, "fixed")
         moving_volume = as_volume(moving, moving_affine, "moving")
-        if fixed_volume.ndim != moving_volume.ndim:
-            raise ValueError(f"fixed is {fixed_volume.ndim}D but moving is {moving_volume.ndim}D")
+        check_images(fixed_volume, moving_volume)
         prealign = _prealign_matrix(prealign, fixed_volume.ndim)
         mask = mask_volume(fixed_mask, fixed_volume)
         moving_mask = mask_volume(moving_mask, moving_volume, "moving_mask")
-        for name, volume in (("fixed", fixed_volume), ("moving", moving_volume)):
-            if np.ptp(volume.data) == 0:
-                raise ValueError(
-                    f"{name} image is constant (every voxel is {float(volume.data.flat[0]):g})"
-                )
 
         self.energies = []
         self.mapping = None
@@ -288,6 +292,7 @@ class SymmetricDiffeomorphicRegistration:
         backward = self._final_inverse(forward, affine)
         forward, backward = (_pad(f, box, fixed_volume.shape) for f in (forward, backward))
         self.mapping = DiffeomorphicMap(fixed_volume, moving_volume, prealign, forward, backward)
+        return self.mapping
 
     def _levels(
         self, fixed_volume, domain, mask, moving_volume, moving_mask, prealign, with_images, initial
@@ -297,14 +302,11 @@ class SymmetricDiffeomorphicRegistration:
         Returns the two half-way maps and the voxel-to-world matrix of the finest level.
         """
         levels = len(self.level_iters)
-        partial_volume_wanted = isinstance(self.metric, PartialVolumeMutualInformation)
-        world_to_moving = np.linalg.inv(moving_volume.affine) @ prealign  # fixed world to voxels
         half_fixed = half_moving = None
         previous_affine = None
         for level, iterations in enumerate(self.level_iters):
             pyramid = pyramid_level(domain, moving_volume, mask, level, levels)
-            shape, affine, mask_level = pyramid.shape, pyramid.affine, pyramid.mask
-            fixed_level, moving_source = pyramid.fixed, pyramid.moving
+            shape, affine = pyramid.shape, pyramid.affine
             if half_fixed is None:
                 half_fixed, half_moving = _initial_half_maps(initial, shape, affine)
             else:
@@ -313,35 +315,11 @@ class SymmetricDiffeomorphicRegistration:
             previous_affine = affine
             step_mm = self.step_length * fields.voxel_sizes(affine).min()
             level_energies = []
-            # Partial volume, unless this grid's voxels land on the moving grid's ones.
-            partial_volume = partial_volume_wanted and not grids_aligned(world_to_moving @ affine)
-            # With the Parzen histogram a mask rides along as a channel, warped with its
-            # image, so it stays on the anatomy it marks at the half-way point (a fixed mask
-            # alone too); partial volume carries the masks as level 0 instead.
-            masked = not partial_volume and (mask_level is not None or moving_mask is not None)
-            if masked:
-                fixed_level, moving_source = _with_mask_channels(pyramid, moving_mask)
-            if partial_volume:
-                sources = level_sources(pyramid, moving_mask, world_to_moving)
-            here = _LevelImages(
-                fixed_level,
-                moving_source,
-                mask_level,
-                masked,
-                moving_volume.affine,
-                prealign,
-                shape,
-                affine,
-            )
+            metric = self.metric.prepare(pyramid, moving_mask, prealign, symmetric=self.symmetric)
             for iteration in range(iterations):
-                if partial_volume:
-                    value, histogram, forward_update, backward_update = self._partial_volume(
-                        here, sources, half_fixed, half_moving
-                    )
-                else:
-                    value, histogram, forward_update, backward_update = self._parzen(
-                        here, half_fixed, half_moving
-                    )
+                gradient = metric.value_and_gradient(half_fixed, half_moving)
+                value, histogram = gradient.value, gradient.joint_histogram
+                forward_update, backward_update = gradient.forward, gradient.backward
                 # Each half-map moves up to step_length a step; the one map of the
                 # non-symmetric mode moves the two halves' worth.
                 forward_update = _regularised(
@@ -397,87 +375,6 @@ class SymmetricDiffeomorphicRegistration:
                     break
         return half_fixed, half_moving, previous_affine
 
-    def _warped(self, here, half_fixed, half_moving):
-        """Both images at the half-way point, and the voxels that count there (None: all).
-
-        Not symmetric: the fixed image is the level's own.
-        """
-        # Edges are replicated, so a map reaching past the border samples the edge tissue
-        # rather than a zero-filled step.
-        warped_fixed = here.fixed
-        if self.symmetric:
-            warped_fixed = fields.resample(
-                here.fixed, here.affine, here.shape, here.affine, field=half_fixed, clamp=True
-            )
-        warped_moving = fields.resample(
-            here.moving,
-            here.moving_affine,
-            here.shape,
-            here.affine,
-            field=half_moving,
-            prealign=here.prealign,
-            clamp=True,
-        )
-        if here.masked:
-            return _split_masks(warped_fixed, warped_moving, here.mask)
-        return warped_fixed, warped_moving, None
-
-    def _parzen(self, here, half_fixed, half_moving):
-        """MI and the raw updates (forward, backward or None) with the Parzen histogram.
-
-        Both images are resampled at the half-way point and the dense gradient (ITK's
-        Mattes) is taken there, with the roles swapped for the fixed side.
-        """
-        metric = self.aligned_metric or self.metric
-        warped_fixed, warped_moving, counted = self._warped(here, half_fixed, half_moving)
-        affine = here.affine
-        value, forward = metric.dense_gradient(
-            warped_fixed, warped_moving, mask=counted, grid_to_world=affine
-        )
-        histogram = metric.joint_histogram
-        backward = None
-        if self.symmetric:
-            _, backward = metric.dense_gradient(
-                warped_moving, warped_fixed, mask=counted, grid_to_world=affine
-            )
-        return value, histogram, forward, backward
-
-    def _partial_volume(self, here, sources, half_fixed, half_moving):
-        """MI and the raw updates (forward, backward or None) with partial-volume sampling.
-
-        Not symmetric: the fixed levels on the grid against the moving levels sampled
-        through the map. Symmetric: the fixed level nearest each half-way point against
-        the moving levels sampled through the moving half-map, and the other way round for
-        the fixed side. No intensity is interpolated in either mode (docs/maths.md,
-        section 7).
-        """
-        affine = here.affine
-        if not self.symmetric:
-            value, forward = self.metric.gradient(
-                sources.fixed_levels,
-                affine,
-                sources.moving_levels,
-                sources.to_moving,
-                half_moving,
-            )
-            return value, self.metric.joint_histogram, forward, None
-        to_fixed = np.linalg.inv(affine)
-        threads = self.metric.threads
-        fixed_here = nearest_levels(
-            sources.fixed_levels, affine, to_fixed, half_fixed, threads=threads
-        )
-        value, forward = self.metric.gradient(
-            fixed_here, affine, sources.moving_levels, sources.to_moving, half_moving
-        )
-        histogram = self.metric.joint_histogram
-        moving_here = nearest_levels(
-            sources.moving_levels, affine, sources.to_moving, half_moving, threads=threads
-        )
-        _, backward = self.metric.gradient(
-            moving_here, affine, sources.fixed_levels, to_fixed, half_fixed
-        )
-        return value, histogram, forward, backward
-
     def _step(self, half_map, update, affine):
         """Compose an update into a half-way map (phi <- phi o (Id + u)) and smooth it.
 
@@ -502,7 +399,7 @@ class SymmetricDiffeomorphicRegistration:
         )
         return inverse
 
-    def min_step_mm(self, affine):
+    def min_step_mm(self, affine: np.ndarray) -> float:
         """The smallest step the adaptive step goes down to (a sixteenth of step_length)."""
         return self.step_length / 16.0 * fields.voxel_sizes(affine).min()
 
@@ -516,39 +413,21 @@ class SymmetricDiffeomorphicRegistration:
         return slope / max(abs(recent.mean()), 1e-12) > -self.opt_tol
 
 
-@dataclass(frozen=True)
-class _LevelImages:
-    """What the iterations of one level sample.
+def check_images(fixed: Volume, moving: Volume) -> None:
+    """Refuse a pair the SyN cannot register: 2D against 3D, or a constant image.
 
-    The images (with mask channels when `masked`), the fixed mask on the level grid (or
-    None), and the grids.
+    Raises
+    ------
+    ValueError
+        Naming the image at fault.
     """
-
-    fixed: np.ndarray
-    moving: np.ndarray
-    mask: np.ndarray | None
-    masked: bool
-    moving_affine: np.ndarray
-    prealign: np.ndarray
-    shape: tuple
-    affine: np.ndarray
-
-
-def _with_mask_channels(pyramid, moving_mask):
-    """Level images with their masks as a second channel (all ones for a side without)."""
-    fixed_mask = np.ones(pyramid.shape) if pyramid.mask is None else pyramid.mask
-    moving_mask = np.ones(pyramid.moving.shape) if moving_mask is None else moving_mask.data
-    fixed = np.stack([pyramid.fixed, fixed_mask.astype(np.float32)], axis=-1)
-    moving = np.stack([pyramid.moving, moving_mask.astype(np.float32)], axis=-1)
-    return fixed, moving
-
-
-def _split_masks(warped_fixed, warped_moving, fallback):
-    """Images and the voxels inside both warped masks (`fallback` if they do not meet)."""
-    counted = (warped_fixed[..., 1] > 0.5) & (warped_moving[..., 1] > 0.5)
-    fixed = np.ascontiguousarray(warped_fixed[..., 0])
-    moving = np.ascontiguousarray(warped_moving[..., 0])
-    return fixed, moving, (counted if counted.any() else fallback)
+    if fixed.ndim != moving.ndim:
+        raise ValueError(f"fixed is {fixed.ndim}D but moving is {moving.ndim}D")
+    for name, volume in (("fixed", fixed), ("moving", moving)):
+        if np.ptp(volume.data) == 0:
+            raise ValueError(
+                f"{name} image is constant (every voxel is {float(volume.data.flat[0]):g})"
+            )
 
 
 def _volume_change_bound(field, affine):

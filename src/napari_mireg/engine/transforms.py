@@ -214,7 +214,7 @@ class DiffeomorphicMap:
 
     def transform(
         self,
-        moving: Image,
+        moving: "Image | Volume",
         interpolation: Interpolation = "linear",
         moving_affine: Matrix | None = None,
     ) -> np.ndarray:

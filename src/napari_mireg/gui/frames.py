@@ -1,13 +1,14 @@
 """The live-view generator the widget runs in a worker thread (no Qt, no napari here).
 
-It drives the engine (prealignment, then :func:`register_steps`) and turns its steps into
-Frames. Every SyN iteration gives a light Frame (level, iteration, energy, joint histogram),
-and the prealignment light "prealigning" Frames (its share done) so that progress moves;
-the heavy views (warped image and labels at full resolution, update magnitude) are computed
-in the worker only when `Pacing` says so, which keeps their cost (computing and drawing)
-under a fixed share of the engine's time. Stopping the generator stops the engine at once.
+It drives the engine through :func:`register_steps` and turns its steps into Frames. Every
+SyN iteration gives a light Frame (level, iteration, energy, joint histogram), and the
+prealignment light "prealigning" Frames (its share done) so that progress moves; the heavy
+views (warped image and labels at full resolution, update magnitude) are computed in the
+worker only when `Pacing` says so, which keeps their cost (computing and drawing) under a
+fixed share of the engine's time. Stopping the generator stops the engine at once.
 """
 
+import math
 import os
 import sys
 import threading
@@ -16,13 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from napari_mireg.engine.metric import MutualInformation
-from napari_mireg.engine.registration import (
-    metric_images,
-    metric_masks,
-    prealignment_steps,
-    register_steps,
-)
+from napari_mireg.engine.registration import register_steps
 from napari_mireg.engine.transforms import AffineMap
 from napari_mireg.gui.display import on_grid
 from napari_mireg.gui.summary import summarise
@@ -145,18 +140,18 @@ def live_frames(run, pacing=None):
     """Register `run`, yielding Frames; returns the engine's Result.
 
     The first Frame (the moving image as it lies, resampled on the fixed grid) comes before
-    any registration work, so the view reacts at once.
+    any registration work, so the view reacts at once. Closing this generator closes the
+    engine's.
     """
     pacing = pacing or Pacing()
     lower_thread_priority(ENGINE_NICENESS)
     options = RegistrationOptions.build(run.options)
-    metric = MutualInformation(options.bins, threads=options.threads)
-    prealignment_matrix = None
 
-    def heavy_frame(stage, warp, update=None, level_affine=None, **light):
+    def heavy_frame(stage, transform, update=None, level_affine=None, **light):
+        """A Frame with the moving image and labels resampled by `transform`."""
         started = time.perf_counter()
-        labels = None if run.moving_labels is None else warp(run.moving_labels, "nearest")
-        frame = Frame(stage, warped=warp(run.moving, "linear"), warped_labels=labels, **light)
+        labels = None if run.moving_labels is None else transform(run.moving_labels, "nearest")
+        frame = Frame(stage, warped=transform(run.moving, "linear"), warped_labels=labels, **light)
         if update is not None:
             frame.update_magnitude = on_grid(
                 np.sqrt((update**2).sum(axis=-1)), level_affine, run.fixed
@@ -164,82 +159,55 @@ def live_frames(run, pacing=None):
         pacing.frame_made(started)
         return frame
 
-    # As in the engine's own runs: each side's label map gives the metric its brain mask,
-    # resolved once here for the prealignment and the SyN alike.
-    fixed_mask, moving_mask = metric_masks(
-        run.fixed,
-        run.moving,
-        fixed_labels=None if run.fixed_labels is None else run.fixed_labels.data,
-        moving_labels=None if run.moving_labels is None else run.moving_labels.data,
-        extract=options.brain_extraction,
-        warn=False,  # register_steps, which is handed these masks, gives the warning once
-    )
-    prealign_seconds = 0.0
-    if run.initial is None:  # a continued run keeps the earlier map's prealignment
-        yield heavy_frame(
-            "start", lambda image, how: AffineMap(np.eye(4)).transform(image, run.fixed, how)
-        )
-        started = time.perf_counter()
-        steps = prealignment_steps(
-            *metric_images(run.fixed, run.moving, options),
-            options.prealign,
-            metric,
-            fixed_mask,
-            moving_mask=moving_mask,
-        )
-        stages = 2 if options.prealign == "affine" else 1
-        shown = 0.0
-        while True:
-            try:
-                step = next(steps)
-            except StopIteration as finished:
-                affine_map = finished.value
-                break
-            now = time.perf_counter()
-            if now - shown >= PREALIGNING_SECONDS:
-                shown = now
-                yield Frame("prealigning", prealigned=_share(step, stages))
-        prealign_seconds = time.perf_counter() - started
-        prealignment_matrix = affine_map.matrix
-        yield heavy_frame(
-            "prealigned",
-            lambda image, how: affine_map.transform(image, run.fixed, how),
-            prealigned=1.0,
-        )
+    if run.initial is None:  # a continued run has neither prealignment nor its views
+        yield heavy_frame("start", _resampler(AffineMap(np.eye(4)), run.fixed))
+    # As in the engine's own runs: each side's label map gives the metric its brain mask.
     steps = register_steps(
         run.fixed,
         run.moving,
         options,
         initial=run.initial,
-        prealign=prealignment_matrix,
-        fixed_mask=fixed_mask,
-        moving_mask=moving_mask,
+        fixed_labels=None if run.fixed_labels is None else run.fixed_labels.data,
+        moving_labels=None if run.moving_labels is None else run.moving_labels.data,
     )
-    while True:
-        try:
-            snapshot = next(steps)
-        except StopIteration as finished:
-            result = finished.value
-            result.timings["prealign"] += prealign_seconds
-            result.timings["total"] += prealign_seconds
-            return result
-        light = {
-            "prealigned": 1.0,
-            "level": snapshot.level,
-            "iteration": snapshot.iteration,
-            "energy": snapshot.energy,
-            "joint_histogram": snapshot.joint_histogram,
-        }
-        if not pacing.due():
-            yield Frame("syn", **light)
-            continue
-        yield heavy_frame(
-            "syn",
-            snapshot.warp,
-            update=snapshot.update,
-            level_affine=snapshot.level_affine,
-            **light,
-        )
+    stages = 2 if options.prealign == "affine" else 1
+    shown = -math.inf
+    try:
+        while True:
+            try:
+                step = next(steps)
+            except StopIteration as finished:
+                return finished.value
+            if step.phase == "prealignment":
+                now = time.perf_counter()
+                if now - shown >= PREALIGNING_SECONDS:
+                    shown = now
+                    yield Frame("prealigning", prealigned=_share(step, stages))
+                continue
+            if step.phase == "prealigned":
+                transform = _resampler(step.prealignment, run.fixed)
+                yield heavy_frame("prealigned", transform, prealigned=1.0)
+                continue
+            light = {
+                "prealigned": 1.0,
+                "level": step.level,
+                "iteration": step.iteration,
+                "energy": step.energy,
+                "joint_histogram": step.joint_histogram,
+            }
+            if not pacing.due():
+                yield Frame("syn", **light)
+                continue
+            yield heavy_frame(
+                "syn", step.warp, update=step.update, level_affine=step.level_affine, **light
+            )
+    finally:
+        steps.close()  # at once, not when the generator is collected
+
+
+def _resampler(affine_map, grid):
+    """``(image, interpolation) -> image on grid`` through an AffineMap (a heavy frame's)."""
+    return lambda image, interpolation: affine_map.transform(image, grid, interpolation)
 
 
 def run_and_summarise(run, pacing=None):
