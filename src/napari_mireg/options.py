@@ -26,7 +26,7 @@ ITERATIONS_MAX = 100_000
 class OptionError(ValueError):
     """A registration option with a bad value; the message names the option."""
 
-    def __init__(self, option, problem):
+    def __init__(self, option: str, problem: str) -> None:
         super().__init__(f"{option}: {problem}")
         self.option = option
         self.problem = problem
@@ -100,7 +100,9 @@ def _integer(value, option, low, high):
     return number
 
 
-def parse_quantiles(value, option="winsorize"):
+def parse_quantiles(
+    value: str | Iterable[float] | None, option: str = "winsorize"
+) -> tuple[float, float] | None:
     """Winsorising quantiles (low, high) from "0.005,0.995", a pair, or None / "none" / "".
 
     Raises
@@ -194,7 +196,7 @@ class RegistrationOptions:
     winsorize: tuple[float, float] | None = None
     threads: int | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.prealign not in PREALIGNMENTS:
             raise OptionError(
                 "prealign", f"must be one of {', '.join(PREALIGNMENTS)}, got {self.prealign!r}"
@@ -280,7 +282,7 @@ class RegistrationOptions:
 DEFAULTS = RegistrationOptions()
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The registration options of ``mireg register`` and ``mireg batch`` (argparse).
 
     Values are parsed here and checked by :meth:`from_arguments`, so the messages are those
@@ -369,7 +371,7 @@ ARGUMENT_NAMES = {
 }
 
 
-def from_arguments(args):
+def from_arguments(args: argparse.Namespace) -> RegistrationOptions:
     """RegistrationOptions from parsed arguments; errors name the command-line option."""
     try:
         return RegistrationOptions(
