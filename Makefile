@@ -16,7 +16,7 @@ DEBIAN_PACKAGES := xvfb xauth libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 lib
 	libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xinput0 libxcb-xfixes0 \
 	libxcb-shape0 libxcb-cursor0 libdbus-1-3 libgl1 libegl1 libfontconfig1
 
-.PHONY: demo test lint bench system-packages install clean
+.PHONY: demo test lint typecheck bench system-packages install clean
 
 SAMPLE := src/napari_mireg/sample_data
 
@@ -26,13 +26,18 @@ demo: $(DEMO_STAMP)
 		--fixed-labels $(SAMPLE)/fixed_synthseg.nii.gz \
 		--moving-labels $(SAMPLE)/moving_synthseg.nii.gz --out demo-output
 
+# The 15 slowest tests are listed at the end.
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 # What .ci/run checks before the tests.
-lint: $(TEST_STAMP)
+lint: $(TEST_STAMP) typecheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# mypy over the engine, the files layer and the modules they share (pyproject.toml).
+typecheck: $(TEST_STAMP)
+	$(BIN)/mypy
 
 # The metric against ITK; the others (SyN against ANTs/DIPY, cohorts, widget, the
 # known-deformation check) are in benchmarks/, see CONTRIBUTING.md.

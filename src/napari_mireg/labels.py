@@ -6,6 +6,7 @@ SynthSeg 2.0 writes FreeSurfer label IDs (SynthSeg 1.0 the same without 24, CSF)
 """
 
 from dataclasses import dataclass
+from typing import SupportsInt
 
 import numpy as np
 import numpy.typing as npt
@@ -109,12 +110,12 @@ SYNTHSEG_PARC_LABELS = tuple(
 """Labels of SynthSeg 2.0 with --parc: cortex 3/42 replaced by the Desikan-Killiany parcels."""
 
 
-def label_name(label):
+def label_name(label: SupportsInt) -> str:
     """FreeSurfer name of a label id, or ``"label <id>"`` for ids outside the table."""
     return LABEL_NAMES.get(int(label), f"label {int(label)}")
 
 
-def label_colour(label):
+def label_colour(label: SupportsInt) -> tuple[int, ...]:
     """RGB colour (0-255) of a label id; ids outside the table get a stable pseudo-random one."""
     label = int(label)
     if label in LABEL_COLOURS:
@@ -123,7 +124,7 @@ def label_colour(label):
     return tuple(int(c) for c in rng.integers(40, 256, 3))
 
 
-def label_values(labels, name="labels"):
+def label_values(labels: npt.ArrayLike, name: str = "labels") -> np.ndarray:
     """Check a label map and return it as an integer array.
 
     Float maps are accepted when every value is a whole number (many tools write labels as

@@ -8,6 +8,7 @@ zeroed pages. At 1 mm a registration iteration makes and drops about a dozen arr
 """
 
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from napari_mireg.engine._kernels import _buffers
@@ -21,7 +22,7 @@ _open_scopes = 0
 
 
 @contextmanager
-def reused_buffers(limit=KEEP_BYTES):
+def reused_buffers(limit: int = KEEP_BYTES) -> Iterator[None]:
     """Reuse freed large numpy buffers within this block (nested and threaded scopes add up).
 
     Parameters
@@ -41,6 +42,6 @@ def reused_buffers(limit=KEEP_BYTES):
             _buffers.restore(previous, limit if _open_scopes else 0)
 
 
-def kept_bytes():
+def kept_bytes() -> int:
     """Bytes of freed blocks held for reuse now (0 outside every scope)."""
     return _buffers.kept_bytes()

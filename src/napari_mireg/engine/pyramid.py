@@ -1,8 +1,10 @@
 """Coarse-to-fine levels shared by the affine and the SyN stages."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+import numpy.typing as npt
 
 from napari_mireg.engine import fields
 from napari_mireg.engine.transforms import Volume, as_volume
@@ -41,7 +43,9 @@ class Level:
     moving_affine: np.ndarray
 
 
-def level_grid(shape, affine, factor):
+def level_grid(
+    shape: Sequence[int], affine: npt.NDArray[np.floating], factor: int
+) -> tuple[tuple[int, ...], npt.NDArray[np.float64]]:
     """Shape and voxel-to-world matrix of a grid `factor` times coarser (centred blocks)."""
     factors = np.array([factor if n > 1 else 1 for n in shape])
     coarse_shape = tuple(int(n) for n in np.ceil(np.array(shape) / factors))
@@ -50,7 +54,9 @@ def level_grid(shape, affine, factor):
     return coarse_shape, affine @ index_scale
 
 
-def mask_volume(mask, volume, name="fixed_mask"):
+def mask_volume(
+    mask: npt.ArrayLike | None, volume: Volume, name: str = "fixed_mask"
+) -> Volume | None:
     """A mask on `volume`'s grid as a uint8 Volume, or None; it must select a voxel."""
     if mask is None:
         return None
@@ -61,7 +67,15 @@ def mask_volume(mask, volume, name="fixed_mask"):
     return masked
 
 
-def pyramid_level(fixed_volume, moving_volume, mask, level, levels, *, shrink_moving=False):
+def pyramid_level(
+    fixed_volume: Volume,
+    moving_volume: Volume,
+    mask: Volume | None,
+    level: int,
+    levels: int,
+    *,
+    shrink_moving: bool = False,
+) -> Level:
     """Level `level` of `levels` (0 coarsest): shrink 2 ** (levels - 1 - level), smoothing
     sigma half the shrink in fixed voxels (ANTs: shrink 4, 2, 1 with sigma 2, 1, 0).
 
@@ -101,7 +115,9 @@ def pyramid_level(fixed_volume, moving_volume, mask, level, levels, *, shrink_mo
     return Level(shape, affine, fixed, moving, mask_level, moving_affine)
 
 
-def anatomy_extent(volume, mask=None):
+def anatomy_extent(
+    volume: Volume, mask: Volume | None = None
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Lowest and highest voxel index (float, per axis) of a volume's anatomy.
 
     The anatomy is the mask (a Volume on the same grid), or the voxels more than 2 % of the
@@ -128,8 +144,13 @@ def anatomy_extent(volume, mask=None):
 
 
 def registration_box(
-    fixed, moving, prealign, fixed_mask=None, moving_mask=None, margin_mm=BOX_MARGIN_MM
-):
+    fixed: Volume,
+    moving: Volume,
+    prealign: npt.NDArray[np.floating],
+    fixed_mask: Volume | None = None,
+    moving_mask: Volume | None = None,
+    margin_mm: float = BOX_MARGIN_MM,
+) -> tuple[slice, ...]:
     """Slices of the fixed grid that hold both anatomies (the moving one placed by
     `prealign`), widened by `margin_mm` on each side and kept inside the grid.
 
@@ -152,7 +173,9 @@ def registration_box(
     return _widened(low, high, fixed, margin_mm)
 
 
-def anatomy_box(volume, mask=None, margin_mm=BOX_MARGIN_MM):
+def anatomy_box(
+    volume: Volume, mask: Volume | None = None, margin_mm: float = BOX_MARGIN_MM
+) -> tuple[slice, ...]:
     """Slices of a Volume's grid around its anatomy (:func:`anatomy_extent`), widened by
     `margin_mm` on each side and kept inside the grid.
     """
@@ -170,7 +193,7 @@ def _widened(low, high, volume, margin_mm):
     return tuple(box)
 
 
-def crop(volume, box):
+def crop(volume: Volume, box: tuple[slice, ...]) -> Volume:
     """The part `box` (slices of the grid) of a Volume, with its voxel-to-world matrix."""
     start = np.array([s.start for s in box] + [1.0])
     affine = volume.affine.copy()
@@ -178,7 +201,7 @@ def crop(volume, box):
     return Volume(np.ascontiguousarray(volume.data[box]), affine, volume.ndim)
 
 
-def within_mask(level):
+def within_mask(level: Level) -> Level:
     """The Level cut down to the bounding box of its fixed mask (as it is without one).
 
     A metric that counts only masked voxels gives the same value and gradient on it; what

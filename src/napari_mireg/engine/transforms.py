@@ -6,7 +6,7 @@ points. World coordinates are in mm. A DiffeomorphicMap holds world displacement
 the fixed grid; the moving point of fixed point p is ``prealign(p + forward(p))``.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -157,7 +157,7 @@ class AffineMap:
 
     def transform(
         self,
-        moving: Image,
+        moving: "Image | Volume",
         fixed_grid: Volume,
         interpolation: Interpolation = "linear",
         moving_affine: Matrix | None = None,
@@ -319,7 +319,9 @@ class DisplacementField:
     grid: Volume
 
 
-def chain_displacement(transforms, reference):
+def chain_displacement(
+    transforms: Iterable["AffineMap | DisplacementField"], reference: Volume
+) -> tuple[np.ndarray | None, npt.NDArray[np.float64]]:
     """Reduce a chain of transforms to ``p -> M (p + d(p))`` on a reference grid.
 
     Parameters
@@ -410,7 +412,7 @@ def apply_transforms(
     return reference.user_array(result)
 
 
-def same_grid(first, second, tolerance=1e-3):
+def same_grid(first: Volume, second: Volume, tolerance: float = 1e-3) -> bool:
     """True when two Volumes share shape and voxel-to-world matrix (to `tolerance` mm)."""
     return first.shape == second.shape and np.allclose(first.affine, second.affine, atol=tolerance)
 

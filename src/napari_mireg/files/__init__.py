@@ -11,6 +11,7 @@ import contextlib
 import os
 import tempfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -58,7 +59,7 @@ FIELD_REACH = 10.0  # largest accepted displacement, in grid diagonals
 class InputError(ValueError):
     """A bad input file; the message starts with the file's path."""
 
-    def __init__(self, path, problem):
+    def __init__(self, path: PathLike, problem: str) -> None:
         super().__init__(f"{path}: {problem}")
         self.path = Path(path)
         self.problem = problem
@@ -71,16 +72,16 @@ class FileAccessError(OSError):
     whose message is one line starting with the path.
     """
 
-    def __init__(self, path, problem, errno=None):
+    def __init__(self, path: PathLike, problem: str, errno: int | None = None) -> None:
         super().__init__(errno, problem)
         self.path = Path(path)
         self.problem = problem
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.path}: {self.problem}"
 
 
-def describe_os_error(error, path=None):
+def describe_os_error(error: OSError, path: PathLike | None = None) -> str:
     """One line naming the path and the problem of an OSError (e.g. for a CLI message)."""
     if isinstance(error, FileAccessError):
         return str(error)
@@ -89,7 +90,7 @@ def describe_os_error(error, path=None):
     return f"{name}: {problem}" if name is not None else problem
 
 
-def suffix_of(path):
+def suffix_of(path: PathLike) -> str:
     """The format suffix of a path: ``.nii.gz`` counts as one."""
     name = Path(path).name.lower()
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
@@ -161,7 +162,7 @@ def load_volume(
         raise InputError(path, str(error).removeprefix("data: ").removeprefix("data ")) from error
 
 
-def check_output_file(path):
+def check_output_file(path: PathLike) -> None:
     """Refuse an output path that cannot be written, before any work.
 
     Raises
@@ -184,7 +185,7 @@ def _check_target(path):
         raise FileAccessError(path, f"cannot be written: the folder {folder} {problem}")
 
 
-def check_output_folder(path):
+def check_output_folder(path: PathLike) -> None:
     """Refuse an output folder that is a file or cannot be created or written."""
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -205,7 +206,7 @@ def _check_writable(folder, path):
 
 
 @contextlib.contextmanager
-def atomic_path(path):
+def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path` (same suffix); rename it to `path` on success.
 
     Raises
@@ -239,7 +240,7 @@ def atomic_path(path):
             os.unlink(temporary)
 
 
-def write_text(path, text):
+def write_text(path: PathLike, text: str) -> None:
     """Write a text file atomically."""
     with atomic_path(path) as temporary:
         temporary.write_text(text)
@@ -338,7 +339,7 @@ def save_field(displacement: DisplacementField, path: PathLike) -> None:
     """Write a DisplacementField as an ITK/ANTs warp (see :func:`save_displacement`)."""
     if displacement.grid.ndim != 3:
         raise ValueError(f"{path}: ITK/ANTs warps are 3D, this registration is 2D")
-    lps = np.asarray(displacement.field, dtype=np.float32) * np.float32([-1, -1, 1])
+    lps = np.asarray(displacement.field, dtype=np.float32) * np.array([-1, -1, 1], np.float32)
     image = _nifti(lps[:, :, :, None, :], displacement.grid.affine, path)
     image.header.set_intent(NIFTI_INTENT_VECTOR)
     _save_image(image, path)
