@@ -205,7 +205,13 @@ class AffineRegistration:
             if iterations == 0:
                 continue
             pyramid = pyramid_level(
-                fixed_volume, moving_volume, mask, level, levels, shrink_moving=True
+                fixed_volume,
+                moving_volume,
+                mask,
+                level,
+                levels,
+                shrink_moving=True,
+                prealign=matrix,
             )
             # Steps are scaled to the whole level grid (its corners), with or without a mask.
             corners = _corners(pyramid.shape, pyramid.affine)

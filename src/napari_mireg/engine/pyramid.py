@@ -12,7 +12,7 @@ from napari_mireg.engine.transforms import Volume, as_volume
 # Room (mm) around the anatomies for the dense fields: every update is zeroed on the box's
 # boundary and smoothed, so this is where the displacement tapers to zero. 24 mm gave the
 # same overlap on the calibration pairs as 8 mm and took a quarter longer at 1 mm, where
-# the margin is a third of the box's voxels (docs/engine.md).
+# the margin was a third of the box's voxels (docs/engine.md).
 BOX_MARGIN_MM = 8.0
 
 
@@ -44,10 +44,12 @@ class Level:
 
 
 def level_grid(
-    shape: Sequence[int], affine: npt.NDArray[np.floating], factor: int
+    shape: Sequence[int], affine: npt.NDArray[np.floating], factor: int | npt.ArrayLike
 ) -> tuple[tuple[int, ...], npt.NDArray[np.float64]]:
-    """Shape and voxel-to-world matrix of a grid `factor` times coarser (centred blocks)."""
-    factors = np.array([factor if n > 1 else 1 for n in shape])
+    """Shape and voxel-to-world matrix of a grid `factor` times coarser (centred blocks);
+    `factor` is one integer or one per axis.
+    """
+    factors = np.where(np.array(shape) > 1, np.broadcast_to(factor, (len(shape),)), 1)
     coarse_shape = tuple(int(n) for n in np.ceil(np.array(shape) / factors))
     index_scale = np.diag(np.append(factors.astype(float), 1.0))
     index_scale[:3, 3] = (factors - 1) / 2.0
@@ -75,6 +77,8 @@ def pyramid_level(
     levels: int,
     *,
     shrink_moving: bool = False,
+    moving_finer: int = 2,
+    prealign: npt.NDArray[np.floating] | None = None,
 ) -> Level:
     """Level `level` of `levels` (0 coarsest): shrink 2 ** (levels - 1 - level), smoothing
     sigma half the shrink in fixed voxels (ANTs: shrink 4, 2, 1 with sigma 2, 1, 0).
@@ -84,7 +88,12 @@ def pyramid_level(
     (at least 1), so that it stays twice as fine as the level grid (docs/maths.md,
     section 5). The affine stage samples the moving image and its gradient a hundred times
     a level: on a 256^3 head the full-resolution copies cost more than the iterations.
-    The SyN keeps it on its own grid (its finer levels sample it through a dense field).
+    `moving_finer` sets how many times finer than the level grid the moving grid stays:
+    2 for the affine stage, 1 for the SyN, whose coarse levels then compare two images
+    smoothed and sampled alike. With `prealign` (fixed world to moving world), a coarse
+    moving grid whose axes the prealignment carries onto the level grid's (up to order and
+    direction) is that level grid carried over (:func:`carried_grid`), so that an image and
+    a copy of it on another grid are sampled at the same points.
     """
     shrink = 2 ** (levels - 1 - level)
     shape, affine = level_grid(fixed_volume.shape, fixed_volume.affine, shrink)
@@ -98,10 +107,18 @@ def pyramid_level(
     moving = fields.smooth(moving_volume.data, sigma_mm / moving_volume.spacing)
     moving_affine = moving_volume.affine
     if shrink_moving:
-        # The tolerance keeps an exact ratio (4 x 1.5 mm / 1 mm / 2 = 3) from rounding down.
-        factor = int(shrink * fixed_volume.spacing.min() / moving_volume.spacing.min() / 2 + 1e-6)
-        if factor > 1:
-            moving_shape, moving_affine = level_grid(moving.shape, moving_volume.affine, factor)
+        # Per axis, so that a thick-slice axis is not shrunk past the level's voxel. The
+        # tolerance keeps an exact ratio (4 x 1.5 mm / 1 mm / 2 = 3) from rounding down.
+        level_mm = shrink * fixed_volume.spacing.min() / moving_finer
+        factors = np.maximum(1, np.floor(level_mm / moving_volume.spacing + 1e-6)).astype(int)
+        if factors.max() > 1:
+            moving_shape, moving_affine = level_grid(moving.shape, moving_volume.affine, factors)
+            if prealign is not None and (factors == factors[0]).all():
+                carried = carried_grid(
+                    moving.shape, moving_volume.affine, prealign, affine, factors[0], moving_finer
+                )
+                if carried is not None:
+                    moving_shape, moving_affine = carried
             moving = fields.resample(
                 moving, moving_volume.affine, moving_shape, moving_affine, clamp=True
             )
@@ -113,6 +130,52 @@ def pyramid_level(
         )
     )
     return Level(shape, affine, fixed, moving, mask_level, moving_affine)
+
+
+def carried_grid(
+    moving_shape: Sequence[int],
+    moving_affine: npt.NDArray[np.floating],
+    prealign: npt.NDArray[np.floating],
+    level_affine: npt.NDArray[np.floating],
+    factor: int,
+    finer: int = 1,
+) -> tuple[tuple[int, ...], npt.NDArray[np.float64]] | None:
+    """The level grid carried onto the moving image by the prealignment, or None.
+
+    When the prealignment takes the level grid's axes onto the moving grid's,
+    ``factor * finer`` moving voxels to a level voxel (within 5 %, up to their order and
+    direction), the coarse moving grid is a lattice through the level grid's points in
+    moving space, `finer` of its voxels to a level voxel: its voxel ``m`` lies at moving
+    index ``factor * P m + o``, with ``P`` the signed permutation and ``o`` where the
+    level grid's first voxel lands, extended to cover the whole moving grid. Blocks taken
+    from the moving grid's own first voxel would sit up to half a level voxel off the
+    level grid's points whenever an axis is flipped or the images' extents differ.
+
+    Returns
+    -------
+    (shape, affine) or None
+        The grid's shape and voxel-to-world matrix; None when the axes do not correspond.
+    """
+    to_moving = np.linalg.inv(moving_affine) @ prealign @ level_affine
+    linear = to_moving[:3, :3] / (factor * finer)
+    permutation = np.rint(linear)
+    if not (
+        (np.abs(permutation).sum(axis=0) == 1).all()
+        and (np.abs(permutation).sum(axis=1) == 1).all()
+        and np.abs(linear - permutation).max() < 0.05
+    ):
+        return None
+    step = factor * permutation
+    origin = to_moving[:3, 3]
+    extent = np.array(moving_shape, dtype=float) - 1
+    corners = np.array(np.meshgrid(*[(0.0, n) for n in extent])).reshape(3, -1).T
+    levels = (corners - origin) @ np.linalg.inv(step).T
+    low = np.floor(levels.min(axis=0) + 1e-6)
+    high = np.ceil(levels.max(axis=0) - 1e-6)
+    index = np.eye(4)
+    index[:3, :3] = step
+    index[:3, 3] = origin + step @ low
+    return tuple(int(n) for n in high - low + 1), moving_affine @ index
 
 
 def anatomy_extent(

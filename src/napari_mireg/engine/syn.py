@@ -305,17 +305,33 @@ class SymmetricDiffeomorphicRegistration:
         half_fixed = half_moving = None
         previous_affine = None
         for level, iterations in enumerate(self.level_iters):
-            pyramid = pyramid_level(domain, moving_volume, mask, level, levels)
+            # The moving image is smoothed and shrunk like the fixed one, on the level grid
+            # carried over by the prealignment where the axes correspond: an image and a
+            # copy of it then meet at the same points, and their MI is highest where they
+            # coincide (docs/maths.md, section 5).
+            pyramid = pyramid_level(
+                domain,
+                moving_volume,
+                mask,
+                level,
+                levels,
+                shrink_moving=True,
+                moving_finer=1,
+                prealign=prealign,
+            )
             shape, affine = pyramid.shape, pyramid.affine
-            if half_fixed is None:
-                half_fixed, half_moving = _initial_half_maps(initial, shape, affine)
-            else:
-                half_fixed = _regrid(half_fixed, previous_affine, shape, affine)
-                half_moving = _regrid(half_moving, previous_affine, shape, affine)
+            # Where the level starts, to go back to (the coarser maps are an eighth the size)
+            start = None if half_fixed is None else (half_fixed, half_moving, previous_affine)
+            half_fixed, half_moving = _level_start(start, initial, shape, affine)
             previous_affine = affine
             step_mm = self.step_length * fields.voxel_sizes(affine).min()
             level_energies = []
-            metric = self.metric.prepare(pyramid, moving_mask, prealign, symmetric=self.symmetric)
+            metric = self.metric.prepare(
+                pyramid,
+                _on_grid(moving_mask, pyramid.moving.shape, pyramid.moving_affine),
+                prealign,
+                symmetric=self.symmetric,
+            )
             for iteration in range(iterations):
                 gradient = metric.value_and_gradient(half_fixed, half_moving)
                 value, histogram = gradient.value, gradient.joint_histogram
@@ -373,6 +389,13 @@ class SymmetricDiffeomorphicRegistration:
                 )
                 if self._converged(level_energies):
                     break
+            if level_energies:
+                # Every step is scaled to step_length, whatever the gradient's size, so a
+                # level that only follows noise (an image and itself) still moves the maps;
+                # one that leaves the MI no higher than it found it is undone.
+                value = metric.value_and_gradient(half_fixed, half_moving).value
+                if value <= -level_energies[0] * (1 + self.opt_tol):
+                    half_fixed, half_moving = _level_start(start, initial, shape, affine)
         return half_fixed, half_moving, previous_affine
 
     def _step(self, half_map, update, affine):
@@ -467,6 +490,29 @@ def _zero_boundary(field):
             index = [slice(None)] * 4
             index[axis] = [0, -1]
             field[tuple(index)] = 0
+
+
+def _level_start(start, initial, shape, affine):
+    """The half-maps a level starts from: the previous level's `start` (maps and their
+    grid's matrix) on this level's grid, or the initial maps at the first level.
+    """
+    if start is None:
+        return _initial_half_maps(initial, shape, affine)
+    half_fixed, half_moving, from_affine = start
+    return (
+        _regrid(half_fixed, from_affine, shape, affine),
+        _regrid(half_moving, from_affine, shape, affine),
+    )
+
+
+def _on_grid(mask, shape, affine):
+    """A moving mask (Volume or None) on the grid (`shape`, `affine`) of a level's moving
+    image, by nearest neighbour; itself when it is on that grid already.
+    """
+    if mask is None or (mask.shape == tuple(shape) and np.array_equal(mask.affine, affine)):
+        return mask
+    resampled = fields.resample(mask.data, mask.affine, shape, affine, interpolation="nearest")
+    return Volume(resampled, affine, mask.ndim)
 
 
 def _regrid(field, from_affine, shape, affine):
