@@ -1,5 +1,6 @@
 """The live-view generator (no Qt): frame order, pacing, the Result, thread priority."""
 
+import inspect
 import math
 import os
 import sys
@@ -11,9 +12,17 @@ import pytest
 from scipy import ndimage
 from testdata import blobs
 
+from napari_mireg.engine.buffers import kept_bytes, open_scopes
 from napari_mireg.engine.registration import Result
 from napari_mireg.engine.transforms import as_volume
-from napari_mireg.gui.frames import Frame, LiveRun, Pacing, live_frames, lower_thread_priority
+from napari_mireg.gui.frames import (
+    Frame,
+    LiveRun,
+    Pacing,
+    live_frames,
+    lower_thread_priority,
+    until_stopped,
+)
 from napari_mireg.options import RegistrationOptions
 
 
@@ -62,6 +71,53 @@ def test_views_come_first_then_one_frame_per_syn_iteration(live_run):
     assert [f.energy for f in syn] == result.energies
     assert all(f.warped is None for f in syn)  # no heavy frame with an infinite interval
     assert result.timings["prealign"] > 0
+
+
+def test_closing_the_live_view_closes_the_engine_and_its_buffer_scope(live_run, monkeypatch):
+    from napari_mireg.gui import frames
+
+    engines = []  # held here, as a traceback or a worker would hold them
+
+    def recorded(*args, **kwargs):
+        engines.append(frames.register_steps.__wrapped__(*args, **kwargs))
+        return engines[-1]
+
+    recorded.__wrapped__ = frames.register_steps
+    monkeypatch.setattr(frames, "register_steps", recorded)
+    steps = live_frames(live_run, Pacing(min_interval=math.inf))
+    while next(steps).stage != "syn":
+        pass
+    assert open_scopes() == 1  # the SyN reuses its buffers while it iterates
+    steps.close()
+    assert inspect.getgeneratorstate(engines[0]) == inspect.GEN_CLOSED
+    assert open_scopes() == 0 and kept_bytes() == 0
+
+
+def test_a_stopped_run_ends_at_its_next_step_and_closes_the_engine(live_run):
+    stop = threading.Event()
+    live = live_frames(live_run, Pacing(min_interval=math.inf))  # held here, as by a worker
+    steps = until_stopped(live, stop)
+    stages = []
+    while True:
+        try:
+            frame = next(steps)
+        except StopIteration as finished:
+            assert finished.value is None  # a stopped run has no Result
+            break
+        stages.append(frame.stage)
+        if frame.stage == "syn":
+            assert open_scopes() == 1
+            stop.set()
+    assert stages.count("syn") == 1 and stages[-1] == "syn"
+    assert inspect.getgeneratorstate(live) == inspect.GEN_CLOSED
+    assert open_scopes() == 0 and kept_bytes() == 0
+    # Not stopped, it hands over the run's Result.
+    _, result = run_all(live_run, Pacing(min_interval=math.inf))
+    steps = until_stopped(live_frames(live_run, Pacing(min_interval=math.inf)), threading.Event())
+    with pytest.raises(StopIteration) as finished:
+        while True:
+            next(steps)
+    assert finished.value.value.energies == pytest.approx(result.energies)
 
 
 def test_heavy_syn_frames_carry_the_update_on_the_fixed_grid(live_run):

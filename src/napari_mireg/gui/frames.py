@@ -189,16 +189,19 @@ def live_frames(run, pacing=None):
         )
         stages = 2 if options.prealign == "affine" else 1
         shown = 0.0
-        while True:
-            try:
-                step = next(steps)
-            except StopIteration as finished:
-                affine_map = finished.value
-                break
-            now = time.perf_counter()
-            if now - shown >= PREALIGNING_SECONDS:
-                shown = now
-                yield Frame("prealigning", prealigned=_share(step, stages))
+        try:
+            while True:
+                try:
+                    step = next(steps)
+                except StopIteration as finished:
+                    affine_map = finished.value
+                    break
+                now = time.perf_counter()
+                if now - shown >= PREALIGNING_SECONDS:
+                    shown = now
+                    yield Frame("prealigning", prealigned=_share(step, stages))
+        finally:
+            steps.close()  # stopped or failed here: the engine's generator ends too
         prealign_seconds = time.perf_counter() - started
         prealignment_matrix = affine_map.matrix
         yield heavy_frame(
@@ -215,31 +218,36 @@ def live_frames(run, pacing=None):
         fixed_mask=fixed_mask,
         moving_mask=moving_mask,
     )
-    while True:
-        try:
-            snapshot = next(steps)
-        except StopIteration as finished:
-            result = finished.value
-            result.timings["prealign"] += prealign_seconds
-            result.timings["total"] += prealign_seconds
-            return result
-        light = {
-            "prealigned": 1.0,
-            "level": snapshot.level,
-            "iteration": snapshot.iteration,
-            "energy": snapshot.energy,
-            "joint_histogram": snapshot.joint_histogram,
-        }
-        if not pacing.due():
-            yield Frame("syn", **light)
-            continue
-        yield heavy_frame(
-            "syn",
-            snapshot.warp,
-            update=snapshot.update,
-            level_affine=snapshot.level_affine,
-            **light,
-        )
+    # Closed when this generator is closed or fails: the SyN keeps its reused buffers
+    # (engine.buffers) until its generator ends, up to 1 GiB for the rest of the process.
+    try:
+        while True:
+            try:
+                snapshot = next(steps)
+            except StopIteration as finished:
+                result = finished.value
+                result.timings["prealign"] += prealign_seconds
+                result.timings["total"] += prealign_seconds
+                return result
+            light = {
+                "prealigned": 1.0,
+                "level": snapshot.level,
+                "iteration": snapshot.iteration,
+                "energy": snapshot.energy,
+                "joint_histogram": snapshot.joint_histogram,
+            }
+            if not pacing.due():
+                yield Frame("syn", **light)
+                continue
+            yield heavy_frame(
+                "syn",
+                snapshot.warp,
+                update=snapshot.update,
+                level_affine=snapshot.level_affine,
+                **light,
+            )
+    finally:
+        steps.close()
 
 
 def run_and_summarise(run, pacing=None):
@@ -249,6 +257,32 @@ def run_and_summarise(run, pacing=None):
     result = yield from live_frames(run, pacing)
     yield Frame("scoring", prealigned=1.0)
     return summarise(run, result)
+
+
+def until_stopped(steps, stop):
+    """Yield from the generator `steps` until it ends or `stop` is set; returns its value
+    (None when stopped).
+
+    `steps` is closed on the way out, in the thread that ran it, so that the engine's
+    scopes (the SyN's reused buffers) end where they began; a worker that is merely told to
+    quit leaves its generator suspended, and whatever the engine holds with it.
+
+    Parameters
+    ----------
+    steps : generator
+    stop : threading.Event
+        Looked at before each step.
+    """
+    try:
+        while not stop.is_set():
+            try:
+                item = next(steps)
+            except StopIteration as finished:
+                return finished.value
+            yield item
+        return None
+    finally:
+        steps.close()
 
 
 def lower_thread_priority(niceness):
