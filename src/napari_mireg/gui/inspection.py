@@ -164,6 +164,11 @@ class InspectionView:
             return
         warped.visible = not warped.visible
 
+    @property
+    def flickering(self):
+        """True while flicker mode alternates the images."""
+        return self._timer.isActive()
+
     def stop(self):
         """Stop flickering (the widget is closing or the run's layers are gone)."""
         self._timer.stop()
