@@ -39,6 +39,7 @@ class RunLayers:
         self.live = None  # LiveLayers of the current run
         self.run_number = 0
         self._affine = None  # the fixed image's display grid
+        self._shape = None
 
     def name(self, base):
         """The current run's name of a layer (WARPED, JACOBIAN, ...)."""
@@ -67,7 +68,7 @@ class RunLayers:
             self.run_number += 1
             self.live = LiveLayers(self.viewer, self.run_number, chosen.fixed.metadata)
         self._affine = affine = job.fixed.affine
-        shape = job.fixed.data.shape
+        self._shape = shape = job.fixed.data.shape
         limits = chosen.moving.contrast_limits
         self.live.prepare(WARPED, shape, np.float32, "image", affine, contrast_limits=limits)
         if job.moving_labels is not None:
@@ -88,9 +89,14 @@ class RunLayers:
 
     def prepare_more(self):
         """Make the hidden update magnitude layer (once the first frame is shown)."""
-        shape = self.view.fixed.data.shape
         layer = self.live.prepare(
-            UPDATE, shape, np.float32, "image", self._affine, colormap="inferno", visible=False
+            UPDATE,
+            self._shape,
+            np.float32,
+            "image",
+            self._affine,
+            colormap="inferno",
+            visible=False,
         )
         layer.visible = False
         # Under the warped image and the contours: shown, it is looked at with them.
