@@ -671,9 +671,9 @@ def test_clean_runs_in_the_background_and_adds_a_layer(viewer_with_pair, qtbot):
 
 
 def test_no_buffer_scope_outlives_a_run(viewer_with_pair, qtbot, monkeypatch):
-    """Cancel, a new Run, a failed run and closing the widget each close the engine's
-    generator, and with it the SyN's buffer-reuse scope: one left open would keep up to
-    1 GiB of freed fields for the rest of the process.
+    """Cancel, a new Run, a failed run, closing the widget and closing the viewer each
+    close the engine's generator, and with it the SyN's buffer-reuse scope: one left open
+    would keep up to 1 GiB of freed fields for the rest of the process.
     """
     from napari_mireg.engine.buffers import kept_bytes, open_scopes
 
@@ -719,3 +719,9 @@ def test_no_buffer_scope_outlives_a_run(viewer_with_pair, qtbot, monkeypatch):
         qtbot.waitUntil(nothing_kept, timeout=RUN_TIMEOUT_MS)
         wait_idle(qtbot, widget)
         widget = make_widget(viewer, iterations="200,200", prealign="none")
+    # Closing the viewer: napari tells every worker to quit, which leaves its generator
+    # suspended; the widget closes it once the worker has finished.
+    widget.start()
+    qtbot.waitUntil(lambda: kept_bytes() > 0, timeout=RUN_TIMEOUT_MS)
+    viewer.close()
+    qtbot.waitUntil(nothing_kept, timeout=RUN_TIMEOUT_MS)

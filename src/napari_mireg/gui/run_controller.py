@@ -48,7 +48,7 @@ class RunController(QObject):
     Signals
     -------
     frame_arrived(Frame)
-        Each Frame of the run, in the main thread.
+        Each Frame of the run, in the main thread, until the run is told to stop.
     result_ready(RunSummary)
         The run ended by itself (not emitted for a cancelled or failed run).
     failed(Exception)
@@ -96,7 +96,7 @@ class RunController(QObject):
         self.worker = thread_worker(
             _delegate,
             connect={
-                "yielded": self.frame_arrived.emit,
+                "yielded": self._yielded,
                 "returned": self._returned,
                 "errored": self._failed,
                 "finished": self._finished,
@@ -125,6 +125,12 @@ class RunController(QObject):
         """Resume a paused run."""
         if self.worker is not None:
             self.worker.resume()
+
+    def _yielded(self, frame):
+        # A run told to stop (Cancel, or napari closing its viewer) shows no more frames.
+        worker = self.worker
+        if worker is not None and not (self._stop.is_set() or worker.abort_requested):
+            self.frame_arrived.emit(frame)
 
     def _returned(self, summary):
         if not self._stop.is_set():  # a stopped run returns nothing to show
