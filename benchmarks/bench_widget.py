@@ -26,7 +26,7 @@ from qtpy.QtWidgets import QApplication
 from testdata import deformed_pair, synthseg_tissue_labels, warp_linear
 
 from napari_mireg import register
-from napari_mireg.gui import widget as _widget
+from napari_mireg.gui import run_controller
 from napari_mireg.gui.display import labels_colormap, layer_kwargs, layer_volume, to_display
 from napari_mireg.gui.frames import Frame
 from napari_mireg.gui.sample import sample_pair
@@ -101,7 +101,7 @@ def responsiveness(seconds, live=True, engine=True):
     loop; `engine` False replays frames without registering, which leaves the drawing's.
     """
     if not engine:
-        with mock.patch.object(_widget, "run_and_summarise", replayed_frames):
+        with mock.patch.object(run_controller, "run_and_summarise", replayed_frames):
             return _probe_while_running(seconds, live, "frames replayed, no engine")
     return _probe_while_running(seconds, live, f"live images {'on' if live else 'off'}")
 
@@ -123,7 +123,7 @@ def _probe_while_running(seconds, live, what):
     )
     widget = RegistrationWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    widget.prealign.setCurrentText("none")
+    widget.options_form.control("prealign").setCurrentText("none")
     widget.activity_progress.setChecked(False)
     widget.live_images.setChecked(live)
     window_size = fill_screen(viewer)
@@ -137,10 +137,10 @@ def _probe_while_running(seconds, live, what):
     widget.start()  # creates the live layers (its own time is printed apart)
     run_handler = time.perf_counter() - started
     wait(seconds)
-    frames = widget._frames_seen
+    frames = widget.scheduler.frames_seen
     cancelled = len(ticks)
     widget.cancel()
-    wait(until=lambda: widget.worker is None)
+    wait(until=lambda: not widget.runner.running)
     wait(0.5)
     probe.stop()
     gaps = np.diff(ticks[:cancelled]) * 1000
@@ -166,26 +166,26 @@ def first_frame_and_overhead(iterations, activity, repeats):
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     widget = RegistrationWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    widget.iterations.setText(",".join(map(str, iterations)))
+    widget.options_form.control("level_iters").setText(",".join(map(str, iterations)))
     widget.activity_progress.setChecked(activity)
     fixed = layer_volume(viewer.layers["fixed_t1"])
     moving = layer_volume(viewer.layers["moving_t2"])
     first_frames, slowdowns = [], []
     for _ in range(repeats):
         widget.start()
-        wait(until=lambda: widget.worker is None)
+        wait(until=lambda: not widget.runner.running)
         in_widget = widget.result.timings["syn"]
         plain = register(
             fixed, moving, prealign=widget.result.prealignment.matrix, level_iters=tuple(iterations)
         ).timings["syn"]
-        first_frames.append(widget.first_frame_seconds * 1000)
+        first_frames.append(widget.scheduler.first_frame_seconds * 1000)
         slowdowns.append(100 * (in_widget / plain - 1))
     print(
         f"2 mm sample pair, activity-dock progress {'on' if activity else 'off'}, "
         f"{repeats} runs: first live frame {np.median(first_frames):.0f} ms after Run "
         f"(max {max(first_frames):.0f}); drawing costs the engine "
         f"{np.median(slowdowns):+.1f} % (median; {min(slowdowns):+.1f} to "
-        f"{max(slowdowns):+.1f} %), {widget._frames_seen} frames a run"
+        f"{max(slowdowns):+.1f} %), {widget.scheduler.frames_seen} frames a run"
     )
     viewer.close()
 

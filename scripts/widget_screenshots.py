@@ -67,16 +67,17 @@ def main():
     widget.start()
     # The live view (contours, overlay, plots) during the second level. Frames are made
     # more often than in real use, so that one is drawn there whatever the machine's speed.
-    widget._pacing.share, widget._pacing.min_interval = 0.5, 0.2
+    widget.scheduler.pacing.share, widget.scheduler.pacing.min_interval = 0.5, 0.2
     # The status line names the level; levels stop early once they converge, so the view is
     # taken once the second level runs rather than after a count of iterations.
-    wait(lambda: widget.worker is None or "Level 2/3" in widget.status.text())
-    if widget.worker is not None:
-        widget.worker.pause()
-        wait(lambda: widget.worker.is_paused)
+    runner = widget.runner
+    wait(lambda: not runner.running or "Level 2/3" in widget.reporter.status.text())
+    if runner.running:
+        runner.pause()
+        wait(lambda: runner.is_paused)
         shoot(viewer, "2-live", suffix)
-        widget.worker.resume()
-    wait(lambda: widget.worker is None)
+        runner.resume()
+    wait(lambda: not runner.running)
 
     # The results, with the left lateral ventricle's row clicked.
     table = widget.results.table
@@ -96,9 +97,9 @@ def main():
         if button.text() == "Overlay":
             button.click()
 
-    jacobian = viewer.layers[widget.layer_name(JACOBIAN)]
+    jacobian = viewer.layers[widget.run_layers.name(JACOBIAN)]
     for layer in viewer.layers:
-        if layer.name != widget.layer_name(WARPED_LABELS):
+        if layer.name != widget.run_layers.name(WARPED_LABELS):
             layer.visible = layer is jacobian
     viewer.layers.selection.active = jacobian
     shoot(viewer, "5-jacobian", suffix)

@@ -1,5 +1,6 @@
 """The live-view generator (no Qt): frame order, pacing, the Result, thread priority."""
 
+import inspect
 import math
 import os
 import sys
@@ -11,6 +12,7 @@ import pytest
 from scipy import ndimage
 from testdata import blobs
 
+from napari_mireg.engine.buffers import kept_bytes, open_scopes
 from napari_mireg.engine.registration import Result
 from napari_mireg.engine.transforms import as_volume
 from napari_mireg.gui import frames as frames_module
@@ -21,6 +23,7 @@ from napari_mireg.gui.frames import (
     live_frames,
     lower_thread_priority,
     run_and_summarise,
+    until_stopped,
 )
 from napari_mireg.options import RegistrationOptions
 
@@ -86,6 +89,53 @@ def test_closing_the_frames_closes_the_engine_at_once(monkeypatch, live_run, fra
     assert engines[0].gi_frame is not None  # running, held here so never collected
     steps.close()
     assert engines[0].gi_frame is None  # closed by the frames' close, not by collection
+
+
+def test_closing_the_live_view_closes_the_engine_and_its_buffer_scope(live_run, monkeypatch):
+    from napari_mireg.gui import frames
+
+    engines = []  # held here, as a traceback or a worker would hold them
+
+    def recorded(*args, **kwargs):
+        engines.append(frames.register_steps.__wrapped__(*args, **kwargs))
+        return engines[-1]
+
+    recorded.__wrapped__ = frames.register_steps
+    monkeypatch.setattr(frames, "register_steps", recorded)
+    steps = live_frames(live_run, Pacing(min_interval=math.inf))
+    while next(steps).stage != "syn":
+        pass
+    assert open_scopes() == 1  # the SyN reuses its buffers while it iterates
+    steps.close()
+    assert inspect.getgeneratorstate(engines[0]) == inspect.GEN_CLOSED
+    assert open_scopes() == 0 and kept_bytes() == 0
+
+
+def test_a_stopped_run_ends_at_its_next_step_and_closes_the_engine(live_run):
+    stop = threading.Event()
+    live = live_frames(live_run, Pacing(min_interval=math.inf))  # held here, as by a worker
+    steps = until_stopped(live, stop)
+    stages = []
+    while True:
+        try:
+            frame = next(steps)
+        except StopIteration as finished:
+            assert finished.value is None  # a stopped run has no Result
+            break
+        stages.append(frame.stage)
+        if frame.stage == "syn":
+            assert open_scopes() == 1
+            stop.set()
+    assert stages.count("syn") == 1 and stages[-1] == "syn"
+    assert inspect.getgeneratorstate(live) == inspect.GEN_CLOSED
+    assert open_scopes() == 0 and kept_bytes() == 0
+    # Not stopped, it hands over the run's Result.
+    _, result = run_all(live_run, Pacing(min_interval=math.inf))
+    steps = until_stopped(live_frames(live_run, Pacing(min_interval=math.inf)), threading.Event())
+    with pytest.raises(StopIteration) as finished:
+        while True:
+            next(steps)
+    assert finished.value.value.energies == pytest.approx(result.energies)
 
 
 def test_heavy_syn_frames_carry_the_update_on_the_fixed_grid(live_run):

@@ -14,8 +14,10 @@ from qtpy.QtCore import Qt  # noqa: E402
 from qtpy.QtWidgets import QScrollArea  # noqa: E402
 
 from napari_mireg import files
+from napari_mireg.gui import frame_scheduler as _scheduler  # noqa: E402
 from napari_mireg.gui import frames as _frames  # noqa: E402
-from napari_mireg.gui import widget as _widget
+from napari_mireg.gui import progress as _progress  # noqa: E402
+from napari_mireg.gui import widget as _widget  # noqa: E402
 from napari_mireg.gui.display import to_display  # noqa: E402
 from napari_mireg.gui.live_layers import (  # noqa: E402
     CHECKERBOARD,
@@ -50,7 +52,7 @@ def every_frame_heavy(monkeypatch):
     """Every SyN iteration gives a heavy frame (the pacing of a real run depends on the
     machine's speed; a short test run could otherwise end before one is due).
     """
-    monkeypatch.setattr(_widget, "Pacing", lambda: _frames.Pacing(share=1.0, min_interval=0.0))
+    monkeypatch.setattr(_scheduler, "Pacing", lambda: _frames.Pacing(share=1.0, min_interval=0.0))
 
 
 def make_widget(viewer, iterations="8,4", prealign="rigid"):
@@ -62,15 +64,9 @@ def make_widget(viewer, iterations="8,4", prealign="rigid"):
 
 
 def record_frames(widget):
-    """Keep every Frame the widget is given (the worker connects to `show_frame` on start)."""
+    """Keep every Frame the widget is given from now on."""
     frames = []
-    show = widget.show_frame
-
-    def recording(frame):
-        frames.append(frame)
-        show(frame)
-
-    widget.show_frame = recording
+    widget.runner.frame_arrived.connect(frames.append)
     return frames
 
 
@@ -83,7 +79,7 @@ def run_to_end(qtbot, widget):
 
 def wait_idle(qtbot, widget):
     """Wait until the run has ended (the worker's signals may come before any connection)."""
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=RUN_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=RUN_TIMEOUT_MS)
 
 
 def test_widget_runs_live_and_shows_results(
@@ -92,16 +88,16 @@ def test_widget_runs_live_and_shows_results(
     viewer = viewer_with_pair
     bars = []
 
-    class RecordedProgress(_widget.progress):
+    class RecordedProgress(_progress.progress):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             bars.append(self)
 
-    monkeypatch.setattr(_widget, "progress", RecordedProgress)
+    monkeypatch.setattr(_progress, "progress", RecordedProgress)
     widget = make_widget(viewer)
-    assert widget.fixed_choice.currentText() == "fixed_t1"
-    assert widget.moving_choice.currentText() == "moving_t2"
-    assert widget.moving_labels_choice.currentText() == "moving_synthseg"
+    assert widget.inputs.fixed_choice.currentText() == "fixed_t1"
+    assert widget.inputs.moving_choice.currentText() == "moving_t2"
+    assert widget.inputs.moving_labels_choice.currentText() == "moving_synthseg"
     frames = run_to_end(qtbot, widget)
 
     assert frames[0].stage == "start" and frames[0].warped is not None
@@ -109,32 +105,32 @@ def test_widget_runs_live_and_shows_results(
     assert heavy and heavy[0].update_magnitude.max() > 0
     # Every level's update is shown on the fixed grid, so its layer never changes shape.
     assert {f.update_magnitude.shape for f in heavy} == {viewer.layers["fixed_t1"].data.shape}
-    assert len(widget.energies) == sum(1 for f in frames if f.energy is not None) >= 6
-    assert widget.result is not None and widget.status.text() == "Done"
+    assert len(widget.reporter.energies) == sum(1 for f in frames if f.energy is not None) >= 6
+    assert widget.result is not None and widget.reporter.status.text() == "Done"
     # napari's activity dock had a bar for the run, moved with the drawn frames, then closed.
-    assert len(bars) == 1 and bars[0].total == widget.progress.maximum()
+    assert len(bars) == 1 and bars[0].total == widget.reporter.bar.maximum()
     assert 0 < bars[0].n <= bars[0].total and bars[0].disable
     assert widget.result.mi_after > widget.result.mi_before
     # The run's layers are named after it.
     for base in (WARPED, WARPED_LABELS, UPDATE, JACOBIAN, DISPLACEMENT, FIXED_CONTOURS):
         assert f"{base} (run 1)" in viewer.layers
-    warped = viewer.layers[widget.layer_name(WARPED)]
+    warped = viewer.layers[widget.run_layers.name(WARPED)]
     fixed = viewer.layers["fixed_t1"]
     assert warped.data.shape == fixed.data.shape
     np.testing.assert_allclose(warped.scale, fixed.scale)
     assert warped.data.max() > 0
-    warped_labels = viewer.layers[widget.layer_name(WARPED_LABELS)]
+    warped_labels = viewer.layers[widget.run_layers.name(WARPED_LABELS)]
     assert set(np.unique(warped_labels.data)) >= {2, 3, 41, 42}
     # det J: a diverging colour map, white at 1 (the middle of the contrast limits).
-    jacobian = viewer.layers[widget.layer_name(JACOBIAN)]
+    jacobian = viewer.layers[widget.run_layers.name(JACOBIAN)]
     assert tuple(jacobian.contrast_limits) == (0.0, 2.0)
     low, middle, high = jacobian.colormap.map(np.array([0.0, 0.5, 1.0]))[:, :3]
     assert np.all(middle > 0.95) and low[2] > low[0] and high[0] > high[2]
     histogram = widget.plots.histogram
     assert histogram.shape == (32, 32) and np.ptp(histogram) > 1
-    assert np.array_equal(widget.plots.values, widget.energies)
+    assert np.array_equal(widget.plots.values, widget.reporter.energies)
     low, high = widget.plots.y_limits
-    assert low <= min(widget.energies) and max(widget.energies) <= high
+    assert low <= min(widget.reporter.energies) and max(widget.reporter.energies) <= high
     # The plots are painted: the histogram panel shows many colours, the curve its own.
     widget.tabs.setCurrentWidget(widget.plots)
     painted = widget.plots.grab().toImage()
@@ -188,12 +184,12 @@ def test_widget_runs_live_and_shows_results(
 
     # Continue refines from the current map with more finest-level iterations, in the
     # same run's layers.
-    before = len(widget.energies)
-    widget.more_iterations.setValue(3)
+    before = len(widget.reporter.energies)
+    widget.buttons.more_iterations.setValue(3)
     widget.start(continue_from=widget.summary)
     wait_idle(qtbot, widget)
-    assert len(widget.energies) == before + 3 and widget.status.text() == "Done"
-    assert widget.layer_name(WARPED) == "warped moving (run 1)"
+    assert len(widget.reporter.energies) == before + 3 and widget.reporter.status.text() == "Done"
+    assert widget.run_layers.name(WARPED) == "warped moving (run 1)"
 
 
 def test_live_layers_take_frames_in_place(viewer_with_pair):
@@ -240,15 +236,21 @@ def test_cancel_stops_within_an_iteration_and_shows_no_stale_results(
     # The new run clears the last one's results at once.
     assert widget.results.table.rowCount() == 0 and "Dice" not in widget.results.text.text()
     qtbot.waitUntil(lambda: any(f.stage == "syn" for f in frames), timeout=RUN_TIMEOUT_MS)
-    assert widget.run_button.text() == "Cancel"
-    with qtbot.waitSignal(worker.finished, timeout=5_000):
-        widget.run_button.click()
-    assert widget.status.text() == "Cancelled" and widget.result is None
+    assert widget.buttons.run_button.text() == "Cancel"
+    made = []  # every Frame as the worker makes it (frames arrive later, queued)
+    worker.yielded.connect(made.append, Qt.ConnectionType.DirectConnection)
+    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
+        widget.buttons.run_button.click()
+        made_before_cancel = len(made)
+    assert widget.reporter.status.text() == "Cancelled" and widget.result is None
     assert widget.results.table.rowCount() == 0
     assert "cancelled" in widget.results.text.text() and "Dice" not in widget.results.text.text()
     assert not any(button.isEnabled() for button in widget.results.export_buttons)
-    assert widget.run_button.text() == "Run" and not widget.continue_button.isEnabled()
-    assert len(frames) < 50
+    assert (
+        widget.buttons.run_button.text() == "Run" and not widget.buttons.continue_button.isEnabled()
+    )
+    assert len(made) - made_before_cancel <= 1  # at most the iteration under way
+    assert frames[-1].stage == "syn" and frames[-1].iteration < 199
     assert list(tmp_path.iterdir()) == []
     viewer.add_image(np.ones((4, 4)), name="still usable")
     assert "still usable" in viewer.layers
@@ -259,12 +261,15 @@ def test_pause_says_paused(viewer_with_pair, qtbot):
     frames = record_frames(widget)
     worker = widget.start()
     qtbot.waitUntil(lambda: any(f.stage == "syn" for f in frames), timeout=RUN_TIMEOUT_MS)
-    with qtbot.waitSignal(worker.paused, timeout=10_000):
-        widget.pause_button.click()
-    assert widget.status.text().startswith("Paused") and widget.pause_button.text() == "Resume"
-    with qtbot.waitSignal(worker.finished, timeout=10_000):
-        widget.run_button.click()  # Cancel while paused
-    assert widget.status.text() == "Cancelled"
+    with qtbot.waitSignal(worker.paused, timeout=RUN_TIMEOUT_MS):
+        widget.buttons.pause_button.click()
+    assert (
+        widget.reporter.status.text().startswith("Paused")
+        and widget.buttons.pause_button.text() == "Resume"
+    )
+    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
+        widget.buttons.run_button.click()  # Cancel while paused
+    assert widget.reporter.status.text() == "Cancelled"
 
 
 def test_bad_starts_are_refused_with_a_message(viewer_with_pair, qtbot, monkeypatch):
@@ -272,40 +277,67 @@ def test_bad_starts_are_refused_with_a_message(viewer_with_pair, qtbot, monkeypa
     monkeypatch.setattr(_widget, "show_error", shown.append)
     viewer = viewer_with_pair
     widget = make_widget(viewer)
-    widget.moving_choice.setCurrentText("fixed_t1")
-    assert widget.start() is None and widget.worker is None
+    widget.inputs.moving_choice.setCurrentText("fixed_t1")
+    assert widget.start() is None and not widget.runner.running
     assert "same layer" in shown[-1] and "fixed_t1" in shown[-1]
-    assert widget.status.text().startswith("Not started") and "same layer" in widget.status.text()
+    assert (
+        widget.reporter.status.text().startswith("Not started")
+        and "same layer" in widget.reporter.status.text()
+    )
 
-    widget.moving_choice.setCurrentText("moving_t2")
+    widget.inputs.moving_choice.setCurrentText("moving_t2")
     viewer.add_labels(np.zeros((5, 6, 7), np.int32), name="small labels")
-    widget.moving_labels_choice.setCurrentText("small labels")
+    widget.inputs.moving_labels_choice.setCurrentText("small labels")
     assert widget.start() is None
     assert "not on the grid of the moving image" in shown[-1]
 
-    widget.moving_labels_choice.setCurrentText("moving_synthseg")
+    widget.inputs.moving_labels_choice.setCurrentText("moving_synthseg")
     viewer.add_image(np.full((20, 20, 20), 3.0, np.float32), name="constant")
-    widget.moving_choice.setCurrentText("constant")
-    widget.moving_labels_choice.setCurrentText("(none)")
+    widget.inputs.moving_choice.setCurrentText("constant")
+    widget.inputs.moving_labels_choice.setCurrentText("(none)")
     widget.start()
     wait_idle(qtbot, widget)
     assert "Registration failed" in shown[-1] and "constant" in shown[-1]
-    assert widget.run_button.text() == "Run" and widget.status.text().startswith("Failed")
+    assert widget.buttons.run_button.text() == "Run" and widget.reporter.status.text().startswith(
+        "Failed"
+    )
     viewer.add_image(np.ones((30, 30), np.float32), name="flat 2D")
-    widget.moving_choice.setCurrentText("flat 2D")
+    widget.inputs.moving_choice.setCurrentText("flat 2D")
     assert widget.start() is None
     assert "3D but flat 2D is 2D" in shown[-1]
 
 
+def test_docked_from_the_plugins_menu_the_same_layer_twice_is_refused(
+    viewer_with_pair, monkeypatch
+):
+    """A widget docked from napari's Plugins menu gets a proxy of the viewer, whose
+    lookups make a new proxy of a layer each time: the layers are compared as layers.
+    """
+    shown = []
+    monkeypatch.setattr(_widget, "show_error", shown.append)
+    viewer = viewer_with_pair
+    _, widget = viewer.window.add_plugin_dock_widget("napari-mireg", "MI-SyN registration")
+    assert isinstance(widget, RegistrationWidget) and widget.viewer is not viewer
+    assert widget.viewer.layers["fixed_t1"] is not widget.viewer.layers["fixed_t1"]
+    widget.inputs.moving_choice.setCurrentText("fixed_t1")
+    for labels in ("moving_synthseg", "(none)"):  # with labels the grid was blamed
+        widget.inputs.moving_labels_choice.setCurrentText(labels)
+        assert widget.start() is None and not widget.runner.running
+        assert shown[-1] == (
+            "Cannot register: the fixed and moving images are the same layer (fixed_t1): "
+            "choose two images"
+        )
+
+
 def test_none_label_choices_survive_a_run(viewer_with_pair, qtbot):
     widget = make_widget(viewer_with_pair, iterations="3", prealign="none")
-    widget.fixed_labels_choice.setCurrentText("(none)")
-    widget.moving_labels_choice.setCurrentText("(none)")
+    widget.inputs.fixed_labels_choice.setCurrentText("(none)")
+    widget.inputs.moving_labels_choice.setCurrentText("(none)")
     run_to_end(qtbot, widget)
-    assert widget.fixed_labels_choice.currentText() == "(none)"
-    assert widget.moving_labels_choice.currentText() == "(none)"
+    assert widget.inputs.fixed_labels_choice.currentText() == "(none)"
+    assert widget.inputs.moving_labels_choice.currentText() == "(none)"
     assert widget.job.moving_labels is None and widget.table is None
-    assert widget.layer_name(WARPED_LABELS) not in viewer_with_pair.layers
+    assert widget.run_layers.name(WARPED_LABELS) not in viewer_with_pair.layers
     widget.start()  # the next run too
     assert widget.job.moving_labels is None
     wait_idle(qtbot, widget)
@@ -315,7 +347,7 @@ def test_ants_iterations_are_accepted(viewer_with_pair, qtbot):
     widget = make_widget(viewer_with_pair, iterations="5x3", prealign="none")
     assert widget.options().level_iters == (5, 3)
     run_to_end(qtbot, widget)
-    assert widget.status.text() == "Done" and 2 <= len(widget.energies) <= 8
+    assert widget.reporter.status.text() == "Done" and 2 <= len(widget.reporter.energies) <= 8
 
 
 def test_a_table_row_click_selects_its_label_and_centres_the_view(viewer_with_pair, qtbot):
@@ -327,7 +359,7 @@ def test_a_table_row_click_selects_its_label_and_centres_the_view(viewer_with_pa
     row = next(r for r in range(table.rowCount()) if table.item(r, 0).text() == "4")
     rect = table.visualItemRect(table.item(row, 1))
     qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
-    labels = viewer.layers[widget.layer_name(WARPED_LABELS)]
+    labels = viewer.layers[widget.run_layers.name(WARPED_LABELS)]
     assert labels.selected_label == 4 and labels.show_selected_label
     # The view moved to the label's centre (Left-Lateral-Ventricle): the slice shows it.
     fixed_labels = viewer.layers["fixed_synthseg"]
@@ -335,7 +367,7 @@ def test_a_table_row_click_selects_its_label_and_centres_the_view(viewer_with_pa
     assert np.count_nonzero(fixed_labels.data[voxel[0]] == 4) > 0
     centre = np.argwhere(fixed_labels.data == 4).mean(axis=0)
     world = fixed_labels.data_to_world(centre)
-    assert np.allclose(viewer.camera.center[-2:], world[-2:], atol=2 * max(labels.scale))
+    assert np.allclose(viewer.scene.camera.center[-2:], world[-2:], atol=2 * max(labels.scale))
     # A second click shows every label again.
     qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
     assert not labels.show_selected_label
@@ -374,17 +406,17 @@ def test_a_uint8_t1_opens_as_an_image_and_synthseg_values_as_labels(make_napari_
 
     # The user can overrule the decision, at opening or afterwards in the widget.
     widget = make_widget(viewer)
-    (forced,) = widget.open_files([tmp_path / "brain.mgz"], "labels")
+    (forced,) = widget.inputs.open_files([tmp_path / "brain.mgz"], "labels")
     assert forced._type_string == "labels"
     assert forced.name in [
-        widget.convert_choice.itemText(i) for i in range(widget.convert_choice.count())
+        widget.tools.convert_choice.itemText(i) for i in range(widget.tools.convert_choice.count())
     ]
-    image = widget.convert_layer(forced.name)
+    image = widget.tools.convert_layer(forced.name)
     assert image._type_string == "image" and viewer.layers[forced.name] is image
     assert forced.name in [
-        widget.fixed_choice.itemText(i) for i in range(widget.fixed_choice.count())
+        widget.inputs.fixed_choice.itemText(i) for i in range(widget.inputs.fixed_choice.count())
     ]
-    back = widget.convert_layer(image.name)
+    back = widget.tools.convert_layer(image.name)
     assert back._type_string == "labels" and np.array_equal(back.data, forced.data)
 
 
@@ -426,7 +458,7 @@ def test_the_det_j_layer_saves_on_the_fixed_files_grid(viewer_with_pair, qtbot, 
     viewer = viewer_with_pair
     widget = make_widget(viewer, iterations="3", prealign="rigid")
     run_to_end(qtbot, widget)
-    jacobian = viewer.layers[widget.layer_name(JACOBIAN)]
+    jacobian = viewer.layers[widget.run_layers.name(JACOBIAN)]
     path = tmp_path / "detj.nii.gz"
     assert jacobian.save(str(path), plugin="napari-mireg")
     saved = nib.load(path)
@@ -466,9 +498,10 @@ def test_during_a_run_inputs_labels_are_hidden_and_warped_labels_are_contours(
         lambda: any(f.stage == "syn" and f.warped is not None for f in frames),
         timeout=RUN_TIMEOUT_MS,
     )
-    with qtbot.waitSignal(worker.paused, timeout=10_000):
+    with qtbot.waitSignal(worker.paused, timeout=RUN_TIMEOUT_MS):
         worker.pause()
-    qtbot.wait(300)  # the frame's last steps and the repaint
+    # The frame's last step (the progress) is done: its images are in their layers.
+    qtbot.waitUntil(lambda: "Level" in widget.reporter.status.text(), timeout=RUN_TIMEOUT_MS)
     viewer.dims.set_point(0, viewer.layers["fixed_t1"].translate[0] + 40 * 2.0)
     # Saturated label colours (white matter's near-white is also a bright image voxel).
     colours = [
@@ -478,22 +511,20 @@ def test_during_a_run_inputs_labels_are_hidden_and_warped_labels_are_contours(
     ]
     assert not viewer.layers["fixed_synthseg"].visible
     assert not viewer.layers["moving_synthseg"].visible
-    warped_labels = viewer.layers[widget.layer_name(WARPED_LABELS)]
+    warped_labels = viewer.layers[widget.run_layers.name(WARPED_LABELS)]
     assert warped_labels.contour > 0 and warped_labels.visible
     contours = label_pixels(viewer, colours)
     warped_labels.visible = False
-    qtbot.wait(100)
     without = label_pixels(viewer, colours)  # the input label layers are not drawn
     warped_labels.contour = 0
     warped_labels.visible = True
-    qtbot.wait(100)
     filled = label_pixels(viewer, colours)
     assert filled.mean() > 0.02
     assert without.sum() < 0.01 * filled.sum()
     # Contours: drawn, and most of the label area shows the image under them.
     assert contours.sum() > 0.03 * filled.sum()
     assert (contours & filled).sum() < 0.5 * filled.sum()
-    with qtbot.waitSignal(worker.finished, timeout=10_000):
+    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
         widget.cancel()
 
 
@@ -501,12 +532,12 @@ def test_the_view_switches_between_overlay_checkerboard_and_flicker(viewer_with_
     viewer = viewer_with_pair
     widget = make_widget(viewer, iterations="3", prealign="none")
     run_to_end(qtbot, widget)
-    warped = viewer.layers[widget.layer_name(WARPED)]
+    warped = viewer.layers[widget.run_layers.name(WARPED)]
     assert warped.visible and warped.colormap.name == "magenta" and warped.opacity == 0.4
     assert viewer.layers["fixed_t1"].colormap.name == "gray"
     buttons = {button.text(): button for button in widget.mode_buttons.buttons()}
     buttons["Checkerboard"].click()
-    checker = viewer.layers[widget.layer_name(CHECKERBOARD)]
+    checker = viewer.layers[widget.run_layers.name(CHECKERBOARD)]
     assert checker.visible and not warped.visible
     fixed = viewer.layers["fixed_t1"]
     tiles = checker.data
@@ -516,13 +547,17 @@ def test_the_view_switches_between_overlay_checkerboard_and_flicker(viewer_with_
     from_fixed = np.isclose(tiles, _normalised(fixed.data, fixed.contrast_limits))
     from_warped = np.isclose(tiles, _normalised(warped.data, warped.contrast_limits))
     assert 0.3 < from_fixed.mean() and 0.3 < from_warped.mean()
+    # Made while the fixed image was selected, the checkerboard leaves it selected, also
+    # once hidden again.
+    assert viewer.layers.selection.active is fixed
+    buttons["Overlay"].click()
+    assert not checker.visible and viewer.layers.selection.active is fixed
     buttons["Flicker"].click()
     assert not checker.visible
     seen = set()
-    qtbot.waitUntil(lambda: seen.add(warped.visible) or len(seen) == 2, timeout=3_000)
+    qtbot.waitUntil(lambda: seen.add(warped.visible) or len(seen) == 2, timeout=RUN_TIMEOUT_MS)
     buttons["Overlay"].click()
-    qtbot.wait(1_000)
-    assert warped.visible and warped.colormap.name == "magenta"
+    assert warped.visible and warped.colormap.name == "magenta" and not widget.view.flickering
 
 
 def test_prealignment_moves_the_progress(monkeypatch, brain_pair):
@@ -581,28 +616,28 @@ def test_without_live_images_only_the_plots_move(viewer_with_pair, qtbot, monkey
     """Live images off: the SyN frames carry the energy and histogram but no images, and
     still move the plots during the run; the result layers come at the end.
     """
-    monkeypatch.setattr(_widget, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(_scheduler, "PROGRESS_SECONDS", 0.0)
     widget = make_widget(viewer_with_pair, iterations="6,3")
     widget.live_images.setChecked(False)
     curve_lengths = []
-    draw = widget._draw_plots
+    draw = widget.plots.show_data
     monkeypatch.setattr(
-        widget,
-        "_draw_plots",
-        lambda histogram: (
-            curve_lengths.append(len(widget.energies) if widget.result is None else None),
-            draw(histogram),
+        widget.plots,
+        "show_data",
+        lambda histogram, values, planned: (
+            curve_lengths.append(len(values) if widget.result is None else None),
+            draw(histogram, values, planned),
         ),
     )
     frames = run_to_end(qtbot, widget)
     syn = [f for f in frames if f.stage == "syn"]
-    assert len(syn) == len(widget.energies) >= 6
+    assert len(syn) == len(widget.reporter.energies) >= 6
     assert all(f.warped is None and f.joint_histogram is not None for f in syn)
     during_run = [n for n in curve_lengths if n is not None]
     assert len(during_run) >= 3 and during_run == sorted(during_run) and during_run[0] >= 1
-    assert np.array_equal(widget.plots.values, widget.energies)
-    assert widget.status.text() == "Done"
-    assert viewer_with_pair.layers[widget.layer_name(WARPED)].data.max() > 0
+    assert np.array_equal(widget.plots.values, widget.reporter.energies)
+    assert widget.reporter.status.text() == "Done"
+    assert viewer_with_pair.layers[widget.run_layers.name(WARPED)].data.max() > 0
 
 
 def test_the_panel_fits_a_1280x800_screen(make_napari_viewer):
@@ -625,12 +660,69 @@ def test_clean_runs_in_the_background_and_adds_a_layer(viewer_with_pair, qtbot):
     widget = make_widget(viewer)
     labels = viewer.layers["moving_synthseg"]
     labels.data[40, 40:43, 40:43] = 41  # an island of right white matter
-    worker = widget.clean_layer("moving_synthseg")
-    assert worker is not None and not widget.cleanup_button.isEnabled()
-    qtbot.waitUntil(lambda: widget._cleaning is None, timeout=60_000)
+    worker = widget.tools.clean_layer("moving_synthseg")
+    assert worker is not None and not widget.tools.cleanup_button.isEnabled()
+    qtbot.waitUntil(lambda: widget.tools.cleaning is None, timeout=60_000)
     cleaned = viewer.layers["moving_synthseg cleaned"]
-    assert cleaned.data.shape == labels.data.shape and widget.cleanup_button.isEnabled()
-    changed = {c.label: c for c in widget.last_cleanup}
+    assert cleaned.data.shape == labels.data.shape and widget.tools.cleanup_button.isEnabled()
+    changed = {c.label: c for c in widget.tools.last_cleanup}
     assert changed[41].island_voxels >= 9
     assert np.array_equal(cleaned.scale, labels.scale)
-    assert widget.clean_layer("fixed_t1") is None  # an image is refused
+    assert widget.tools.clean_layer("fixed_t1") is None  # an image is refused
+
+
+def test_no_buffer_scope_outlives_a_run(viewer_with_pair, qtbot, monkeypatch):
+    """Cancel, a new Run, a failed run, closing the widget and closing the viewer each
+    close the engine's generator, and with it the SyN's buffer-reuse scope: one left open
+    would keep up to 1 GiB of freed fields for the rest of the process.
+    """
+    from napari_mireg.engine.buffers import kept_bytes, open_scopes
+
+    def nothing_kept():
+        return open_scopes() == 0 and kept_bytes() == 0
+
+    viewer = viewer_with_pair
+    widget = make_widget(viewer, iterations="3", prealign="none")
+    run_to_end(qtbot, widget)  # a run to its end first: later runs share its process
+    assert nothing_kept()
+
+    widget.options_form.control("level_iters").setText("200,200")
+    for event in ("Cancel", "a new Run"):
+        widget.start()
+        qtbot.waitUntil(lambda: open_scopes() > 0, timeout=RUN_TIMEOUT_MS)
+        assert open_scopes() == 1, event  # no scope of an earlier run is still open
+        qtbot.waitUntil(lambda: kept_bytes() > 0, timeout=RUN_TIMEOUT_MS)
+        widget.cancel()
+        wait_idle(qtbot, widget)
+        assert widget.reporter.status.text() == "Cancelled"
+        assert nothing_kept(), event
+
+    # A run that fails in the live view while the SyN is in its scope.
+    made = _frames.Frame
+
+    def failing_frame(stage, *args, **kwargs):
+        if stage == "syn" and kwargs.get("iteration", -1) >= 2:
+            raise RuntimeError("no memory left for a frame")
+        return made(stage, *args, **kwargs)
+
+    monkeypatch.setattr(_frames, "Frame", failing_frame)
+    widget.start()
+    wait_idle(qtbot, widget)
+    assert widget.reporter.status.text() == "Failed: no memory left for a frame"
+    assert nothing_kept()
+    monkeypatch.setattr(_frames, "Frame", made)
+
+    # Closing the panel mid-run: the dock's close button, and close() on a floating one.
+    for close in (viewer.window.remove_dock_widget, lambda widget: widget.close()):
+        widget.start()
+        qtbot.waitUntil(lambda: kept_bytes() > 0, timeout=RUN_TIMEOUT_MS)
+        close(widget)
+        qtbot.waitUntil(nothing_kept, timeout=RUN_TIMEOUT_MS)
+        wait_idle(qtbot, widget)
+        widget = make_widget(viewer, iterations="200,200", prealign="none")
+    # Closing the viewer: napari tells every worker to quit, which leaves its generator
+    # suspended; the widget closes it once the worker has finished.
+    widget.start()
+    qtbot.waitUntil(lambda: kept_bytes() > 0, timeout=RUN_TIMEOUT_MS)
+    viewer.close()
+    qtbot.waitUntil(nothing_kept, timeout=RUN_TIMEOUT_MS)

@@ -42,6 +42,14 @@ def reused_buffers(limit: int = KEEP_BYTES) -> Iterator[None]:
             _buffers.restore(previous, limit if _open_scopes else 0)
 
 
+def open_scopes() -> int:
+    """How many `reused_buffers` scopes are open now, in any thread (0 when no registration
+    runs: a scope left open keeps up to `KEEP_BYTES` for the rest of the process).
+    """
+    with _lock:
+        return _open_scopes
+
+
 def kept_bytes() -> int:
     """Bytes of freed blocks held for reuse now (0 outside every scope)."""
     return _buffers.kept_bytes()

@@ -219,6 +219,32 @@ def run_and_summarise(run, pacing=None):
     return summarise(run, result)
 
 
+def until_stopped(steps, stop):
+    """Yield from the generator `steps` until it ends or `stop` is set; returns its value
+    (None when stopped).
+
+    `steps` is closed on the way out, in the thread that ran it, so that the engine's
+    scopes (the SyN's reused buffers) end where they began; a worker that is merely told to
+    quit leaves its generator suspended, and whatever the engine holds with it.
+
+    Parameters
+    ----------
+    steps : generator
+    stop : threading.Event
+        Looked at before each step.
+    """
+    try:
+        while not stop.is_set():
+            try:
+                item = next(steps)
+            except StopIteration as finished:
+                return finished.value
+            yield item
+        return None
+    finally:
+        steps.close()
+
+
 def lower_thread_priority(niceness):
     """Raise the calling thread's nice value to at least `niceness` (Linux only).
 

@@ -164,6 +164,11 @@ class InspectionView:
             return
         warped.visible = not warped.visible
 
+    @property
+    def flickering(self):
+        """True while flicker mode alternates the images."""
+        return self._timer.isActive()
+
     def stop(self):
         """Stop flickering (the widget is closing or the run's layers are gone)."""
         self._timer.stop()
@@ -197,4 +202,4 @@ class InspectionView:
         for axis, value in enumerate(world):
             self.viewer.dims.set_point(axis, float(value))
         displayed = list(self.viewer.dims.displayed)
-        self.viewer.camera.center = tuple(float(world[axis]) for axis in displayed)
+        self.viewer.scene.camera.center = tuple(float(world[axis]) for axis in displayed)

@@ -92,7 +92,14 @@ class LiveLayers:
             layer.metadata.update(kwargs["metadata"])
             return layer
         add = self.viewer.add_labels if kind == "labels" else self.viewer.add_image
-        return add(data, **kwargs, **extra)
+        # napari selects a new layer; the one looked at stays selected (a hidden
+        # checkerboard would otherwise hold the layer controls).
+        selection = self.viewer.layers.selection
+        active = selection.active
+        layer = add(data, **kwargs, **extra)
+        if active is not None:
+            selection.active = active
+        return layer
 
     def prepare(self, base, shape, dtype, kind, affine, **extra):
         """Make the live layer `base` if missing, showing a zero buffer that frames are then

@@ -1,0 +1,141 @@
+"""The layers of a run as the panel shows them: made at Run, fed frames, and the result.
+
+`LiveLayers` keeps the layers' buffers and names; this decides which layers a run has,
+how they look, and where they sit in the layer list.
+"""
+
+import numpy as np
+from matplotlib import colormaps
+from napari.utils import Colormap
+
+from napari_mireg.gui.live_layers import (
+    DISPLACEMENT,
+    JACOBIAN,
+    UPDATE,
+    WARPED,
+    WARPED_LABELS,
+    LiveLayers,
+)
+
+# det J: diverging, white at 1 (volume kept), blue where the map shrinks, red where it
+# grows; with contrast limits (0, 2) a fold (det J <= 0) is full blue.
+JACOBIAN_COLORMAP = Colormap(
+    colormaps["RdBu_r"](np.linspace(0.0, 1.0, 256)), name="det J (1 = white)"
+)
+
+
+class RunLayers:
+    """The current run's layers in a viewer, and the inspection view put on them.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    view : InspectionView
+    """
+
+    def __init__(self, viewer, view):
+        self.viewer = viewer
+        self.view = view
+        self.live = None  # LiveLayers of the current run
+        self.run_number = 0
+        self._affine = None  # the fixed image's display grid
+        self._shape = None
+
+    def name(self, base):
+        """The current run's name of a layer (WARPED, JACOBIAN, ...)."""
+        return self.live.name(base)
+
+    def has(self, base):
+        """True if the current run has the layer `base`."""
+        return self.live is not None and self.live.get(base) is not None
+
+    def begin(self, job, chosen, continued):
+        """Make the run's live layers for the first frame, then the inspection view.
+
+        A new run gets its own layers (the previous run's are hidden, kept for
+        comparison); a continued run keeps its run's. The hidden update magnitude layer
+        waits until the first frame is shown (`prepare_more`): napari takes 0.1-0.3 s to
+        make a layer.
+
+        Parameters
+        ----------
+        job : LiveRun
+        chosen : InputLayers
+            The run's input layers.
+        continued : bool
+        """
+        if not continued or self.live is None:
+            self.run_number += 1
+            self.live = LiveLayers(self.viewer, self.run_number, chosen.fixed.metadata)
+        self._affine = affine = job.fixed.affine
+        self._shape = shape = job.fixed.data.shape
+        limits = chosen.moving.contrast_limits
+        self.live.prepare(WARPED, shape, np.float32, "image", affine, contrast_limits=limits)
+        if job.moving_labels is not None:
+            self.live.prepare(
+                WARPED_LABELS,
+                shape,
+                job.moving_labels.data.dtype,
+                "labels",
+                affine,
+                colormap=chosen.moving_labels.colormap,
+            ).editable = False
+        self.live.touch_new_buffers()
+        self.view.begin(self.live, chosen.fixed)
+        if job.moving_labels is not None and chosen.fixed_labels is not None:
+            self.view.show_fixed_contours(chosen.fixed_labels)
+        # The fixed image stays the selected layer: the layer controls show what is looked at.
+        self.viewer.layers.selection.active = chosen.fixed
+
+    def prepare_more(self):
+        """Make the hidden update magnitude layer (once the first frame is shown)."""
+        layer = self.live.prepare(
+            UPDATE,
+            self._shape,
+            np.float32,
+            "image",
+            self._affine,
+            colormap="inferno",
+            visible=False,
+        )
+        layer.visible = False
+        # Under the warped image and the contours: shown, it is looked at with them.
+        layers, warped = self.viewer.layers, self.live.get(WARPED)
+        if warped is not None and layers.index(layer) > layers.index(warped):
+            layers.move(layers.index(layer), layers.index(warped))
+        self.live.touch_new_buffers()
+        self.viewer.layers.selection.active = self.view.fixed
+
+    def update(self, base, data, kind):
+        """Put a frame's array (on the fixed display grid) into the run's layer `base`."""
+        self.live.update(base, data, kind, self._affine)
+
+    def show_result(self, summary):
+        """Put a RunSummary into the run's layers: warped image and labels, det J and the
+        displacement (hidden), then the inspection view on them.
+        """
+        affine, live = self._affine, self.live
+        live.show(WARPED, summary.result.warped, "image", affine)
+        if summary.warped_labels is not None:
+            live.show(WARPED_LABELS, summary.warped_labels, "labels", affine)
+        live.show(
+            JACOBIAN,
+            summary.determinant,
+            "image",
+            affine,
+            colormap=JACOBIAN_COLORMAP,
+            contrast_limits=(0.0, 2.0),
+            visible=False,
+        )
+        layer = live.show(
+            DISPLACEMENT, summary.displacement, "image", affine, colormap="viridis", visible=False
+        )
+        if summary.export_mapping is not None:
+            layer.metadata["displacement"] = summary.export_mapping.transforms()[0]
+        self.view.apply()
+        self.viewer.layers.selection.active = self.view.fixed  # not the last layer made
+
+    def refresh_thumbnails(self):
+        """Bring the live layers' thumbnails up to date (not re-drawn per frame)."""
+        if self.live is not None:
+            self.live.refresh_thumbnails()
