@@ -227,3 +227,15 @@ def test_ctrl_c_exits_130_and_leaves_no_partial_output(pair, tmp_path):
     assert code == 130
     assert "interrupted" in process.stderr.read()
     assert not out.exists()
+
+
+def test_version_says_how_the_kernels_run(capsys, monkeypatch):
+    monkeypatch.setattr("napari_mireg.engine.fields.openmp_threads", lambda: 2)
+    with pytest.raises(SystemExit) as stopped:
+        main(["--version"])
+    assert stopped.value.code == 0
+    assert capsys.readouterr().out.endswith("(kernels: OpenMP, 2 threads)\n")
+    monkeypatch.setattr("napari_mireg.engine.fields.openmp_threads", lambda: 0)
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert "serial, built without OpenMP" in capsys.readouterr().out
