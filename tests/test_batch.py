@@ -172,3 +172,19 @@ def test_a_finished_pair_is_run_again_when_an_input_file_is_rewritten(tmp_path):
     stamp = os.stat(pair.moving)
     os.utime(pair.moving, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000_000))
     assert finished_report(pair, folder, options) is None
+
+
+def test_peak_memory_in_mb_on_every_platform(monkeypatch):
+    import resource
+    import sys
+
+    from napari_mireg.cli import batch
+
+    rusage = resource.getrusage(resource.RUSAGE_SELF)
+    monkeypatch.setattr(resource, "getrusage", lambda who: rusage)
+    monkeypatch.setattr(sys, "platform", "linux")  # kilobytes
+    assert batch.peak_memory_mb() == pytest.approx(rusage.ru_maxrss / 1024)
+    monkeypatch.setattr(sys, "platform", "darwin")  # bytes
+    assert batch.peak_memory_mb() == pytest.approx(rusage.ru_maxrss / 1024**2)
+    monkeypatch.setitem(sys.modules, "resource", None)  # Windows: no resource module
+    assert batch.peak_memory_mb() == 0.0

@@ -243,3 +243,15 @@ def test_help_gives_every_option_of_the_table_with_its_default(command, capsys, 
     assert "--bins BINS Bins per image" in text and "5 to 1024" in text
     assert "--iterations ITERATIONS" in text and "(default: 40x20x10)" in text
     assert "--symmetric, --no-symmetric" in text and "--winsorize LOW,HIGH" in text
+
+
+def test_version_says_how_the_kernels_run(capsys, monkeypatch):
+    monkeypatch.setattr("napari_mireg.engine.fields.openmp_threads", lambda: 2)
+    with pytest.raises(SystemExit) as stopped:
+        main(["--version"])
+    assert stopped.value.code == 0
+    assert capsys.readouterr().out.endswith("(kernels: OpenMP, 2 threads)\n")
+    monkeypatch.setattr("napari_mireg.engine.fields.openmp_threads", lambda: 0)
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert "serial, built without OpenMP" in capsys.readouterr().out

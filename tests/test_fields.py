@@ -1,5 +1,7 @@
 """fields.py kernels against scipy and numpy references."""
 
+import os
+
 import numpy as np
 import pytest
 from conftest import smooth_field
@@ -84,6 +86,18 @@ def test_thread_count_gives_small_work_one_thread():
     assert fields.thread_count(2, 100 * fields.VOXELS_PER_THREAD) == 2
     assert fields.thread_count(4, 3 * fields.VOXELS_PER_THREAD) == 3
     assert fields.thread_count(None, 0) == 1
+
+
+def test_openmp_threads_counts_the_threads_of_a_parallel_region(monkeypatch):
+    # The wheel workflow sets MIREG_EXPECT_OPENMP: a wheel that lost OpenMP fails here.
+    if os.environ.get("MIREG_EXPECT_OPENMP"):
+        assert fields._mi.openmp_enabled()
+    if fields._mi.openmp_enabled():
+        assert fields.openmp_threads(3) == 3
+        assert fields.openmp_threads(1) == 1
+        assert fields.openmp_threads() == fields._mi.max_threads()
+    monkeypatch.setattr(fields._mi, "openmp_enabled", lambda: False)
+    assert fields.openmp_threads(3) == 0
 
 
 def test_nearest_keeps_labels_and_dtype(grid):

@@ -293,6 +293,17 @@ def _label_rows(pair, folder):
         ]
 
 
+def peak_memory_mb():
+    """Peak resident memory of this process in MB; 0.0 on Windows, which has no getrusage."""
+    try:
+        import resource
+    except ImportError:
+        return 0.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # ru_maxrss is in bytes on macOS, in kilobytes on Linux and the BSDs
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
 def register_pair(pair, folder, threads_per_task, options):
     """The Dask task: register one pair into `folder`; returns (row, label rows).
 
@@ -300,8 +311,6 @@ def register_pair(pair, folder, threads_per_task, options):
     `threads_per_task` threads and BLAS pools are limited alike, so that tasks side by side
     do not oversubscribe the cores.
     """
-    import resource
-
     from threadpoolctl import threadpool_limits
 
     from napari_mireg.cli.jobs import load_inputs, run_job
@@ -322,9 +331,8 @@ def register_pair(pair, folder, threads_per_task, options):
         return _row(pair, error=message, seconds=time.perf_counter() - started), []
     with contextlib.suppress(OSError):
         (folder / FAILURE_FILE).unlink(missing_ok=True)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return (
-        _row(pair, report, seconds=time.perf_counter() - started, peak_mb=peak_mb),
+        _row(pair, report, seconds=time.perf_counter() - started, peak_mb=peak_memory_mb()),
         _label_rows(pair, folder),
     )
 

@@ -235,12 +235,33 @@ def command_batch(args):
     return batch_main(args)
 
 
+def version_text():
+    """What ``mireg --version`` prints: the version, and the kernels' OpenMP threads."""
+    from napari_mireg.engine.fields import openmp_threads
+
+    threads = openmp_threads()
+    plural = "s" if threads != 1 else ""
+    kernels = f"OpenMP, {threads} thread{plural}" if threads else "serial, built without OpenMP"
+    return f"mireg {__version__} (kernels: {kernels})"
+
+
+class ShowVersion(argparse.Action):
+    """``--version``: print :func:`version_text` and exit."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        """Print the version line and exit with 0."""
+        print(version_text())
+        parser.exit()
+
+
 def build_parser():
     """The argparse parser of ``mireg`` with its subcommands."""
     parser = argparse.ArgumentParser(
         prog="mireg", description="Mutual-information SyN registration of brain MRI (napari-mireg)."
     )
-    parser.add_argument("--version", action="version", version=f"mireg {__version__}")
+    parser.add_argument(
+        "--version", action=ShowVersion, nargs=0, help="show the version and the kernels' threads"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     register = commands.add_parser(

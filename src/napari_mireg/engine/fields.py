@@ -60,6 +60,28 @@ def thread_count(threads: int | None, voxels: int | None = None) -> int:
     return count
 
 
+def openmp_threads(threads: int | None = None) -> int:
+    """Threads the Cython kernels run a parallel region on; 0 when built without OpenMP.
+
+    One small parallel region is asked for `threads` threads and the threads that took part
+    are counted, so the answer is what the kernels get (``OMP_NUM_THREADS``, the cores, a
+    thread limit), not only what was asked for. A build without OpenMP (a compiler without
+    it, ``MIREG_NO_OPENMP``) runs the kernels serially and returns 0.
+
+    Parameters
+    ----------
+    threads : int, optional
+        Threads to ask for; default OpenMP's default (all cores, or ``OMP_NUM_THREADS``).
+
+    Returns
+    -------
+    int
+    """
+    if not _mi.openmp_enabled():
+        return 0
+    return _mi.parallel_threads(thread_count(threads))
+
+
 def image_gradient(
     image: npt.ArrayLike,
     index_to_physical: npt.ArrayLike | None = None,

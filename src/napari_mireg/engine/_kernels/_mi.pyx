@@ -5,7 +5,7 @@
 # so the result is the same, bit for bit, with one thread or many.
 
 cimport cython
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 
 import numpy as np
 
@@ -26,6 +26,19 @@ def openmp_enabled():
 def max_threads():
     """Return the number of threads a parallel loop uses by default."""
     return mireg_max_threads()
+
+
+def parallel_threads(int threads):
+    """Return the number of threads that took part in a parallel region asked for `threads`.
+
+    Iteration i of a static schedule in chunks of one goes to thread i, so every thread of
+    the team marks its own slot; without OpenMP the calling thread runs the region alone.
+    """
+    cdef int[::1] seen = np.zeros(max(threads, 1), dtype=np.intc)
+    cdef Py_ssize_t i
+    for i in prange(threads, nogil=True, num_threads=threads, schedule="static", chunksize=1):
+        seen[threadid()] = 1
+    return int(np.count_nonzero(seen))
 
 
 cdef struct BinMap:
