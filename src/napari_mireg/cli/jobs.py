@@ -28,7 +28,8 @@ import numpy as np
 from napari_mireg import __version__, files
 from napari_mireg.engine import masks
 from napari_mireg.engine.quality import evaluate
-from napari_mireg.engine.registration import register_steps, run_to_end
+from napari_mireg.engine.registration import register_steps
+from napari_mireg.engine.steps import run_to_end
 from napari_mireg.engine.transforms import Volume, apply_transforms, same_grid
 from napari_mireg.options import RegistrationOptions
 

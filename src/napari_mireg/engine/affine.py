@@ -13,6 +13,7 @@ from napari_mireg.engine import fields
 from napari_mireg.engine._validate import positive_int
 from napari_mireg.engine.metric import MutualInformation
 from napari_mireg.engine.pyramid import anatomy_box, crop, mask_volume, pyramid_level, within_mask
+from napari_mireg.engine.steps import run_to_end
 from napari_mireg.engine.transforms import AffineMap, Volume, as_volume
 
 
@@ -132,12 +133,7 @@ class AffineRegistration:
         self, fixed: "Image | Volume", moving: "Image | Volume", **options: Any
     ) -> AffineMap:
         """Run :meth:`iterate` to the end and return its AffineMap (same parameters)."""
-        steps = self.iterate(fixed, moving, **options)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as finished:
-                return finished.value
+        return run_to_end(self.iterate(fixed, moving, **options))
 
     def iterate(
         self,

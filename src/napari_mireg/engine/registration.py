@@ -3,7 +3,7 @@
 import time
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, TypeAlias, TypeVar
+from typing import Any, ClassVar, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -14,11 +14,10 @@ from napari_mireg.engine.affine import AffineRegistration, AffineStep
 from napari_mireg.engine.metric import MutualInformation, SynMetric
 from napari_mireg.engine.partial_volume import PartialVolumeMutualInformation
 from napari_mireg.engine.pyramid import mask_volume
+from napari_mireg.engine.steps import run_to_end
 from napari_mireg.engine.syn import Snapshot, SymmetricDiffeomorphicRegistration, check_images
 from napari_mireg.engine.transforms import AffineMap, DiffeomorphicMap, Volume, as_volume
 from napari_mireg.options import RegistrationOptions
-
-ReturnValue = TypeVar("ReturnValue")
 
 
 @dataclass
@@ -311,15 +310,6 @@ def register(
     Result
     """
     return run_to_end(register_steps(fixed, moving, options, **settings))
-
-
-def run_to_end(steps: Generator[Any, Any, ReturnValue]) -> ReturnValue:
-    """Exhaust a generator and return its return value (e.g. a Result)."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as finished:
-            return finished.value
 
 
 def _mask3(mask, volume):

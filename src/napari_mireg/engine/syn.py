@@ -26,6 +26,7 @@ from napari_mireg.engine.pyramid import (
     pyramid_level,
     registration_box,
 )
+from napari_mireg.engine.steps import run_to_end
 from napari_mireg.engine.transforms import (
     AffineMap,
     DiffeomorphicMap,
@@ -194,12 +195,7 @@ class SymmetricDiffeomorphicRegistration:
         self, fixed: "Image | Volume", moving: "Image | Volume", **options: Any
     ) -> DiffeomorphicMap:
         """Run :meth:`iterate` to the end and return the DiffeomorphicMap."""
-        steps = self.iterate(fixed, moving, **options)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as finished:
-                return finished.value
+        return run_to_end(self.iterate(fixed, moving, **options))
 
     def iterate(
         self,
