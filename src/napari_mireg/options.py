@@ -48,7 +48,7 @@ def parse_iterations(text: str | Iterable[int], option: str = "iterations") -> t
     Raises
     ------
     OptionError
-        Not a list of integers >= 0, or empty.
+        Not a list of integers >= 0, empty, or all zero.
     """
     if isinstance(text, str):
         parts = [part for part in re.split(r"[,xX\s]+", text.strip()) if part]
@@ -66,6 +66,8 @@ def parse_iterations(text: str | Iterable[int], option: str = "iterations") -> t
         values = tuple(_integer(v, option, -ITERATIONS_MAX, ITERATIONS_MAX) for v in values)
     if not values:
         raise OptionError(option, "name at least one level, e.g. 40x20x10")
+    if not any(values):  # a 0 skips a level (ANTs' 40x20x0); one level must iterate
+        raise OptionError(option, f"at least one level needs iterations, got {text!r}")
     if min(values) < 0 or max(values) > ITERATIONS_MAX:
         raise OptionError(
             option, f"each level needs 0 to {ITERATIONS_MAX} iterations, got {text!r}"
