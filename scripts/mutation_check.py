@@ -267,7 +267,7 @@ def peer_blocker(folder):
     folder.mkdir()
     for name in PEERS:
         (folder / f"{name}.py").write_text(
-            f"raise ImportError('{name} hidden by scripts/mutation_check.py')\n"
+            f"raise ModuleNotFoundError('{name} hidden by mutation_check.py', name='{name}')\n"
         )
     return folder
 
