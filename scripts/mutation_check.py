@@ -273,7 +273,10 @@ def peer_blocker(folder):
 
 
 def rebuild_kernel(tree, pyx):
-    """Build the one kernel `pyx` in place in `tree` (setup.py's flags, one extension)."""
+    """Build the one kernel `pyx` in place in `tree` (setup.py's flags, one extension).
+
+    Needs Cython (the build requirement of pyproject.toml); stops the check if it fails.
+    """
     name = pyx.stem
     program = (
         "import sys, Cython.Build as build\n"
@@ -283,10 +286,18 @@ def rebuild_kernel(tree, pyx):
         "sys.argv = ['setup.py', 'build_ext', '--inplace', '-q']\n"
         "exec(compile(open('setup.py').read(), 'setup.py', 'exec'), {'__name__': '__main__'})\n"
     )
-    done = subprocess.run([sys.executable, "-c", program], cwd=tree, capture_output=True, text=True)
-    if done.returncode != 0:
-        return f"build failed: {done.stderr.strip().splitlines()[-1:]}"
-    return None
+    # pyproject.toml out of the way: an older setuptools than the build requirement refuses
+    # its license expression, and the build needs nothing from it.
+    project = tree / "pyproject.toml"
+    aside = project.rename(tree / "pyproject.toml.aside")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", program], cwd=tree, capture_output=True, text=True
+        )
+    finally:
+        aside.rename(project)
+    if done.returncode != 0:  # a mutant that does not compile tells nothing about the tests
+        sys.exit(f"{pyx.name} does not build:\n{done.stderr.strip()}")
 
 
 def run_tests(tree, tests, environment, timeout):
@@ -360,11 +371,9 @@ def main():
             started = time.monotonic()
             path.write_text(original.replace(mutant.old, mutant.new))
             try:
-                problem = rebuild_kernel(tree, path) if path.suffix == ".pyx" else None
-                if problem:
-                    outcome, summary = f"caught ({problem})", ""
-                else:
-                    outcome, summary = run_tests(tree, mutant.tests, environment, args.timeout)
+                if path.suffix == ".pyx":
+                    rebuild_kernel(tree, path)
+                outcome, summary = run_tests(tree, mutant.tests, environment, args.timeout)
             finally:
                 path.write_text(original)
                 for so, data in built.items():
