@@ -279,7 +279,9 @@ def rebuild_kernel(tree, pyx):
     """
     name = pyx.stem
     program = (
-        "import sys, Cython.Build as build\n"
+        "import sys, setuptools, Cython.Build as build\n"
+        "plain_setup = setuptools.setup\n"
+        "setuptools.setup = lambda **kw: plain_setup(package_dir={'': 'src'}, **kw)\n"
         "original = build.cythonize\n"
         f"build.cythonize = lambda modules, **kw: original("
         f"[m for m in modules if m.name.endswith('.{name}')], **kw)\n"
