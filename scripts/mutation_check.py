@@ -322,7 +322,9 @@ def run_tests(tree, tests, environment, timeout):
         )
     except subprocess.TimeoutExpired:
         return "caught (timeout)", ""
-    summary = (done.stdout.strip().splitlines() or [""])[-1]
+    lines = done.stdout.strip().splitlines() or [""]
+    failed = [line.split()[1] for line in lines if line.startswith(("FAILED ", "ERROR "))]
+    summary = lines[-1] + (f"; first: {failed[0]}" if failed else "")
     if done.returncode == 0:
         return "survived", summary
     if done.returncode == 1:
