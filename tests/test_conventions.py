@@ -166,14 +166,15 @@ def test_the_dense_gradient_is_per_mm_along_the_world_axes(grid):
     value, ours = metric.dense_gradient(fixed, moving, grid_to_world=affine)
     # The reference: the same metric given the moving image's world gradient from numpy, so
     # only the frame conversion is compared. np.gradient matches central differences inside
-    # (the one-sided ends too); the difference measured is float32 rounding, 5e-7 relative.
+    # (the one-sided ends too). Measured: 8e-8 of the largest component apart (float32);
+    # the transposed frame, inv(L) for inv(L).T, is 1.45 (LIA) and 0.42 (oblique) away.
     reference_value, reference = metric.dense_gradient(
         fixed, moving, moving_gradient=numpy_world_gradient(moving, GRIDS[grid]).astype(np.float32)
     )
-    assert value == pytest.approx(reference_value, rel=1e-12)
+    assert value == reference_value
     scale = np.abs(reference).max()
     assert scale > 0
-    np.testing.assert_allclose(ours, reference, atol=2e-5 * scale)
+    np.testing.assert_allclose(ours, reference, atol=5e-7 * scale)
 
 
 # --- registration on LIA and oblique fixed grids ------------------------------------------
