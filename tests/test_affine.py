@@ -57,8 +57,9 @@ def test_rigid_stage_recovers_a_known_shift(fixed):
             break
     assert all(isinstance(r, AffineStep) and r.stage == "rigid" for r in reports)
     assert {r.level for r in reports} == {0, 1} and reports[0].levels == 2
-    np.testing.assert_allclose(found.matrix[:3, 3], shift, atol=0.25)
-    np.testing.assert_allclose(found.matrix[:3, :3], np.eye(3), atol=0.02)
+    # measured: the shift within 0.07 voxel, the rotation part within 0.0013 of I
+    np.testing.assert_allclose(found.matrix[:3, 3], shift, atol=0.1)
+    np.testing.assert_allclose(found.matrix[:3, :3], np.eye(3), atol=0.005)
     assert max(registration.values) > registration.values[0]
 
 
@@ -81,8 +82,9 @@ def test_affine_stage_recovers_an_anisotropic_scaling_and_rigid_stays_rigid(fixe
     # 0.899 at the matrix found against 0.887 at the identity), a bias of the metric.
     diagonal = np.diag(found.matrix[:3, :3])
     shape = diagonal / np.prod(diagonal) ** (1 / 3)
+    # measured: the shape within 0.0142, off-diagonal entries up to 0.0029
     np.testing.assert_allclose(shape, scale / np.prod(scale) ** (1 / 3), atol=0.015)
-    assert np.abs(found.matrix[:3, :3] - np.diag(diagonal)).max() < 0.02
+    assert np.abs(found.matrix[:3, :3] - np.diag(diagonal)).max() < 0.006
 
 
 def test_bad_settings_are_refused():
@@ -103,7 +105,8 @@ def test_air_around_the_moving_image_does_not_change_the_prealignment(fixed):
         affine[:3, 3] = -pad
         registration = AffineRegistration(metric, transform="rigid", level_iters=(30, 30))
         found[pad] = registration.optimize(fixed, np.pad(moving, pad), moving_affine=affine)
-        np.testing.assert_allclose(found[pad].matrix[:3, 3], shift, atol=0.25)
-    # Past the margin the air is cut off: 20 and 60 voxels of it give the same matrix.
+        np.testing.assert_allclose(found[pad].matrix[:3, 3], shift, atol=0.07)  # 0.045
+    # Past the margin the air is cut off: 3, 20 and 60 voxels of it give the same matrix
+    # (measured: 4e-15 and 7e-15 apart).
     np.testing.assert_allclose(found[60].matrix, found[20].matrix, atol=1e-9)
-    np.testing.assert_allclose(found[3].matrix, found[20].matrix, atol=0.05)
+    np.testing.assert_allclose(found[3].matrix, found[20].matrix, atol=1e-9)

@@ -4,6 +4,7 @@ leaving nothing behind; the unusual but valid ones (64-bit labels, ids near 2**3
 give the right output.
 """
 
+import argparse
 import errno
 import json
 import os
@@ -15,16 +16,16 @@ from types import SimpleNamespace
 import nibabel as nib
 import numpy as np
 import pytest
-from testdata import write_sample_data
+from testdata import blobs_for_check, write_sample_data
 
-from napari_mireg import files
+from napari_mireg import files, register
 from napari_mireg.cli import main
 from napari_mireg.cli.batch import all_pairs, read_pairs, register_pair, run_cohort
 from napari_mireg.cli.jobs import load_inputs
 from napari_mireg.engine.metric import MutualInformation
 from napari_mireg.engine.transforms import AffineMap, apply_transforms
 from napari_mireg.labels import clean_labels, label_values
-from napari_mireg.options import OptionError, RegistrationOptions
+from napari_mireg.options import OptionError, RegistrationOptions, add_arguments
 
 BIG_LABEL = 8589934594  # 2**33 + 2: an int64 label that int32 would turn into 2
 MIREG = [str(Path(sys.executable).parent / "mireg")]
@@ -398,8 +399,38 @@ def test_in_a_process_of_its_own_too(inputs, tmp_path, case):
     assert listing(tmp_path) == []
 
 
-def test_catalogue_is_large_enough():
-    assert len(FAILING) + len(API_FAILING) >= 40
+def test_every_free_valued_registration_option_has_a_refusal_case():
+    # Options with choices or on/off switches are refused by argparse itself; every other
+    # one needs a bad value in the catalogue, so a new option comes with its case.
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    free = {
+        action.option_strings[0]
+        for action in parser._actions
+        if action.option_strings
+        and action.choices is None
+        and action.nargs != 0
+        and not isinstance(action, argparse.BooleanOptionalAction)
+        and action.dest != "help"
+    }
+    assert "--iterations" in free and "--winsorize" in free
+    covered = {words for _, _, words in FAILING}
+    assert sorted(option for option in free if not any(option in w for w in covered)) == []
+
+
+@pytest.mark.parametrize("text, levels", [("40x0", (40, 0)), ("0x20x10", (0, 20, 10))])
+def test_a_zero_skips_a_level(text, levels):
+    # ANTs' 40x20x0: the level is skipped, the others run.
+    assert RegistrationOptions(level_iters=text).level_iters == levels
+
+
+def test_all_zero_iterations_run_the_prealignment_only():
+    # "0x0" is the affine-only registration: the prealignment, then a zero field.
+    assert RegistrationOptions(level_iters="0x0").level_iters == (0, 0)
+    fixed, moving = blobs_for_check()
+    result = register(fixed, moving, prealign="rigid", level_iters="0x0", threads=1)
+    assert not result.mapping.forward.any()
+    assert result.mi_after > result.mi_before
 
 
 def test_apply_keeps_64_bit_labels(inputs, tmp_path, capsys):

@@ -3,6 +3,7 @@ recorded, resumable.
 """
 
 import csv
+import dataclasses
 import io
 from pathlib import Path
 
@@ -68,6 +69,11 @@ def read_csv(path):
 
 def test_cohort_matches_serial_runs_records_failures_and_resumes(cohort, cluster, tmp_path):
     folder, pairs = cohort
+    # The broken input is repaired below: this test's own copy, never the module's file.
+    broken = tmp_path / "inputs" / "broken.nii.gz"
+    broken.parent.mkdir()
+    broken.write_bytes(Path(pairs[-1].moving).read_bytes())
+    pairs = [*pairs[:-1], dataclasses.replace(pairs[-1], moving=str(broken))]
     log = io.StringIO()
     result = run_cohort(pairs, tmp_path, client=cluster, progress=log, **OPTIONS)
     rows = {row["pair"]: row for row in result.rows}
@@ -115,12 +121,10 @@ def test_cohort_matches_serial_runs_records_failures_and_resumes(cohort, cluster
         pairs, tmp_path, client=cluster, progress=None, retry_failed=True, **OPTIONS
     )
     assert [row["pair"] for row in retried.rows if not row["reused"]] == ["broken_to_subject0"]
-    broken = Path(pairs[-1].moving)
     broken.write_bytes((folder / "subject1.nii.gz").read_bytes())
     repaired = run_cohort(pairs, tmp_path, client=cluster, progress=None, **OPTIONS)
     row = repaired.rows[-1]
     assert row["pair"] == "broken_to_subject0" and row["status"] == "ok" and not row["reused"]
-    broken.write_bytes(broken.read_bytes()[:3000])  # broken again for the other tests
     # Other parameters are another experiment: nothing is reused.
     other = run_cohort(
         good[:1], tmp_path, client=cluster, progress=None, level_iters=(5,), prealign="rigid"

@@ -16,6 +16,13 @@ FIXED_AFFINE = np.array([[-1.0, 0, 0, 20], [0, 0, 2.5, -30], [0, -1.2, 0, 25], [
 MOVING_AFFINE = np.array([[0, 1.1, 0, -22], [1.0, 0, 0, -25], [0, 0, 2.0, -18], [0, 0, 0, 1]])
 
 
+# Measured against SimpleITK and ANTsPy: correlations 1 - 1e-14 (float32 rounding), every
+# label voxel the same. The bounds leave room for rounding and for a few nearest-neighbour
+# ties (1e-4 of the voxels: 4 of the 38400 here).
+AGREE = 1 - 1e-9
+LABELS_AGREE = 1 - 1e-4
+
+
 def correlation(a, b, where):
     return float(np.corrcoef(a[where], b[where])[0, 1])
 
@@ -66,6 +73,7 @@ def test_warp_file_follows_the_itk_convention(exported):
     np.testing.assert_allclose(image.affine, FIXED_AFFINE, atol=1e-5)
     lps = np.asarray(image.dataobj)[:, :, :, 0, :]
     np.testing.assert_allclose(lps[..., 0], -mapping.forward[..., 0])  # LPS: x, y flip
+    np.testing.assert_allclose(lps[..., 1], -mapping.forward[..., 1])
     np.testing.assert_allclose(lps[..., 2], mapping.forward[..., 2])
 
 
@@ -84,8 +92,8 @@ def test_simpleitk_reproduces_the_warped_image_and_labels(exported):
 
     theirs = warp(paths["moving"], sitk.sitkLinear)
     their_labels = warp(paths["labels"], sitk.sitkNearestNeighbor)
-    assert correlation(theirs, ours, ours != 0) >= 0.999
-    assert np.mean(their_labels == our_labels) >= 0.995
+    assert correlation(theirs, ours, ours != 0) >= AGREE
+    assert np.mean(their_labels == our_labels) >= LABELS_AGREE
 
 
 def test_antspy_reproduces_forward_and_inverse(exported):
@@ -97,8 +105,8 @@ def test_antspy_reproduces_forward_and_inverse(exported):
     their_labels = ants.apply_transforms(
         fixed, ants.image_read(str(paths["labels"])), chain, interpolator="nearestNeighbor"
     ).numpy()
-    assert correlation(theirs, ours, ours != 0) >= 0.999
-    assert np.mean(their_labels == our_labels) >= 0.995
+    assert correlation(theirs, ours, ours != 0) >= AGREE
+    assert np.mean(their_labels == our_labels) >= LABELS_AGREE
     # The inverse pair brings a fixed-space image to the moving grid (ANTsPy inverts .mat only).
     fixed_image = ants.from_numpy(
         ours.astype(np.float32),
@@ -113,7 +121,7 @@ def test_antspy_reproduces_forward_and_inverse(exported):
         whichtoinvert=[True, False],
     ).numpy()
     our_back = mapping.transform_inverse(ours, fixed_affine=FIXED_AFFINE)
-    assert correlation(back, our_back, our_back != 0) >= 0.999
+    assert correlation(back, our_back, our_back != 0) >= AGREE
 
 
 def test_antspy_registration_outputs_load_and_apply_alike(tmp_path):
@@ -141,7 +149,7 @@ def test_antspy_registration_outputs_load_and_apply_alike(tmp_path):
         files.load_volume(tmp_path / "fixed.nii.gz"),
         [files.load_transform(path) for path in chain],
     )
-    assert correlation(theirs, ours, ours != 0) >= 0.999
+    assert correlation(theirs, ours, ours != 0) >= AGREE
     labels = np.digitize(moving_data, np.percentile(moving_data, [40, 60, 80])) * 7
     files.save_volume(
         tmp_path / "labels.nii.gz",
@@ -161,7 +169,7 @@ def test_antspy_registration_outputs_load_and_apply_alike(tmp_path):
         [files.load_transform(path) for path in chain],
         "nearest",
     )
-    assert np.mean(their_labels == our_labels) >= 0.995
+    assert np.mean(their_labels == our_labels) >= LABELS_AGREE
     inverse_chain = registration["invtransforms"]  # [affine.mat, InverseWarp], affine inverted
     theirs_back = ants.apply_transforms(
         moving, fixed, inverse_chain, whichtoinvert=[True, False]
@@ -174,7 +182,7 @@ def test_antspy_registration_outputs_load_and_apply_alike(tmp_path):
             files.load_transform(inverse_chain[1]),
         ],
     )
-    assert correlation(theirs_back, ours_back, ours_back != 0) >= 0.999
+    assert correlation(theirs_back, ours_back, ours_back != 0) >= AGREE
 
 
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".mgz"])

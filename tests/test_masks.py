@@ -73,7 +73,8 @@ def test_moving_mask_keeps_a_scalp_out_of_the_affine():
         )
         found = registration.optimize(fixed, moving, moving_mask=mask)
         errors[name] = abs(found.matrix[0, 3] - 3.0)
-    assert errors["masked"] < 0.5
+    # measured: 0.000 voxel with the mask, 0.026 without
+    assert errors["masked"] < 0.005
     assert errors["masked"] < errors["unmasked"]
 
 

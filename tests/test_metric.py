@@ -60,7 +60,8 @@ def transcription(fixed, moving, bins=32, spacing=None, mask=None):
 # --- agreement with an independent transcription of the formulas -----------------------
 
 
-@pytest.mark.parametrize("bins", [5, 32, 64])
+# 6 bins: the fewest with information (two usable fixed bins; 5 has one, MI 0 there).
+@pytest.mark.parametrize("bins", [6, 32, 64])
 def test_value_gradient_and_histogram_match_transcription(blob_pair, bins):
     fixed, moving = blob_pair
     metric = MutualInformation(bins)
@@ -68,6 +69,7 @@ def test_value_gradient_and_histogram_match_transcription(blob_pair, bins):
     expected_value, expected_p, expected_gradient = transcription(
         fixed, moving, bins, spacing=(1.0, 1.2, 2.5)
     )
+    assert expected_value > 0.01  # measured 0.012 with 6 bins
     assert value == pytest.approx(expected_value, rel=1e-9)
     np.testing.assert_allclose(metric.joint_histogram, expected_p, atol=1e-12)
     scale = np.abs(expected_gradient).max()
@@ -138,24 +140,27 @@ def _itk_check(fixed, moving, spacing, bins=32):
 def test_matches_itk_on_brain_pair(brain_pair, bins):
     fixed, moving, _ = brain_pair
     value, itk_value, cosine = _itk_check(fixed, moving, (2.0, 2.0, 2.0), bins)
-    print(f"ITK brain pair, {bins} bins: cosine {cosine:.7f}, MI {value:.6f} vs {itk_value:.6f}")
-    assert cosine >= 0.999
-    assert value == pytest.approx(itk_value, rel=1e-3)
+    print(f"ITK brain pair, {bins} bins: 1 - cosine {1 - cosine:.1e}, MI {value:.6f}")
+    # Measured: 1 - cosine 4e-15 and MI 1e-11 apart (the same formulas, double precision).
+    assert cosine >= 1 - 1e-12
+    assert value == pytest.approx(itk_value, rel=1e-9)
 
 
 def test_matches_itk_on_2d_slice(brain_pair):
     fixed, moving, _ = brain_pair
     middle = fixed.shape[2] // 2
     value, itk_value, cosine = _itk_check(fixed[:, :, middle], moving[:, :, middle], (2.0, 2.0))
-    assert cosine >= 0.999
-    assert value == pytest.approx(itk_value, rel=1e-3)
+    # Measured: 1 - cosine 4e-16, MI 1e-14 apart.
+    assert cosine >= 1 - 1e-12
+    assert value == pytest.approx(itk_value, rel=1e-9)
 
 
 def test_matches_itk_with_anisotropic_spacing(brain_pair):
     fixed, moving, _ = brain_pair
     value, itk_value, cosine = _itk_check(fixed, moving, (1.0, 1.0, 2.5))
-    assert cosine >= 0.999
-    assert value == pytest.approx(itk_value, rel=1e-3)
+    # Measured: 1 - cosine 4e-15, MI 1e-11 apart.
+    assert cosine >= 1 - 1e-12
+    assert value == pytest.approx(itk_value, rel=1e-9)
 
 
 # --- finite differences ----------------------------------------------------------------
@@ -181,7 +186,7 @@ def test_gradient_matches_finite_differences_on_smooth_volumes(blob_pair):
         assert np.sign(analytic) == np.sign(numeric)
         errors.append(error)
     print("finite-difference relative errors, smooth volumes:", np.round(errors, 4))
-    assert max(errors) < 0.05
+    assert max(errors) < 0.05  # measured 0.0007, 0.015, 0.0004
 
 
 def test_gradient_matches_finite_differences_on_brain_pair(brain_pair):
@@ -190,7 +195,7 @@ def test_gradient_matches_finite_differences_on_brain_pair(brain_pair):
     error, analytic, numeric = directional_derivative_error(fixed, moving, field)
     print(f"finite-difference relative error, brain pair: {error:.4f}")
     assert np.sign(analytic) == np.sign(numeric)
-    assert error < 0.2
+    assert error < 0.05  # measured 0.024
 
 
 def test_gradient_ascent_increases_mi(blob_pair):
@@ -212,13 +217,15 @@ def test_affine_gradient_is_the_contracted_dense_gradient(blob_pair):
     grid_to_world[:3, 3] = [-10.0, 4.0, 7.0]
     metric = MutualInformation(32)
     value, affine = metric.affine_gradient(fixed, moving, grid_to_world=grid_to_world)
-    dense_value, dense = metric.dense_gradient(fixed, moving, spacing=spacing)
+    # The reference is the numpy transcription's dense gradient, not the dense kernel (which
+    # shares its per-voxel coefficient with the affine kernel).
+    dense_value, _, dense = transcription(fixed, moving, 32, spacing=spacing)
     index = np.stack(np.meshgrid(*[np.arange(n) for n in fixed.shape], indexing="ij"), -1)
     points = np.concatenate(
         [index * spacing + grid_to_world[:3, 3], np.ones(fixed.shape + (1,))], axis=-1
     )
     expected = dense.reshape(-1, 3).astype(np.float64).T @ points.reshape(-1, 4)
-    assert value == dense_value
+    assert value == pytest.approx(dense_value, rel=1e-9)
     np.testing.assert_allclose(affine, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
 
 
@@ -253,7 +260,7 @@ def test_affine_gradient_matches_finite_differences(blob_pair):
     points = np.concatenate([index.reshape(-1, 3), np.ones((fixed.size, 1))], axis=1)
     contracted = dense.reshape(-1, 3).astype(np.float64).T @ points
     np.testing.assert_allclose(gradient, contracted, atol=1e-6 * np.abs(contracted).max())
-    # Against finite differences of translations: within 15 % (the masked intensity range
+    # Against finite differences of translations (the masked intensity range
     # moves with the image, which the Mattes gradient, like ITK's, does not model).
     for axis in range(3):
         direction = np.zeros((4, 4))
@@ -263,6 +270,7 @@ def test_affine_gradient_matches_finite_differences(blob_pair):
             fixed, resampled(moving, current + step * direction), mask
         ) - metric.value(fixed, resampled(moving, current - step * direction), mask)
         numeric /= 2 * step
+        # measured: 10 %, 13 % and 6 % below the finite differences (x, y, z)
         assert gradient[axis, 3] == pytest.approx(numeric, rel=0.15), axis
 
 
@@ -306,7 +314,8 @@ def test_integer_images_are_accepted(blob_pair):
         return np.round(image * 1000).astype(np.int16)
 
     value = MutualInformation(32).value(as_int(fixed), as_int(moving))
-    assert value == pytest.approx(MutualInformation(32).value(fixed, moving), rel=0.05)
+    # Measured 1.4e-4 apart: the rounding to 1/1000 moves a few samples across bins.
+    assert value == pytest.approx(MutualInformation(32).value(fixed, moving), rel=1e-3)
 
 
 # --- bad input -------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def test_known_deformation_is_recovered(known_deformation, registered):
     before = np.sqrt((truth**2).sum(-1))[brain].mean()
     after = np.sqrt(((registered.mapping.displacement() - truth) ** 2).sum(-1))[brain].mean()
     print(f"mean displacement error in the brain: {before:.2f} mm -> {after:.2f} mm")
-    assert after <= 1.0 < before
+    assert after <= 0.9 < before  # measured 2.67 -> 0.76 mm
     assert registered.mi_after > registered.mi_before
 
 
@@ -67,9 +67,9 @@ def test_labels_overlap_beats_affine_only(known_deformation, registered):
 def test_map_has_no_folds_and_inverts(registered):
     determinant = registered.mapping.jacobian_determinant()
     mean_error, _ = registered.mapping.inversion_error()
-    print(f"det J min {determinant.min():.3f}, inverse consistency {mean_error:.4f} voxel")
+    print(f"det J min {determinant.min():.3f}, inverse consistency {mean_error:.1e} voxel")
     assert determinant.min() > 0
-    assert mean_error < 0.1
+    assert mean_error < 1e-4  # measured 3.0e-5 voxel (det J down to 0.49)
 
 
 def test_the_non_symmetric_mode_recovers_the_deformation_with_its_inverse(known_deformation):
@@ -83,9 +83,10 @@ def test_the_non_symmetric_mode_recovers_the_deformation_with_its_inverse(known_
     error = np.sqrt(((result.mapping.displacement() - truth) ** 2).sum(-1))[brain].mean()
     _, largest = result.mapping.inversion_error()
     print(f"non-symmetric: error {before:.2f} -> {error:.2f} mm, inverse {largest:.3f} voxel")
-    assert error < 0.5 * before
+    # Measured: 2.67 -> 0.99 mm; the inverse is solved to 0.05 voxel, and reaches 0.050.
+    assert error < 0.45 * before
     assert result.mapping.jacobian_determinant().min() > 0
-    assert largest < 0.1
+    assert largest < 0.06
 
 
 def test_the_non_symmetric_map_may_squeeze_as_far_as_the_symmetric_pair():
@@ -111,9 +112,10 @@ def test_the_non_symmetric_map_may_squeeze_as_far_as_the_symmetric_pair():
     determinant = result.mapping.jacobian_determinant()
     _, largest = result.mapping.inversion_error()
     print(f"disk Dice {dice:.3f}, det J {determinant.min():.3f}, inverse {largest:.3f} voxel")
+    # Measured: Dice 0.978, det J down to 0.048, inverse 0.049 voxel (solved to 0.05).
     assert dice > 0.95
     assert 0 < determinant.min() < 0.2
-    assert largest < 0.1
+    assert largest < 0.06
 
 
 def test_winsorizing_keeps_a_few_hot_voxels_from_blinding_the_metric(known_deformation):
@@ -237,7 +239,7 @@ def test_other_grids_register_like_the_plain_case(known_deformation, registered_
     assert warped.shape == fixed.shape
     score = mean_dice(labels, warped)
     print(f"{variant}: Dice {score:.3f} vs plain {plain:.3f}")
-    assert abs(score - plain) < 0.02
+    assert abs(score - plain) < 0.02  # measured 0.011 (anisotropic), 0.001, 0.002
 
 
 def test_nibabel_images_are_accepted(known_deformation):

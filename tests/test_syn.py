@@ -42,9 +42,10 @@ def test_snapshots_lower_the_energy_and_the_map_does_not_fold(deformed, histogra
     assert mapping.forward.shape == fixed.shape + (3,)
     assert mapping.jacobian_determinant().min() > 0
     mean_error, _ = mapping.inversion_error()
-    assert mean_error < 0.1  # voxels
+    assert mean_error < 1e-4  # voxels; measured 1.4e-5
     before = np.abs(moving - fixed).mean()
-    assert np.abs(mapping.transform(moving) - fixed).mean() < 0.7 * before
+    # measured: the mismatch falls to 0.30 of what it was
+    assert np.abs(mapping.transform(moving) - fixed).mean() < 0.4 * before
 
 
 @pytest.mark.parametrize("histogram", METRICS)

@@ -348,7 +348,8 @@ class RegistrationOptions:
         "iterations",
         (40, 20, 10),
         "SyN iterations per level, coarsest first (each level has half the resolution of "
-        "the next), as 40x20x10 or 40,20,10",
+        "the next), as 40x20x10 or 40,20,10; a 0 skips a level, and all zeros (0x0) run "
+        "the prealignment only",
         peer="ANTs: --convergence [40x20x10]; greedy: -n 40x20x10",
         high=ITERATIONS_MAX,
         flag="--iterations",

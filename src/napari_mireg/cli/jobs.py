@@ -229,11 +229,13 @@ def _pause_for_tests(phase):
     ``MIREG_TEST_PAUSE=prealign|syn|write`` makes a job print ``mireg test pause: PHASE``
     on standard error and sleep 60 s at that point (before the prealignment, after the
     first SyN iteration, after the first output file is written), so a test can stop it
-    in that phase however loaded the machine is. Unset, this does nothing.
+    in that phase however loaded the machine is; ``mireg test pause: PHASE over`` after
+    the sleep tells a test that its signal came too late. Unset, this does nothing.
     """
     if os.environ.get(TEST_PAUSE) == phase:
         print(f"mireg test pause: {phase}", file=sys.stderr, flush=True)
         time.sleep(60)
+        print(f"mireg test pause: {phase} over", file=sys.stderr, flush=True)
 
 
 def _paused_after_first(steps):
