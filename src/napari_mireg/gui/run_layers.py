@@ -8,6 +8,7 @@ import numpy as np
 from matplotlib import colormaps
 from napari.utils import Colormap
 
+from napari_mireg.gui.label_display import count_labels
 from napari_mireg.gui.live_layers import (
     DISPLACEMENT,
     JACOBIAN,
@@ -81,7 +82,8 @@ class RunLayers:
                 colormap=chosen.moving_labels.colormap,
             ).editable = False
         self.live.touch_new_buffers()
-        self.view.begin(self.live, chosen.fixed)
+        labels = chosen.moving_labels
+        self.view.begin(self.live, chosen.fixed, 0 if labels is None else count_labels(labels.data))
         if job.moving_labels is not None and chosen.fixed_labels is not None:
             self.view.show_fixed_contours(chosen.fixed_labels)
         # The fixed image stays the selected layer: the layer controls show what is looked at.
