@@ -882,3 +882,43 @@ def test_a_parcellation_shows_its_worst_labels_not_all_and_no_outlines_in_checke
     assert warped.visible and fixed.visible
     widget.label_choice.setCurrentText("Off")
     assert not warped.visible and not fixed.visible
+
+
+def test_the_dice_map_fills_the_fixed_labels_by_their_dice(viewer_with_parcellation, qtbot):
+    from napari_mireg.gui.dice_map import dice_colour
+    from napari_mireg.gui.live_layers import DICE_MAP
+
+    viewer = viewer_with_parcellation
+    widget = make_widget(viewer, iterations="3", prealign="none")
+    run_to_end(qtbot, widget)
+    dice = {int(row["label"]): row["dice"] for row in widget.table.rows}
+    layer = viewer.layers[widget.run_layers.name(DICE_MAP)]
+    assert layer.data is viewer.layers["fixed_labels"].data  # no copy of the labels
+    assert not layer.visible
+    worst, best = min(dice, key=dice.get), max(dice, key=dice.get)
+    assert dice[best] - dice[worst] > 0.3
+    for label in (worst, best):
+        np.testing.assert_allclose(layer.colormap.map(label), dice_colour(dice[label]), atol=1e-6)
+    assert layer.colormap.map(0)[3] == 0
+    # Red for poor overlap, blue for good.
+    low, high = dice_colour(dice[worst]), dice_colour(dice[best])
+    assert low[0] > low[2] and high[2] > high[0]
+    buttons = {button.text(): button for button in widget.mode_buttons.buttons()}
+    buttons["Dice map"].click()
+    warped = viewer.layers[widget.run_layers.name(WARPED)]
+    outlines = viewer.layers[widget.run_layers.name(WARPED_LABELS)]
+    assert layer.visible and not warped.visible and not outlines.visible
+    assert viewer.layers["fixed"].visible
+    # The canvas shows the map's colours over the gray image, through a poorly aligned
+    # label (the overlay's magenta has as much red as blue): red there, blue elsewhere.
+    fixed_labels = viewer.layers["fixed_labels"].data
+    sizes = {label: np.count_nonzero(fixed_labels == label) for label in dice}
+    poor = min((label for label in dice if sizes[label] > 30), key=dice.get)
+    assert dice[poor] < 0.6
+    centre = np.argwhere(fixed_labels == poor).mean(axis=0)
+    viewer.dims.set_point(0, float(layer.data_to_world(centre)[0]))
+    pixels = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    red, blue = pixels[..., 0], pixels[..., 2]
+    assert (red > blue + 60).sum() > 10 and (blue > red + 60).mean() > 0.05
+    buttons["Overlay"].click()
+    assert not layer.visible and warped.visible

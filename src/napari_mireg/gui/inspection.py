@@ -2,9 +2,10 @@
 
 On Run every other layer is hidden: the fixed image is drawn in gray, the warped moving
 image over it in a contrasting colour (overlay), or in alternate tiles (checkerboard), or
-in turns (flicker). Label outlines (see `label_display`: which labels, in which colours)
-are drawn over the overlay only: in checkerboard and flicker they would hide the edges
-being compared.
+in turns (flicker), or the Dice map over the fixed image (see `dice_map`). Label outlines
+(see `label_display`: which labels, in which colours) are drawn over the overlay only: in
+checkerboard and flicker they would hide the edges being compared, and the Dice map fills
+the labels itself.
 """
 
 import numpy as np
@@ -19,9 +20,16 @@ from napari_mireg.gui.label_display import (
     outline_colormap,
     shown_labels,
 )
-from napari_mireg.gui.live_layers import CHECKERBOARD, FIXED_CONTOURS, WARPED, WARPED_LABELS
+from napari_mireg.gui.live_layers import (
+    CHECKERBOARD,
+    DICE_MAP,
+    FIXED_CONTOURS,
+    WARPED,
+    WARPED_LABELS,
+)
 
-MODES = ("overlay", "checkerboard", "flicker")
+MODES = ("overlay", "checkerboard", "flicker", "dice map")
+DICE_MAP_OPACITY = 0.6  # the anatomy under the map stays readable
 # The warped image over the gray fixed one: a hue that gray has none of, half transparent.
 OVERLAY_COLORMAP, OVERLAY_OPACITY = "magenta", 0.4
 CHECKER_MM = 16.0  # side of a checkerboard tile
@@ -154,7 +162,7 @@ class InspectionView:
             layer.visible = visible
 
     def set_mode(self, mode):
-        """Switch between "overlay", "checkerboard" and "flicker"."""
+        """Switch between "overlay", "checkerboard", "flicker" and "dice map"."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
@@ -169,6 +177,15 @@ class InspectionView:
         if warped is None:
             return
         self._show_outlines()
+        dice_map = self.live.get(DICE_MAP)
+        if dice_map is not None:
+            dice_map.visible = self.mode == "dice map"
+            dice_map.opacity = DICE_MAP_OPACITY
+        if self.mode == "dice map" and dice_map is not None:
+            warped.visible = False
+            if checker is not None:
+                checker.visible = False
+            return
         if self.mode == "checkerboard":
             warped.visible = False
             self.frame_shown()
@@ -177,7 +194,7 @@ class InspectionView:
             checker.visible = False
         warped.visible = True
         warped.blending = "translucent"
-        if self.mode == "overlay":
+        if self.mode in ("overlay", "dice map"):  # the Dice map before there is one: overlay
             warped.colormap, warped.opacity = OVERLAY_COLORMAP, OVERLAY_OPACITY
         else:
             warped.colormap, warped.opacity = "gray", 1.0

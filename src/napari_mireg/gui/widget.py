@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_mireg.gui.dice_map import DICE_LEGEND
 from napari_mireg.gui.frame_scheduler import FrameScheduler
 from napari_mireg.gui.inputs import InputsBox
 from napari_mireg.gui.inspection import MODES, InspectionView
@@ -166,6 +167,8 @@ class RegistrationWidget(QWidget):
             "overlay": "The warped image in magenta, half transparent, over the gray fixed image",
             "checkerboard": "Alternate 16 mm tiles of the fixed and the warped image",
             "flicker": "The fixed and the warped image in turns",
+            "dice map": "The fixed labels filled by their Dice after the run: "
+            + DICE_LEGEND.split(": ", 1)[1],
         }
         for mode in MODES:
             button = QPushButton(mode.capitalize())
@@ -329,8 +332,6 @@ class RegistrationWidget(QWidget):
         self.scheduler.end()
         self.summary = summary
         self.run_layers.show_result(summary)
-        if summary.table is not None:
-            self.view.set_dice({int(row["label"]): row["dice"] for row in summary.table.rows})
         fixed, moving = self._pair_names
         seconds = summary.result.timings["total"]
         self.results.show_summary(
