@@ -84,6 +84,7 @@ def test_many_labels_default_to_the_worst_by_dice_and_the_worst_come_first():
         count_labels,
         default_display,
         outline_colormap,
+        ranked_dice,
         shown_labels,
     )
 
@@ -93,8 +94,14 @@ def test_many_labels_default_to_the_worst_by_dice_and_the_worst_come_first():
     assert default_display(84) == "worst" and default_display(7) == "all"
     dice = {2: 0.9, 17: 0.3, 1030: 0.1, 41: 0.8}
     assert shown_labels("worst", dice=dice, count=2) == [1030, 17]
-    assert shown_labels("worst") == [] and shown_labels("off", 17, dice) == []
+    assert shown_labels("worst") == [2, 41, 4, 43]  # before a Dice: WM and ventricles
+    assert shown_labels("off", 17, dice) == []
     assert shown_labels("selected", 17) == [17] and shown_labels("all") is None
+    rows = [
+        {"label": 14, "dice": 0.0, "fixed_voxels": 2},
+        {"label": 2, "dice": 0.9, "fixed_voxels": 500},
+    ]
+    assert ranked_dice(rows) == {2: 0.9}  # the Dice of 2 voxels is not ranked
     with pytest.raises(ValueError, match="label display"):
         shown_labels("some")
     colours = outline_colormap((0, 255, 0), [17])

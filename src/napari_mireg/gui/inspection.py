@@ -9,8 +9,10 @@ the labels itself.
 """
 
 import numpy as np
+from napari.components.overlays import TextOverlay
 from qtpy.QtCore import QTimer
 
+from napari_mireg.gui.dice_map import DICE_LEGEND
 from napari_mireg.gui.display import display_affine
 from napari_mireg.gui.label_display import (
     FIXED_OUTLINE,
@@ -30,6 +32,7 @@ from napari_mireg.gui.live_layers import (
 
 MODES = ("overlay", "checkerboard", "flicker", "dice map")
 DICE_MAP_OPACITY = 0.6  # the anatomy under the map stays readable
+LEGEND_OVERLAY = "mireg_dice_legend"  # the canvas overlay naming the Dice map's colours
 # The warped image over the gray fixed one: a hue that gray has none of, half transparent.
 OVERLAY_COLORMAP, OVERLAY_OPACITY = "magenta", 0.4
 CHECKER_MM = 16.0  # side of a checkerboard tile
@@ -66,6 +69,11 @@ class InspectionView:
         self.dice = None  # {label: Dice} of the run's result
         self._display_before_selection = None
         self._outlines = {}  # layer name -> the labels its colormap shows (None: all)
+        overlays = viewer.canvas.overlays
+        if LEGEND_OVERLAY not in overlays:
+            overlays[LEGEND_OVERLAY] = TextOverlay(
+                text=DICE_LEGEND, position="bottom_left", font_size=12, visible=False
+            )
         self._timer = QTimer()
         self._timer.setInterval(FLICKER_MS)
         self._timer.timeout.connect(self._flick)
@@ -161,6 +169,11 @@ class InspectionView:
             layer.show_selected_label = selected
             layer.visible = visible
 
+    @property
+    def legend(self):
+        """The canvas text naming the Dice map's colours (shown with the map)."""
+        return self.viewer.canvas.overlays[LEGEND_OVERLAY]
+
     def set_mode(self, mode):
         """Switch between "overlay", "checkerboard", "flicker" and "dice map"."""
         if mode not in MODES:
@@ -181,6 +194,7 @@ class InspectionView:
         if dice_map is not None:
             dice_map.visible = self.mode == "dice map"
             dice_map.opacity = DICE_MAP_OPACITY
+        self.legend.visible = self.mode == "dice map" and dice_map is not None
         if self.mode == "dice map" and dice_map is not None:
             warped.visible = False
             if checker is not None:

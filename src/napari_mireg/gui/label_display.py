@@ -2,8 +2,9 @@
 
 With a real parcellation (SynthSeg with cortical parcels: 90+ labels) every outline at once
 is a mosaic that hides the anatomy, so the outlines shown are chosen: none ("off"), the
-label picked in the results table ("selected"), the labels of lowest Dice ("worst"), or all
-of them ("all", the default only for a few labels). The fixed labels are outlined in pure
+label picked in the results table ("selected"), the labels of lowest Dice ("worst"; during
+a run, before there is a Dice, the white matter and the lateral ventricles), or all of them
+("all", the default only for a few labels). The fixed labels are outlined in pure
 green and the warped moving labels in pure magenta, whatever the label: no FreeSurfer or
 SynthSeg LUT colour is within 100 (RGB, summed) of either, so an outline never reads as a
 label's own colour. No Qt here.
@@ -15,6 +16,12 @@ LABEL_DISPLAYS = ("off", "selected", "worst", "all")
 # Above this many labels the default display is the worst labels, not all of them.
 MANY_LABELS = 20
 WORST_COUNT = 5  # default number of worst labels shown
+# Until a run has its Dice, "worst" outlines the cerebral white matter and the lateral
+# ventricles (FreeSurfer/SynthSeg ids): the edges a registration is judged by at a glance.
+LIVE_LABELS = (2, 41, 4, 43)
+# Labels smaller than this (fixed voxels) are not ranked as the worst: the Dice of a few
+# voxels is noise (a 2-voxel third ventricle at 2 mm).
+MIN_RANKED_VOXELS = 30
 FIXED_OUTLINE = (0, 255, 0)  # pure green
 WARPED_OUTLINE = (255, 0, 255)  # pure magenta
 _CLEAR = (0.0, 0.0, 0.0, 0.0)
@@ -40,9 +47,19 @@ def worst_labels(dice, count):
     Parameters
     ----------
     dice : dict of int to float
+        The labels to rank (see `ranked_dice`) and their Dice.
     count : int
     """
     return [label for label, _ in sorted(dice.items(), key=lambda item: item[1])[:count]]
+
+
+def ranked_dice(rows):
+    """{label: Dice} of the rows of an OverlapTable whose label has at least
+    `MIN_RANKED_VOXELS` fixed voxels: the labels "worst" ranks.
+    """
+    return {
+        int(row["label"]): row["dice"] for row in rows if row["fixed_voxels"] >= MIN_RANKED_VOXELS
+    }
 
 
 def outline_colormap(colour, shown=None):
@@ -65,7 +82,7 @@ def shown_labels(display, selected=None, dice=None, count=WORST_COUNT):
     selected : int, optional
         The label picked in the results table.
     dice : dict of int to float, optional
-        Dice per label of the last run (the worst labels need it: without it none).
+        Dice per label of the last run; without it "worst" shows `LIVE_LABELS`.
     count : int
         How many worst labels.
     """
@@ -76,5 +93,5 @@ def shown_labels(display, selected=None, dice=None, count=WORST_COUNT):
     if display == "selected":
         return [] if selected is None else [int(selected)]
     if display == "worst":
-        return [] if not dice else worst_labels(dice, count)
+        return list(LIVE_LABELS) if not dice else worst_labels(dice, count)
     return []

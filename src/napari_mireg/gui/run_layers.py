@@ -9,7 +9,7 @@ from matplotlib import colormaps
 from napari.utils import Colormap
 
 from napari_mireg.gui.dice_map import dice_colormap
-from napari_mireg.gui.label_display import count_labels
+from napari_mireg.gui.label_display import count_labels, ranked_dice
 from napari_mireg.gui.live_layers import (
     DICE_MAP,
     DISPLACEMENT,
@@ -145,7 +145,7 @@ class RunLayers:
             layer = live.show(DICE_MAP, self._fixed_labels.data, "labels", affine, visible=False)
             layer.colormap = dice_colormap(dice)
             layer.editable = False
-            self.view.set_dice(dice)
+            self.view.set_dice(ranked_dice(summary.table.rows))
         self.view.apply()
         self.viewer.layers.selection.active = self.view.fixed  # not the last layer made
 

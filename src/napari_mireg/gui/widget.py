@@ -187,8 +187,8 @@ class RegistrationWidget(QWidget):
         (
             "Worst by Dice",
             "worst",
-            "The labels of lowest Dice after the run (none during the run); the default "
-            f"with more than {MANY_LABELS} labels",
+            "The labels of lowest Dice after the run (during the run: the white matter and "
+            f"the lateral ventricles); the default with more than {MANY_LABELS} labels",
         ),
         ("All", "all", "Every label (a mosaic with a parcellation)"),
     )
