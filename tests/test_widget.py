@@ -911,7 +911,7 @@ def test_the_dice_map_fills_the_fixed_labels_by_their_dice(viewer_with_parcellat
     outlines = viewer.layers[widget.run_layers.name(WARPED_LABELS)]
     assert layer.visible and not warped.visible and not outlines.visible
     assert viewer.layers["fixed"].visible
-    assert widget.view.legend.visible and "red 0.5" in widget.view.legend.text
+    assert widget.view.legend.visible and "red: 0.5 or less" in widget.view.legend.text
     # The canvas shows the map's colours over the gray image, through a poorly aligned
     # label (the overlay's magenta has as much red as blue): red there, blue elsewhere.
     fixed_labels = viewer.layers["fixed_labels"].data

@@ -14,7 +14,8 @@ from matplotlib import colormaps
 
 DICE_COLORMAP = "RdYlBu"
 DICE_RANGE = (0.5, 1.0)  # Dice at the red and at the blue end of the scale
-DICE_LEGEND = "Dice map: red 0.5 or less, yellow 0.75, blue 1"
+# On the canvas's lower left corner, narrow enough to clear the edge letters.
+DICE_LEGEND = "Dice map\nred: 0.5 or less\nyellow: 0.75\nblue: 1"
 
 
 def dice_colour(value):

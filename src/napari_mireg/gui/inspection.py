@@ -72,7 +72,7 @@ class InspectionView:
         overlays = viewer.canvas.overlays
         if LEGEND_OVERLAY not in overlays:
             overlays[LEGEND_OVERLAY] = TextOverlay(
-                text=DICE_LEGEND, position="bottom_left", font_size=12, visible=False
+                text=DICE_LEGEND, position="bottom_left", font_size=10, visible=False
             )
         self._timer = QTimer()
         self._timer.setInterval(FLICKER_MS)

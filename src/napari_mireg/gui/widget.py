@@ -167,8 +167,9 @@ class RegistrationWidget(QWidget):
             "overlay": "The warped image in magenta, half transparent, over the gray fixed image",
             "checkerboard": "Alternate 16 mm tiles of the fixed and the warped image",
             "flicker": "The fixed and the warped image in turns",
-            "dice map": "The fixed labels filled by their Dice after the run: "
-            + DICE_LEGEND.split(": ", 1)[1],
+            "dice map": "The fixed labels filled by their Dice after the run ("
+            + ", ".join(DICE_LEGEND.splitlines()[1:])
+            + ")",
         }
         for mode in MODES:
             button = QPushButton(mode.capitalize())
