@@ -925,3 +925,15 @@ def test_the_dice_map_fills_the_fixed_labels_by_their_dice(viewer_with_parcellat
     assert (red > blue + 60).sum() > 10 and (blue > red + 60).mean() > 0.05
     buttons["Overlay"].click()
     assert not layer.visible and warped.visible and not widget.view.legend.visible
+
+
+def test_a_viewer_of_2d_images_keeps_naparis_orientation(make_napari_viewer):
+    viewer = make_napari_viewer()
+    default = tuple(viewer.scene.camera.orientation2d)
+    viewer.add_image(np.zeros((20, 30), np.float32), name="photo")
+    widget = make_widget(viewer)
+    assert tuple(viewer.scene.camera.orientation2d) == default
+    assert not widget.planes.overlay("top").visible
+    viewer.add_image(np.zeros((10, 20, 30), np.float32), name="volume")  # 3D: turned
+    assert tuple(viewer.scene.camera.orientation2d) == ("up", "left")
+    assert widget.planes.overlay("top").visible and widget.planes.overlay("top").text == "A"

@@ -55,6 +55,8 @@ def edge_letters(plane):
 class AnatomicalPlanes:
     """Put one anatomical plane on the 2D canvas, the right way up, with edge letters.
 
+    Only a viewer of 3D volumes is turned: 2D images keep napari's orientation, unlettered.
+
     Parameters
     ----------
     viewer : napari.Viewer
@@ -64,6 +66,8 @@ class AnatomicalPlanes:
     def __init__(self, viewer, plane="axial"):
         self.viewer = viewer
         self.plane = plane
+        # napari's own orientation, for viewers of 2D images (not anatomy: not turned).
+        self._default_orientation = tuple(viewer.scene.camera.orientation2d)
         overlays = viewer.canvas.overlays
         for edge, position in EDGES.items():
             name = OVERLAY_PREFIX + edge
@@ -90,7 +94,8 @@ class AnatomicalPlanes:
         three_d = dims.ndim == 3
         if three_d and tuple(dims.order) != PLANES[plane]:
             dims.order = PLANES[plane]
-        self.viewer.scene.camera.orientation2d = SCREEN_ORIENTATION
+        camera = self.viewer.scene.camera
+        camera.orientation2d = SCREEN_ORIENTATION if three_d else self._default_orientation
         for edge, letter in letters.items():
             overlay = self.overlay(edge)
             overlay.text = letter
