@@ -77,3 +77,43 @@ def test_on_grid_returns_the_array_itself_on_the_same_grid_and_resamples_otherwi
     flipped = np.eye(4)
     flipped[0, 0], flipped[0, 3] = -1.0, 5.0  # the same voxel centres, axis 0 reversed
     np.testing.assert_allclose(on_grid(array, flipped, grid), array[::-1], atol=1e-6)
+
+
+def test_many_labels_default_to_the_worst_by_dice_and_the_worst_come_first():
+    from napari_mireg.gui.label_display import (
+        count_labels,
+        default_display,
+        outline_colormap,
+        ranked_dice,
+        shown_labels,
+    )
+
+    labels = np.zeros((8, 8, 8), np.int16)
+    labels.reshape(-1)[: 84 * 4 : 4] = np.arange(1001, 1085)  # 84 labels, one voxel each
+    assert count_labels(labels, sample=1) == 84
+    assert default_display(84) == "worst" and default_display(7) == "all"
+    dice = {2: 0.9, 17: 0.3, 1030: 0.1, 41: 0.8}
+    assert shown_labels("worst", dice=dice, count=2) == [1030, 17]
+    assert shown_labels("worst") == [2, 41, 4, 43]  # before a Dice: WM and ventricles
+    assert shown_labels("off", 17, dice) == []
+    assert shown_labels("selected", 17) == [17] and shown_labels("all") is None
+    rows = [
+        {"label": 14, "dice": 0.0, "fixed_voxels": 2},
+        {"label": 2, "dice": 0.9, "fixed_voxels": 500},
+    ]
+    assert ranked_dice(rows) == {2: 0.9}  # the Dice of 2 voxels is not ranked
+    with pytest.raises(ValueError, match="label display"):
+        shown_labels("some")
+    colours = outline_colormap((0, 255, 0), [17])
+    assert colours[17] == (0.0, 1.0, 0.0, 1.0) and colours[None][3] == 0 and colours[0][3] == 0
+
+
+def test_edge_letters_name_the_direction_each_canvas_edge_faces():
+    pytest.importorskip("napari")
+    from napari_mireg.gui.planes import edge_letters
+
+    assert edge_letters("axial") == {"top": "A", "bottom": "P", "left": "R", "right": "L"}
+    assert edge_letters("coronal") == {"top": "S", "bottom": "I", "left": "R", "right": "L"}
+    assert edge_letters("sagittal") == {"top": "S", "bottom": "I", "left": "A", "right": "P"}
+    with pytest.raises(ValueError, match="plane"):
+        edge_letters("oblique")

@@ -18,7 +18,8 @@ from napari_mireg.gui import frame_scheduler as _scheduler  # noqa: E402
 from napari_mireg.gui import frames as _frames  # noqa: E402
 from napari_mireg.gui import progress as _progress  # noqa: E402
 from napari_mireg.gui import widget as _widget  # noqa: E402
-from napari_mireg.gui.display import to_display  # noqa: E402
+from napari_mireg.gui.display import labels_colormap, layer_kwargs, to_display  # noqa: E402
+from napari_mireg.gui.label_display import FIXED_OUTLINE, WARPED_OUTLINE  # noqa: E402
 from napari_mireg.gui.live_layers import (  # noqa: E402
     CHECKERBOARD,
     DISPLACEMENT,
@@ -503,12 +504,8 @@ def test_during_a_run_inputs_labels_are_hidden_and_warped_labels_are_contours(
     # The frame's last step (the progress) is done: its images are in their layers.
     qtbot.waitUntil(lambda: "Level" in widget.reporter.status.text(), timeout=RUN_TIMEOUT_MS)
     viewer.dims.set_point(0, viewer.layers["fixed_t1"].translate[0] + 40 * 2.0)
-    # Saturated label colours (white matter's near-white is also a bright image voxel).
-    colours = [
-        LABEL_COLOURS[label]
-        for label in np.unique(viewer.layers["fixed_synthseg"].data)
-        if label and np.ptp(LABEL_COLOURS[label]) > 60
-    ]
+    # The warped labels' outlines are pure magenta (the fixed ones pure green).
+    colours = [WARPED_OUTLINE]
     assert not viewer.layers["fixed_synthseg"].visible
     assert not viewer.layers["moving_synthseg"].visible
     warped_labels = viewer.layers[widget.run_layers.name(WARPED_LABELS)]
@@ -726,3 +723,217 @@ def test_no_buffer_scope_outlives_a_run(viewer_with_pair, qtbot, monkeypatch):
     qtbot.waitUntil(lambda: kept_bytes() > 0, timeout=RUN_TIMEOUT_MS)
     viewer.close()
     qtbot.waitUntil(nothing_kept, timeout=RUN_TIMEOUT_MS)
+
+
+# A marker blob that is anterior, right and superior (world mm, RAS) in an ellipsoid head.
+MARKER_MM = np.array([30.0, 50.0, 30.0])
+
+
+def write_head_with_marker(path, orientation):
+    """A 2 mm head (a dim ellipsoid) with a bright blob at `MARKER_MM`, stored with its voxel
+    axes along `orientation` (e.g. "RAS", "LIA"), centred on the world origin.
+    """
+    axes = {"R": (0, 1), "L": (0, -1), "A": (1, 1), "P": (1, -1), "S": (2, 1), "I": (2, -1)}
+    half = np.array([70.0, 90.0, 70.0])  # half extents along x, y, z
+    rotation = np.zeros((3, 3))
+    shape = []
+    for voxel_axis, letter in enumerate(orientation):
+        world_axis, sign = axes[letter]
+        rotation[world_axis, voxel_axis] = 2.0 * sign
+        shape.append(int(2 * half[world_axis] / 2.0))
+    affine = np.eye(4)
+    affine[:3, :3] = rotation
+    affine[:3, 3] = -rotation @ ((np.array(shape) - 1) / 2.0)  # voxel centre at the origin
+    index = np.indices(shape, float).reshape(3, -1)
+    world = (rotation @ index + affine[:3, 3:4]).T
+    head = np.sum((world / (0.9 * half)) ** 2, axis=1) <= 1.0
+    marker = np.sum((world - MARKER_MM) ** 2, axis=1) <= 12.0**2
+    data = (100.0 * head + 900.0 * marker).reshape(shape).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, affine), path)
+    return path
+
+
+def marker_on_screen(viewer):
+    """Where the marker shows on the canvas: its (row, column) as fractions of the canvas."""
+    pixels = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    bright = np.all(pixels > 200, axis=-1)  # white; the yellow edge letters have no blue
+    assert bright.sum() > 20, "the marker is not on the canvas"
+    rows, columns = np.nonzero(bright)
+    return rows.mean() / pixels.shape[0], columns.mean() / pixels.shape[1]
+
+
+@pytest.mark.parametrize("orientation", ["RAS", "LIA", "PSR"])
+def test_slices_show_anterior_and_superior_at_the_top_whatever_the_file_orientation(
+    make_napari_viewer, tmp_path, orientation
+):
+    viewer = make_napari_viewer(show=True)
+    widget = make_widget(viewer)
+    path = write_head_with_marker(tmp_path / f"head_{orientation}.nii.gz", orientation)
+    (layer,) = widget.inputs.open_files([path], "image")
+    layer.contrast_limits = (0.0, 1000.0)
+    # Through the marker's centre: axis 0 of the world is S, 1 is A, 2 is R (mm).
+    for axis, value in enumerate(MARKER_MM[[2, 1, 0]]):
+        viewer.dims.set_point(axis, float(value))
+    buttons = {button.text(): button for button in widget.plane_buttons.buttons()}
+    expected = {
+        # plane: (marker in the upper half, marker in the left half), radiological
+        "Axial": ("anterior", "right"),
+        "Coronal": ("superior", "right"),
+        "Sagittal": ("superior", "anterior"),
+    }
+    letters = {}
+    for plane in expected:
+        buttons[plane].click()
+        row, column = marker_on_screen(viewer)
+        assert row < 0.45, f"{plane}: the {expected[plane][0]} marker is not at the top"
+        assert column < 0.45, f"{plane}: the {expected[plane][1]} marker is not on the left"
+        letters[plane] = tuple(
+            widget.planes.overlay(edge).text for edge in ("top", "bottom", "left", "right")
+        )
+        assert all(widget.planes.overlay(edge).visible for edge in ("top", "left"))
+    assert letters == {
+        "Axial": ("A", "P", "R", "L"),
+        "Coronal": ("S", "I", "R", "L"),
+        "Sagittal": ("S", "I", "A", "P"),
+    }
+    # Only the view turned: the layer's world coordinates are the file's.
+    image = nib.load(path)
+    voxel = np.rint(np.linalg.solve(image.affine, np.r_[MARKER_MM, 1.0])[:3]).astype(int)
+    world = np.asarray(layer.data_to_world(layer.world_to_data(MARKER_MM[[2, 1, 0]])))
+    np.testing.assert_allclose(world, MARKER_MM[[2, 1, 0]])
+    shown = np.rint(layer.world_to_data(MARKER_MM[[2, 1, 0]])).astype(int)
+    assert layer.data[tuple(shown)] == np.asarray(image.dataobj)[tuple(voxel)] == 1000.0
+
+
+@pytest.fixture
+def viewer_with_parcellation(make_napari_viewer):
+    """The template (3 mm) and a deformed T2-like copy, each with a 96-label parcellation
+    (hidden, as the sample's labels are).
+    """
+    import testdata
+
+    pair = testdata.parcellated_pair(zoom=3)
+    viewer = make_napari_viewer(show=True)
+    for key in ("fixed", "moving", "fixed_labels", "moving_labels"):
+        display, affine = to_display(pair[key], pair["affine"])
+        kwargs = layer_kwargs(affine, key, affine=pair["affine"], shape=pair[key].shape)
+        if key.endswith("labels"):
+            viewer.add_labels(display, colormap=labels_colormap(np.unique(display)), **kwargs)
+            viewer.layers[key].visible = False
+        else:
+            viewer.add_image(display, colormap="gray", **kwargs)
+    return viewer
+
+
+def test_the_outline_colours_are_in_no_label_lut_entry():
+    lut = np.array(list(LABEL_COLOURS.values()))
+    for colour in (FIXED_OUTLINE, WARPED_OUTLINE):
+        assert np.abs(lut - np.array(colour)).sum(axis=1).min() > 100
+    assert FIXED_OUTLINE != WARPED_OUTLINE
+
+
+def outline_pixels(viewer):
+    """Canvas pixels in the fixed (green) and the warped (magenta) outline colours."""
+    return label_pixels(viewer, [FIXED_OUTLINE]), label_pixels(viewer, [WARPED_OUTLINE])
+
+
+def test_a_parcellation_shows_its_worst_labels_not_all_and_no_outlines_in_checkerboard(
+    viewer_with_parcellation, qtbot
+):
+    viewer = viewer_with_parcellation
+    assert len(np.unique(viewer.layers["fixed_labels"].data)) > 80
+    widget = make_widget(viewer, iterations="3", prealign="none")
+    worker = widget.start()
+    assert worker is not None
+    # With 96 labels the default is not every outline (before a Dice: WM and ventricles).
+    assert widget.view.label_display == "worst"
+    assert widget.label_choice.currentText() == "Worst by Dice"
+    wait_idle(qtbot, widget)
+    table = widget.table
+    dice = {int(row["label"]): row["dice"] for row in table.rows}
+    ranked = [row["label"] for row in table.rows if row["fixed_voxels"] >= 30]
+    worst = sorted(ranked, key=dice.get)[:5]
+    assert min(dice, key=dice.get) not in worst  # a 1-voxel label's Dice is not ranked
+    warped = viewer.layers[widget.run_layers.name(WARPED_LABELS)]
+    fixed = viewer.layers[widget.run_layers.name(FIXED_CONTOURS)]
+    for layer, colour in ((warped, WARPED_OUTLINE), (fixed, FIXED_OUTLINE)):
+        assert layer.visible and layer.contour > 0
+        drawn = [label for label in dice if layer.colormap.map(label)[3] > 0]
+        assert sorted(drawn) == sorted(worst)
+        np.testing.assert_allclose(layer.colormap.map(worst[0])[:3], np.array(colour) / 255)
+    # On the canvas, through the centre of the largest of them: the fixed label's outline in
+    # green, the warped one's in magenta.
+    fixed_data = viewer.layers["fixed_labels"].data
+    largest = max(worst, key=lambda label: np.count_nonzero(fixed_data == label))
+    for data, colour in ((fixed_data, 0), (warped.data, 1)):
+        centre = np.argwhere(data == largest).mean(axis=0)
+        viewer.dims.set_point(0, float(warped.data_to_world(centre)[0]))
+        assert outline_pixels(viewer)[colour].sum() > 5
+    green, _ = outline_pixels(viewer)
+    # "All" outlines far more; checkerboard and flicker hide the outlines.
+    widget.label_choice.setCurrentText("All")
+    all_green, _ = outline_pixels(viewer)
+    assert all_green.sum() > 5 * green.sum()
+    buttons = {button.text(): button for button in widget.mode_buttons.buttons()}
+    for mode in ("Checkerboard", "Flicker"):
+        buttons[mode].click()
+        assert not warped.visible and not fixed.visible
+        green, magenta = outline_pixels(viewer)
+        assert green.sum() == 0 and magenta.sum() == 0
+    buttons["Overlay"].click()
+    assert warped.visible and fixed.visible
+    widget.label_choice.setCurrentText("Off")
+    assert not warped.visible and not fixed.visible
+
+
+def test_the_dice_map_fills_the_fixed_labels_by_their_dice(viewer_with_parcellation, qtbot):
+    from napari_mireg.gui.dice_map import dice_colour
+    from napari_mireg.gui.live_layers import DICE_MAP
+
+    viewer = viewer_with_parcellation
+    widget = make_widget(viewer, iterations="3", prealign="none")
+    run_to_end(qtbot, widget)
+    dice = {int(row["label"]): row["dice"] for row in widget.table.rows}
+    layer = viewer.layers[widget.run_layers.name(DICE_MAP)]
+    assert layer.data is viewer.layers["fixed_labels"].data  # no copy of the labels
+    assert not layer.visible
+    worst, best = min(dice, key=dice.get), max(dice, key=dice.get)
+    assert dice[best] - dice[worst] > 0.3
+    for label in (worst, best):
+        np.testing.assert_allclose(layer.colormap.map(label), dice_colour(dice[label]), atol=1e-6)
+    assert layer.colormap.map(0)[3] == 0
+    # Red for poor overlap, blue for good.
+    low, high = dice_colour(dice[worst]), dice_colour(dice[best])
+    assert low[0] > low[2] and high[2] > high[0]
+    buttons = {button.text(): button for button in widget.mode_buttons.buttons()}
+    buttons["Dice map"].click()
+    warped = viewer.layers[widget.run_layers.name(WARPED)]
+    outlines = viewer.layers[widget.run_layers.name(WARPED_LABELS)]
+    assert layer.visible and not warped.visible and not outlines.visible
+    assert viewer.layers["fixed"].visible
+    assert widget.view.legend.visible and "red: 0.5 or less" in widget.view.legend.text
+    # The canvas shows the map's colours over the gray image, through a poorly aligned
+    # label (the overlay's magenta has as much red as blue): red there, blue elsewhere.
+    fixed_labels = viewer.layers["fixed_labels"].data
+    sizes = {label: np.count_nonzero(fixed_labels == label) for label in dice}
+    poor = min((label for label in dice if sizes[label] > 30), key=dice.get)
+    assert dice[poor] < 0.6
+    centre = np.argwhere(fixed_labels == poor).mean(axis=0)
+    viewer.dims.set_point(0, float(layer.data_to_world(centre)[0]))
+    pixels = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    red, blue = pixels[..., 0], pixels[..., 2]
+    assert (red > blue + 60).sum() > 10 and (blue > red + 60).mean() > 0.05
+    buttons["Overlay"].click()
+    assert not layer.visible and warped.visible and not widget.view.legend.visible
+
+
+def test_a_viewer_of_2d_images_keeps_naparis_orientation(make_napari_viewer):
+    viewer = make_napari_viewer()
+    default = tuple(viewer.scene.camera.orientation2d)
+    viewer.add_image(np.zeros((20, 30), np.float32), name="photo")
+    widget = make_widget(viewer)
+    assert tuple(viewer.scene.camera.orientation2d) == default
+    assert not widget.planes.overlay("top").visible
+    viewer.add_image(np.zeros((10, 20, 30), np.float32), name="volume")  # 3D: turned
+    assert tuple(viewer.scene.camera.orientation2d) == ("up", "left")
+    assert widget.planes.overlay("top").visible and widget.planes.overlay("top").text == "A"

@@ -306,3 +306,86 @@ def blobs_for_check(shape=(24, 28, 26), shift=(1.5, -1.0, 2.0)):
     fixed = blobs(shape, seed=1)
     moved = ndimage.shift(fixed, shift, order=3, mode="nearest")
     return fixed.astype(np.float32), (np.sin(3.0 * moved) + 0.3 * moved).astype(np.float32)
+
+
+# Approximate centres (MNI mm, left side; the right one mirrors x) and radii of SynthSeg's
+# subcortical structures, as (left id, right id, centre, radius): spheres, not anatomy.
+_SUBCORTICAL = (
+    (10, 49, (-11, -18, 7), 7),  # thalamus
+    (11, 50, (-13, 12, 10), 5),  # caudate
+    (12, 51, (-25, 2, 0), 6),  # putamen
+    (13, 52, (-19, -3, -1), 4),  # pallidum
+    (17, 53, (-26, -22, -14), 5),  # hippocampus
+    (18, 54, (-23, -4, -20), 4),  # amygdala
+    (26, 58, (-9, 11, -8), 3),  # accumbens
+    (28, 60, (-11, -16, -10), 4),  # ventral DC
+    (7, 46, (-15, -55, -30), 6),  # cerebellum white matter
+    (8, 47, (-28, -68, -38), 9),  # cerebellum cortex
+)
+_MIDLINE_STRUCTURES = ((16, (0, -28, -30), 7), (14, (0, -10, 5), 2), (15, (0, -45, -30), 3))
+
+
+def synthseg_parcellation(zoom=1):
+    """A SynthSeg-with-parcels-like label map of the template: 90+ SynthSeg ids.
+
+    The tissue labels of `synthseg_tissue_labels`, with the cortex (3/42) of each hemisphere
+    split into the 34 Desikan-Killiany parcel ids (1001-1035 / 2001-2035) by the direction
+    of each voxel from the brain's centre (7 bins of azimuth, each split into 5 of
+    elevation, by quantiles, so that every parcel has voxels), and spheres of brain voxels
+    labelled as the subcortical structures near their MNI positions. Its ids and sizes are
+    those of a real parcellation; its boundaries are not anatomy.
+    """
+    from napari_mireg.labels import SYNTHSEG_PARC_LABELS
+
+    t1, affine = load_template("t1", zoom)
+    labels = synthseg_tissue_labels(zoom)
+    x, y, z = np.einsum("ij,j...->i...", affine[:3, :3], np.indices(t1.shape, float))
+    x, y, z = x + affine[0, 3], y + affine[1, 3], z + affine[2, 3] - 10.0
+    parcels = sorted({label % 1000 for label in SYNTHSEG_PARC_LABELS if label > 1000})
+    azimuth = np.arctan2(y, np.abs(x))
+    elevation = np.arctan2(z, np.hypot(x, y))
+    for cortex, base in ((3, 1000), (42, 2000)):
+        inside = labels == cortex
+        bins = np.zeros(int(inside.sum()), int)
+        az = azimuth[inside]
+        az_edges = np.quantile(az, np.linspace(0, 1, 8)[1:-1])
+        az_bin = np.searchsorted(az_edges, az)
+        el = elevation[inside]
+        for k in range(7):
+            chosen = az_bin == k
+            el_edges = np.quantile(el[chosen], np.linspace(0, 1, 6)[1:-1])
+            bins[chosen] = 5 * k + np.searchsorted(el_edges, el[chosen])
+        bins = np.minimum(bins, len(parcels) - 1)  # 35 bins onto 34 parcels
+        labels[inside] = base + np.asarray(parcels)[bins]
+    brain = t1 > 0
+    z = z + 10.0
+    for left, right, (cx, cy, cz), radius in _SUBCORTICAL:
+        for label, sx in ((left, cx), (right, -cx)):
+            sphere = (x - sx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2 <= radius**2
+            labels[sphere & brain] = label
+    for label, (cx, cy, cz), radius in _MIDLINE_STRUCTURES:
+        sphere = (x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2 <= radius**2
+        labels[sphere & brain] = label
+    return labels
+
+
+def parcellated_pair(zoom=2, peak=6.0, seed=0):
+    """The template and a deformed T2-like copy, each with a 90+ label parcellation.
+
+    Returns
+    -------
+    dict
+        "fixed", "moving" (float32), "fixed_labels", "moving_labels" (int16), "affine"
+        (shared), "displacement" (voxels).
+    """
+    fixed, moving, affine, displacement = deformed_pair(zoom, peak, seed)
+    fixed_labels = synthseg_parcellation(zoom)
+    moving_labels = warp_linear(fixed_labels, displacement, order=0).astype(np.int16)
+    return {
+        "fixed": fixed,
+        "moving": moving,
+        "fixed_labels": fixed_labels,
+        "moving_labels": moving_labels,
+        "affine": affine,
+        "displacement": displacement,
+    }

@@ -2,20 +2,39 @@
 
 On Run every other layer is hidden: the fixed image is drawn in gray, the warped moving
 image over it in a contrasting colour (overlay), or in alternate tiles (checkerboard), or
-in turns (flicker); warped labels are drawn as contours, and the fixed labels, when both
-maps exist, as contours of one other colour, so that the image under them stays visible.
+in turns (flicker), or the Dice map over the fixed image (see `dice_map`). Label outlines
+(see `label_display`: which labels, in which colours) are drawn over the overlay only: in
+checkerboard and flicker they would hide the edges being compared, and the Dice map fills
+the labels itself.
 """
 
 import numpy as np
+from napari.components.overlays import TextOverlay
 from qtpy.QtCore import QTimer
 
+from napari_mireg.gui.dice_map import DICE_LEGEND
 from napari_mireg.gui.display import display_affine
-from napari_mireg.gui.live_layers import CHECKERBOARD, FIXED_CONTOURS, WARPED, WARPED_LABELS
+from napari_mireg.gui.label_display import (
+    FIXED_OUTLINE,
+    WARPED_OUTLINE,
+    WORST_COUNT,
+    default_display,
+    outline_colormap,
+    shown_labels,
+)
+from napari_mireg.gui.live_layers import (
+    CHECKERBOARD,
+    DICE_MAP,
+    FIXED_CONTOURS,
+    WARPED,
+    WARPED_LABELS,
+)
 
-MODES = ("overlay", "checkerboard", "flicker")
+MODES = ("overlay", "checkerboard", "flicker", "dice map")
+DICE_MAP_OPACITY = 0.6  # the anatomy under the map stays readable
+LEGEND_OVERLAY = "mireg_dice_legend"  # the canvas overlay naming the Dice map's colours
 # The warped image over the gray fixed one: a hue that gray has none of, half transparent.
 OVERLAY_COLORMAP, OVERLAY_OPACITY = "magenta", 0.4
-FIXED_CONTOUR_COLOUR = (1.0, 0.9, 0.0, 1.0)  # yellow: no FreeSurfer label has it
 CHECKER_MM = 16.0  # side of a checkerboard tile
 FLICKER_MS = 700  # time each image is shown in flicker mode
 CONTOUR_PIXELS = 1
@@ -44,19 +63,35 @@ class InspectionView:
         self.live = None  # the LiveLayers shown
         self.fixed = None  # the fixed image layer
         self._tiles = None  # (shape, scale, mask) of the checkerboard
+        self.label_display = "all"  # see label_display.LABEL_DISPLAYS
+        self.worst_count = WORST_COUNT
+        self.selected_label = None  # the label picked in the results table
+        self.dice = None  # {label: Dice} of the run's result
+        self._display_before_selection = None
+        self._outlines = {}  # layer name -> the labels its colormap shows (None: all)
+        overlays = viewer.canvas.overlays
+        if LEGEND_OVERLAY not in overlays:
+            overlays[LEGEND_OVERLAY] = TextOverlay(
+                text=DICE_LEGEND, position="bottom_left", font_size=10, visible=False
+            )
         self._timer = QTimer()
         self._timer.setInterval(FLICKER_MS)
         self._timer.timeout.connect(self._flick)
 
-    def begin(self, live, fixed):
+    def begin(self, live, fixed, label_count=0):
         """Show a run: hide every layer but the fixed image and the run's own.
 
         Parameters
         ----------
         live : LiveLayers
         fixed : napari Image layer
+        label_count : int
+            Number of labels of the run's label maps: sets the default label display.
         """
         self.live, self.fixed = live, fixed
+        self.label_display = default_display(label_count)
+        self.selected_label, self.dice, self._display_before_selection = None, None, None
+        self._outlines = {}
         for layer in self.viewer.layers:
             if layer is not fixed and layer not in live.layers():
                 layer.visible = False
@@ -72,8 +107,8 @@ class InspectionView:
         self.apply()
 
     def show_fixed_contours(self, fixed_labels):
-        """Draw the fixed labels as contours of one colour, under the warped labels' (the
-        layer shares the fixed labels' data).
+        """Draw the fixed labels as outlines, under the warped labels' (the layer shares the
+        fixed labels' data).
         """
         layer = self.live.get(FIXED_CONTOURS)
         if layer is None or layer.data is not fixed_labels.data:
@@ -82,15 +117,65 @@ class InspectionView:
                 fixed_labels.data,
                 "labels",
                 display_affine(fixed_labels),
-                colormap={None: FIXED_CONTOUR_COLOUR, 0: (0.0, 0.0, 0.0, 0.0)},
+                colormap=outline_colormap(FIXED_OUTLINE),
             )
+            self._outlines.pop(layer.name, None)
         layer.contour = CONTOUR_PIXELS
+        layer.opacity = 1.0  # the outline colour as it is, not blended with the image
         layer.editable = False
-        layer.visible = True
+        self._show_outlines()
         self._keep_labels_on_top()
 
+    def set_label_display(self, display, count=None):
+        """Show the outlines of no label ("off"), of the selected one ("selected"), of the
+        `count` of lowest Dice ("worst") or of every label ("all").
+        """
+        shown_labels(display)  # checks the name
+        self.label_display = display
+        if count is not None:
+            self.worst_count = int(count)
+        self._display_before_selection = None
+        self._show_outlines()
+
+    def set_dice(self, dice):
+        """The Dice per label of the run's result ({label: Dice}, None without a table)."""
+        self.dice = None if dice is None else dict(dice)
+        self._show_outlines()
+
+    def outline_layers(self):
+        """The run's outline layers and their colours: [(layer, RGB)]."""
+        if self.live is None:
+            return []
+        pairs = ((FIXED_CONTOURS, FIXED_OUTLINE), (WARPED_LABELS, WARPED_OUTLINE))
+        return [
+            (self.live.get(base), colour)
+            for base, colour in pairs
+            if self.live.get(base) is not None
+        ]
+
+    def _show_outlines(self):
+        """Colour and show the outline layers as the label display and the mode say."""
+        shown = shown_labels(self.label_display, self.selected_label, self.dice, self.worst_count)
+        visible = self.mode == "overlay" and (shown is None or len(shown) > 0)
+        for layer, colour in self.outline_layers():
+            key = None if shown is None else tuple(shown)
+            if self._outlines.get(layer.name, "unset") != key:
+                # A new colormap rebuilds the layer's colour texture: only when it changes.
+                layer.colormap = outline_colormap(colour, shown)
+                self._outlines[layer.name] = key
+            selected = self.label_display == "selected" and self.selected_label is not None
+            if selected:
+                layer.selected_label = int(self.selected_label)
+            layer.show_selected_label = selected
+            layer.visible = visible
+
+    @property
+    def legend(self):
+        """The canvas text naming the Dice map's colours (shown with the map)."""
+        return self.viewer.canvas.overlays[LEGEND_OVERLAY]
+
     def set_mode(self, mode):
-        """Switch between "overlay", "checkerboard" and "flicker"."""
+        """Switch between "overlay", "checkerboard", "flicker" and "dice map"."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
@@ -104,6 +189,17 @@ class InspectionView:
         warped, checker = self.live.get(WARPED), self.live.get(CHECKERBOARD)
         if warped is None:
             return
+        self._show_outlines()
+        dice_map = self.live.get(DICE_MAP)
+        if dice_map is not None:
+            dice_map.visible = self.mode == "dice map"
+            dice_map.opacity = DICE_MAP_OPACITY
+        self.legend.visible = self.mode == "dice map" and dice_map is not None
+        if self.mode == "dice map" and dice_map is not None:
+            warped.visible = False
+            if checker is not None:
+                checker.visible = False
+            return
         if self.mode == "checkerboard":
             warped.visible = False
             self.frame_shown()
@@ -112,7 +208,7 @@ class InspectionView:
             checker.visible = False
         warped.visible = True
         warped.blending = "translucent"
-        if self.mode == "overlay":
+        if self.mode in ("overlay", "dice map"):  # the Dice map before there is one: overlay
             warped.colormap, warped.opacity = OVERLAY_COLORMAP, OVERLAY_OPACITY
         else:
             warped.colormap, warped.opacity = "gray", 1.0
@@ -174,27 +270,29 @@ class InspectionView:
         self._timer.stop()
 
     def select_label(self, label, centre=None):
-        """Show only `label` in the run's label layers and centre the view on it.
+        """Show only the outlines of `label` and centre the view on it.
 
         Parameters
         ----------
         label : int or None
-            None shows every label again.
+            None goes back to the label display used before a label was selected.
         centre : sequence of float, optional
             Voxel indices of the label's centre on the fixed display grid.
         """
         if self.live is None:
             return
-        for base in (WARPED_LABELS, FIXED_CONTOURS):
-            layer = self.live.get(base)
-            if layer is None:
-                continue
-            if label is None:
-                layer.show_selected_label = False
-            else:
-                layer.selected_label = int(label)
-                layer.show_selected_label = True
-        if label is None or centre is None:
+        if label is None:
+            self.selected_label = None
+            if self._display_before_selection is not None:
+                self.label_display = self._display_before_selection
+                self._display_before_selection = None
+            self._show_outlines()
+            return
+        if self._display_before_selection is None:
+            self._display_before_selection = self.label_display
+        self.selected_label, self.label_display = int(label), "selected"
+        self._show_outlines()
+        if centre is None:
             return
         reference = self.live.get(WARPED_LABELS)
         reference = self.fixed if reference is None else reference

@@ -13,6 +13,7 @@ from napari_mireg.gui.display import layer_kwargs, scale_translate
 WARPED, WARPED_LABELS = "warped moving", "warped moving labels"
 UPDATE, JACOBIAN, DISPLACEMENT = "update magnitude (mm)", "det J", "displacement (mm)"
 CHECKERBOARD, FIXED_CONTOURS = "checkerboard", "fixed labels (contours)"
+DICE_MAP = "Dice map"
 # Marks the layers this widget made, which are not offered as registration inputs.
 RESULT_KEY = "mireg_run"
 

@@ -8,7 +8,7 @@ show that label.
 
 import numpy as np
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt, Signal
+from qtpy.QtCore import QSize, Qt, Signal
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -57,6 +57,17 @@ def short_name(name):
     for long, short in SHORT_NAMES:
         name = name.replace(long, short)
     return name
+
+
+class _LabelTable(QTableWidget):
+    """The per-label table, asking for little height: it stretches into the room the dock
+    has, and a tall preferred height made the whole panel scroll on a 1280x800 screen (the
+    wrapped summary text makes the panel's scroll area lay it out at preferred heights).
+    """
+
+    def sizeHint(self):
+        hint = super().sizeHint()
+        return QSize(hint.width(), self.minimumHeight())
 
 
 class NumericItem(QTableWidgetItem):
@@ -114,7 +125,7 @@ class ResultsPanel(QWidget):
         self.text.setWordWrap(True)
         self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.text)
-        self.table = QTableWidget(0, len(TABLE_COLUMNS))
+        self.table = _LabelTable(0, len(TABLE_COLUMNS))
         for column, (header, tip, _) in enumerate(TABLE_COLUMNS):
             item = QTableWidgetItem(header)
             item.setToolTip(tip)

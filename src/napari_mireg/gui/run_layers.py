@@ -8,7 +8,10 @@ import numpy as np
 from matplotlib import colormaps
 from napari.utils import Colormap
 
+from napari_mireg.gui.dice_map import dice_colormap
+from napari_mireg.gui.label_display import count_labels, ranked_dice
 from napari_mireg.gui.live_layers import (
+    DICE_MAP,
     DISPLACEMENT,
     JACOBIAN,
     UPDATE,
@@ -39,6 +42,7 @@ class RunLayers:
         self.live = None  # LiveLayers of the current run
         self.run_number = 0
         self._affine = None  # the fixed image's display grid
+        self._fixed_labels = None  # the run's fixed labels layer (None without one)
         self._shape = None
 
     def name(self, base):
@@ -68,6 +72,7 @@ class RunLayers:
             self.run_number += 1
             self.live = LiveLayers(self.viewer, self.run_number, chosen.fixed.metadata)
         self._affine = affine = job.fixed.affine
+        self._fixed_labels = chosen.fixed_labels
         self._shape = shape = job.fixed.data.shape
         limits = chosen.moving.contrast_limits
         self.live.prepare(WARPED, shape, np.float32, "image", affine, contrast_limits=limits)
@@ -81,7 +86,8 @@ class RunLayers:
                 colormap=chosen.moving_labels.colormap,
             ).editable = False
         self.live.touch_new_buffers()
-        self.view.begin(self.live, chosen.fixed)
+        labels = chosen.moving_labels
+        self.view.begin(self.live, chosen.fixed, 0 if labels is None else count_labels(labels.data))
         if job.moving_labels is not None and chosen.fixed_labels is not None:
             self.view.show_fixed_contours(chosen.fixed_labels)
         # The fixed image stays the selected layer: the layer controls show what is looked at.
@@ -112,7 +118,8 @@ class RunLayers:
 
     def show_result(self, summary):
         """Put a RunSummary into the run's layers: warped image and labels, det J and the
-        displacement (hidden), then the inspection view on them.
+        displacement (hidden), the Dice map (with both label maps), then the inspection view
+        on them.
         """
         affine, live = self._affine, self.live
         live.show(WARPED, summary.result.warped, "image", affine)
@@ -132,6 +139,13 @@ class RunLayers:
         )
         if summary.export_mapping is not None:
             layer.metadata["displacement"] = summary.export_mapping.transforms()[0]
+        if summary.table is not None and self._fixed_labels is not None:
+            dice = {int(row["label"]): row["dice"] for row in summary.table.rows}
+            # The fixed labels' own array: the map costs a colormap, not a volume.
+            layer = live.show(DICE_MAP, self._fixed_labels.data, "labels", affine, visible=False)
+            layer.colormap = dice_colormap(dice)
+            layer.editable = False
+            self.view.set_dice(ranked_dice(summary.table.rows))
         self.view.apply()
         self.viewer.layers.selection.active = self.view.fixed  # not the last layer made
 

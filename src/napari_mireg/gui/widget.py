@@ -12,21 +12,26 @@ from qtpy.QtCore import QEvent, QSize, Qt
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
+    QComboBox,
     QFrame,
     QHBoxLayout,
     QLabel,
     QPushButton,
     QScrollArea,
+    QSpinBox,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
+from napari_mireg.gui.dice_map import DICE_LEGEND
 from napari_mireg.gui.frame_scheduler import FrameScheduler
 from napari_mireg.gui.inputs import InputsBox
 from napari_mireg.gui.inspection import MODES, InspectionView
+from napari_mireg.gui.label_display import MANY_LABELS, WORST_COUNT
 from napari_mireg.gui.layer_tools import LayerTools
 from napari_mireg.gui.options_form import OptionsForm
+from napari_mireg.gui.planes import PLANES, AnatomicalPlanes
 from napari_mireg.gui.plots import LivePlots
 from napari_mireg.gui.progress import ProgressReporter
 from napari_mireg.gui.results import ResultsPanel
@@ -71,6 +76,7 @@ class RegistrationWidget(QWidget):
         self.summary = None  # RunSummary of the last finished run
         self._pair_names = ("", "")  # the fixed and moving images' names of the run
         self.view = InspectionView(napari_viewer)
+        self.planes = AnatomicalPlanes(napari_viewer)
         self.inputs = InputsBox(napari_viewer)
         self.runner = RunController()
         self.buttons = RunButtons()
@@ -86,9 +92,15 @@ class RegistrationWidget(QWidget):
         layout.addWidget(self.inputs)
         layout.addWidget(self.buttons)
         layout.addWidget(self.reporter)
+        layout.addLayout(self._plane_row())
         layout.addLayout(self._view_row())
+        layout.addLayout(self._labels_row())
         self.tabs = QTabWidget()
-        self.tabs.addTab(self._parameters_page(), "Parameters")
+        # The options scroll on their own when the dock is short (a 1280x800 screen):
+        # the plane, view and label controls above them stay in sight.
+        parameters = _VerticalScrollArea()
+        parameters.setWidget(self._parameters_page())
+        self.tabs.addTab(parameters, "Parameters")
         self.tabs.addTab(self.plots, "Live")
         self.tabs.addTab(self.results, "Results")
         self.tabs.addTab(self.tools, "Tools")
@@ -128,6 +140,25 @@ class RegistrationWidget(QWidget):
         self.options_form.add_row(self.live_images)
         return self.options_form
 
+    def _plane_row(self):
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Plane:"))
+        self.plane_buttons = QButtonGroup(self)
+        tips = {
+            "axial": "Axial slices, anterior at the top, the patient's right on the left",
+            "coronal": "Coronal slices, superior at the top, the patient's right on the left",
+            "sagittal": "Sagittal slices, superior at the top, anterior on the left",
+        }
+        for plane in PLANES:
+            button = QPushButton(plane.capitalize())
+            button.setCheckable(True)
+            button.setChecked(plane == self.planes.plane)
+            button.setToolTip(tips[plane])
+            button.clicked.connect(lambda _, p=plane: self.planes.show(p))
+            self.plane_buttons.addButton(button)
+            row.addWidget(button)
+        return row
+
     def _view_row(self):
         row = QHBoxLayout()
         row.addWidget(QLabel("View:"))
@@ -136,6 +167,9 @@ class RegistrationWidget(QWidget):
             "overlay": "The warped image in magenta, half transparent, over the gray fixed image",
             "checkerboard": "Alternate 16 mm tiles of the fixed and the warped image",
             "flicker": "The fixed and the warped image in turns",
+            "dice map": "The fixed labels filled by their Dice after the run ("
+            + ", ".join(DICE_LEGEND.splitlines()[1:])
+            + ")",
         }
         for mode in MODES:
             button = QPushButton(mode.capitalize())
@@ -146,6 +180,56 @@ class RegistrationWidget(QWidget):
             self.mode_buttons.addButton(button)
             row.addWidget(button)
         return row
+
+    # The label display control's choices: (text, display name, tooltip).
+    LABEL_CHOICES = (
+        ("Off", "off", "No label outlines"),
+        ("Selected", "selected", "Only the label clicked in the results table"),
+        (
+            "Worst by Dice",
+            "worst",
+            "The labels of lowest Dice after the run (during the run: the white matter and "
+            f"the lateral ventricles); the default with more than {MANY_LABELS} labels",
+        ),
+        ("All", "all", "Every label (a mosaic with a parcellation)"),
+    )
+
+    def _labels_row(self):
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Outlines:"))
+        self.label_choice = QComboBox()
+        for index, (text, _, tip) in enumerate(self.LABEL_CHOICES):
+            self.label_choice.addItem(text)
+            self.label_choice.setItemData(index, tip, Qt.ItemDataRole.ToolTipRole)
+        self.label_choice.setToolTip(
+            "Which labels are outlined: fixed labels in green, warped moving labels in "
+            "magenta (overlay view only)"
+        )
+        self.worst_count = QSpinBox()
+        self.worst_count.setRange(1, 50)
+        self.worst_count.setValue(WORST_COUNT)
+        self.worst_count.setToolTip("How many of the worst labels are outlined")
+        self.label_choice.currentIndexChanged.connect(self._label_display_chosen)
+        self.worst_count.valueChanged.connect(self._label_display_chosen)
+        row.addWidget(self.label_choice, 1)
+        row.addWidget(self.worst_count)
+        self._show_label_display()
+        return row
+
+    def _label_display_chosen(self, *_):
+        display = self.LABEL_CHOICES[self.label_choice.currentIndex()][1]
+        self.view.set_label_display(display, self.worst_count.value())
+        self.worst_count.setEnabled(display == "worst")
+
+    def _show_label_display(self):
+        """Put the view's label display into the control (it changes at Run and on a
+        table click).
+        """
+        names = [name for _, name, _ in self.LABEL_CHOICES]
+        self.label_choice.blockSignals(True)
+        self.label_choice.setCurrentIndex(names.index(self.view.label_display))
+        self.label_choice.blockSignals(False)
+        self.worst_count.setEnabled(self.view.label_display == "worst")
 
     def _wire(self):
         buttons, runner, reporter = self.buttons, self.runner, self.reporter
@@ -199,6 +283,7 @@ class RegistrationWidget(QWidget):
         # The layers are made while the worker makes the first frame (which arrives once
         # this handler has returned).
         self.run_layers.begin(job, chosen, continued)
+        self._show_label_display()
         self.results.clear(f"Run {self.run_layers.run_number} is under way...")
         self._set_running(True)
         self.tabs.setCurrentWidget(self.plots)
@@ -299,9 +384,12 @@ class RegistrationWidget(QWidget):
         return None if self.summary is None else self.summary.result
 
     def select_label(self, label):
-        """Show only `label` (-1: every label) and centre the view on it."""
+        """Outline only `label` and centre the view on it (-1: back to the label display
+        used before).
+        """
         if label < 0:
             self.view.select_label(None)
-            return
-        centres = {} if self.summary is None else self.summary.centres or {}
-        self.view.select_label(label, centres.get(label))
+        else:
+            centres = {} if self.summary is None else self.summary.centres or {}
+            self.view.select_label(label, centres.get(label))
+        self._show_label_display()
