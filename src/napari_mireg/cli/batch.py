@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -166,9 +167,20 @@ def all_pairs(path: PathLike) -> list[Pair]:
             )
             for f in subjects
             for m in subjects
-            if f is not m
+            if not _same_subject(f, m)
         ]
     )
+
+
+def _same_subject(first, second):
+    """True when two subject rows name one image (as written, resolved or linked)."""
+    a, b = Path(first["image"]), Path(second["image"])
+    if first["image"] == second["image"] or a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # a missing file: its pair fails with its own message
+        return False
 
 
 def _expected_inputs(pair):
@@ -350,11 +362,18 @@ class CohortResult:
     plot: Path
 
 
-def _local_client(threads_per_task, workers):
+def _local_client(threads_per_task, workers, pairs):
     from dask.distributed import Client, LocalCluster
 
     cores = os.cpu_count() or 1
     workers = workers or max(1, cores // threads_per_task)
+    workers = min(workers, pairs)  # an idle worker process costs memory and start-up time
+    if workers * threads_per_task > cores:
+        warnings.warn(
+            f"{workers} workers x {threads_per_task} threads per task exceed the {cores} cores: "
+            "the tasks will slow each other down",
+            stacklevel=3,
+        )
     cluster = LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
     )
@@ -431,7 +450,7 @@ def run_cohort(
         futures = {}
         try:
             if client is None:
-                client = owned = _local_client(threads_per_task, workers)
+                client = owned = _local_client(threads_per_task, workers, len(todo))
             futures = {
                 client.submit(
                     register_pair,
@@ -568,6 +587,8 @@ def main(args):
     for name, value in (("--threads-per-task", args.threads_per_task), ("--workers", args.workers)):
         if value is not None and value < 1:
             raise OptionError(name, f"must be a whole number >= 1, got {value}")
+    if not args.out.strip():
+        raise OptionError("--out", "is empty: name an output folder")
     files.check_output_folder(args.out)
     pairs = all_pairs(args.table) if args.all_pairs else read_pairs(args.table)
     client = None

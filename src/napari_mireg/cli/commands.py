@@ -98,6 +98,8 @@ def command_register(args):
     from napari_mireg.cli.jobs import load_inputs, run_job_steps
 
     options = registration_options(args)
+    if not args.out.strip():
+        raise BadInput("--out is empty: name an output folder")
     out_dir = Path(args.out)
     files.check_output_folder(out_dir)
     inputs = load_inputs(
@@ -153,7 +155,9 @@ def command_apply(args):
     """`mireg apply`: resample an image through transforms."""
     from napari_mireg.engine.transforms import DisplacementField, apply_transforms
 
-    files.check_output_file(args.out)
+    inputs = {"--to": args.to, "--reference": args.reference}
+    inputs |= {f"transform {t}": t.strip().strip("[]").rsplit(",", 1)[0] for t in args.transforms}
+    files.check_output_file(args.out, inputs)
     if files.suffix_of(args.out) not in files.VOLUME_SUFFIXES:
         raise files.InputError(
             args.out, f"unsupported output format; use one of {', '.join(files.VOLUME_SUFFIXES)}"
@@ -179,7 +183,9 @@ def command_overlap(args):
     from napari_mireg.overlap import overlap_scores
 
     if args.csv:
-        files.check_output_file(args.csv)
+        files.check_output_file(
+            args.csv, {"fixed labels": args.fixed_labels, "warped labels": args.warped_labels}
+        )
     fixed = files.load_volume(args.fixed_labels, labels=True)
     warped = files.load_volume(args.warped_labels, labels=True)
     if not same_grid(fixed, warped):
@@ -206,7 +212,7 @@ def command_clean_labels(args):
     """`mireg clean-labels`: islands and holes per label."""
     from napari_mireg.labels import clean_labels
 
-    files.check_output_file(args.output)
+    files.check_output_file(args.output, {"input": args.input})
     labels = files.load_volume(args.input, labels=True)
     cleaned, changes = clean_labels(
         labels.user_array(labels.data),

@@ -162,17 +162,42 @@ def load_volume(
         raise InputError(path, str(error).removeprefix("data: ").removeprefix("data ")) from error
 
 
-def check_output_file(path: PathLike) -> None:
-    """Refuse an output path that cannot be written, before any work.
+def check_output_file(path: PathLike, inputs: dict[str, PathLike] | None = None) -> None:
+    """Refuse an output path that cannot be written, or that is one of the inputs.
+
+    Parameters
+    ----------
+    path : str or Path
+    inputs : dict, optional
+        The command's inputs by role (e.g. ``{"--to": ...}``); the output may not be any of
+        them (symbolic and hard links followed).
 
     Raises
     ------
     FileAccessError
         Its folder is missing or not writable, or the path is a folder.
+    InputError
+        The output would overwrite an input.
     """
+    if not str(path).strip():
+        raise FileAccessError(path, "the output file name is empty")
     path = Path(path)
     _check_target(path)
     _check_writable(path.parent, path)
+    for role, given in (inputs or {}).items():
+        if given and _same_file(Path(given), path):
+            raise InputError(
+                path, f"is also the input {role} ({given}); write the output to another file"
+            )
+
+
+def _same_file(a, b):
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
 
 
 def _check_target(path):
@@ -217,10 +242,11 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     _check_target(path)
+    _remove_stale_temporaries(path)
     temporary = None
     try:
         descriptor, temporary = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=suffix_of(path), dir=path.parent
+            prefix=f".{path.name}.{os.getpid()}.", suffix=suffix_of(path), dir=path.parent
         )
         os.close(descriptor)
         umask = os.umask(0)
@@ -238,6 +264,24 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     finally:
         if temporary is not None and os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def _remove_stale_temporaries(path):
+    """Remove the temporaries of `path` left by killed processes (SIGKILL, power loss).
+
+    A temporary is named ``.NAME.PID.RANDOM<suffix>``: only those whose process is gone are
+    removed, so a live writer of the same file keeps its own.
+    """
+    from napari_mireg.files.output_folder import process_alive
+
+    prefix = f".{path.name}."
+    with contextlib.suppress(OSError):
+        for entry in path.parent.iterdir():
+            if not entry.name.startswith(prefix) or not entry.name.endswith(suffix_of(path)):
+                continue
+            pid, _, rest = entry.name[len(prefix) :].partition(".")
+            if pid.isdigit() and rest and not process_alive(int(pid)) and entry.is_file():
+                entry.unlink(missing_ok=True)
 
 
 def write_text(path: PathLike, text: str) -> None:
