@@ -630,3 +630,97 @@ def test_unusual_but_valid_values_are_read_exactly(inputs):
     assert cleaned[4, 4, 4] == 0 and cleaned.dtype == np.int64
     pairs = read_pairs(inputs.bom)  # a spreadsheet's byte-order mark is not part of "fixed"
     assert [Path(p.fixed).name for p in pairs] == ["fixed_t1.nii.gz"]
+
+
+def test_a_plain_4d_image_is_refused_as_a_displacement_field(inputs, tmp_path, capsys):
+    grid = nib.load(inputs.fixed)
+    plain = tmp_path / "plain.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(grid.shape + (3,), np.float32), grid.affine), plain)
+    no_intent = tmp_path / "no_intent.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(grid.shape + (1, 3), np.float32), grid.affine), no_intent)
+    for path, shape, intent in ((plain, grid.shape + (3,), 0), (no_intent, grid.shape + (1, 3), 0)):
+        out = tmp_path / "out.nii.gz"
+        assert main(["apply", str(path), "--to", str(inputs.moving), "--out", str(out)]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"mireg apply: error: {path}: is not an ITK/ANTs displacement field: found shape "
+            f"{shape} and NIfTI intent {intent}; a 3D warp is a 5D (X, Y, Z, 1, 3) vector "
+            f"image with intent 1007 (vector)"
+        )
+        assert not out.exists()
+
+
+def test_an_itk_file_with_two_transforms_is_refused(inputs, tmp_path):
+    one = Path(inputs.identity).read_text().splitlines()
+    body = [line for line in one if not line.startswith("#")]
+    composite = tmp_path / "composite.txt"
+    composite.write_text(
+        "\n".join(
+            ["#Insight Transform File V1.0", "#Transform 0"]
+            + ["Transform: CompositeTransform_double_3_3"]
+            + ["#Transform 1", *body, "#Transform 2", *body]
+        )
+        + "\n"
+    )
+    with pytest.raises(files.InputError) as refused:
+        files.load_transform(composite)
+    assert str(refused.value) == (
+        f"{composite}: holds 2 transforms (a composite transform); mireg applies one affine "
+        "per file: give each transform as its own file"
+    )
+    # A composite holding one affine is that affine.
+    single = tmp_path / "single.txt"
+    single.write_text(
+        "\n".join(["#Transform 0", "Transform: CompositeTransform_double_3_3", "#Transform 1"])
+        + "\n"
+        + "\n".join(body)
+        + "\n"
+    )
+    np.testing.assert_allclose(files.load_transform(single).matrix, np.eye(4))
+
+
+def test_the_api_refuses_labels_and_matrices_as_the_command_line_does(inputs):
+    from napari_mireg.engine.registration import register_steps
+
+    fixed, moving = nib.load(inputs.fixed), nib.load(inputs.moving)
+    labels = np.asarray(nib.load(inputs.fixed_labels).dataobj).astype(np.float32)
+    fractional = labels * 0.5 + 0.25  # what a resampled (linear) label map looks like
+    cases = [
+        (
+            {"fixed_labels": fractional},
+            "fixed_labels: label map holds non-integer values (e.g. 0.25); is this an "
+            "intensity image?",
+        ),
+        (
+            {"moving_labels": labels[:-2]},
+            f"moving_labels: label map of shape {labels[:-2].shape} is not on the grid of its "
+            f"image (shape {moving.shape})",
+        ),
+        (
+            {"fixed_labels": np.zeros(fixed.shape, np.int16)},
+            "fixed_labels: the label map has no labelled voxel: no brain mask can be made",
+        ),
+        (
+            {"prealign": np.diag([1.0, 1.0, 0.0, 1.0])},
+            "prealign: affine matrix is singular (it maps space onto a plane or a point)",
+        ),
+    ]
+    for settings, message in cases:
+        steps = register_steps(fixed, moving, level_iters=(1,), **settings)
+        with pytest.raises(ValueError) as refused:
+            next(steps)
+        assert str(refused.value) == message
+
+
+def test_an_all_zero_label_file_is_named(inputs, tmp_path, capsys):
+    zeros = write(
+        tmp_path / "zero_labels.nii.gz",
+        np.zeros(nib.load(inputs.fixed).shape, np.int16),
+        nib.load(inputs.fixed).affine,
+    )
+    arguments = ["register", inputs.fixed, inputs.moving, "--fixed-labels", str(zeros)]
+    arguments += ["--moving-labels", inputs.moving_labels, "--out", str(tmp_path / "out")]
+    assert main(arguments) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"mireg register: error: {zeros}: the label map has no labelled voxel (every voxel is 0)"
+    )
+    assert not (tmp_path / "out").exists()

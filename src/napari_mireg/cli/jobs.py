@@ -177,6 +177,8 @@ def _labels_on(path, image, image_path):
             f"not match its image {image_path} (shape "
             f"{image.shape[-image.ndim :]}) or its affine differs",
         )
+    if not labels.data.any():
+        raise files.InputError(path, "the label map has no labelled voxel (every voxel is 0)")
     return labels
 
 

@@ -21,6 +21,7 @@ import numpy.typing as npt
 from scipy import io as scipy_io
 
 from napari_mireg._typing import Matrix, PathLike
+from napari_mireg.engine._validate import affine_matrix
 from napari_mireg.engine.transforms import (
     AffineMap,
     DiffeomorphicMap,
@@ -428,7 +429,18 @@ def _affine_from_itk(parameters, centre):
 
 def _read_itk_text(path):
     fields = {}
-    for line in Path(path).read_text().splitlines():
+    lines = Path(path).read_text().splitlines()
+    # A composite file (ANTs' --write-composite-transform) lists its transforms one after
+    # the other; applying only the first would be silently wrong.
+    lines = [line for line in lines if "CompositeTransform" not in line]
+    count = sum(line.partition(":")[0].strip() == "Transform" for line in lines)
+    if count > 1:
+        raise InputError(
+            path,
+            f"holds {count} transforms (a composite transform); mireg applies one affine per "
+            "file: give each transform as its own file",
+        )
+    for line in lines:
         key, _, value = line.partition(":")
         if value and not key.startswith("#"):
             fields.setdefault(key.strip(), value.strip())
@@ -463,23 +475,25 @@ def _read_ants_mat(path):
 
 def _checked_matrix(matrix, path):
     """Refuse an affine that would map every point to NaN, or fold space flat."""
-    if not np.all(np.isfinite(matrix)):
-        raise InputError(path, "affine transform has NaN or infinite parameters")
-    linear = matrix[:3, :3]
-    scale = np.abs(linear).max()
-    if scale == 0 or abs(np.linalg.det(linear)) <= 1e-9 * scale**3:
-        raise InputError(path, "affine matrix is singular (it maps space onto a plane or a point)")
-    return matrix
+    try:
+        return affine_matrix(matrix, "matrix")
+    except ValueError as error:
+        raise InputError(path, str(error).removeprefix("matrix: ")) from error
 
 
 def _read_field(path):
     image, data = _open_image(path)
-    if data.ndim == 5 and data.shape[3] == 1:
-        data = data[:, :, :, 0, :]
-    if data.ndim != 4 or data.shape[3] != 3:
+    # Only the ITK/ANTs layout says what its numbers are: a plain (X, Y, Z, 3) image could
+    # hold three volumes, or vectors in voxels, and would silently scramble the image.
+    intent = int(image.header.get("intent_code", 0)) if hasattr(image.header, "get") else 0
+    if data.ndim != 5 or data.shape[3:] != (1, 3) or intent != NIFTI_INTENT_VECTOR:
         raise InputError(
-            path, f"has shape {data.shape}; a 3D displacement field is (X, Y, Z, 1, 3)"
+            path,
+            f"is not an ITK/ANTs displacement field: found shape {data.shape} and NIfTI "
+            f"intent {intent}; a 3D warp is a 5D (X, Y, Z, 1, 3) vector image with intent "
+            f"{NIFTI_INTENT_VECTOR} (vector)",
         )
+    data = data[:, :, :, 0, :]
     ras = np.ascontiguousarray(data * np.float32([-1, -1, 1]), dtype=np.float32)
     if not np.all(np.isfinite(ras)):
         raise InputError(path, "displacement field has NaN or infinite values")
