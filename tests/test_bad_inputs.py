@@ -724,3 +724,16 @@ def test_an_all_zero_label_file_is_named(inputs, tmp_path, capsys):
         f"mireg register: error: {zeros}: the label map has no labelled voxel (every voxel is 0)"
     )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("voxel_mm", [1e-3, 1e3])
+def test_a_header_in_the_wrong_unit_is_named_with_its_voxel_size(inputs, tmp_path, voxel_mm):
+    data = np.asarray(nib.load(inputs.fixed).dataobj)
+    path = write(tmp_path / "unit.nii.gz", data, np.diag([voxel_mm] * 3 + [1.0]))
+    with pytest.raises(files.InputError) as refused:
+        files.load_volume(path)
+    shown = f"{voxel_mm:.3g}"
+    assert str(refused.value) == (
+        f"{path}: voxel size {shown} x {shown} x {shown} mm is outside 0.01 to 20 mm; is the "
+        "header in another unit (metres, micrometres)?"
+    )

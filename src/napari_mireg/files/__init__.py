@@ -156,11 +156,30 @@ def load_volume(
     try:
         if labels:
             data = label_values(data, "data")
-        return as_volume(
+        volume = as_volume(
             data, image.affine, "data", dtype=None if labels else dtype, from_file=True
         )
     except ValueError as error:
         raise InputError(path, str(error).removeprefix("data: ").removeprefix("data ")) from error
+    _check_voxel_size(volume, path)
+    return volume
+
+
+# Voxel sizes of any MRI in mm (a 20 mm voxel is already coarser than any scan): outside,
+# the header is in another unit (metres, micrometres) and every size in mm would be wrong.
+VOXEL_MM_RANGE = (0.01, 20.0)
+
+
+def _check_voxel_size(volume, path):
+    sizes = np.asarray(volume.spacing, dtype=np.float64)[-volume.ndim :]
+    low, high = VOXEL_MM_RANGE
+    if np.any(sizes < low) or np.any(sizes > high):
+        shown = " x ".join(f"{size:.3g}" for size in sizes)
+        raise InputError(
+            path,
+            f"voxel size {shown} mm is outside {low:g} to {high:g} mm; is the header in "
+            "another unit (metres, micrometres)?",
+        )
 
 
 def check_output_file(path: PathLike, inputs: dict[str, PathLike] | None = None) -> None:
