@@ -737,3 +737,47 @@ def test_a_header_in_the_wrong_unit_is_named_with_its_voxel_size(inputs, tmp_pat
         f"{path}: voxel size {shown} x {shown} x {shown} mm is outside 0.01 to 20 mm; is the "
         "header in another unit (metres, micrometres)?"
     )
+
+
+def test_a_loop_of_links_or_a_folder_as_an_input_is_one_line(inputs, tmp_path, capsys):
+    loop = tmp_path / "loop.nii.gz"
+    loop.symlink_to(tmp_path / "loop2.nii.gz")
+    (tmp_path / "loop2.nii.gz").symlink_to(loop)
+    folder = tmp_path / "folder.nii.gz"
+    folder.mkdir()
+    dangling = tmp_path / "dangling.nii.gz"
+    dangling.symlink_to(tmp_path / "gone.nii.gz")
+    problems = {
+        loop: "is a loop of symbolic links",
+        folder: "is a folder, not a file",
+        dangling: "is a symbolic link to a missing file",
+    }
+    for path, problem in problems.items():
+        out = tmp_path / "out"
+        assert main(["register", inputs.fixed, str(path), "--out", str(out)]) == 2
+        assert capsys.readouterr().err.strip() == f"mireg register: error: {path}: {problem}"
+        assert main(["apply", str(path), "--to", inputs.moving, "--out", str(out) + ".nii"]) == 2
+        assert capsys.readouterr().err.strip() == f"mireg apply: error: {path}: {problem}"
+        assert not out.exists()
+    # In a cohort table, the row with the loop is a pair like any other (it fails alone).
+    table = tmp_path / "pairs.csv"
+    table.write_text(f"fixed,moving\n{inputs.fixed},{loop}\n{inputs.fixed},{inputs.moving}\n")
+    assert [p.moving for p in read_pairs(table)] == [str(loop), inputs.moving]
+
+
+def test_command_line_numbers_out_of_range_are_one_line(inputs, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    cases = [
+        (
+            ["clean-labels", inputs.fixed_labels, str(tmp_path / "c.nii.gz"), "--min-island", "-5"],
+            "mireg clean-labels: error: --min-island: must be a whole number >= 1, got -5",
+        ),
+        (
+            ["register", inputs.fixed, inputs.moving, "--out", out, "--winsorize", "-0.1,0.9"],
+            "mireg register: error: --winsorize: must be >= 0 and <= 1, got '-0.1'",
+        ),
+    ]
+    for arguments, line in cases:
+        assert main(arguments) == 2
+        assert capsys.readouterr().err.strip() == line
+    assert list(tmp_path.iterdir()) == []

@@ -111,7 +111,7 @@ def _read_table(path, required, optional):
                     raise files.InputError(path, f"line {number}: empty {column}")
             rows.append(
                 {
-                    c: str((path.parent / row[c]).resolve()) if row.get(c) else ""
+                    c: str(files.resolved(path.parent / row[c])) if row.get(c) else ""
                     for c in required + optional
                 }
             )
@@ -175,7 +175,7 @@ def all_pairs(path: PathLike) -> list[Pair]:
 def _same_subject(first, second):
     """True when two subject rows name one image (as written, resolved or linked)."""
     a, b = Path(first["image"]), Path(second["image"])
-    if first["image"] == second["image"] or a.resolve() == b.resolve():
+    if first["image"] == second["image"] or files.resolved(a) == files.resolved(b):
         return True
     try:
         return os.path.samefile(a, b)

@@ -7,6 +7,7 @@ interruption leaves no partial output behind and earlier complete outputs as the
 """
 
 import argparse
+import re
 import signal
 import sys
 import threading
@@ -212,6 +213,8 @@ def command_clean_labels(args):
     """`mireg clean-labels`: islands and holes per label."""
     from napari_mireg.labels import clean_labels
 
+    if args.min_island is not None and args.min_island < 1:
+        raise BadInput(f"--min-island: must be a whole number >= 1, got {args.min_island}")
     files.check_output_file(args.output, {"input": args.input})
     labels = files.load_volume(args.input, labels=True)
     cleaned, changes = clean_labels(
@@ -335,7 +338,8 @@ def build_parser():
 
 def main(argv=None):
     """Entry point of ``mireg``; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(_negative_values_attached(parser, argv))
     previous = _handle_stop_signals()
     shown_before = warnings.showwarning
     warnings.showwarning = _warning_line(args.command)
@@ -362,6 +366,29 @@ def main(argv=None):
         warnings.showwarning = shown_before
         for signum, handler in previous.items():  # as they were (main() may be called in-process)
             signal.signal(signum, handler)
+
+
+def _negative_values_attached(parser, argv):
+    """``--option -0.1,0.9`` as ``--option=-0.1,0.9``.
+
+    argparse takes a value that starts with "-" and is not a plain number for an option of
+    its own, and stops with its usage; attached, the value reaches the option's own check,
+    which says in one line what is wrong with it.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    takes_value = {
+        name
+        for command in parser._subparsers._group_actions[0].choices.values()
+        for name, action in command._option_string_actions.items()
+        if action.nargs != 0
+    }
+    joined = []
+    for item in argv:
+        if joined and joined[-1] in takes_value and re.match(r"-\.?\d", item):
+            joined[-1] = f"{joined[-1]}={item}"
+        else:
+            joined.append(item)
+    return joined
 
 
 def _warning_line(command):

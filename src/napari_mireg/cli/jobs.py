@@ -96,7 +96,7 @@ def load_inputs(fixed, moving, fixed_labels=None, moving_labels=None, mask=None,
         "mask": mask,
         "moving_mask": moving_mask,
     }
-    paths = {key: str(Path(value).resolve()) for key, value in paths.items() if value}
+    paths = {key: str(files.resolved(value)) for key, value in paths.items() if value}
     stamps = {key: file_stamp(path) for key, path in paths.items()}  # before reading them
     fixed_volume = files.load_volume(fixed)
     moving_volume = files.load_volume(moving)

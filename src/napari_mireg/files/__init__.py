@@ -8,6 +8,7 @@ points, vectors and matrices between the two (``M_lps = F M_ras F``).
 """
 
 import contextlib
+import errno
 import os
 import tempfile
 import zlib
@@ -43,6 +44,7 @@ __all__ = [
     "describe_os_error",
     "load_transform",
     "load_volume",
+    "resolved",
     "save_affine",
     "save_displacement",
     "save_field",
@@ -97,11 +99,37 @@ def suffix_of(path: PathLike) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
 
 
+def resolved(path: PathLike) -> Path:
+    """`path` made absolute with symbolic links followed; as given (absolute) for a loop.
+
+    A loop of links is not an error here: reading the file says so, naming it.
+    """
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError):  # Python raises RuntimeError for a loop of links
+        return Path(os.path.abspath(path))
+
+
+def _check_file(path):
+    """Refuse a path that is not a file to read: one line saying what it is instead."""
+    if path.is_file():
+        return
+    if path.is_dir():
+        raise InputError(path, "is a folder, not a file")
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise InputError(path, "is a loop of symbolic links") from None
+        if path.is_symlink():
+            raise InputError(path, "is a symbolic link to a missing file") from None
+    raise InputError(path, "no such file")
+
+
 def _open_image(path):
     """Nibabel image of a volume file, with its voxels read (so truncation shows here)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such file")
+    _check_file(path)
     if suffix_of(path) not in VOLUME_SUFFIXES:
         raise InputError(
             path,
@@ -212,7 +240,7 @@ def check_output_file(path: PathLike, inputs: dict[str, PathLike] | None = None)
 
 
 def _same_file(a, b):
-    if a.resolve() == b.resolve():
+    if resolved(a) == resolved(b):
         return True
     try:
         return os.path.samefile(a, b)
@@ -549,8 +577,7 @@ def load_transform(path: PathLike, *, invert: bool = False) -> AffineMap | Displ
         In RAS world coordinates, mapping reference points towards the image to sample.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such file")
+    _check_file(path)
     suffix = suffix_of(path)
     if suffix in (".nii", ".nii.gz"):
         if invert:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from napari_mireg._typing import PathLike
-from napari_mireg.files import FileAccessError, InputError, write_text
+from napari_mireg.files import FileAccessError, InputError, resolved, write_text
 
 __all__ = [
     "LOCK_FILE",
@@ -137,7 +137,7 @@ def check_inputs_apart(
             continue
         path = Path(given)
         for target in targets:
-            same = path.absolute() == target or path.resolve() == target.resolve()
+            same = path.absolute() == target or resolved(path) == resolved(target)
             if not same and target.exists() and path.exists():
                 same = os.path.samefile(path, target)
             if same:
