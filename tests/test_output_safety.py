@@ -254,3 +254,26 @@ def test_a_stale_lock_of_a_killed_batch_worker_goes_with_its_staging(tmp_path):
     (tmp_path / ".partial-x" / "warped.nii.gz").write_bytes(b"x")
     remove_staging(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_second_run_into_a_folder_in_use_stops_and_the_first_finishes(pair, tmp_path):
+    out = tmp_path / "out"
+    environment = dict(os.environ, **{TEST_PAUSE: "syn"})
+    first = subprocess.Popen(
+        MIREG + register_arguments(pair, out), stderr=subprocess.PIPE, text=True, env=environment
+    )
+    while "mireg test pause: syn" not in (line := first.stderr.readline()):
+        assert line, "the first run ended before its pause"
+    staged = set(contents(out))
+    second = subprocess.run(MIREG + register_arguments(pair, out), capture_output=True, text=True)
+    assert second.returncode == 2
+    assert second.stderr.strip() == (
+        f"mireg register: error: {out}: output folder in use by process {first.pid} (another "
+        f"mireg run); wait for it to end or choose another output folder (lock file "
+        f"{output_folder.LOCK_FILE})"
+    )
+    assert set(contents(out)) == staged  # the first run's lock and staging folder kept
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=120) == 128 + signal.SIGTERM
+    first.stderr.close()
+    assert contents(out) == {}
