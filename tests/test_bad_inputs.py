@@ -781,3 +781,29 @@ def test_command_line_numbers_out_of_range_are_one_line(inputs, tmp_path, capsys
         assert main(arguments) == 2
         assert capsys.readouterr().err.strip() == line
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_header_declaring_more_voxels_than_the_file_holds_is_named(tmp_path, capsys):
+    header = nib.Nifti1Header()
+    header.set_data_shape((32767, 32767, 32767))
+    header.set_data_dtype(np.float32)
+    path = tmp_path / "huge_header.nii"
+    path.write_bytes(header.binaryblock + b"\0" * 4 + b"\0" * 4000)
+    assert main(["apply", str(path), "--to", str(path), "--out", str(tmp_path / "o.nii")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"mireg apply: error: {path}: the header declares shape (32767, 32767, 32767) "
+        f"(1.41e+05 GB of voxels) but the file has 4352 bytes: a damaged header or a "
+        f"truncated file"
+    )
+
+
+def test_batch_threads_per_task_beyond_the_limit_is_refused_before_a_cluster(tmp_path, capsys):
+    table = tmp_path / "pairs.csv"
+    table.write_text("fixed,moving\na.nii.gz,b.nii.gz\n")
+    arguments = ["batch", str(table), "--out", str(tmp_path / "out")]
+    assert main([*arguments, "--threads-per-task", "5000"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "mireg batch: error: --threads-per-task: must be at most 4096, got 5000"
+    )
+    assert not (tmp_path / "out").exists()

@@ -31,7 +31,7 @@ import numpy as np
 from napari_mireg import files
 from napari_mireg._typing import PathLike
 from napari_mireg.cli.jobs import OUTPUT_FILES, file_stamp, read_report, remove_staging
-from napari_mireg.options import OptionError, RegistrationOptions, from_arguments
+from napari_mireg.options import OPTIONS, OptionError, RegistrationOptions, from_arguments
 
 RESULT_COLUMNS = (
     "pair",
@@ -587,6 +587,12 @@ def main(args):
     for name, value in (("--threads-per-task", args.threads_per_task), ("--workers", args.workers)):
         if value is not None and value < 1:
             raise OptionError(name, f"must be a whole number >= 1, got {value}")
+    # the registration's own limit, checked before a cluster starts
+    most = next(option.high for option in OPTIONS if option.name == "threads")
+    if args.threads_per_task > most:
+        raise OptionError(
+            "--threads-per-task", f"must be at most {most:g}, got {args.threads_per_task}"
+        )
     if not args.out.strip():
         raise OptionError("--out", "is empty: name an output folder")
     files.check_output_folder(args.out)

@@ -140,12 +140,36 @@ def _open_image(path):
         raise FileAccessError(path, "cannot be read (permission denied)")
     try:
         image = nib.load(path)
+        _check_declared_size(image, path)
         data = np.asanyarray(image.dataobj)
     except (nib.filebasedimages.ImageFileError, EOFError, zlib.error, OSError, ValueError) as error:
+        if isinstance(error, InputError):
+            raise
         raise InputError(
             path, f"cannot be read ({error}); is the file truncated or not {suffix_of(path)}?"
         ) from error
+    except MemoryError:
+        raise InputError(
+            path, f"shape {image.shape} is too large to read into this machine's memory"
+        ) from None
     return image, data
+
+
+# gzip (deflate) compresses at most about 1032:1: a smaller file cannot hold the voxels.
+MOST_COMPRESSION = 1100
+
+
+def _check_declared_size(image, path):
+    """Refuse a header that declares more voxels than the file can hold, before reading."""
+    declared = float(np.prod(image.shape, dtype=np.float64)) * image.get_data_dtype().itemsize
+    size = os.path.getsize(path)
+    compressed = suffix_of(path) in (".nii.gz", ".mgz")
+    if declared > (MOST_COMPRESSION * size if compressed else size):
+        raise InputError(
+            path,
+            f"the header declares shape {tuple(image.shape)} ({declared / 1e9:.3g} GB of "
+            f"voxels) but the file has {size} bytes: a damaged header or a truncated file",
+        )
 
 
 def load_volume(
