@@ -277,3 +277,32 @@ def test_a_second_run_into_a_folder_in_use_stops_and_the_first_finishes(pair, tm
     assert first.wait(timeout=120) == 128 + signal.SIGTERM
     first.stderr.close()
     assert contents(out) == {}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_register_killed_at_a_random_point_then_rerun_is_complete(pair, earlier, tmp_path, seed):
+    """SIGKILL anywhere (start, SyN, writing, the swap): the folder is either a complete job
+    or has no report, holds nothing but mireg's files and the user's, and a rerun completes.
+    """
+    import random
+    import time
+
+    out = tmp_path / "out"
+    shutil.copytree(earlier, out)
+    (out / "notes.txt").write_text("my notes\n")
+    process = subprocess.Popen(
+        MIREG + register_arguments(pair, out, labels=seed != 1), stderr=subprocess.DEVNULL
+    )
+    time.sleep(random.Random(seed).uniform(0.2, 4.0))
+    process.kill()
+    process.wait()
+    report = read_report(out)
+    names = set(contents(out))
+    assert (out / "notes.txt").read_text() == "my notes\n"
+    if report is not None:  # ended (or was killed after its swap): a complete job
+        assert {n for n in names if not n.startswith(".")} == {*report["outputs"], "notes.txt"}
+    else:  # killed before or during its swap: only mireg's own files beside the notes
+        mine = set(OUTPUT_FILES.values()) | {output_folder.LOCK_FILE, output_folder.WRITTEN_FILE}
+        assert all(n in mine or n.startswith(".partial-") for n in names - {"notes.txt"}), names
+    assert main(register_arguments(pair, out)) == 0
+    assert sorted(contents(out)) == sorted([*OUTPUT_FILES.values(), "notes.txt"])
