@@ -807,3 +807,23 @@ def test_batch_threads_per_task_beyond_the_limit_is_refused_before_a_cluster(tmp
         "mireg batch: error: --threads-per-task: must be at most 4096, got 5000"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_huge_intensities_and_label_ids_are_named(inputs, tmp_path):
+    fixed = nib.load(inputs.fixed)
+    data = np.asarray(fixed.dataobj).astype(np.float32)
+    data[0, 0, 0] = 3e38  # finite, yet beyond what float32 differences can hold
+    huge = write(tmp_path / "huge.nii.gz", data, fixed.affine)
+    with pytest.raises(files.InputError) as refused:
+        files.load_volume(huge)
+    assert str(refused.value) == (
+        f"{huge}: intensities reach 3e+38, too large to register (above 1e+30); rescale the image"
+    )
+    ids = np.zeros(fixed.shape, np.uint64)
+    ids[1, 1, 1] = 2**63 + 5
+    big = write(tmp_path / "big_ids.nii.gz", ids, fixed.affine)
+    with pytest.raises(files.InputError) as refused:
+        files.load_volume(big, labels=True)
+    assert str(refused.value) == (
+        f"{big}: label id {2**63 + 5} is too large (ids must be below 2**63)"
+    )

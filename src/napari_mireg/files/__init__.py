@@ -214,7 +214,34 @@ def load_volume(
     except ValueError as error:
         raise InputError(path, str(error).removeprefix("data: ").removeprefix("data ")) from error
     _check_voxel_size(volume, path)
+    _check_values(volume, path, labels)
     return volume
+
+
+# Above this, differences of intensities overflow float32 in the metric (MRI never comes
+# near: 1e9 would already be unusual).
+LARGEST_INTENSITY = 1e30
+# Label ids above int64's range cannot be indexed (numpy indexes with int64).
+LARGEST_LABEL = np.iinfo(np.int64).max
+
+
+def _check_values(volume, path, labels):
+    data = volume.data
+    if not data.size:
+        return
+    if labels:
+        if data.dtype == np.uint64 and int(data.max()) > LARGEST_LABEL:
+            raise InputError(
+                path, f"label id {int(data.max())} is too large (ids must be below 2**63)"
+            )
+        return
+    largest = float(np.abs(data).max())
+    if largest > LARGEST_INTENSITY:
+        raise InputError(
+            path,
+            f"intensities reach {largest:.3g}, too large to register (above "
+            f"{LARGEST_INTENSITY:.0e}); rescale the image",
+        )
 
 
 # Voxel sizes of any MRI in mm (a 20 mm voxel is already coarser than any scan): outside,
