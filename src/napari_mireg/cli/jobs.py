@@ -203,12 +203,13 @@ def run_job_steps(inputs, out_dir, options=None, **settings):
         The report (also written as ``report.json``).
     """
     options = RegistrationOptions.build(options, **settings)
-    out_dir = prepare_output_folder(out_dir, inputs.paths)
-    try:
-        staging = _staging_folder(out_dir)
-    except BaseException:
-        _release(out_dir)
-        raise
+    with locked_output_folder(out_dir, inputs.paths) as out_dir:
+        return (yield from _run_in(inputs, out_dir, options))
+
+
+def _run_in(inputs, out_dir, options):
+    """:func:`run_job_steps` in its locked output folder, through a staging folder."""
+    staging = _staging_folder(out_dir)
     try:
         _pause_for_tests("prealign")
         result = yield from _paused_after_first(
@@ -228,7 +229,6 @@ def run_job_steps(inputs, out_dir, options=None, **settings):
         return report
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        _release(out_dir)
 
 
 STAGING_PREFIX = ".partial-"
@@ -264,21 +264,24 @@ def _paused_after_first(steps):
         steps.close()
 
 
-_LOCKS: dict[Path, contextlib.ExitStack] = {}  # output folder -> its held lock
-
-
-def prepare_output_folder(out_dir, inputs=None):
-    """Create and lock the output folder, check it, and remove stale staging folders.
+@contextlib.contextmanager
+def locked_output_folder(out_dir, inputs=None):
+    """Create, check and lock the output folder for one job; remove stale staging folders.
 
     A staging folder is left only by a process that was killed outright (SIGKILL, power
     loss): the folder's lock shows no live run uses it, so it is removed. The lock is held
-    until :func:`run_job_steps` ends (or :func:`_release`).
+    while the ``with`` block runs.
 
     Parameters
     ----------
     out_dir : str or Path
     inputs : dict of str, optional
         The job's input paths: none may be a file the outputs would replace.
+
+    Yields
+    ------
+    Path
+        The output folder.
 
     Raises
     ------
@@ -303,30 +306,17 @@ def prepare_output_folder(out_dir, inputs=None):
         raise files.FileAccessError(
             out_dir, f"output folder cannot be used ({error.strerror or error})", error.errno
         ) from error
-    lock = contextlib.ExitStack()
-    lock.enter_context(output_folder.folder_lock(out_dir))
-    _LOCKS[out_dir.resolve()] = lock
-    try:
-        output_folder.check_outputs_free(out_dir, names)
-        remove_staging(out_dir)
-    except OSError as error:
-        _release(out_dir)
-        if isinstance(error, files.FileAccessError):
+    with output_folder.folder_lock(out_dir):
+        try:
+            output_folder.check_outputs_free(out_dir, names)
+            remove_staging(out_dir)
+        except files.FileAccessError:
             raise
-        raise files.FileAccessError(
-            out_dir, f"output folder cannot be used ({error.strerror or error})", error.errno
-        ) from error
-    except BaseException:
-        _release(out_dir)
-        raise
-    return out_dir
-
-
-def _release(out_dir):
-    """Give up the lock :func:`prepare_output_folder` took on `out_dir` (if any)."""
-    lock = _LOCKS.pop(Path(out_dir).resolve(), None)
-    if lock is not None:
-        lock.close()
+        except OSError as error:
+            raise files.FileAccessError(
+                out_dir, f"output folder cannot be used ({error.strerror or error})", error.errno
+            ) from error
+        yield out_dir
 
 
 def _is_staging(path):
