@@ -661,3 +661,200 @@ def test_unusual_but_valid_values_are_read_exactly(inputs):
     assert cleaned[4, 4, 4] == 0 and cleaned.dtype == np.int64
     pairs = read_pairs(inputs.bom)  # a spreadsheet's byte-order mark is not part of "fixed"
     assert [Path(p.fixed).name for p in pairs] == ["fixed_t1.nii.gz"]
+
+
+def test_a_plain_4d_image_is_refused_as_a_displacement_field(inputs, tmp_path, capsys):
+    grid = nib.load(inputs.fixed)
+    plain = tmp_path / "plain.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(grid.shape + (3,), np.float32), grid.affine), plain)
+    no_intent = tmp_path / "no_intent.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(grid.shape + (1, 3), np.float32), grid.affine), no_intent)
+    for path, shape, intent in ((plain, grid.shape + (3,), 0), (no_intent, grid.shape + (1, 3), 0)):
+        out = tmp_path / "out.nii.gz"
+        assert main(["apply", str(path), "--to", str(inputs.moving), "--out", str(out)]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"mireg apply: error: {path}: is not an ITK/ANTs displacement field: found shape "
+            f"{shape} and NIfTI intent {intent}; a 3D warp is a 5D (X, Y, Z, 1, 3) vector "
+            f"image with intent 1007 (vector)"
+        )
+        assert not out.exists()
+
+
+def test_an_itk_file_with_two_transforms_is_refused(inputs, tmp_path):
+    one = Path(inputs.identity).read_text().splitlines()
+    body = [line for line in one if not line.startswith("#")]
+    composite = tmp_path / "composite.txt"
+    composite.write_text(
+        "\n".join(
+            ["#Insight Transform File V1.0", "#Transform 0"]
+            + ["Transform: CompositeTransform_double_3_3"]
+            + ["#Transform 1", *body, "#Transform 2", *body]
+        )
+        + "\n"
+    )
+    with pytest.raises(files.InputError) as refused:
+        files.load_transform(composite)
+    assert str(refused.value) == (
+        f"{composite}: holds 2 transforms (a composite transform); mireg applies one affine "
+        "per file: give each transform as its own file"
+    )
+    # A composite holding one affine is that affine.
+    single = tmp_path / "single.txt"
+    single.write_text(
+        "\n".join(["#Transform 0", "Transform: CompositeTransform_double_3_3", "#Transform 1"])
+        + "\n"
+        + "\n".join(body)
+        + "\n"
+    )
+    np.testing.assert_allclose(files.load_transform(single).matrix, np.eye(4))
+
+
+def test_the_api_refuses_labels_and_matrices_as_the_command_line_does(inputs):
+    from napari_mireg.engine.registration import register_steps
+
+    fixed, moving = nib.load(inputs.fixed), nib.load(inputs.moving)
+    labels = np.asarray(nib.load(inputs.fixed_labels).dataobj).astype(np.float32)
+    fractional = labels * 0.5 + 0.25  # what a resampled (linear) label map looks like
+    cases = [
+        (
+            {"fixed_labels": fractional},
+            "fixed_labels: label map holds non-integer values (e.g. 0.25); is this an "
+            "intensity image?",
+        ),
+        (
+            {"moving_labels": labels[:-2]},
+            f"moving_labels: label map of shape {labels[:-2].shape} is not on the grid of its "
+            f"image (shape {moving.shape})",
+        ),
+        (
+            {"fixed_labels": np.zeros(fixed.shape, np.int16)},
+            "fixed_labels: the label map has no labelled voxel: no brain mask can be made",
+        ),
+        (
+            {"prealign": np.diag([1.0, 1.0, 0.0, 1.0])},
+            "prealign: affine matrix is singular (it maps space onto a plane or a point)",
+        ),
+    ]
+    for settings, message in cases:
+        steps = register_steps(fixed, moving, level_iters=(1,), **settings)
+        with pytest.raises(ValueError) as refused:
+            next(steps)
+        assert str(refused.value) == message
+
+
+def test_an_all_zero_label_file_is_named(inputs, tmp_path, capsys):
+    zeros = write(
+        tmp_path / "zero_labels.nii.gz",
+        np.zeros(nib.load(inputs.fixed).shape, np.int16),
+        nib.load(inputs.fixed).affine,
+    )
+    arguments = ["register", inputs.fixed, inputs.moving, "--fixed-labels", str(zeros)]
+    arguments += ["--moving-labels", inputs.moving_labels, "--out", str(tmp_path / "out")]
+    assert main(arguments) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"mireg register: error: {zeros}: the label map has no labelled voxel (every voxel is 0)"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("voxel_mm", [1e-3, 1e3])
+def test_a_header_in_the_wrong_unit_is_named_with_its_voxel_size(inputs, tmp_path, voxel_mm):
+    data = np.asarray(nib.load(inputs.fixed).dataobj)
+    path = write(tmp_path / "unit.nii.gz", data, np.diag([voxel_mm] * 3 + [1.0]))
+    with pytest.raises(files.InputError) as refused:
+        files.load_volume(path)
+    shown = f"{voxel_mm:.3g}"
+    assert str(refused.value) == (
+        f"{path}: voxel size {shown} x {shown} x {shown} mm is outside 0.01 to 20 mm; is the "
+        "header in another unit (metres, micrometres)?"
+    )
+
+
+def test_a_loop_of_links_or_a_folder_as_an_input_is_one_line(inputs, tmp_path, capsys):
+    loop = tmp_path / "loop.nii.gz"
+    loop.symlink_to(tmp_path / "loop2.nii.gz")
+    (tmp_path / "loop2.nii.gz").symlink_to(loop)
+    folder = tmp_path / "folder.nii.gz"
+    folder.mkdir()
+    dangling = tmp_path / "dangling.nii.gz"
+    dangling.symlink_to(tmp_path / "gone.nii.gz")
+    problems = {
+        loop: "is a loop of symbolic links",
+        folder: "is a folder, not a file",
+        dangling: "is a symbolic link to a missing file",
+    }
+    for path, problem in problems.items():
+        out = tmp_path / "out"
+        assert main(["register", inputs.fixed, str(path), "--out", str(out)]) == 2
+        assert capsys.readouterr().err.strip() == f"mireg register: error: {path}: {problem}"
+        assert main(["apply", str(path), "--to", inputs.moving, "--out", str(out) + ".nii"]) == 2
+        assert capsys.readouterr().err.strip() == f"mireg apply: error: {path}: {problem}"
+        assert not out.exists()
+    # In a cohort table, the row with the loop is a pair like any other (it fails alone).
+    table = tmp_path / "pairs.csv"
+    table.write_text(f"fixed,moving\n{inputs.fixed},{loop}\n{inputs.fixed},{inputs.moving}\n")
+    assert [p.moving for p in read_pairs(table)] == [str(loop), inputs.moving]
+
+
+def test_command_line_numbers_out_of_range_are_one_line(inputs, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    cases = [
+        (
+            ["clean-labels", inputs.fixed_labels, str(tmp_path / "c.nii.gz"), "--min-island", "-5"],
+            "mireg clean-labels: error: --min-island: must be a whole number >= 1, got -5",
+        ),
+        (
+            ["register", inputs.fixed, inputs.moving, "--out", out, "--winsorize", "-0.1,0.9"],
+            "mireg register: error: --winsorize: must be >= 0 and <= 1, got '-0.1'",
+        ),
+    ]
+    for arguments, line in cases:
+        assert main(arguments) == 2
+        assert capsys.readouterr().err.strip() == line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_header_declaring_more_voxels_than_the_file_holds_is_named(tmp_path, capsys):
+    header = nib.Nifti1Header()
+    header.set_data_shape((32767, 32767, 32767))
+    header.set_data_dtype(np.float32)
+    path = tmp_path / "huge_header.nii"
+    path.write_bytes(header.binaryblock + b"\0" * 4 + b"\0" * 4000)
+    assert main(["apply", str(path), "--to", str(path), "--out", str(tmp_path / "o.nii")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"mireg apply: error: {path}: the header declares shape (32767, 32767, 32767) "
+        f"(1.41e+05 GB of voxels) but the file has 4352 bytes: a damaged header or a "
+        f"truncated file"
+    )
+
+
+def test_batch_threads_per_task_beyond_the_limit_is_refused_before_a_cluster(tmp_path, capsys):
+    table = tmp_path / "pairs.csv"
+    table.write_text("fixed,moving\na.nii.gz,b.nii.gz\n")
+    arguments = ["batch", str(table), "--out", str(tmp_path / "out")]
+    assert main([*arguments, "--threads-per-task", "5000"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "mireg batch: error: --threads-per-task: must be at most 4096, got 5000"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_huge_intensities_and_label_ids_are_named(inputs, tmp_path):
+    fixed = nib.load(inputs.fixed)
+    data = np.asarray(fixed.dataobj).astype(np.float32)
+    data[0, 0, 0] = 3e38  # finite, yet beyond what float32 differences can hold
+    huge = write(tmp_path / "huge.nii.gz", data, fixed.affine)
+    with pytest.raises(files.InputError) as refused:
+        files.load_volume(huge)
+    assert str(refused.value) == (
+        f"{huge}: intensities reach 3e+38, too large to register (above 1e+30); rescale the image"
+    )
+    ids = np.zeros(fixed.shape, np.uint64)
+    ids[1, 1, 1] = 2**63 + 5
+    big = write(tmp_path / "big_ids.nii.gz", ids, fixed.affine)
+    with pytest.raises(files.InputError) as refused:
+        files.load_volume(big, labels=True)
+    assert str(refused.value) == (
+        f"{big}: label id {2**63 + 5} is too large (ids must be below 2**63)"
+    )

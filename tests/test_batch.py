@@ -192,3 +192,37 @@ def test_peak_memory_in_mb_on_every_platform(monkeypatch):
     assert batch.peak_memory_mb() == pytest.approx(rusage.ru_maxrss / 1024**2)
     monkeypatch.setitem(sys.modules, "resource", None)  # Windows: no resource module
     assert batch.peak_memory_mb() == 0.0
+
+
+def test_all_pairs_skips_a_subject_paired_with_itself(tmp_path):
+    image = tmp_path / "a.nii.gz"
+    image.write_bytes(b"not read here")
+    (tmp_path / "b.nii.gz").write_bytes(b"not read here")
+    (tmp_path / "alias.nii.gz").symlink_to(image)
+    subjects = tmp_path / "subjects.csv"
+    subjects.write_text("image\na.nii.gz\nb.nii.gz\na.nii.gz\nalias.nii.gz\n")
+    pairs = all_pairs(subjects)
+    assert all(Path(p.fixed).resolve() != Path(p.moving).resolve() for p in pairs)
+    # a (3 rows naming it) against b, both ways: 6 ordered pairs, none of a with itself
+    assert len(pairs) == 6
+
+
+def test_local_workers_are_capped_at_the_pairs_to_run(monkeypatch):
+    import dask.distributed
+
+    from napari_mireg.cli import batch
+
+    started = {}
+
+    def cluster(**settings):
+        started.update(settings)
+        return "cluster"
+
+    monkeypatch.setattr(dask.distributed, "LocalCluster", cluster)
+    monkeypatch.setattr(dask.distributed, "Client", lambda cluster: cluster)
+    monkeypatch.setattr(batch.os, "cpu_count", lambda: 2)
+    assert batch._local_client(1, 8, 1) == "cluster"
+    assert started["n_workers"] == 1
+    with pytest.warns(UserWarning, match="3 workers x 1 threads per task exceed the 2 cores"):
+        batch._local_client(1, 3, 5)
+    assert started["n_workers"] == 3

@@ -171,3 +171,50 @@ def test_brain_extraction_refuses_a_2d_image_and_a_bad_side():
         register(image, image, brain_extraction="moving", level_iters=(2,))
     with pytest.raises(OptionError, match="brain_extraction"):
         RegistrationOptions(brain_extraction="head")
+
+
+def _mask_extent_and_peak(labels, spacing):
+    """The brain mask of `labels` on `spacing` mm voxels: its extent (mm) and peak memory."""
+    import tracemalloc
+
+    affine = np.diag([spacing, spacing, spacing, 1.0])
+    tracemalloc.start()
+    try:
+        mask = masks.brain_mask_from_labels(labels, affine)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    extent_mm = [np.ptp(np.nonzero(mask)[axis]) * spacing for axis in range(3)]
+    return extent_mm, peak
+
+
+def test_the_mask_dilation_reaches_4_mm_and_costs_the_same_for_any_voxel_size():
+    cube = np.zeros((92, 90, 96), np.int16)
+    cube[44:48, 43:47, 46:50] = 2  # 4 voxels across, well inside at every voxel size
+    # A brain that fills the grid, as a label map's does.
+    axes = np.ogrid[:92, :90, :96]
+    shape = (92, 90, 96)
+    radii = sum(((a - n / 2) / (0.42 * n)) ** 2 for a, n in zip(axes, shape, strict=True))
+    brain = (radii <= 1).astype(np.int16) * 3
+    peaks = {}
+    for spacing in (1.0, 0.2, 0.1):
+        extent_mm, _ = _mask_extent_and_peak(cube, spacing)
+        # 3 voxel steps across the cube, 4 mm more on each side, whatever the voxel size.
+        np.testing.assert_allclose(extent_mm, [3 * spacing + 8.0] * 3, atol=1e-9)
+        _, peaks[spacing] = _mask_extent_and_peak(brain, spacing)
+    assert max(peaks.values()) <= 1.5 * min(peaks.values()), peaks
+    # A grid of 795,000 voxels: tens of MB, never gigabytes.
+    assert max(peaks.values()) < 64e6, peaks
+
+
+def test_the_dilation_is_the_set_of_voxels_within_the_distance():
+    from napari_mireg.engine.masks import dilate_mm
+
+    rng = np.random.default_rng(3)
+    mask = rng.random((14, 12, 10)) > 0.985
+    spacing = np.array([0.7, 1.3, 2.0])
+    dilated = dilate_mm(mask, spacing, 3.0)
+    centres = np.argwhere(mask) * spacing
+    every = np.indices(mask.shape).reshape(3, -1).T * spacing
+    nearest = np.min(np.linalg.norm(every[:, None, :] - centres[None], axis=-1), axis=1)
+    np.testing.assert_array_equal(dilated.ravel(), nearest <= 3.0 + 1e-9)

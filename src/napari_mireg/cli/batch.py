@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,7 +31,7 @@ import numpy as np
 from napari_mireg import files
 from napari_mireg._typing import PathLike
 from napari_mireg.cli.jobs import OUTPUT_FILES, file_stamp, read_report, remove_staging
-from napari_mireg.options import OptionError, RegistrationOptions, from_arguments
+from napari_mireg.options import OPTIONS, OptionError, RegistrationOptions, from_arguments
 
 RESULT_COLUMNS = (
     "pair",
@@ -110,7 +111,7 @@ def _read_table(path, required, optional):
                     raise files.InputError(path, f"line {number}: empty {column}")
             rows.append(
                 {
-                    c: str((path.parent / row[c]).resolve()) if row.get(c) else ""
+                    c: str(files.resolved(path.parent / row[c])) if row.get(c) else ""
                     for c in required + optional
                 }
             )
@@ -166,9 +167,20 @@ def all_pairs(path: PathLike) -> list[Pair]:
             )
             for f in subjects
             for m in subjects
-            if f is not m
+            if not _same_subject(f, m)
         ]
     )
+
+
+def _same_subject(first, second):
+    """True when two subject rows name one image (as written, resolved or linked)."""
+    a, b = Path(first["image"]), Path(second["image"])
+    if first["image"] == second["image"] or files.resolved(a) == files.resolved(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # a missing file: its pair fails with its own message
+        return False
 
 
 def _expected_inputs(pair):
@@ -358,11 +370,18 @@ class CohortResult:
     plot: Path
 
 
-def _local_client(threads_per_task, workers):
+def _local_client(threads_per_task, workers, pairs):
     from dask.distributed import Client, LocalCluster
 
     cores = os.cpu_count() or 1
     workers = workers or max(1, cores // threads_per_task)
+    workers = min(workers, pairs)  # an idle worker process costs memory and start-up time
+    if workers * threads_per_task > cores:
+        warnings.warn(
+            f"{workers} workers x {threads_per_task} threads per task exceed the {cores} cores: "
+            "the tasks will slow each other down",
+            stacklevel=3,
+        )
     cluster = LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
     )
@@ -439,7 +458,7 @@ def run_cohort(
         futures = {}
         try:
             if client is None:
-                client = owned = _local_client(threads_per_task, workers)
+                client = owned = _local_client(threads_per_task, workers, len(todo))
             futures = {
                 client.submit(
                     register_pair,
@@ -576,6 +595,14 @@ def main(args):
     for name, value in (("--threads-per-task", args.threads_per_task), ("--workers", args.workers)):
         if value is not None and value < 1:
             raise OptionError(name, f"must be a whole number >= 1, got {value}")
+    # the registration's own limit, checked before a cluster starts
+    most = next(option.high for option in OPTIONS if option.name == "threads")
+    if args.threads_per_task > most:
+        raise OptionError(
+            "--threads-per-task", f"must be at most {most:g}, got {args.threads_per_task}"
+        )
+    if not args.out.strip():
+        raise OptionError("--out", "is empty: name an output folder")
     files.check_output_folder(args.out)
     pairs = all_pairs(args.table) if args.all_pairs else read_pairs(args.table)
     client = None

@@ -7,6 +7,7 @@ interruption leaves no partial output behind and earlier complete outputs as the
 """
 
 import argparse
+import re
 import signal
 import sys
 import threading
@@ -98,6 +99,8 @@ def command_register(args):
     from napari_mireg.cli.jobs import load_inputs, run_job_steps
 
     options = registration_options(args)
+    if not args.out.strip():
+        raise BadInput("--out is empty: name an output folder")
     out_dir = Path(args.out)
     files.check_output_folder(out_dir)
     inputs = load_inputs(
@@ -153,7 +156,9 @@ def command_apply(args):
     """`mireg apply`: resample an image through transforms."""
     from napari_mireg.engine.transforms import DisplacementField, apply_transforms
 
-    files.check_output_file(args.out)
+    inputs = {"--to": args.to, "--reference": args.reference}
+    inputs |= {f"transform {t}": t.strip().strip("[]").rsplit(",", 1)[0] for t in args.transforms}
+    files.check_output_file(args.out, inputs)
     if files.suffix_of(args.out) not in files.VOLUME_SUFFIXES:
         raise files.InputError(
             args.out, f"unsupported output format; use one of {', '.join(files.VOLUME_SUFFIXES)}"
@@ -179,7 +184,9 @@ def command_overlap(args):
     from napari_mireg.overlap import overlap_scores
 
     if args.csv:
-        files.check_output_file(args.csv)
+        files.check_output_file(
+            args.csv, {"fixed labels": args.fixed_labels, "warped labels": args.warped_labels}
+        )
     fixed = files.load_volume(args.fixed_labels, labels=True)
     warped = files.load_volume(args.warped_labels, labels=True)
     if not same_grid(fixed, warped):
@@ -206,7 +213,9 @@ def command_clean_labels(args):
     """`mireg clean-labels`: islands and holes per label."""
     from napari_mireg.labels import clean_labels
 
-    files.check_output_file(args.output)
+    if args.min_island is not None and args.min_island < 1:
+        raise BadInput(f"--min-island: must be a whole number >= 1, got {args.min_island}")
+    files.check_output_file(args.output, {"input": args.input})
     labels = files.load_volume(args.input, labels=True)
     cleaned, changes = clean_labels(
         labels.user_array(labels.data),
@@ -350,7 +359,8 @@ def build_parser():
 
 def main(argv=None):
     """Entry point of ``mireg``; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(_negative_values_attached(parser, argv))
     previous = _handle_stop_signals()
     shown_before = warnings.showwarning
     warnings.showwarning = _warning_line(args.command)
@@ -377,6 +387,29 @@ def main(argv=None):
         warnings.showwarning = shown_before
         for signum, handler in previous.items():  # as they were (main() may be called in-process)
             signal.signal(signum, handler)
+
+
+def _negative_values_attached(parser, argv):
+    """``--option -0.1,0.9`` as ``--option=-0.1,0.9``.
+
+    argparse takes a value that starts with "-" and is not a plain number for an option of
+    its own, and stops with its usage; attached, the value reaches the option's own check,
+    which says in one line what is wrong with it.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    takes_value = {
+        name
+        for command in parser._subparsers._group_actions[0].choices.values()
+        for name, action in command._option_string_actions.items()
+        if action.nargs != 0
+    }
+    joined = []
+    for item in argv:
+        if joined and joined[-1] in takes_value and re.match(r"-\.?\d", item):
+            joined[-1] = f"{joined[-1]}={item}"
+        else:
+            joined.append(item)
+    return joined
 
 
 def _warning_line(command):

@@ -8,6 +8,11 @@ that this run does not make are removed, the new files move in, and the new ``re
 moves last, so its presence marks a complete job. An error or an interruption (Ctrl-C,
 SIGTERM) removes the staging folder; one left by a killed process (SIGKILL) is removed by
 the next run into the same folder.
+
+Only files a mireg run wrote are ever replaced or removed (see
+:mod:`napari_mireg.files.output_folder`): the folder is locked for the run, and a file named
+like an output that mireg did not write, or an input the swap would replace, is refused
+before any work.
 """
 
 import contextlib
@@ -31,6 +36,7 @@ from napari_mireg.engine.quality import evaluate
 from napari_mireg.engine.registration import register_steps
 from napari_mireg.engine.steps import run_to_end
 from napari_mireg.engine.transforms import Volume, apply_transforms, same_grid
+from napari_mireg.files import output_folder
 from napari_mireg.options import RegistrationOptions
 
 OUTPUT_FILES = {
@@ -91,7 +97,7 @@ def load_inputs(fixed, moving, fixed_labels=None, moving_labels=None, mask=None,
         "mask": mask,
         "moving_mask": moving_mask,
     }
-    paths = {key: str(Path(value).resolve()) for key, value in paths.items() if value}
+    paths = {key: str(files.resolved(value)) for key, value in paths.items() if value}
     stamps = {key: file_stamp(path) for key, path in paths.items()}  # before reading them
     fixed_volume = files.load_volume(fixed)
     moving_volume = files.load_volume(moving)
@@ -172,6 +178,8 @@ def _labels_on(path, image, image_path):
             f"not match its image {image_path} (shape "
             f"{image.shape[-image.ndim :]}) or its affine differs",
         )
+    if not labels.data.any():
+        raise files.InputError(path, "the label map has no labelled voxel (every voxel is 0)")
     return labels
 
 
@@ -196,7 +204,12 @@ def run_job_steps(inputs, out_dir, options=None, **settings):
         The report (also written as ``report.json``).
     """
     options = RegistrationOptions.build(options, **settings)
-    out_dir = prepare_output_folder(out_dir)
+    with locked_output_folder(out_dir, inputs.paths) as out_dir:
+        return (yield from _run_in(inputs, out_dir, options))
+
+
+def _run_in(inputs, out_dir, options):
+    """:func:`run_job_steps` in its locked output folder, through a staging folder."""
     staging = _staging_folder(out_dir)
     try:
         _pause_for_tests("prealign")
@@ -254,40 +267,90 @@ def _paused_after_first(steps):
         steps.close()
 
 
-def prepare_output_folder(out_dir):
-    """Create the output folder if needed and remove stale staging folders from it.
+@contextlib.contextmanager
+def locked_output_folder(out_dir, inputs=None):
+    """Create, check and lock the output folder for one job; remove stale staging folders.
 
     A staging folder is left only by a process that was killed outright (SIGKILL, power
-    loss); no live job shares an output folder, so the next run removes it.
+    loss): the folder's lock shows no live run uses it, so it is removed. The lock is held
+    while the ``with`` block runs.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+    inputs : dict of str, optional
+        The job's input paths: none may be a file the outputs would replace.
+
+    Yields
+    ------
+    Path
+        The output folder.
 
     Raises
     ------
     files.FileAccessError
-        `out_dir` is a file, or cannot be created or written: one line naming it.
+        `out_dir` is empty, a file, cannot be created or written, or holds a file named
+        like an output that mireg did not write: one line naming it.
+    output_folder.FolderInUseError
+        Another live run writes into `out_dir`.
+    files.InputError
+        An input is one of the files this run would replace.
     """
+    if not str(out_dir).strip():
+        raise files.FileAccessError(out_dir, "the output folder is empty: name a folder")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise files.FileAccessError(out_dir, "output folder is a file")
+    names = set(OUTPUT_FILES.values())
+    output_folder.check_inputs_apart(inputs or {}, out_dir, names)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        remove_staging(out_dir)
     except OSError as error:
         raise files.FileAccessError(
             out_dir, f"output folder cannot be used ({error.strerror or error})", error.errno
         ) from error
-    return out_dir
+    with output_folder.folder_lock(out_dir):
+        try:
+            output_folder.check_outputs_free(out_dir, names)
+            remove_staging(out_dir)
+        except files.FileAccessError:
+            raise
+        except OSError as error:
+            raise files.FileAccessError(
+                out_dir, f"output folder cannot be used ({error.strerror or error})", error.errno
+            ) from error
+        yield out_dir
+
+
+def _is_staging(path):
+    """A staging folder: a real folder holding only outputs and their hidden temporaries."""
+    if not path.is_dir() or path.is_symlink():
+        return False
+    names = set(OUTPUT_FILES.values())
+    return all(
+        entry.name in names or (entry.name.startswith(".") and entry.is_file())
+        for entry in path.iterdir()
+    )
 
 
 def remove_staging(out_dir):
-    """Remove the staging folders (``.partial-*``) of unfinished jobs from `out_dir`."""
+    """Remove the staging folders (``.partial-*``) of unfinished jobs from `out_dir`.
+
+    Nothing is removed while another live process holds the folder's lock (its job may
+    still be writing), nor anything that does not look like a staging folder. A lock left
+    by a process that is gone goes too.
+    """
     folder = Path(out_dir)
     if not folder.is_dir():
         return
+    owner = output_folder.lock_owner(folder)
+    if owner is not None and owner != os.getpid():
+        return
+    if owner is None:
+        (folder / output_folder.LOCK_FILE).unlink(missing_ok=True)
     for stale in folder.glob(STAGING_PREFIX + "*"):
-        if stale.is_dir() and not stale.is_symlink():
+        if _is_staging(stale):
             shutil.rmtree(stale)
-        else:
-            stale.unlink()
 
 
 def _staging_folder(out_dir):
@@ -326,16 +389,29 @@ def _stop_signals_held():
 
 
 def _replace_outputs(staging, out_dir):
-    """Swap the staged outputs in as one set, ``report.json`` last (see the module notes)."""
+    """Swap the staged outputs in as one set, ``report.json`` last (see the module notes).
+
+    Only outputs an earlier mireg run wrote (those its report lists) are replaced or
+    removed. While the swap runs, a record of written files covers the old and the new set,
+    so a swap cut short (SIGKILL) leaves nothing unrecorded; the new report takes over.
+    """
     report = OUTPUT_FILES["report"]
+    names = set(OUTPUT_FILES.values())
     new = sorted(p.name for p in staging.iterdir() if p.name != report)
     try:
+        output_folder.check_outputs_free(out_dir, names)  # again: minutes have passed
+        earlier = output_folder.written_files(out_dir) & names
+        output_folder.record_written(out_dir, earlier | set(new) | {report})
         (out_dir / report).unlink(missing_ok=True)
-        for name in set(OUTPUT_FILES.values()) - set(new) - {report}:
+        for name in sorted(earlier - set(new) - {report}):
             (out_dir / name).unlink(missing_ok=True)  # an earlier run's, not made this time
         for name in new:
             (staging / name).replace(out_dir / name)
         (staging / report).replace(out_dir / report)
+        # The new report lists what is there now: the swap's record has done its job.
+        (out_dir / output_folder.WRITTEN_FILE).unlink(missing_ok=True)
+    except files.FileAccessError:
+        raise
     except OSError as error:
         raise files.FileAccessError(
             out_dir, f"outputs cannot be moved into place ({error.strerror or error})", error.errno

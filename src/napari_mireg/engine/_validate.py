@@ -84,3 +84,69 @@ def spacing_vector(spacing, ndim, name="spacing"):
     if vector.size != ndim or not np.all(np.isfinite(vector)) or np.any(vector <= 0):
         raise ValueError(f"{name} must be {ndim} positive finite numbers, got {spacing!r}")
     return vector
+
+
+def affine_matrix(matrix, name="prealign"):
+    """Return a world matrix as float64, refusing one with NaN or one that folds space flat.
+
+    The one check for every affine a user gives: a file read by
+    :func:`napari_mireg.files.load_transform` and a matrix given to the API.
+
+    Raises
+    ------
+    ValueError
+        ``"{name}: ..."``: not a square matrix, NaN or infinite entries, or a singular
+        linear part (it maps space onto a plane or a point).
+    """
+    array = np.asarray(matrix, dtype=np.float64)
+    if array.ndim != 2 or array.shape[0] != array.shape[1] or array.shape[0] not in (3, 4):
+        raise ValueError(f"{name}: an affine is a (4, 4) matrix, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name}: affine transform has NaN or infinite parameters")
+    linear = array[:-1, :-1]
+    scale = np.abs(linear).max()
+    size = linear.shape[0]
+    if scale == 0 or abs(np.linalg.det(linear)) <= 1e-9 * scale**size:
+        raise ValueError(
+            f"{name}: affine matrix is singular (it maps space onto a plane or a point)"
+        )
+    return array
+
+
+def label_map(labels, volume, name):
+    """A label map checked as a label file is: integer values, on its image's grid.
+
+    Parameters
+    ----------
+    labels : array_like or None
+    volume : Volume
+        Its image.
+    name : str
+        How the argument is called in error messages (e.g. "fixed_labels").
+
+    Returns
+    -------
+    ndarray of int or None
+
+    Raises
+    ------
+    ValueError
+        Non-integer, NaN or negative values (as
+        :func:`napari_mireg.labels.label_values`), a shape other than the image's, or no
+        labelled voxel: the message starts with `name`.
+    """
+    if labels is None:
+        return None
+    from napari_mireg.labels import label_values
+
+    array = label_values(labels, name)
+    grid = tuple(volume.shape)
+    user = grid[-volume.ndim :]
+    if array.shape not in (grid, user):
+        raise ValueError(
+            f"{name}: label map of shape {array.shape} is not on the grid of its image "
+            f"(shape {user})"
+        )
+    if not array.any():
+        raise ValueError(f"{name}: the label map has no labelled voxel: no brain mask can be made")
+    return array

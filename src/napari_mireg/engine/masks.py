@@ -59,13 +59,46 @@ def brain_mask_from_labels(
     brain = ndimage.binary_fill_holes(brain)
     matrix = np.asarray(affine, dtype=np.float64)
     spacing = fields.voxel_sizes(fields.embed_matrix(matrix, 4))[3 - brain.ndim :]
-    radius = np.maximum(np.round(dilation_mm / spacing).astype(int), 0)
-    if radius.any():
-        # An ellipsoid in voxels is a ball in mm on an anisotropic grid.
-        grid = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
-        ball = sum((g / max(r, 1)) ** 2 for g, r in zip(grid, radius, strict=True)) <= 1.0
-        brain = ndimage.binary_dilation(brain, structure=ball)
-    return brain
+    return dilate_mm(brain, spacing, dilation_mm)
+
+
+def dilate_mm(
+    mask: npt.ArrayLike, spacing: npt.ArrayLike, distance_mm: float
+) -> npt.NDArray[np.bool_]:
+    """Every voxel whose centre lies within `distance_mm` of a voxel of `mask`.
+
+    A Euclidean distance transform in mm (``sampling=spacing``) on the box of the mask
+    grown by `distance_mm` (within the grid): its cost is that of the box's voxels, the same
+    for any voxel size, where a ball-shaped structuring element in voxels grows with the
+    cube of ``distance_mm / spacing`` (gigabytes for 0.2 mm voxels).
+
+    Parameters
+    ----------
+    mask : ndarray of bool, 2D or 3D
+    spacing : sequence of float
+        Voxel size (mm) along each axis.
+    distance_mm : float
+
+    Returns
+    -------
+    ndarray of bool, the shape of `mask`
+    """
+    mask = np.asarray(mask, dtype=bool)
+    spacing = np.asarray(spacing, dtype=np.float64)
+    if distance_mm <= 0 or not mask.any():
+        return mask.copy()
+    reach = np.floor(distance_mm / spacing + 1e-6).astype(int)
+    found = ndimage.find_objects(mask.astype(np.uint8))[0]
+    box = tuple(
+        slice(max(s.start - r, 0), min(s.stop + r, n))
+        for s, r, n in zip(found, reach, mask.shape, strict=True)
+    )
+    # Distances to the nearest mask voxel; a hair of slack keeps voxels at exactly
+    # `distance_mm` (4 mm on 0.1 mm voxels is 40.000000000000004 steps in floating point).
+    distance = ndimage.distance_transform_edt(~mask[box], sampling=spacing)
+    dilated = np.zeros_like(mask)
+    dilated[box] = distance <= distance_mm * (1 + 1e-9)
+    return dilated
 
 
 def extraction_sides(choice: str) -> tuple[bool, bool]:

@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from napari_mireg._typing import Image, Matrix
-from napari_mireg.engine import masks
+from napari_mireg.engine import _validate, masks
 from napari_mireg.engine.affine import AffineRegistration, AffineStep
 from napari_mireg.engine.metric import MutualInformation, SynMetric
 from napari_mireg.engine.partial_volume import PartialVolumeMutualInformation
@@ -144,9 +144,15 @@ def register_steps(
     if isinstance(known_prealignment, str):  # a method, not a matrix
         settings["prealign"], known_prealignment = known_prealignment, None
     options = RegistrationOptions.build(options, **settings)
+    if known_prealignment is not None:  # checked as a transform file is
+        matrix = getattr(known_prealignment, "matrix", known_prealignment)
+        known_prealignment = _validate.affine_matrix(matrix, "prealign")
     start = time.perf_counter()
     fixed_volume = as_volume(fixed, fixed_affine, "fixed")
     moving_volume = as_volume(moving, moving_affine, "moving")
+    # Labels are checked as label files are (values, grid) before they make a mask.
+    fixed_labels = _validate.label_map(fixed_labels, fixed_volume, "fixed_labels")
+    moving_labels = _validate.label_map(moving_labels, moving_volume, "moving_labels")
     # The SyN's checks, made before any step: a given prealignment's step comes first.
     check_images(fixed_volume, moving_volume)
     metric = MutualInformation(options.bins, threads=options.threads)

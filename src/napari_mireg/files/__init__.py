@@ -8,6 +8,7 @@ points, vectors and matrices between the two (``M_lps = F M_ras F``).
 """
 
 import contextlib
+import errno
 import os
 import tempfile
 import zlib
@@ -21,6 +22,7 @@ import numpy.typing as npt
 from scipy import io as scipy_io
 
 from napari_mireg._typing import Matrix, PathLike
+from napari_mireg.engine._validate import affine_matrix
 from napari_mireg.engine.transforms import (
     AffineMap,
     DiffeomorphicMap,
@@ -42,6 +44,7 @@ __all__ = [
     "describe_os_error",
     "load_transform",
     "load_volume",
+    "resolved",
     "save_affine",
     "save_displacement",
     "save_field",
@@ -96,11 +99,37 @@ def suffix_of(path: PathLike) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
 
 
+def resolved(path: PathLike) -> Path:
+    """`path` made absolute with symbolic links followed; as given (absolute) for a loop.
+
+    A loop of links is not an error here: reading the file says so, naming it.
+    """
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError):  # Python raises RuntimeError for a loop of links
+        return Path(os.path.abspath(path))
+
+
+def _check_file(path):
+    """Refuse a path that is not a file to read: one line saying what it is instead."""
+    if path.is_file():
+        return
+    if path.is_dir():
+        raise InputError(path, "is a folder, not a file")
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise InputError(path, "is a loop of symbolic links") from None
+        if path.is_symlink():
+            raise InputError(path, "is a symbolic link to a missing file") from None
+    raise InputError(path, "no such file")
+
+
 def _open_image(path):
     """Nibabel image of a volume file, with its voxels read (so truncation shows here)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such file")
+    _check_file(path)
     if suffix_of(path) not in VOLUME_SUFFIXES:
         raise InputError(
             path,
@@ -111,12 +140,36 @@ def _open_image(path):
         raise FileAccessError(path, "cannot be read (permission denied)")
     try:
         image = nib.load(path)
+        _check_declared_size(image, path)
         data = np.asanyarray(image.dataobj)
     except (nib.filebasedimages.ImageFileError, EOFError, zlib.error, OSError, ValueError) as error:
+        if isinstance(error, InputError):
+            raise
         raise InputError(
             path, f"cannot be read ({error}); is the file truncated or not {suffix_of(path)}?"
         ) from error
+    except MemoryError:
+        raise InputError(
+            path, f"shape {image.shape} is too large to read into this machine's memory"
+        ) from None
     return image, data
+
+
+# gzip (deflate) compresses at most about 1032:1: a smaller file cannot hold the voxels.
+MOST_COMPRESSION = 1100
+
+
+def _check_declared_size(image, path):
+    """Refuse a header that declares more voxels than the file can hold, before reading."""
+    declared = float(np.prod(image.shape, dtype=np.float64)) * image.get_data_dtype().itemsize
+    size = os.path.getsize(path)
+    compressed = suffix_of(path) in (".nii.gz", ".mgz")
+    if declared > (MOST_COMPRESSION * size if compressed else size):
+        raise InputError(
+            path,
+            f"the header declares shape {tuple(image.shape)} ({declared / 1e9:.3g} GB of "
+            f"voxels) but the file has {size} bytes: a damaged header or a truncated file",
+        )
 
 
 def load_volume(
@@ -155,24 +208,95 @@ def load_volume(
     try:
         if labels:
             data = label_values(data, "data")
-        return as_volume(
+        volume = as_volume(
             data, image.affine, "data", dtype=None if labels else dtype, from_file=True
         )
     except ValueError as error:
         raise InputError(path, str(error).removeprefix("data: ").removeprefix("data ")) from error
+    _check_voxel_size(volume, path)
+    _check_values(volume, path, labels)
+    return volume
 
 
-def check_output_file(path: PathLike) -> None:
-    """Refuse an output path that cannot be written, before any work.
+# Above this, differences of intensities overflow float32 in the metric (MRI never comes
+# near: 1e9 would already be unusual).
+LARGEST_INTENSITY = 1e30
+# Label ids above int64's range cannot be indexed (numpy indexes with int64).
+LARGEST_LABEL = np.iinfo(np.int64).max
+
+
+def _check_values(volume, path, labels):
+    data = volume.data
+    if not data.size:
+        return
+    if labels:
+        if data.dtype == np.uint64 and int(data.max()) > LARGEST_LABEL:
+            raise InputError(
+                path, f"label id {int(data.max())} is too large (ids must be below 2**63)"
+            )
+        return
+    largest = float(np.abs(data).max())
+    if largest > LARGEST_INTENSITY:
+        raise InputError(
+            path,
+            f"intensities reach {largest:.3g}, too large to register (above "
+            f"{LARGEST_INTENSITY:.0e}); rescale the image",
+        )
+
+
+# Voxel sizes of any MRI in mm (a 20 mm voxel is already coarser than any scan): outside,
+# the header is in another unit (metres, micrometres) and every size in mm would be wrong.
+VOXEL_MM_RANGE = (0.01, 20.0)
+
+
+def _check_voxel_size(volume, path):
+    sizes = np.asarray(volume.spacing, dtype=np.float64)[-volume.ndim :]
+    low, high = VOXEL_MM_RANGE
+    if np.any(sizes < low) or np.any(sizes > high):
+        shown = " x ".join(f"{size:.3g}" for size in sizes)
+        raise InputError(
+            path,
+            f"voxel size {shown} mm is outside {low:g} to {high:g} mm; is the header in "
+            "another unit (metres, micrometres)?",
+        )
+
+
+def check_output_file(path: PathLike, inputs: dict[str, PathLike] | None = None) -> None:
+    """Refuse an output path that cannot be written, or that is one of the inputs.
+
+    Parameters
+    ----------
+    path : str or Path
+    inputs : dict, optional
+        The command's inputs by role (e.g. ``{"--to": ...}``); the output may not be any of
+        them (symbolic and hard links followed).
 
     Raises
     ------
     FileAccessError
         Its folder is missing or not writable, or the path is a folder.
+    InputError
+        The output would overwrite an input.
     """
+    if not str(path).strip():
+        raise FileAccessError(path, "the output file name is empty")
     path = Path(path)
     _check_target(path)
     _check_writable(path.parent, path)
+    for role, given in (inputs or {}).items():
+        if given and _same_file(Path(given), path):
+            raise InputError(
+                path, f"is also the input {role} ({given}); write the output to another file"
+            )
+
+
+def _same_file(a, b):
+    if resolved(a) == resolved(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
 
 
 def _check_target(path):
@@ -217,10 +341,11 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     _check_target(path)
+    _remove_stale_temporaries(path)
     temporary = None
     try:
         descriptor, temporary = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=suffix_of(path), dir=path.parent
+            prefix=f".{path.name}.{os.getpid()}.", suffix=suffix_of(path), dir=path.parent
         )
         os.close(descriptor)
         umask = os.umask(0)
@@ -238,6 +363,24 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     finally:
         if temporary is not None and os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def _remove_stale_temporaries(path):
+    """Remove the temporaries of `path` left by killed processes (SIGKILL, power loss).
+
+    A temporary is named ``.NAME.PID.RANDOM<suffix>``: only those whose process is gone are
+    removed, so a live writer of the same file keeps its own.
+    """
+    from napari_mireg.files.output_folder import process_alive
+
+    prefix = f".{path.name}."
+    with contextlib.suppress(OSError):
+        for entry in path.parent.iterdir():
+            if not entry.name.startswith(prefix) or not entry.name.endswith(suffix_of(path)):
+                continue
+            pid, _, rest = entry.name[len(prefix) :].partition(".")
+            if pid.isdigit() and rest and not process_alive(int(pid)) and entry.is_file():
+                entry.unlink(missing_ok=True)
 
 
 def write_text(path: PathLike, text: str) -> None:
@@ -384,7 +527,18 @@ def _affine_from_itk(parameters, centre):
 
 def _read_itk_text(path):
     fields = {}
-    for line in Path(path).read_text().splitlines():
+    lines = Path(path).read_text().splitlines()
+    # A composite file (ANTs' --write-composite-transform) lists its transforms one after
+    # the other; applying only the first would be silently wrong.
+    lines = [line for line in lines if "CompositeTransform" not in line]
+    count = sum(line.partition(":")[0].strip() == "Transform" for line in lines)
+    if count > 1:
+        raise InputError(
+            path,
+            f"holds {count} transforms (a composite transform); mireg applies one affine per "
+            "file: give each transform as its own file",
+        )
+    for line in lines:
         key, _, value = line.partition(":")
         if value and not key.startswith("#"):
             fields.setdefault(key.strip(), value.strip())
@@ -419,23 +573,25 @@ def _read_ants_mat(path):
 
 def _checked_matrix(matrix, path):
     """Refuse an affine that would map every point to NaN, or fold space flat."""
-    if not np.all(np.isfinite(matrix)):
-        raise InputError(path, "affine transform has NaN or infinite parameters")
-    linear = matrix[:3, :3]
-    scale = np.abs(linear).max()
-    if scale == 0 or abs(np.linalg.det(linear)) <= 1e-9 * scale**3:
-        raise InputError(path, "affine matrix is singular (it maps space onto a plane or a point)")
-    return matrix
+    try:
+        return affine_matrix(matrix, "matrix")
+    except ValueError as error:
+        raise InputError(path, str(error).removeprefix("matrix: ")) from error
 
 
 def _read_field(path):
     image, data = _open_image(path)
-    if data.ndim == 5 and data.shape[3] == 1:
-        data = data[:, :, :, 0, :]
-    if data.ndim != 4 or data.shape[3] != 3:
+    # Only the ITK/ANTs layout says what its numbers are: a plain (X, Y, Z, 3) image could
+    # hold three volumes, or vectors in voxels, and would silently scramble the image.
+    intent = int(image.header.get("intent_code", 0)) if hasattr(image.header, "get") else 0
+    if data.ndim != 5 or data.shape[3:] != (1, 3) or intent != NIFTI_INTENT_VECTOR:
         raise InputError(
-            path, f"has shape {data.shape}; a 3D displacement field is (X, Y, Z, 1, 3)"
+            path,
+            f"is not an ITK/ANTs displacement field: found shape {data.shape} and NIfTI "
+            f"intent {intent}; a 3D warp is a 5D (X, Y, Z, 1, 3) vector image with intent "
+            f"{NIFTI_INTENT_VECTOR} (vector)",
         )
+    data = data[:, :, :, 0, :]
     ras = np.ascontiguousarray(data * np.float32([-1, -1, 1]), dtype=np.float32)
     if not np.all(np.isfinite(ras)):
         raise InputError(path, "displacement field has NaN or infinite values")
@@ -472,8 +628,7 @@ def load_transform(path: PathLike, *, invert: bool = False) -> AffineMap | Displ
         In RAS world coordinates, mapping reference points towards the image to sample.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such file")
+    _check_file(path)
     suffix = suffix_of(path)
     if suffix in (".nii", ".nii.gz"):
         if invert:
