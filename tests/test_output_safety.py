@@ -279,21 +279,37 @@ def test_a_second_run_into_a_folder_in_use_stops_and_the_first_finishes(pair, tm
     assert contents(out) == {}
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_register_killed_at_a_random_point_then_rerun_is_complete(pair, earlier, tmp_path, seed):
-    """SIGKILL anywhere (start, SyN, writing, the swap): the folder is either a complete job
-    or has no report, holds nothing but mireg's files and the user's, and a rerun completes.
-    """
-    import random
-    import time
+def landmarks(out):
+    """Moments of a register job seen from its output folder, in the order they come."""
+    return {
+        "started": lambda: (out / output_folder.LOCK_FILE).exists(),
+        "writing": lambda: any(
+            path.is_file() for folder in out.glob(".partial-*") for path in folder.iterdir()
+        ),
+        "swapping": lambda: (out / output_folder.WRITTEN_FILE).exists(),
+    }
 
+
+@pytest.mark.parametrize("moment", ["started", "writing", "swapping"])
+def test_register_killed_at_any_moment_then_rerun_is_complete(pair, earlier, tmp_path, moment):
+    """SIGKILL at a moment of the job (its start, its writing, the swap; a moment it passes
+    too quickly to be seen ends in a complete job): the folder is either a complete job or
+    has no report, holds nothing but mireg's files and the user's, and a rerun completes.
+    """
     out = tmp_path / "out"
     shutil.copytree(earlier, out)
     (out / "notes.txt").write_text("my notes\n")
     process = subprocess.Popen(
-        MIREG + register_arguments(pair, out, labels=seed != 1), stderr=subprocess.DEVNULL
+        MIREG + register_arguments(pair, out, labels=moment != "writing"),
+        stderr=subprocess.DEVNULL,
     )
-    time.sleep(random.Random(seed).uniform(0.2, 4.0))
+    reached = landmarks(out)[moment]
+    while not reached():  # wait for the moment, or the end of the job
+        try:
+            process.wait(timeout=0.005)
+            break
+        except subprocess.TimeoutExpired:
+            pass
     process.kill()
     process.wait()
     report = read_report(out)
