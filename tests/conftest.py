@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from scipy import ndimage
-from testdata import blobs, deformed_pair  # noqa: F401 (blobs: for tests)
+from testdata import blobs, deformed_pair, write_sample_data  # noqa: F401 (blobs: for tests)
 
 
 def smooth_field(shape, peak, seed, sigma=4.0):
@@ -36,3 +36,9 @@ def brain_pair():
     """2 mm MNI T1 template and a smoothly deformed (6 mm peak), T2-like copy."""
     fixed, moving, affine, _ = deformed_pair(zoom=2, peak=6.0, seed=0)
     return fixed, moving, affine
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """The sample pair's files at 4 mm (images and label maps), for whole `mireg` jobs."""
+    return write_sample_data(tmp_path_factory.mktemp("pair"), zoom=4)

@@ -7,6 +7,7 @@ that point until the signal comes; the prealignment of ``mireg register`` is cau
 from its progress line.
 """
 
+import functools
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from testdata import write_sample_data
+import testdata
 
 from napari_mireg.cli import jobs, main
 from napari_mireg.cli.jobs import OUTPUT_FILES, read_report
@@ -27,17 +28,7 @@ SIGNALS = [signal.SIGTERM, signal.SIGINT]
 PHASES = ["prealign", "syn", "write"]
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    return write_sample_data(tmp_path_factory.mktemp("pair"), zoom=4)
-
-
-def register_arguments(pair, out, labels=True):
-    arguments = ["register", str(pair["fixed"]), str(pair["moving"]), *QUICK, "--out", str(out)]
-    if labels:
-        arguments += ["--fixed-labels", str(pair["fixed_labels"])]
-        arguments += ["--moving-labels", str(pair["moving_labels"])]
-    return arguments
+register_arguments = functools.partial(testdata.register_arguments, options=QUICK)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ replace or remove a file it did not write is refused with one line, before any w
 leaves every file as it was.
 """
 
+import functools
 import os
 import shutil
 import signal
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from testdata import write_sample_data
+import testdata
 
 from napari_mireg import files
 from napari_mireg.cli import main
@@ -22,17 +23,7 @@ MIREG = [str(Path(sys.executable).parent / "mireg")]
 QUICK = ["--iterations", "3x1", "--threads", "1", "--prealign", "none"]
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    return write_sample_data(tmp_path_factory.mktemp("pair"), zoom=4)
-
-
-def register_arguments(pair, out, labels=True):
-    arguments = ["register", str(pair["fixed"]), str(pair["moving"]), *QUICK, "--out", str(out)]
-    if labels:
-        arguments += ["--fixed-labels", str(pair["fixed_labels"])]
-        arguments += ["--moving-labels", str(pair["moving_labels"])]
-    return arguments
+register_arguments = functools.partial(testdata.register_arguments, options=QUICK)
 
 
 @pytest.fixture(scope="module")

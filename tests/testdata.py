@@ -389,3 +389,24 @@ def parcellated_pair(zoom=2, peak=6.0, seed=0):
         "affine": affine,
         "displacement": displacement,
     }
+
+
+def register_arguments(pair, out, labels=True, *, options=()):
+    """`mireg register` arguments for a pair of `write_sample_data`, into `out`.
+
+    Parameters
+    ----------
+    pair : dict
+        The paths `write_sample_data` returns.
+    out : path
+        The output folder.
+    labels : bool
+        Give both label maps too.
+    options : sequence of str
+        Further options (iterations, threads, ...).
+    """
+    arguments = ["register", str(pair["fixed"]), str(pair["moving"]), *options, "--out", str(out)]
+    if labels:
+        arguments += ["--fixed-labels", str(pair["fixed_labels"])]
+        arguments += ["--moving-labels", str(pair["moving_labels"])]
+    return arguments
