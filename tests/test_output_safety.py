@@ -132,7 +132,7 @@ def test_a_folder_in_use_by_a_live_process_is_refused(pair, earlier, tmp_path, c
     staging = out / ".partial-live"  # the live run's staging folder: must survive
     staging.mkdir()
     (staging / "warp.nii.gz").write_bytes(b"being written")
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])  # alive
     try:
         (out / output_folder.LOCK_FILE).write_text(f"{holder.pid}\n")
         before = contents(out)
