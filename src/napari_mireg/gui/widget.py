@@ -149,14 +149,9 @@ class RegistrationWidget(QWidget):
             "coronal": "Coronal slices, superior at the top, the patient's right on the left",
             "sagittal": "Sagittal slices, superior at the top, anterior on the left",
         }
-        for plane in PLANES:
-            button = QPushButton(plane.capitalize())
-            button.setCheckable(True)
-            button.setChecked(plane == self.planes.plane)
-            button.setToolTip(tips[plane])
-            button.clicked.connect(lambda _, p=plane: self.planes.show(p))
-            self.plane_buttons.addButton(button)
-            row.addWidget(button)
+        _add_choice_buttons(
+            row, self.plane_buttons, PLANES, tips, self.planes.plane, self.planes.show
+        )
         return row
 
     def _view_row(self):
@@ -171,14 +166,7 @@ class RegistrationWidget(QWidget):
             + ", ".join(DICE_LEGEND.splitlines()[1:])
             + ")",
         }
-        for mode in MODES:
-            button = QPushButton(mode.capitalize())
-            button.setCheckable(True)
-            button.setChecked(mode == self.view.mode)
-            button.setToolTip(tips[mode])
-            button.clicked.connect(lambda _, m=mode: self.view.set_mode(m))
-            self.mode_buttons.addButton(button)
-            row.addWidget(button)
+        _add_choice_buttons(row, self.mode_buttons, MODES, tips, self.view.mode, self.view.set_mode)
         return row
 
     # The label display control's choices: (text, display name, tooltip).
@@ -393,3 +381,31 @@ class RegistrationWidget(QWidget):
             centres = {} if self.summary is None else self.summary.centres or {}
             self.view.select_label(label, centres.get(label))
         self._show_label_display()
+
+
+def _add_choice_buttons(row, group, choices, tips, current, choose):
+    """One checkable button per choice, in an exclusive group.
+
+    Parameters
+    ----------
+    row : QHBoxLayout
+        Where the buttons go.
+    group : QButtonGroup
+        The exclusive group they join.
+    choices : iterable of str
+        The choices, in the buttons' order.
+    tips : dict of str
+        Tooltip of each choice.
+    current : str
+        The choice checked now.
+    choose : callable
+        Called with the choice when its button is clicked.
+    """
+    for choice in choices:
+        button = QPushButton(choice.capitalize())
+        button.setCheckable(True)
+        button.setChecked(choice == current)
+        button.setToolTip(tips[choice])
+        button.clicked.connect(lambda _, c=choice: choose(c))
+        group.addButton(button)
+        row.addWidget(button)
