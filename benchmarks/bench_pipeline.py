@@ -240,7 +240,7 @@ def prepare(resolution):
     native = {s: _native(s, CACHE) for s in SUBJECTS}
     if resolution == 0:
         return native
-    folder = CACHE / f"{resolution}mm"
+    folder = CACHE / f"{resolution:g}mm"
     folder.mkdir(exist_ok=True)
     result = {}
     for subject, paths in native.items():
@@ -554,7 +554,7 @@ def main():
     parser.add_argument("--calibration", action="store_true", help="the calibration pairs instead")
     parser.add_argument("--run", choices=TOOLS, help=argparse.SUPPRESS)
     parser.add_argument("--pair", help=argparse.SUPPRESS)
-    parser.add_argument("--resolution", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--resolution", type=float, default=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
         figures = run_one(args.run, args.pair, args.resolution, args.threads, args.iterations)
