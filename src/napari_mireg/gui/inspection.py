@@ -117,6 +117,7 @@ class InspectionView:
         # (layer, colormap, contrast limits) of the images the composite recoloured.
         self._before_composite = []
         self._composite_unranged = False  # the warped image had no range yet (a new run)
+        self._swipe_key = None  # (warped array id, axis, start, stop) the swipe layer shows
         self._timer = QTimer()
         self._timer.setInterval(FLICKER_MS)
         self._timer.timeout.connect(self._flick)
@@ -260,6 +261,7 @@ class InspectionView:
     def apply(self):
         """Put the warped image (or the layer made from it) on show as the mode says."""
         self._timer.stop()
+        self._swipe_key = None  # the swipe layer is remade: the warped contrast may be new
         if self.live is None:
             return
         warped = self.live.get(WARPED)
@@ -371,6 +373,13 @@ class InspectionView:
             if layer is not None:
                 layer.visible = False
             return
+        key = (id(warped.data), axis, start, stop)
+        if layer is not None and self._swipe_key == key:
+            # The same view of the same array: a new frame only needs drawing.
+            layer.refresh(thumbnail=False, extent=False)
+            layer.visible = True
+            return
+        self._swipe_key = key
         index = [slice(None)] * warped.data.ndim
         index[axis] = slice(start, stop)
         view = warped.data[tuple(index)]

@@ -41,15 +41,14 @@ def _spin_box(minimum, maximum, step, value, suffix, tip):
 COMPOSITE_KEY = "gray: alike, green: fixed brighter, magenta: warped brighter"
 # The key as coloured squares (the words in the tooltip).
 _SQUARE = '<span style="color:{}">&#9632;</span> {}'
-COMPOSITE_SQUARES = "&nbsp;&nbsp;".join(
+COMPOSITE_SQUARES = "brighter: " + "&nbsp;".join(
     _SQUARE.format(colour, text)
     for colour, text in (
+        ("#00ff00", "fixed"),
+        ("#ff00ff", "warped"),
         ("#b0b0b0", "alike"),
-        ("#00ff00", "fixed brighter"),
-        ("#ff00ff", "warped brighter"),
     )
 )
-DICE_MAP_HINT = "A click on a label in the Results table outlines it"
 
 
 class ModeControls(QStackedWidget):
@@ -65,12 +64,15 @@ class ModeControls(QStackedWidget):
         self.view = view
         self.opacity = _slider(
             OVERLAY_OPACITY,
-            "Opacity of the warped image over the fixed one (0: the fixed image only)",
+            "Opacity of the warped image over the fixed one (0: the fixed image only, 1: the "
+            "warped image only)",
         )
         self.tile = _spin_box(
             2, 100, 2, CHECKER_MM, " mm", "Side of a checkerboard tile, in millimetres"
         )
-        self.interval = _spin_box(100, 3000, 100, FLICKER_MS, " ms", "How long each image is shown")
+        self.interval = _spin_box(
+            100, 3000, 100, FLICKER_MS, " ms", "How long each image is shown in turn"
+        )
         self.swipe = _slider(
             SWIPE_FRACTION,
             "Where the boundary is: the warped image on its left, the fixed image on its right",
@@ -88,12 +90,12 @@ class ModeControls(QStackedWidget):
             "99.5th percentile): images of the same contrast are gray where they are aligned"
         )
         for mode, text, control in (
-            ("overlay", "Warped opacity:", self.opacity),
+            ("overlay", "Opacity:", self.opacity),
             ("composite", "", key),
-            ("checkerboard", "Tile side:", self.tile),
-            ("flicker", "Each image for:", self.interval),
+            ("checkerboard", "Tile:", self.tile),
+            ("flicker", "Each:", self.interval),
             ("swipe", "Boundary:", self.swipe),
-            ("dice map", "", QLabel(DICE_MAP_HINT)),
+            ("dice map", "", QLabel("")),
         ):
             page = QWidget()
             page_layout = QHBoxLayout(page)

@@ -157,10 +157,11 @@ class RegistrationWidget(QWidget):
         return row
 
     def _view_row(self):
-        """The comparison mode's buttons (two lines of three), the control of the mode on
-        show, and the colour bars of the maps on show.
+        """The comparison mode's buttons, the control of the mode on show, and the colour
+        bars of the maps on show.
         """
         box = QVBoxLayout()
+        box.setSpacing(2)  # one block: the panel stays short enough for a 1280x800 screen
         self.mode_buttons = QButtonGroup(self)
         self.mode_controls = ModeControls(self.view)
         self.colour_bars = MapColourBars(self.viewer)
@@ -170,32 +171,33 @@ class RegistrationWidget(QWidget):
             self.mode_controls.show_mode(mode)
 
         tips = {
-            "overlay": "The warped image in gray over the fixed image (its opacity below), "
+            "overlay": "The warped image in gray over the fixed image (at a chosen opacity), "
             "with the label outlines",
             "composite": "The fixed image in green plus the warped image in magenta: gray "
             "where they agree",
-            "checkerboard": "Alternate tiles of the fixed and the warped image (tile side below)",
+            "checkerboard": "Alternate tiles of the fixed and the warped image (of a chosen side)",
             "flicker": "The fixed and the warped image in turns",
-            "swipe": "The warped image left of a boundary, the fixed image right of it (move "
-            "the boundary below)",
+            "swipe": "The warped image left of a boundary, the fixed image right of it (a "
+            "slider moves the boundary)",
             "dice map": "The fixed labels filled by their Dice after the run ("
             + ", ".join(DICE_LEGEND.splitlines()[1:])
             + ")",
         }
-        for first in range(0, len(MODES), 3):
+        # Four buttons on the first line; the last two share the second with the control
+        # of the mode on show: the panel stays short enough for a 1280x800 screen.
+        for modes in (MODES[:4], MODES[4:]):
             row = QHBoxLayout()
             label = QLabel("View:")
-            if first > 0:
+            if modes[0] != MODES[0]:
                 # Hidden but holding its room: the second line's buttons line up.
                 policy = label.sizePolicy()
                 policy.setRetainSizeWhenHidden(True)
                 label.setSizePolicy(policy)
                 label.hide()
             row.addWidget(label)
-            modes = MODES[first : first + 3]
             _add_choice_buttons(row, self.mode_buttons, modes, tips, self.view.mode, choose)
             box.addLayout(row)
-        box.addWidget(self.mode_controls)
+        row.addWidget(self.mode_controls, 1)
         box.addWidget(self.colour_bars)
         return box
 
