@@ -39,9 +39,9 @@ def _spin_box(minimum, maximum, step, value, suffix, tip):
 
 
 COMPOSITE_KEY = "gray: alike, green: fixed brighter, magenta: warped brighter"
-# The key as coloured squares (the words in the tooltip).
+# The key as coloured squares: which image is brighter (the words in the tooltip).
 _SQUARE = '<span style="color:{}">&#9632;</span> {}'
-COMPOSITE_SQUARES = "brighter: " + "&nbsp;".join(
+COMPOSITE_SQUARES = "&nbsp;".join(
     _SQUARE.format(colour, text)
     for colour, text in (
         ("#00ff00", "fixed"),
