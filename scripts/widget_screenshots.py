@@ -140,8 +140,12 @@ def main():
         shoot(viewer, folder, "3-selected", suffix)
         widget.results._row_clicked(row, 1)  # back to the worst labels
 
+    click(widget.mode_buttons, "Composite")
+    shoot(viewer, folder, "4-composite", suffix)
     click(widget.mode_buttons, "Checkerboard")
     shoot(viewer, folder, "4-checkerboard", suffix)
+    click(widget.mode_buttons, "Swipe")
+    shoot(viewer, folder, "4-swipe", suffix)
     click(widget.mode_buttons, "Dice map")
     shoot(viewer, folder, "5-dice-map", suffix)
     click(widget.mode_buttons, "Overlay")

@@ -530,7 +530,7 @@ def test_the_view_switches_between_overlay_checkerboard_and_flicker(viewer_with_
     widget = make_widget(viewer, iterations="3", prealign="none")
     run_to_end(qtbot, widget)
     warped = viewer.layers[widget.run_layers.name(WARPED)]
-    assert warped.visible and warped.colormap.name == "magenta" and warped.opacity == 0.4
+    assert warped.visible and warped.colormap.name == "gray" and warped.opacity == 0.5
     assert viewer.layers["fixed_t1"].colormap.name == "gray"
     buttons = {button.text(): button for button in widget.mode_buttons.buttons()}
     buttons["Checkerboard"].click()
@@ -554,7 +554,7 @@ def test_the_view_switches_between_overlay_checkerboard_and_flicker(viewer_with_
     seen = set()
     qtbot.waitUntil(lambda: seen.add(warped.visible) or len(seen) == 2, timeout=RUN_TIMEOUT_MS)
     buttons["Overlay"].click()
-    assert warped.visible and warped.colormap.name == "magenta" and not widget.view.flickering
+    assert warped.visible and warped.opacity == 0.5 and not widget.view.flickering
 
 
 def test_prealignment_moves_the_progress(monkeypatch, brain_pair):
@@ -911,9 +911,10 @@ def test_the_dice_map_fills_the_fixed_labels_by_their_dice(viewer_with_parcellat
     outlines = viewer.layers[widget.run_layers.name(WARPED_LABELS)]
     assert layer.visible and not warped.visible and not outlines.visible
     assert viewer.layers["fixed"].visible
-    assert widget.view.legend.visible and "red: 0.5 or less" in widget.view.legend.text
+    bar = widget.colour_bars.bars[DICE_MAP]
+    assert not bar.isHidden() and bar.tick_texts() == ["0.5 or less", "0.75", "1"]
     # The canvas shows the map's colours over the gray image, through a poorly aligned
-    # label (the overlay's magenta has as much red as blue): red there, blue elsewhere.
+    # label: red there, blue elsewhere.
     fixed_labels = viewer.layers["fixed_labels"].data
     sizes = {label: np.count_nonzero(fixed_labels == label) for label in dice}
     poor = min((label for label in dice if sizes[label] > 30), key=dice.get)
@@ -924,7 +925,7 @@ def test_the_dice_map_fills_the_fixed_labels_by_their_dice(viewer_with_parcellat
     red, blue = pixels[..., 0], pixels[..., 2]
     assert (red > blue + 60).sum() > 10 and (blue > red + 60).mean() > 0.05
     buttons["Overlay"].click()
-    assert not layer.visible and warped.visible and not widget.view.legend.visible
+    assert not layer.visible and warped.visible and widget.colour_bars.isHidden()
 
 
 def test_a_viewer_of_2d_images_keeps_naparis_orientation(make_napari_viewer):

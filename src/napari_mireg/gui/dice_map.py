@@ -14,7 +14,7 @@ from matplotlib import colormaps
 
 DICE_COLORMAP = "RdYlBu"
 DICE_RANGE = (0.5, 1.0)  # Dice at the red and at the blue end of the scale
-# On the canvas's lower left corner, narrow enough to clear the edge letters.
+# The scale in words (the Dice map button's tooltip; the panel's colour bar draws it).
 DICE_LEGEND = "Dice map\nred: 0.5 or less\nyellow: 0.75\nblue: 1"
 
 

@@ -1,18 +1,28 @@
 """The inspection view of a run: what the canvas shows while registering and after.
 
-On Run every other layer is hidden: the fixed image is drawn in gray, the warped moving
-image over it in a contrasting colour (overlay), or in alternate tiles (checkerboard), or
-in turns (flicker), or the Dice map over the fixed image (see `dice_map`). Label outlines
-(see `label_display`: which labels, in which colours) are drawn over the overlay only: in
-checkerboard and flicker they would hide the edges being compared, and the Dice map fills
-the labels itself.
+On Run every other layer is hidden and the fixed image is drawn in gray. The comparison
+modes:
+
+- "overlay": the warped moving image in gray over the fixed one, at the warped opacity
+  (0: the fixed image, 1: the warped one), with the label outlines (see `label_display`:
+  which labels; fixed in green, warped in magenta);
+- "composite": the fixed image in green and the warped one in magenta, added, each scaled
+  by its own robust range (percentiles) so that where the two agree the sum is gray;
+- "checkerboard": alternate tiles (of a chosen side in mm) of the two;
+- "flicker": the two in turns (at a chosen interval);
+- "swipe": the warped image left of a boundary that a slider moves across the canvas, the
+  fixed image right of it (the warped layer's data seen through a numpy view: no copy);
+- "dice map": the fixed labels filled by their Dice over the fixed image (see `dice_map`).
+
+Outlines are drawn in overlay, and in composite only for the label selected in the results
+table: in checkerboard, flicker and swipe they would hide the edges being compared, the
+green and magenta outlines of many labels on a green and magenta composite cannot be told
+from the images, and the Dice map fills the labels itself.
 """
 
 import numpy as np
-from napari.components.overlays import TextOverlay
 from qtpy.QtCore import QTimer
 
-from napari_mireg.gui.dice_map import DICE_LEGEND
 from napari_mireg.gui.display import display_affine
 from napari_mireg.gui.label_display import (
     FIXED_OUTLINE,
@@ -30,13 +40,19 @@ from napari_mireg.gui.live_layers import (
     WARPED_LABELS,
 )
 
-MODES = ("overlay", "checkerboard", "flicker", "dice map")
+MODES = ("overlay", "composite", "checkerboard", "flicker", "swipe", "dice map")
+SWIPE = "swipe"  # base name of the layer showing the warped image left of the boundary
 DICE_MAP_OPACITY = 0.6  # the anatomy under the map stays readable
-LEGEND_OVERLAY = "mireg_dice_legend"  # the canvas overlay naming the Dice map's colours
-# The warped image over the gray fixed one: a hue that gray has none of, half transparent.
-OVERLAY_COLORMAP, OVERLAY_OPACITY = "magenta", 0.4
-CHECKER_MM = 16.0  # side of a checkerboard tile
-FLICKER_MS = 700  # time each image is shown in flicker mode
+# The warped image in gray over the gray fixed one: half of each by default, so that the
+# magenta and green outlines are drawn on the anatomy, not on a coloured wash.
+OVERLAY_OPACITY = 0.5
+COMPOSITE_COLOURS = ("green", "magenta")  # fixed, warped: green + magenta = gray
+# The robust range of an image in the composite: these percentiles of its voxels, the high
+# one over the voxels above the low one (the background does not count).
+ROBUST_PERCENTILES = (1.0, 99.5)
+CHECKER_MM = 16.0  # default side of a checkerboard tile
+FLICKER_MS = 700  # default time each image is shown in flicker mode
+SWIPE_FRACTION = 0.5  # default place of the swipe boundary (0: left edge, 1: right edge)
 CONTOUR_PIXELS = 1
 
 
@@ -47,6 +63,32 @@ def _normalised(data, limits):
     out = np.subtract(data, low, dtype=np.float32)
     out *= scale
     return np.clip(out, 0.0, 1.0, out=out)
+
+
+def robust_limits(data, sample=2):
+    """Contrast limits of an image that ignore outliers and the background.
+
+    Parameters
+    ----------
+    data : ndarray
+    sample : int
+        Every `sample`-th voxel along each axis is looked at.
+
+    Returns
+    -------
+    (float, float)
+        `ROBUST_PERCENTILES` of the voxels: the low one of all, the high one of those above
+        the low one.
+    """
+    data = np.asarray(data)
+    values = np.asarray(data[tuple(slice(None, None, sample) for _ in data.shape)], np.float32)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 1.0
+    low = float(np.percentile(values, ROBUST_PERCENTILES[0]))
+    above = values[values > low]
+    high = float(np.percentile(above, ROBUST_PERCENTILES[1])) if above.size else low
+    return low, high if high > low else low + 1.0
 
 
 class InspectionView:
@@ -62,21 +104,25 @@ class InspectionView:
         self.mode = "overlay"
         self.live = None  # the LiveLayers shown
         self.fixed = None  # the fixed image layer
-        self._tiles = None  # (shape, scale, mask) of the checkerboard
+        self._tiles = None  # (shape, scale, side in mm, mask) of the checkerboard
         self.label_display = "all"  # see label_display.LABEL_DISPLAYS
         self.worst_count = WORST_COUNT
         self.selected_label = None  # the label picked in the results table
         self.dice = None  # {label: Dice} of the run's result
+        self.warped_opacity = OVERLAY_OPACITY
+        self.checker_mm = CHECKER_MM
+        self.swipe_fraction = SWIPE_FRACTION
         self._display_before_selection = None
         self._outlines = {}  # layer name -> the labels its colormap shows (None: all)
-        overlays = viewer.canvas.overlays
-        if LEGEND_OVERLAY not in overlays:
-            overlays[LEGEND_OVERLAY] = TextOverlay(
-                text=DICE_LEGEND, position="bottom_left", font_size=10, visible=False
-            )
+        # (layer, colormap, contrast limits) of the images the composite recoloured.
+        self._before_composite = []
+        self._composite_unranged = False  # the warped image had no range yet (a new run)
+        self._swipe_key = None  # (warped array id, axis, start, stop) the swipe layer shows
         self._timer = QTimer()
         self._timer.setInterval(FLICKER_MS)
         self._timer.timeout.connect(self._flick)
+        # Another plane puts another axis across the canvas: the swipe follows it.
+        viewer.dims.events.order.connect(self._plane_changed)
 
     def begin(self, live, fixed, label_count=0):
         """Show a run: hide every layer but the fixed image and the run's own.
@@ -88,6 +134,7 @@ class InspectionView:
         label_count : int
             Number of labels of the run's label maps: sets the default label display.
         """
+        self._end_composite()
         self.live, self.fixed = live, fixed
         self.label_display = default_display(label_count)
         self.selected_label, self.dice, self._display_before_selection = None, None, None
@@ -156,7 +203,10 @@ class InspectionView:
     def _show_outlines(self):
         """Colour and show the outline layers as the label display and the mode say."""
         shown = shown_labels(self.label_display, self.selected_label, self.dice, self.worst_count)
-        visible = self.mode == "overlay" and (shown is None or len(shown) > 0)
+        drawn = self.mode == "overlay" or (
+            self.mode == "composite" and self.label_display == "selected"
+        )
+        visible = drawn and (shown is None or len(shown) > 0)
         for layer, colour in self.outline_layers():
             key = None if shown is None else tuple(shown)
             if self._outlines.get(layer.name, "unset") != key:
@@ -169,59 +219,122 @@ class InspectionView:
             layer.show_selected_label = selected
             layer.visible = visible
 
-    @property
-    def legend(self):
-        """The canvas text naming the Dice map's colours (shown with the map)."""
-        return self.viewer.canvas.overlays[LEGEND_OVERLAY]
-
     def set_mode(self, mode):
-        """Switch between "overlay", "checkerboard", "flicker" and "dice map"."""
+        """Switch to one of `MODES` ("overlay", "composite", "checkerboard", ...)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
         self.apply()
 
+    def set_warped_opacity(self, opacity):
+        """Opacity (0-1) of the warped image over the fixed one in overlay mode."""
+        self.warped_opacity = float(np.clip(opacity, 0.0, 1.0))
+        warped = None if self.live is None else self.live.get(WARPED)
+        if warped is not None and self.mode == "overlay":
+            warped.opacity = self.warped_opacity
+
+    def set_checker_size(self, millimetres):
+        """Side of a checkerboard tile, in mm (at least one voxel)."""
+        if not millimetres > 0:
+            raise ValueError(f"checkerboard tile must be above 0 mm, got {millimetres!r}")
+        self.checker_mm = float(millimetres)
+        self.frame_shown()
+
+    @property
+    def flicker_ms(self):
+        """Time each image is shown in flicker mode (ms)."""
+        return self._timer.interval()
+
+    def set_flicker_interval(self, milliseconds):
+        """Show each image for `milliseconds` in flicker mode."""
+        if not milliseconds > 0:
+            raise ValueError(f"flicker interval must be above 0 ms, got {milliseconds!r}")
+        self._timer.setInterval(int(milliseconds))
+
+    def set_swipe(self, fraction):
+        """Put the swipe boundary at `fraction` of the canvas' width from its left edge
+        (0: the fixed image only, 1: the warped image only).
+        """
+        self.swipe_fraction = float(np.clip(fraction, 0.0, 1.0))
+        self.frame_shown()
+
     def apply(self):
-        """Put the warped image (or the checkerboard) on show as the mode says."""
+        """Put the warped image (or the layer made from it) on show as the mode says."""
         self._timer.stop()
+        self._swipe_key = None  # the swipe layer is remade: the warped contrast may be new
         if self.live is None:
             return
-        warped, checker = self.live.get(WARPED), self.live.get(CHECKERBOARD)
+        warped = self.live.get(WARPED)
         if warped is None:
             return
         self._show_outlines()
         dice_map = self.live.get(DICE_MAP)
+        # The Dice map before there is one (during a run): the overlay.
+        mode = "overlay" if self.mode == "dice map" and dice_map is None else self.mode
         if dice_map is not None:
-            dice_map.visible = self.mode == "dice map"
+            dice_map.visible = mode == "dice map"
             dice_map.opacity = DICE_MAP_OPACITY
-        self.legend.visible = self.mode == "dice map" and dice_map is not None
-        if self.mode == "dice map" and dice_map is not None:
-            warped.visible = False
-            if checker is not None:
-                checker.visible = False
-            return
-        if self.mode == "checkerboard":
-            warped.visible = False
-            self.frame_shown()
-            return
-        if checker is not None:
-            checker.visible = False
-        warped.visible = True
-        warped.blending = "translucent"
-        if self.mode in ("overlay", "dice map"):  # the Dice map before there is one: overlay
-            warped.colormap, warped.opacity = OVERLAY_COLORMAP, OVERLAY_OPACITY
+        for base in (CHECKERBOARD, SWIPE):
+            layer = self.live.get(base)
+            if layer is not None:
+                layer.visible = False
+        if mode == "composite":
+            self._begin_composite(warped)
         else:
-            warped.colormap, warped.opacity = "gray", 1.0
+            self._end_composite()
+            warped.colormap, warped.blending = "gray", "translucent"
+            warped.opacity = self.warped_opacity if mode == "overlay" else 1.0
+        warped.visible = mode in ("overlay", "composite", "flicker")
+        if mode == "flicker":
             self._timer.start()
+        self.frame_shown()
         self._keep_labels_on_top()
 
+    def _begin_composite(self, warped):
+        """The fixed image in green, the warped one in magenta added to it, each on its
+        robust range.
+        """
+        if not self._before_composite:
+            self._before_composite = [
+                (layer, layer.colormap, tuple(layer.contrast_limits))
+                for layer in (self.fixed, warped)
+            ]
+        for layer, colour in zip((self.fixed, warped), COMPOSITE_COLOURS, strict=True):
+            layer.contrast_limits = robust_limits(layer.data)
+            layer.colormap = colour
+        # Before a run's first frame the warped image is all zeros: ranged on a later frame.
+        self._composite_unranged = not np.any(warped.data)
+        self.fixed.blending = "translucent"
+        warped.blending, warped.opacity = "additive", 1.0
+
+    def _end_composite(self):
+        """Give the images the composite recoloured their colormap and range back."""
+        for layer, colormap, limits in self._before_composite:
+            if layer in self.viewer.layers:
+                layer.colormap, layer.contrast_limits = colormap, limits
+        self._before_composite = []
+
     def frame_shown(self):
-        """A new warped image is in its layer: bring the checkerboard up to date."""
-        if self.mode != "checkerboard" or self.live is None:
+        """A new warped image is in its layer: bring the checkerboard or the swipe up to
+        date.
+        """
+        if self.live is None or self.mode not in ("composite", "checkerboard", "swipe"):
             return
         warped = self.live.get(WARPED)
+        if self.mode == "composite":
+            if warped is not None and self._composite_unranged and np.any(warped.data):
+                warped.contrast_limits = robust_limits(warped.data)
+                self._composite_unranged = False
+            return
         if warped is None or warped.data.shape != self.fixed.data.shape:
             return
+        if self.mode == "checkerboard":
+            self._show_checkerboard(warped)
+        else:
+            self._show_swipe(warped)
+        self._keep_labels_on_top()
+
+    def _show_checkerboard(self, warped):
         mask = self._mask(warped.data.shape, tuple(warped.scale))
         tiles = np.where(
             mask,
@@ -235,15 +348,59 @@ class InspectionView:
         self.live.update(CHECKERBOARD, tiles, "image", affine)
         layer.contrast_limits = (0.0, 1.0)
         layer.visible = True
-        self._keep_labels_on_top()
 
     def _mask(self, shape, scale):
-        if self._tiles is None or self._tiles[:2] != (shape, scale):
-            sides = [max(1, int(round(CHECKER_MM / s))) for s in scale]
+        key = (shape, scale, self.checker_mm)
+        if self._tiles is None or self._tiles[:3] != key:
+            sides = [max(1, int(round(self.checker_mm / s))) for s in scale]
             index = np.indices(shape, sparse=True)
             parity = sum(axis // side for axis, side in zip(index, sides, strict=True)) % 2
-            self._tiles = (shape, scale, parity.astype(bool))
-        return self._tiles[2]
+            self._tiles = (*key, parity.astype(bool))
+        return self._tiles[3]
+
+    def _show_swipe(self, warped):
+        """The warped image's voxels left of the boundary, as a view of its data drawn
+        over the fixed image.
+        """
+        axis = self.viewer.dims.displayed[-1]  # the axis across the canvas
+        size = warped.data.shape[axis]
+        count = int(round(self.swipe_fraction * size))  # voxels left of the boundary
+        # The camera says which way the axis runs across the screen.
+        leftwards = self.viewer.scene.camera.orientation2d[1] == "left"
+        start, stop = (size - count, size) if leftwards else (0, count)
+        layer = self.live.get(SWIPE)
+        if count == 0:
+            if layer is not None:
+                layer.visible = False
+            return
+        key = (id(warped.data), axis, start, stop)
+        if layer is not None and self._swipe_key == key:
+            # The same view of the same array: a new frame only needs drawing.
+            layer.refresh(thumbnail=False, extent=False)
+            layer.visible = True
+            return
+        self._swipe_key = key
+        index = [slice(None)] * warped.data.ndim
+        index[axis] = slice(start, stop)
+        view = warped.data[tuple(index)]
+        shift = np.eye(4)
+        shift[axis, 3] = start  # the first voxel shown along the axis
+        affine = np.asarray(warped.metadata["display_affine"]) @ shift
+        layer = self.live.show(
+            SWIPE,
+            view,
+            "image",
+            affine,
+            colormap="gray",
+            contrast_limits=tuple(warped.contrast_limits),
+        )
+        layer.contrast_limits = tuple(warped.contrast_limits)
+        layer.blending, layer.opacity = "translucent", 1.0
+        layer.visible = True
+
+    def _plane_changed(self, _event=None):
+        if self.mode == "swipe":
+            self.frame_shown()
 
     def _keep_labels_on_top(self):
         """Contours above the images (a checkerboard layer is made after the labels)."""
@@ -266,8 +423,9 @@ class InspectionView:
         return self._timer.isActive()
 
     def stop(self):
-        """Stop flickering (the widget is closing or the run's layers are gone)."""
+        """Stop flickering and stop following the viewer (the widget is closing)."""
         self._timer.stop()
+        self.viewer.dims.events.order.disconnect(self._plane_changed)
 
     def select_label(self, label, centre=None):
         """Show only the outlines of `label` and centre the view on it.

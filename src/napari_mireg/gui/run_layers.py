@@ -22,9 +22,7 @@ from napari_mireg.gui.live_layers import (
 
 # det J: diverging, white at 1 (volume kept), blue where the map shrinks, red where it
 # grows; with contrast limits (0, 2) a fold (det J <= 0) is full blue.
-JACOBIAN_COLORMAP = Colormap(
-    colormaps["RdBu_r"](np.linspace(0.0, 1.0, 256)), name="det J (1 = white)"
-)
+JACOBIAN_COLORMAP = Colormap(colormaps["RdBu_r"](np.linspace(0.0, 1.0, 256)), name="det J")
 
 
 class RunLayers:

@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_mireg.gui.colour_bar import MapColourBars
 from napari_mireg.gui.dice_map import DICE_LEGEND
 from napari_mireg.gui.frame_scheduler import FrameScheduler
 from napari_mireg.gui.inputs import InputsBox
@@ -37,6 +38,7 @@ from napari_mireg.gui.progress import ProgressReporter
 from napari_mireg.gui.results import ResultsPanel
 from napari_mireg.gui.run_controller import RunButtons, RunController, collect_garbage
 from napari_mireg.gui.run_layers import RunLayers
+from napari_mireg.gui.view_controls import ModeControls
 
 
 class _VerticalScrollArea(QScrollArea):
@@ -155,19 +157,49 @@ class RegistrationWidget(QWidget):
         return row
 
     def _view_row(self):
-        row = QHBoxLayout()
-        row.addWidget(QLabel("View:"))
+        """The comparison mode's buttons, the control of the mode on show, and the colour
+        bars of the maps on show.
+        """
+        box = QVBoxLayout()
+        box.setSpacing(2)  # one block: the panel stays short enough for a 1280x800 screen
         self.mode_buttons = QButtonGroup(self)
+        self.mode_controls = ModeControls(self.view)
+        self.colour_bars = MapColourBars(self.viewer)
+
+        def choose(mode):
+            self.view.set_mode(mode)
+            self.mode_controls.show_mode(mode)
+
         tips = {
-            "overlay": "The warped image in magenta, half transparent, over the gray fixed image",
-            "checkerboard": "Alternate 16 mm tiles of the fixed and the warped image",
+            "overlay": "The warped image in gray over the fixed image (at a chosen opacity), "
+            "with the label outlines",
+            "composite": "The fixed image in green plus the warped image in magenta: gray "
+            "where they agree",
+            "checkerboard": "Alternate tiles of the fixed and the warped image (of a chosen side)",
             "flicker": "The fixed and the warped image in turns",
+            "swipe": "The warped image left of a boundary, the fixed image right of it (a "
+            "slider moves the boundary)",
             "dice map": "The fixed labels filled by their Dice after the run ("
             + ", ".join(DICE_LEGEND.splitlines()[1:])
             + ")",
         }
-        _add_choice_buttons(row, self.mode_buttons, MODES, tips, self.view.mode, self.view.set_mode)
-        return row
+        # Four buttons on the first line; the last two share the second with the control
+        # of the mode on show: the panel stays short enough for a 1280x800 screen.
+        for modes in (MODES[:4], MODES[4:]):
+            row = QHBoxLayout()
+            label = QLabel("View:")
+            if modes[0] != MODES[0]:
+                # Hidden but holding its room: the second line's buttons line up.
+                policy = label.sizePolicy()
+                policy.setRetainSizeWhenHidden(True)
+                label.setSizePolicy(policy)
+                label.hide()
+            row.addWidget(label)
+            _add_choice_buttons(row, self.mode_buttons, modes, tips, self.view.mode, choose)
+            box.addLayout(row)
+        row.addWidget(self.mode_controls, 1)
+        box.addWidget(self.colour_bars)
+        return box
 
     # The label display control's choices: (text, display name, tooltip).
     LABEL_CHOICES = (
@@ -351,6 +383,7 @@ class RegistrationWidget(QWidget):
         """Closing the panel cancels its run."""
         self.cancel()
         self.view.stop()
+        self.colour_bars.close_viewer_link()
         super().closeEvent(event)
 
     def changeEvent(self, event):
@@ -358,6 +391,7 @@ class RegistrationWidget(QWidget):
         if event.type() == QEvent.Type.ParentChange and self.parentWidget() is None:
             self.cancel()
             self.view.stop()
+            self.colour_bars.close_viewer_link()
         super().changeEvent(event)
 
     # ---------------------------------------------------------------- results
