@@ -29,6 +29,8 @@ SHORT_NAMES = {
     CHECKERBOARD: "checker",
     FIXED_CONTOURS: "fixed labels",
     DICE_MAP: "Dice map",
+    "fixed brain mask": "fixed brain",
+    "moving brain mask": "moving brain",
 }
 DESCRIPTIONS = {
     WARPED: "the moving image warped onto the fixed image",
@@ -39,6 +41,8 @@ DESCRIPTIONS = {
     CHECKERBOARD: "tiles of the fixed and the warped image in turns",
     FIXED_CONTOURS: "the fixed labels, drawn as outlines",
     DICE_MAP: "the fixed labels filled by their Dice",
+    "fixed brain mask": "the fixed image's brain mask made by brain extraction",
+    "moving brain mask": "the moving image's brain mask made by brain extraction",
 }
 # The longest layer name of a run numbered below 100 ("R12 displacement").
 MAX_NAME_LENGTH = 16
