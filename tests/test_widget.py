@@ -29,6 +29,7 @@ from napari_mireg.gui.live_layers import (  # noqa: E402
     WARPED,
     WARPED_LABELS,
     LiveLayers,
+    run_layer_name,
 )
 from napari_mireg.gui.plots import CURVE_COLOUR  # noqa: E402
 from napari_mireg.gui.reader import get_reader  # noqa: E402
@@ -114,7 +115,7 @@ def test_widget_runs_live_and_shows_results(
     assert widget.result.mi_after > widget.result.mi_before
     # The run's layers are named after it.
     for base in (WARPED, WARPED_LABELS, UPDATE, JACOBIAN, DISPLACEMENT, FIXED_CONTOURS):
-        assert f"{base} (run 1)" in viewer.layers
+        assert run_layer_name(base, 1) in viewer.layers
     warped = viewer.layers[widget.run_layers.name(WARPED)]
     fixed = viewer.layers["fixed_t1"]
     assert warped.data.shape == fixed.data.shape
@@ -190,7 +191,7 @@ def test_widget_runs_live_and_shows_results(
     widget.start(continue_from=widget.summary)
     wait_idle(qtbot, widget)
     assert len(widget.reporter.energies) == before + 3 and widget.reporter.status.text() == "Done"
-    assert widget.run_layers.name(WARPED) == "warped moving (run 1)"
+    assert widget.run_layers.name(WARPED) == "R1 warped"
 
 
 def test_live_layers_take_frames_in_place(viewer_with_pair):

@@ -119,6 +119,8 @@ class LiveRun:
     initial: object = None
     fixed_labels: object = None  # on the fixed image's grid, for the end-of-run scores
     export_grid: object = None  # the fixed file's own grid, for exports
+    fixed_mask: object = None  # bool array on the fixed grid: where the metric counts
+    moving_mask: object = None  # bool array on the moving grid
 
 
 # Seconds between two "prealigning" frames at least (its iterations take milliseconds at
@@ -161,12 +163,15 @@ def live_frames(run, pacing=None):
 
     if run.initial is None:  # a continued run has neither prealignment nor its views
         yield heavy_frame("start", _resampler(AffineMap(np.eye(4)), run.fixed))
-    # As in the engine's own runs: each side's label map gives the metric its brain mask.
+    # As in the engine's own runs: a side's mask, else its label map's brain, is where the
+    # metric counts.
     steps = register_steps(
         run.fixed,
         run.moving,
         options,
         initial=run.initial,
+        fixed_mask=run.fixed_mask,
+        moving_mask=run.moving_mask,
         fixed_labels=None if run.fixed_labels is None else run.fixed_labels.data,
         moving_labels=None if run.moving_labels is None else run.moving_labels.data,
     )

@@ -1,8 +1,9 @@
 """The inputs of a run: the layer pickers, "Open files...", and the checks of a choice.
 
-The pickers hold layer names, which are unique in a viewer: layers are compared by name,
-since a widget docked from napari's Plugins menu gets a proxy viewer whose every lookup
-makes a new proxy object of a layer.
+Each side (fixed, moving) has an image, optional labels and an optional mask. The pickers
+hold layer names, which are unique in a viewer: layers are compared by name, since a widget
+docked from napari's Plugins menu gets a proxy viewer whose every lookup makes a new proxy
+object of a layer.
 """
 
 from dataclasses import dataclass
@@ -10,15 +11,18 @@ from dataclasses import dataclass
 import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
-    QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
     QPushButton,
 )
 
+from napari_mireg.engine.masks import extraction_sides
 from napari_mireg.gui.display import display_affine, layer_volume, original_grid
 from napari_mireg.gui.frames import LiveRun
 from napari_mireg.gui.live_layers import is_result_layer
@@ -28,14 +32,45 @@ NONE = "(none)"
 READ_AS = {"as the values say": None, "as image": "image", "as labels": "labels"}
 
 
+# Each row of pickers: (row label, kind, tooltip of the fixed and of the moving side).
+# Kinds: "image" (Image layers), "labels" (Labels layers, optional), "mask" (Image or Labels
+# layers, optional, never chosen by default).
+ROWS = (
+    (
+        "Image",
+        "image",
+        "The reference image: results are on its grid",
+        "The image warped onto the fixed one",
+    ),
+    (
+        "Labels",
+        "labels",
+        "Labels of the fixed image (same grid), for the Dice table; optional",
+        "Labels of the moving image (same grid), warped with it; optional",
+    ),
+    (
+        "Mask",
+        "mask",
+        "Where the metric counts in the fixed image: any non-zero voxel of this layer (same "
+        "grid) is inside. It wins over the mask made from the fixed labels and over brain "
+        "extraction; optional",
+        "Where the metric counts in the moving image: any non-zero voxel of this layer (same "
+        "grid) is inside. It wins over the mask made from the moving labels and over brain "
+        "extraction; optional",
+    ),
+)
+
+
 @dataclass
 class InputLayers:
-    """The layers chosen for a run (labels None when not chosen)."""
+    """The layers chosen for a run (labels and masks None when not chosen)."""
 
     fixed: object
     moving: object
     fixed_labels: object = None
     moving_labels: object = None
+    fixed_mask: object = None
+    moving_mask: object = None
 
 
 def _same_grid(first, second):
@@ -45,41 +80,46 @@ def _same_grid(first, second):
 
 
 class InputsBox(QGroupBox):
-    """The fixed and moving images and labels of a run, picked from the viewer's layers.
+    """The fixed and moving images, labels and masks of a run, picked from the viewer's
+    layers.
+
+    Signals
+    -------
+    changed()
+        A choice changed (or the layers it names did).
 
     Parameters
     ----------
     viewer : napari.Viewer
     """
 
+    changed = Signal()
+
     def __init__(self, viewer):
         super().__init__("Inputs")
         self.viewer = viewer
-        form = QFormLayout(self)
-        form.setVerticalSpacing(3)
-        self.fixed_choice, self.moving_choice = QComboBox(), QComboBox()
-        self.fixed_labels_choice, self.moving_labels_choice = QComboBox(), QComboBox()
-        tips = (
-            (self.fixed_choice, "Fixed image", "The reference image: results are on its grid"),
-            (self.moving_choice, "Moving image", "The image warped onto the fixed one"),
-            (
-                self.fixed_labels_choice,
-                "Fixed labels",
-                "Labels of the fixed image (same grid), for the Dice table; optional",
-            ),
-            (
-                self.moving_labels_choice,
-                "Moving labels",
-                "Labels of the moving image (same grid), warped with it; optional",
-            ),
-        )
-        for choice, name, tip in tips:
-            choice.setToolTip(tip)
-            choice.setSizeAdjustPolicy(
-                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
-            )
-            choice.setMinimumContentsLength(12)
-            form.addRow(name, choice)
+        grid = QGridLayout(self)
+        grid.setVerticalSpacing(3)
+        grid.addWidget(QLabel("Fixed"), 0, 1)
+        grid.addWidget(QLabel("Moving"), 0, 2)
+        self.pickers = {}  # (side, kind) -> its QComboBox
+        for row, (name, kind, fixed_tip, moving_tip) in enumerate(ROWS, start=1):
+            grid.addWidget(QLabel(name), row, 0)
+            for column, (side, tip) in enumerate((("fixed", fixed_tip), ("moving", moving_tip))):
+                choice = QComboBox()
+                choice.setToolTip(tip)
+                choice.setSizeAdjustPolicy(
+                    QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+                )
+                choice.setMinimumContentsLength(10)
+                choice.currentTextChanged.connect(self.changed.emit)
+                self.pickers[side, kind] = choice
+                grid.addWidget(choice, row, column + 1)
+        self.fixed_choice, self.moving_choice = self._side_pickers("image")
+        self.fixed_labels_choice, self.moving_labels_choice = self._side_pickers("labels")
+        self.fixed_mask_choice, self.moving_mask_choice = self._side_pickers("mask")
+        grid.setColumnStretch(1, 1)
+        grid.setColumnStretch(2, 1)
         row = QHBoxLayout()
         open_button = QPushButton("Open files...")
         open_button.setToolTip("Open NIfTI or FreeSurfer MGZ volumes")
@@ -93,35 +133,39 @@ class InputsBox(QGroupBox):
         )
         row.addWidget(open_button)
         row.addWidget(self.read_as, 1)
-        form.addRow(row)
+        grid.addLayout(row, len(ROWS) + 1, 0, 1, 3)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self.refresh)
         self.refresh()
 
     def refresh(self, *_):
-        """Fill the pickers from the viewer (images and labels, results left out).
+        """Fill the pickers from the viewer (images, labels and masks, results left out).
 
-        A picker keeps its choice while that layer exists; "(none)" is a choice too.
+        A picker keeps its choice while that layer exists; "(none)" is a choice too. An
+        image or labels picker without a choice takes the first (fixed) or second (moving)
+        layer of its kind; a mask picker stays at "(none)".
         """
         inputs = [layer for layer in self.viewer.layers if not is_result_layer(layer)]
-        images = [layer.name for layer in inputs if isinstance(layer, Image)]
-        labels = [layer.name for layer in inputs if isinstance(layer, Labels)]
-        defaults = [
-            (self.fixed_choice, images, 0, False),
-            (self.moving_choice, images, 1, False),
-            (self.fixed_labels_choice, labels, 0, True),
-            (self.moving_labels_choice, labels, 1, True),
-        ]
-        for choice, names, position, optional in defaults:
+        names = {
+            "image": [layer.name for layer in inputs if isinstance(layer, Image)],
+            "labels": [layer.name for layer in inputs if isinstance(layer, Labels)],
+            "mask": [layer.name for layer in inputs if isinstance(layer, (Image, Labels))],
+        }
+        for (side, kind), choice in self.pickers.items():
+            optional, position = kind != "image", 0 if side == "fixed" else 1
             current = choice.currentText()
             choice.blockSignals(True)
             choice.clear()
-            choice.addItems(([NONE] if optional else []) + names)
-            if current in names or (optional and current == NONE):
+            choice.addItems(([NONE] if optional else []) + names[kind])
+            if current in names[kind] or (optional and current == NONE):
                 choice.setCurrentText(current)
-            elif len(names) > position:
-                choice.setCurrentText(names[position])
+            elif kind != "mask" and len(names[kind]) > position:
+                choice.setCurrentText(names[kind][position])
             choice.blockSignals(False)
+        self.changed.emit()
+
+    def _side_pickers(self, kind):
+        return self.pickers["fixed", kind], self.pickers["moving", kind]
 
     def _open_files(self):
         paths, _ = QFileDialog.getOpenFileNames(
@@ -167,17 +211,45 @@ class InputsBox(QGroupBox):
             moving,
             self._layer(self.fixed_labels_choice),
             self._layer(self.moving_labels_choice),
+            self._layer(self.fixed_mask_choice),
+            self._layer(self.moving_mask_choice),
         )
-        for labels, image, role in (
-            (chosen.fixed_labels, fixed, "fixed"),
-            (chosen.moving_labels, moving, "moving"),
+        for layer, image, role in (
+            (chosen.fixed_labels, fixed, "fixed labels"),
+            (chosen.moving_labels, moving, "moving labels"),
+            (chosen.fixed_mask, fixed, "fixed mask"),
+            (chosen.moving_mask, moving, "moving mask"),
         ):
-            if labels is not None and not _same_grid(labels, image):
+            if layer is not None and not _same_grid(layer, image):
+                side, verb = role.split()[0], "are" if role.endswith("labels") else "is"
                 raise ValueError(
-                    f"the {role} labels {labels.name} {np.shape(labels.data)} are not on the "
-                    f"grid of the {role} image {image.name} {np.shape(image.data)}"
+                    f"the {role} {layer.name} {np.shape(layer.data)} {verb} not on the grid "
+                    f"of the {side} image {image.name} {np.shape(image.data)}"
                 )
+        for mask, role in ((chosen.fixed_mask, "fixed mask"), (chosen.moving_mask, "moving mask")):
+            if mask is not None and not np.any(np.asarray(mask.data)):
+                raise ValueError(f"the {role} {mask.name} has no voxel inside (all zero)")
         return chosen
+
+    def planned(self, options):
+        """What the expected time of a run with `options` depends on: the fixed grid's
+        shape (3D) and the sides that brain extraction will mask (those with neither labels
+        nor a mask). ValueError without a fixed image.
+        """
+        fixed = self._layer(self.fixed_choice)
+        if fixed is None:
+            raise ValueError("choose a fixed image layer")
+        shape = np.shape(fixed.data)
+        extracted = [
+            side
+            for side, on in zip(
+                ("fixed", "moving"), extraction_sides(options.brain_extraction), strict=True
+            )
+            if on
+            and self._layer(self.pickers[side, "labels"]) is None
+            and self._layer(self.pickers[side, "mask"]) is None
+        ]
+        return (1,) * (3 - len(shape)) + tuple(shape[-3:]), extracted
 
     def live_run(self, options, initial=None):
         """The chosen layers and the chosen layers' LiveRun with `options`, continuing the
@@ -193,6 +265,11 @@ class InputsBox(QGroupBox):
             role: None if layer is None else layer_volume(layer, labels=True)
             for role, layer in (("fixed", chosen.fixed_labels), ("moving", chosen.moving_labels))
         }
+        # A mask layer, Image or Labels: any non-zero voxel is inside.
+        masks = {
+            role: None if layer is None else layer_volume(layer, labels=True).data != 0
+            for role, layer in (("fixed", chosen.fixed_mask), ("moving", chosen.moving_mask))
+        }
         run = LiveRun(
             fixed,
             moving,
@@ -201,5 +278,7 @@ class InputsBox(QGroupBox):
             initial,
             fixed_labels=labels["fixed"],
             export_grid=original_grid(chosen.fixed) if fixed.ndim == 3 else None,
+            fixed_mask=masks["fixed"],
+            moving_mask=masks["moving"],
         )
         return chosen, run

@@ -1,5 +1,5 @@
-"""The Tools page: turn a layer into labels or back, and clean a labels layer in the
-background.
+"""The Tools page: turn a layer into labels or back, clean a labels layer in the
+background, and clear the layers of earlier runs.
 """
 
 import numpy as np
@@ -14,19 +14,23 @@ from napari_mireg.labels import clean_labels, label_values
 
 
 class LayerTools(QWidget):
-    """Convert a layer (image <-> labels) in place; clean a labels layer into a new one.
+    """Convert a layer (image <-> labels) in place; clean a labels layer into a new one;
+    remove the layers of earlier runs.
 
-    Both are refused while a registration runs (`set_run_active`), as they change the
-    layers a run may be reading.
+    Converting and cleaning are refused while a registration runs (`set_run_active`), as
+    they change the layers a run may be reading.
 
     Parameters
     ----------
     viewer : napari.Viewer
+    run_layers : RunLayers, optional
+        The runs' layers, for "Clear earlier runs" (no such button without).
     """
 
-    def __init__(self, viewer):
+    def __init__(self, viewer, run_layers=None):
         super().__init__()
         self.viewer = viewer
+        self.run_layers = run_layers
         self.cleaning = None  # the worker of a label cleanup
         self.last_cleanup = None  # its CleanupChanges
         self._run_active = False
@@ -56,6 +60,19 @@ class LayerTools(QWidget):
         row.addWidget(self.cleanup_choice, 1)
         row.addWidget(self.cleanup_button)
         layout.addWidget(cleanup)
+        self.clear_button = None
+        if run_layers is not None:
+            results = QGroupBox("Result layers")
+            row = QHBoxLayout(results)
+            self.clear_button = QPushButton("Clear earlier runs")
+            self.clear_button.setToolTip(
+                "Remove the layers of every run but the last (R1 ..., R2 ...); the input "
+                "layers stay"
+            )
+            self.clear_button.clicked.connect(self.clear_earlier_runs)
+            row.addWidget(self.clear_button)
+            row.addStretch()
+            layout.addWidget(results)
         layout.addStretch()
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self.refresh)
@@ -79,6 +96,15 @@ class LayerTools(QWidget):
             if current in names:
                 choice.setCurrentText(current)
             choice.blockSignals(False)
+        if self.clear_button is not None:
+            self.clear_button.setEnabled(bool(self.run_layers.earlier_layers()))
+
+    def clear_earlier_runs(self):
+        """Remove the layers of the runs before the last; returns how many were removed."""
+        removed = self.run_layers.clear_earlier()
+        if removed:
+            show_info(f"Removed {removed} layers of earlier runs")
+        return removed
 
     def set_run_active(self, active):
         """Refuse the tools while a registration runs."""

@@ -1,7 +1,8 @@
 """The layers a registration run shows: made once, then fed frames in place.
 
-Each run has its own layers, named after it ("warped moving (run 2)"), so that two runs
-can be compared; a continued run keeps its run's layers.
+Each run has its own layers, named after it ("R2 warped"), so that two runs can be
+compared; a continued run keeps its run's layers. The names are short enough for napari's
+layer list; each layer's full description is in its metadata ("description").
 """
 
 import threading
@@ -16,11 +17,45 @@ CHECKERBOARD, FIXED_CONTOURS = "checkerboard", "fixed labels (contours)"
 DICE_MAP = "Dice map"
 # Marks the layers this widget made, which are not offered as registration inputs.
 RESULT_KEY = "mireg_run"
+BASE_KEY = "mireg_layer"  # which of a run's layers it is (WARPED, JACOBIAN, ...)
+# A layer's name in napari's layer list after its run's "R<n> " (a layer without one here is
+# named by its description), and its full description.
+SHORT_NAMES = {
+    WARPED: "warped",
+    WARPED_LABELS: "labels",
+    UPDATE: "update",
+    JACOBIAN: "det J",
+    DISPLACEMENT: "displacement",
+    CHECKERBOARD: "checker",
+    FIXED_CONTOURS: "fixed labels",
+    DICE_MAP: "Dice map",
+    "fixed brain mask": "fixed brain",
+    "moving brain mask": "moving brain",
+}
+DESCRIPTIONS = {
+    WARPED: "the moving image warped onto the fixed image",
+    WARPED_LABELS: "the moving labels warped onto the fixed image",
+    UPDATE: "length of the current update of the map (mm)",
+    JACOBIAN: "det J of the map (1: volume kept, below: shrinks, above: grows, <= 0: fold)",
+    DISPLACEMENT: "length of the map's displacement (mm)",
+    CHECKERBOARD: "tiles of the fixed and the warped image in turns",
+    FIXED_CONTOURS: "the fixed labels, drawn as outlines",
+    DICE_MAP: "the fixed labels filled by their Dice",
+    "fixed brain mask": "the fixed image's brain mask made by brain extraction",
+    "moving brain mask": "the moving image's brain mask made by brain extraction",
+}
+# The longest layer name of a run numbered below 100 ("R12 displacement").
+MAX_NAME_LENGTH = 16
 
 
 def run_layer_name(base, run):
-    """The name of a run's layer, e.g. ``warped moving (run 2)``."""
-    return f"{base} (run {run})"
+    """The name of a run's layer, e.g. ``R2 warped``."""
+    return f"R{run} {SHORT_NAMES.get(base, base)}"
+
+
+def run_layer_description(base, run):
+    """The full description of a run's layer, e.g. ``run 2: det J of the map (...)``."""
+    return f"run {run}: {DESCRIPTIONS.get(base, base)}"
 
 
 def is_result_layer(layer):
@@ -82,7 +117,11 @@ class LiveLayers:
         name = self.name(base)
         scale, translate = scale_translate(affine)
         kwargs = layer_kwargs(affine, name)
-        kwargs["metadata"].update(self._file, **{RESULT_KEY: self.run})
+        kwargs["metadata"].update(
+            self._file,
+            description=run_layer_description(base, self.run),
+            **{RESULT_KEY: self.run, BASE_KEY: base},
+        )
         if name in self.viewer.layers:
             layer = self.viewer.layers[name]
             if not (np.allclose(layer.scale, scale) and np.allclose(layer.translate, translate)):

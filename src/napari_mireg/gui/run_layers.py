@@ -1,7 +1,10 @@
 """The layers of a run as the panel shows them: made at Run, fed frames, and the result.
 
 `LiveLayers` keeps the layers' buffers and names; this decides which layers a run has,
-how they look, and where they sit in the layer list.
+how they look, and where they sit in the layer list: a run's layers are named "R<n> ..."
+and sit together above the inputs, the newest run on top. A new run hides the earlier runs'
+layers and drops their views (checkerboard, fixed outlines, update magnitude), which only
+serve the run being looked at; "Clear earlier runs" removes the rest of them.
 """
 
 import numpy as np
@@ -11,14 +14,21 @@ from napari.utils import Colormap
 from napari_mireg.gui.dice_map import dice_colormap
 from napari_mireg.gui.label_display import count_labels, ranked_dice
 from napari_mireg.gui.live_layers import (
+    BASE_KEY,
+    CHECKERBOARD,
     DICE_MAP,
     DISPLACEMENT,
+    FIXED_CONTOURS,
     JACOBIAN,
+    RESULT_KEY,
     UPDATE,
     WARPED,
     WARPED_LABELS,
     LiveLayers,
 )
+
+# The layers of a run that only serve looking at it: dropped when a new run starts.
+VIEWS = (CHECKERBOARD, FIXED_CONTOURS, UPDATE)
 
 # det J: diverging, white at 1 (volume kept), blue where the map shrinks, red where it
 # grows; with contrast limits (0, 2) a fold (det J <= 0) is full blue.
@@ -69,6 +79,7 @@ class RunLayers:
         if not continued or self.live is None:
             self.run_number += 1
             self.live = LiveLayers(self.viewer, self.run_number, chosen.fixed.metadata)
+            self._drop_earlier_views()
         self._affine = affine = job.fixed.affine
         self._fixed_labels = chosen.fixed_labels
         self._shape = shape = job.fixed.data.shape
@@ -90,6 +101,30 @@ class RunLayers:
             self.view.show_fixed_contours(chosen.fixed_labels)
         # The fixed image stays the selected layer: the layer controls show what is looked at.
         self.viewer.layers.selection.active = chosen.fixed
+
+    def earlier_layers(self):
+        """The layers of the runs before the current one (or before the next one, between
+        runs), oldest last as in the layer list.
+        """
+        return [
+            layer
+            for layer in self.viewer.layers
+            if layer.metadata.get(RESULT_KEY, self.run_number) != self.run_number
+        ]
+
+    def clear_earlier(self):
+        """Remove the layers of the runs before the current one (never an input's); returns
+        how many were removed.
+        """
+        earlier = self.earlier_layers()
+        for layer in earlier:
+            self.viewer.layers.remove(layer)
+        return len(earlier)
+
+    def _drop_earlier_views(self):
+        for layer in self.earlier_layers():
+            if layer.metadata.get(BASE_KEY) in VIEWS:
+                self.viewer.layers.remove(layer)
 
     def prepare_more(self):
         """Make the hidden update magnitude layer (once the first frame is shown)."""

@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_mireg.engine.cost import expected_seconds, run_costs
 from napari_mireg.gui.colour_bar import MapColourBars
 from napari_mireg.gui.dice_map import DICE_LEGEND
 from napari_mireg.gui.frame_scheduler import FrameScheduler
@@ -31,7 +32,7 @@ from napari_mireg.gui.inputs import InputsBox
 from napari_mireg.gui.inspection import MODES, InspectionView
 from napari_mireg.gui.label_display import MANY_LABELS, WORST_COUNT
 from napari_mireg.gui.layer_tools import LayerTools
-from napari_mireg.gui.options_form import OptionsForm
+from napari_mireg.gui.options_form import CUSTOM, DEFAULT, OptionsForm
 from napari_mireg.gui.planes import PLANES, AnatomicalPlanes
 from napari_mireg.gui.plots import LivePlots
 from napari_mireg.gui.progress import ProgressReporter
@@ -87,7 +88,7 @@ class RegistrationWidget(QWidget):
         self.run_layers = RunLayers(napari_viewer, self.view)
         self.scheduler = FrameScheduler(self.run_layers, self.view, self.reporter)
         self.results = ResultsPanel()
-        self.tools = LayerTools(napari_viewer)
+        self.tools = LayerTools(napari_viewer, self.run_layers)
 
         content = QWidget()
         layout = QVBoxLayout(content)
@@ -102,6 +103,7 @@ class RegistrationWidget(QWidget):
         # the plane, view and label controls above them stay in sight.
         parameters = _VerticalScrollArea()
         parameters.setWidget(self._parameters_page())
+        layout.insertLayout(layout.indexOf(self.buttons), self._preset_row())
         self.tabs.addTab(parameters, "Parameters")
         self.tabs.addTab(self.plots, "Live")
         self.tabs.addTab(self.results, "Results")
@@ -141,6 +143,50 @@ class RegistrationWidget(QWidget):
         self.options_form.add_row(self.activity_progress)
         self.options_form.add_row(self.live_images)
         return self.options_form
+
+    def _preset_row(self):
+        """The preset picker and the run's expected time (for the chosen inputs)."""
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Preset:"))
+        row.addWidget(self.options_form.preset_choice)
+        self.expected_time = QLabel()
+        self.expected_time.setToolTip(
+            "The time a run of the chosen inputs and options is expected to take on this "
+            "kind of machine (2 busy cores); a level that converges early ends sooner"
+        )
+        row.addWidget(self.expected_time, 1)
+        self.options_form.preset_choice.textActivated.connect(self._preset_chosen)
+        self.options_form.changed.connect(self.show_expected_time)
+        self.inputs.changed.connect(self.show_expected_time)
+        self.show_expected_time()
+        return row
+
+    def _preset_chosen(self, name):
+        if name == CUSTOM:  # the options are set in the Parameters tab
+            self.tabs.setCurrentIndex(0)
+
+    def expected_seconds(self, preset=None):
+        """Seconds a run of the chosen inputs is expected to take, with the form's options
+        or a preset's; None when it cannot be said (no fixed image, a bad option).
+        """
+        form = self.options_form
+        try:
+            options = form.options() if preset is None else form.preset_options(preset)
+            shape, extracted = self.inputs.planned(options)
+        except ValueError:
+            return None
+        return expected_seconds(run_costs(options, shape, extracted=extracted))
+
+    def show_expected_time(self, *_):
+        """Say how long a run is expected to take, and the Default preset's time beside."""
+        seconds = self.expected_seconds()
+        if seconds is None:
+            self.expected_time.setText("")
+            return
+        text = f"expected {_duration(seconds)}"
+        if self.options_form.preset() != DEFAULT:
+            text += f" (Default {_duration(self.expected_seconds(DEFAULT))})"
+        self.expected_time.setText(text)
 
     def _plane_row(self):
         row = QHBoxLayout()
@@ -415,6 +461,13 @@ class RegistrationWidget(QWidget):
             centres = {} if self.summary is None else self.summary.centres or {}
             self.view.select_label(label, centres.get(label))
         self._show_label_display()
+
+
+def _duration(seconds):
+    """A rough duration: "about 40 s", "about 3 min"."""
+    if seconds < 90:
+        return f"about {max(1, round(seconds)):d} s"
+    return f"about {round(seconds / 60):d} min"
 
 
 def _add_choice_buttons(row, group, choices, tips, current, choose):
