@@ -31,6 +31,7 @@ import numpy as np
 from napari_mireg import files
 from napari_mireg._typing import PathLike
 from napari_mireg.cli.jobs import OUTPUT_FILES, file_stamp, read_report, remove_staging
+from napari_mireg.engine._validate import InputProblem
 from napari_mireg.options import OPTIONS, OptionError, RegistrationOptions, from_arguments
 
 RESULT_COLUMNS = (
@@ -334,7 +335,10 @@ def register_pair(pair, folder, threads_per_task, options):
             inputs = load_inputs(
                 pair.fixed, pair.moving, pair.fixed_labels or None, pair.moving_labels or None
             )
-            report = run_job(inputs, folder, options, threads=threads_per_task)
+            try:
+                report = run_job(inputs, folder, options, threads=threads_per_task)
+            except InputProblem as problem:  # as the command line says it: file, flag
+                raise files.input_error(problem, inputs.paths) from None
     except Exception as error:  # a failing pair is reported, never fatal to the cohort
         text = files.describe_os_error(error) if isinstance(error, OSError) else str(error)
         message = f"{type(error).__name__}: {' '.join(text.split())}"
