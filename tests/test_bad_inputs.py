@@ -889,8 +889,9 @@ def test_huge_intensities_and_label_ids_are_named(inputs, tmp_path):
 
 
 def test_the_api_names_the_real_cause_before_any_step(inputs):
-    """Each of these was "image is constant" or "NaN or infinite", after the prealignment
-    had started; now the cause, before the first step."""
+    """The real cause, before the first step: not "image is constant" or "NaN or infinite"
+    once the prealignment has started.
+    """
     from napari_mireg.engine.metric import MutualInformation
     from napari_mireg.engine.registration import register_steps
 
