@@ -391,13 +391,17 @@ def _local_client(threads_per_task, workers, pairs):
     # each pair's result is its progress line and its row. Errors still show.
     made = set(_spec_clusters())
     try:
-        cluster = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        )
+        with warnings.catch_warnings():
+            # The scheduler's HTTP server (health checks; the dashboard is off) takes
+            # another port when another cluster holds 8787, and warns: nothing to act on.
+            warnings.filterwarnings("ignore", message="Port .* is already in use")
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
         return Client(cluster)
     except BaseException:
         # Stopped while the cluster starts: close what was made of it, quietly (else Dask's
