@@ -208,7 +208,8 @@ FAILING = [
     (
         "mask-on-the-background",
         lambda f, t: ["register", f.fixed, f.moving, "--mask", f.background_mask],
-        "fixed_t1.nii.gz: every voxel inside its metric mask is 0",
+        "background_mask.nii.gz: every voxel of the fixed image inside this mask is 0: the "
+        "mask does not lie on the image's anatomy",
     ),
     (
         "labels-one-side",
@@ -938,8 +939,13 @@ def test_the_api_names_the_real_cause_before_any_step(inputs):
         ),
         (
             (fixed, nib.load(inputs.moving), {"fixed_mask": corner}),
-            "fixed: every voxel inside its metric mask is 0: the mask (or the brain of its "
-            "labels) does not lie on the image's anatomy",
+            "fixed_mask: every voxel of the fixed image inside this mask is 0: the mask "
+            "does not lie on the image's anatomy",
+        ),
+        (
+            (fixed, nib.load(inputs.moving), {"fixed_labels": corner.astype(np.int16)}),
+            "fixed_labels: every voxel of the fixed image inside the brain of these labels is "
+            "0: the mask does not lie on the image's anatomy",
         ),
         (
             (huge, cube, {}),

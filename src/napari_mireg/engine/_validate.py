@@ -351,7 +351,7 @@ def winsorize_range(low: float, high: float, quantiles, name: str) -> None:
     )
 
 
-def varies_in_mask(volume, mask, name: str) -> None:
+def varies_in_mask(volume, mask, name: str, source: str | None = None) -> None:
     """Refuse an image that is constant inside its metric mask (it is not constant outside).
 
     Parameters
@@ -360,6 +360,10 @@ def varies_in_mask(volume, mask, name: str) -> None:
     mask : ndarray of bool or None
         On the volume's 3D grid.
     name : str
+        The image ("fixed", "moving").
+    source : str, optional
+        Where the mask came from, the argument named in the message ("fixed_mask",
+        "fixed_labels"); default: the image.
 
     Raises
     ------
@@ -369,8 +373,11 @@ def varies_in_mask(volume, mask, name: str) -> None:
         return
     inside = volume.data[np.asarray(mask, dtype=bool)]
     if inside.size and inside.min() == inside.max():
+        where = "this mask" if source and source.endswith("mask") else "its metric mask"
+        if source and source.endswith("labels"):
+            where = "the brain of these labels"
         raise InputProblem(
-            name,
-            f"every voxel inside its metric mask is {float(inside.flat[0]):g}: the mask (or the "
-            "brain of its labels) does not lie on the image's anatomy",
+            source or name,
+            f"every voxel of the {name} image inside {where} is {float(inside.flat[0]):g}: "
+            "the mask does not lie on the image's anatomy",
         )

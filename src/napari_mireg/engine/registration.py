@@ -159,6 +159,7 @@ def register_steps(
     _check_grids(fixed_volume, moving_volume, options, known_prealignment, previous)
     fixed_seen, moving_seen = metric_images(fixed_volume, moving_volume, options)
     metric = MutualInformation(options.bins, threads=options.threads)
+    moving_mask_given = moving_mask
     mask, moving_mask = metric_masks(
         fixed_volume,
         moving_volume,
@@ -170,8 +171,13 @@ def register_steps(
     )
     mask_volume(mask, fixed_volume)  # each mask on its grid, selecting a voxel
     mask_volume(moving_mask, moving_volume, "moving_mask")
-    _validate.varies_in_mask(fixed_seen, mask, "fixed")
-    _validate.varies_in_mask(moving_seen, moving_mask, "moving")
+    for name, seen, chosen, given, labels in (
+        ("fixed", fixed_seen, mask, fixed_mask, fixed_labels),
+        ("moving", moving_seen, moving_mask, moving_mask_given, moving_labels),
+    ):
+        source = f"{name}_mask" if given is not None else None
+        source = source or (f"{name}_labels" if labels is not None else None)
+        _validate.varies_in_mask(seen, chosen, name, source)
     if previous is not None:  # a continued map keeps its prealignment
         affine_map = AffineMap(previous.prealign)
         prealigned = time.perf_counter()

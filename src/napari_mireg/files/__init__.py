@@ -248,8 +248,9 @@ def input_error(problem: _validate.InputProblem, paths: dict) -> InputError:
     from napari_mireg.options import OPTIONS
 
     flags = {option.name: option.cli_flag for option in OPTIONS}
+    argument = {"fixed_mask": "mask"}.get(problem.argument, problem.argument)  # --mask
     return InputError(
-        paths.get(problem.argument, problem.argument),
+        paths.get(argument, problem.argument),
         problem.describe(flags.get(problem.option, problem.option)),
     )
 
