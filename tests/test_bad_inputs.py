@@ -57,6 +57,9 @@ def inputs(tmp_path_factory):
     moving_affine = nib.load(pair["moving"]).affine
     paths = dict(pair)
     paths["zeros"] = write(folder / "zeros.nii.gz", np.zeros(fixed.shape, np.float32), fixed.affine)
+    corner = np.zeros(fixed.shape, np.uint8)
+    corner[:3, :3, :3] = 1  # air only: the image is 0 there
+    paths["background_mask"] = write(folder / "background_mask.nii.gz", corner, fixed.affine)
     flat = np.asarray(fixed.dataobj)[:, :, fixed.shape[2] // 2].astype(np.float32)
     plane = np.array([[1.0, 0, 0, 10.0], [0, 3.0, 0, -40.0], [0, 0, 2.0, -88.0], [0, 0, 0, 1]])
     paths["image2d"] = write(folder / "image2d.nii.gz", flat, plane)
@@ -100,6 +103,9 @@ def inputs(tmp_path_factory):
     )
     paths["no_header"] = folder / "no_header.csv"
     paths["no_header"].write_text(f"{pair['fixed']},{pair['moving']}\n")
+    rng = np.random.default_rng(2)
+    for name in ("tiny_fixed", "tiny_moving"):  # 2 x 2 x 2 voxels, not constant
+        paths[name] = write(folder / f"{name}.nii.gz", rng.random((2, 2, 2)), np.eye(4))
     paths["folder"] = folder
     return SimpleNamespace(**{k: str(v) for k, v in paths.items()})
 
@@ -182,6 +188,29 @@ FAILING = [
         "zeros.nii.gz: image is constant",
     ),
     ("2d-against-3d", lambda f, t: ["register", f.fixed, f.image2d], "image2d.nii.gz: is 2D"),
+    (
+        "too-small-for-the-levels",
+        lambda f, t: ["register", f.tiny_fixed, f.tiny_moving, "--iterations", "x".join("1" * 12)],
+        "tiny_fixed.nii.gz: 2 x 2 x 2 voxels is too small for 12 levels of --iterations: level "
+        "1 shrinks it 2048 times to a single voxel; give at most 1 level",
+    ),
+    (
+        "too-small-for-the-prealignment",
+        lambda f, t: ["register", f.tiny_fixed, f.tiny_moving, "--iterations", "5"],
+        "tiny_fixed.nii.gz: 2 x 2 x 2 voxels is too small for the MI prealignment, whose "
+        "levels shrink it 4 times to a single voxel: use --prealign none",
+    ),
+    (
+        "winsorize-clips-everything",
+        lambda f, t: ["register", f.fixed, f.moving, "--winsorize", "0.01,0.3"],
+        "fixed_t1.nii.gz: --winsorize 0.01,0.3 clips every voxel to 0",
+    ),
+    (
+        "mask-on-the-background",
+        lambda f, t: ["register", f.fixed, f.moving, "--mask", f.background_mask],
+        "background_mask.nii.gz: every voxel of the fixed image inside this mask is 0: the "
+        "mask does not lie on the image's anatomy",
+    ),
     (
         "labels-one-side",
         lambda f, t: ["register", f.fixed, f.moving, "--fixed-labels", f.fixed_labels],
@@ -858,3 +887,92 @@ def test_huge_intensities_and_label_ids_are_named(inputs, tmp_path):
     assert str(refused.value) == (
         f"{big}: label id {2**63 + 5} is too large (ids must be below 2**63)"
     )
+
+
+def test_the_api_names_the_real_cause_before_any_step(inputs):
+    """The real cause, before the first step: not "image is constant" or "NaN or infinite"
+    once the prealignment has started.
+    """
+    from napari_mireg.engine.metric import MutualInformation
+    from napari_mireg.engine.registration import register_steps
+
+    rng = np.random.default_rng(4)
+    tiny = rng.random((2, 2, 2))
+    cube = rng.random((20, 20, 20)).astype(np.float32)
+    huge = cube.copy()
+    huge[0, 0, 0] = 3e38  # finite
+    beyond = cube.astype(np.float64)
+    beyond[0, 0, 0] = 1e39  # finite in float64, infinite once float32
+    fixed = nib.load(inputs.fixed)
+    corner = np.zeros(fixed.shape, bool)
+    corner[:3, :3, :3] = True
+    cases = [
+        (
+            (tiny, tiny, {"level_iters": (1,) * 12}),
+            "fixed: 2 x 2 x 2 voxels is too small for 12 levels of level_iters: level 1 "
+            "shrinks it 2048 times to a single voxel; give at most 1 level",
+        ),
+        (
+            (cube, cube, {"level_iters": (1,) * 12, "prealign": "none"}),
+            "fixed: 20 x 20 x 20 voxels is too small for 12 levels of level_iters: level 1 "
+            "shrinks it 2048 times to a single voxel; give at most 5 levels",
+        ),
+        (
+            (cube, tiny, {"level_iters": (1, 1), "prealign": "none"}),
+            "moving: 2 x 2 x 2 voxels is too small for 2 levels of level_iters: level 1 "
+            "shrinks it 2 times to a single voxel; give at most 1 level",
+        ),
+        (
+            (tiny, tiny, {"level_iters": (5,)}),
+            "fixed: 2 x 2 x 2 voxels is too small for the MI prealignment, whose levels shrink "
+            "it 4 times to a single voxel: use prealign none or give a prealignment matrix",
+        ),
+        (
+            (cube, cube, {"fixed_affine": np.diag([1e-3] * 3 + [1.0])}),
+            "fixed: voxel size 0.001 x 0.001 x 0.001 mm is outside 0.01 to 20 mm; is the "
+            "header in another unit (metres, micrometres)?",
+        ),
+        (
+            (fixed, nib.load(inputs.moving), {"winsorize": (0.01, 0.3)}),
+            "fixed: winsorize 0.01,0.3 clips every voxel to 0 (the image has that value from "
+            "its 0.01 to its 0.3 quantile); give a wider range, e.g. 0.005,0.995, or none",
+        ),
+        (
+            (fixed, nib.load(inputs.moving), {"fixed_mask": corner}),
+            "fixed_mask: every voxel of the fixed image inside this mask is 0: the mask "
+            "does not lie on the image's anatomy",
+        ),
+        (
+            (fixed, nib.load(inputs.moving), {"fixed_labels": corner.astype(np.int16)}),
+            "fixed_labels: every voxel of the fixed image inside the brain of these labels is "
+            "0: the mask does not lie on the image's anatomy",
+        ),
+        (
+            (huge, cube, {}),
+            "fixed: intensities reach 3e+38, too large to register (above 1e+30); rescale "
+            "the image",
+        ),
+        (
+            (cube, beyond, {}),
+            "moving: intensities reach 1e+39, too large to register (above 1e+30); rescale "
+            "the image",
+        ),
+    ]
+    for (first, second, settings), message in cases:
+        steps = register_steps(first, second, **{"level_iters": (1,), **settings})
+        with pytest.raises(ValueError) as refused:
+            next(steps)  # no step is ever made
+        assert str(refused.value) == message
+    with pytest.raises(ValueError, match=r"^moving image: intensities reach 3e\+38"):
+        MutualInformation(threads=1).value(cube, huge)
+    # A float64 file beyond float32's range is named for its size, not as infinite.
+    path = write(Path(inputs.folder) / "beyond.nii.gz", beyond, np.eye(4))
+    try:
+        with pytest.raises(files.InputError) as refused:
+            files.load_volume(path)
+        assert str(refused.value) == (
+            f"{path}: intensities reach 1e+39, too large to register (above 1e+30); rescale "
+            "the image"
+        )
+    finally:
+        path.unlink()

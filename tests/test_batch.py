@@ -226,3 +226,67 @@ def test_local_workers_are_capped_at_the_pairs_to_run(monkeypatch):
     with pytest.warns(UserWarning, match="3 workers x 1 threads per task exceed the 2 cores"):
         batch._local_client(1, 3, 5)
     assert started["n_workers"] == 3
+
+
+# What Dask prints when its connections close: none of it is about the user's pairs.
+DASK_NOISE = (
+    "Traceback",
+    "CommClosedError",
+    "CancelledError",
+    "Stream is closed",
+    "distributed.",
+    "Exception ignored",
+    "Task exception",
+)
+
+
+def _batch(folder, out, pause=None):
+    """`mireg batch` of the cohort's two subject pairs in a process of its own."""
+    import os
+    import subprocess
+    import sys
+
+    from napari_mireg.cli import jobs
+
+    environment = dict(os.environ)
+    if pause:
+        environment[jobs.TEST_PAUSE] = pause
+    command = [str(Path(sys.executable).parent / "mireg"), "batch", str(folder / "subjects.csv")]
+    command += ["--all-pairs", "--workers", "2", "--iterations", "4x2", "--prealign", "rigid"]
+    return subprocess.Popen(
+        [*command, "--out", str(out)], stderr=subprocess.PIPE, text=True, env=environment
+    )
+
+
+def _stderr_until(process, words):
+    """Standard error up to the first line holding `words`."""
+    lines = []
+    while not lines or words not in lines[-1]:
+        line = process.stderr.readline()
+        if not line:
+            process.kill()
+            pytest.fail(f"{words!r} never came; the run said:\n{''.join(lines)}")
+        lines.append(line)
+    return "".join(lines)
+
+
+@pytest.mark.parametrize("moment", ["end", "while-tasks-run", "while-the-cluster-starts"])
+def test_batch_ends_without_dask_shutdown_noise(cohort, tmp_path, moment):
+    import signal
+
+    folder, _ = cohort
+    process = _batch(folder, tmp_path / "out", pause="syn" if moment == "while-tasks-run" else None)
+    if moment == "end":
+        said = process.stderr.read()
+        assert process.wait(timeout=300) == 0, said
+        assert "2 of 2 pairs ok" in said
+    else:
+        words = "mireg test pause: syn" if moment == "while-tasks-run" else "2 to run"
+        said = _stderr_until(process, words)
+        process.send_signal(signal.SIGTERM)  # to the main process only, as `kill PID` does
+        said += process.stderr.read()
+        assert process.wait(timeout=120) == 128 + signal.SIGTERM, said
+        assert said.strip().endswith(
+            "mireg batch: interrupted (SIGTERM); no partial output left, earlier outputs kept"
+        )
+    assert not [noise for noise in DASK_NOISE if noise in said], said

@@ -7,6 +7,7 @@ that point until the signal comes; the prealignment of ``mireg register`` is cau
 from its progress line.
 """
 
+import contextlib
 import functools
 import json
 import os
@@ -180,3 +181,91 @@ def test_batch_stopped_leaves_the_earlier_results_as_they_were(cohort, tmp_path,
     assert f"interrupted ({signal.Signals(signum).name})" in rest
     assert f"mireg test pause: {phase} over" not in rest, rest  # stopped while held
     assert contents(out) == before  # the second pair left nothing, not even a staging folder
+
+
+@pytest.fixture(scope="module")
+def subjects(tmp_path_factory):
+    """Two subjects: a cohort of two ordered pairs."""
+    return testdata.write_cohort(tmp_path_factory.mktemp("subjects"), subjects=2, zoom=4)
+
+
+def hidden_files(folder):
+    """Names under `folder` that only an unfinished run leaves: staging folders, locks,
+    records of a swap, temporaries of an atomic write (all begin with a dot).
+    """
+    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob(".*"))
+
+
+def check_pair_folders(out):
+    """Every pair folder with a report is a complete job: what its report lists, and only that.
+
+    Returns
+    -------
+    dict
+        Pair name -> its report (None for a pair not finished).
+    """
+    reports = {}
+    for folder in sorted((out / "pairs").glob("*")) if (out / "pairs").is_dir() else []:
+        shown = {p.name for p in folder.iterdir() if not p.name.startswith(".")}
+        report = read_report(folder)
+        if (folder / OUTPUT_FILES["report"]).exists():
+            assert report is not None, f"{folder.name}: a report beside missing outputs"
+            assert shown == set(report["outputs"]), (folder.name, shown)
+        reports[folder.name] = report
+    return reports
+
+
+def check_tables(out, names):
+    """The cohort tables, when written, list each pair once (labels: each label of a pair once)."""
+    import csv
+
+    if (out / "results.csv").exists():
+        rows = list(csv.DictReader((out / "results.csv").open()))
+        assert sorted(row["pair"] for row in rows) == sorted(names)
+    if (out / "labels.csv").exists():
+        rows = list(csv.DictReader((out / "labels.csv").open()))
+        keys = [(row["pair"], row["label"]) for row in rows]
+        assert len(keys) == len(set(keys)) and {pair for pair, _ in keys} <= set(names)
+
+
+def test_batch_killed_at_random_moments_then_rerun_is_complete(subjects, tmp_path):
+    """SIGKILL to the whole batch (main process and workers, as a scheduler or the
+    out-of-memory killer ends a job) at seeded random moments, each run resuming the
+    last; the rerun after them leaves the complete cohort and nothing of the killed runs.
+    """
+    import random
+
+    from napari_mireg.cli.batch import all_pairs
+
+    out = tmp_path / "out"
+    names = [pair.name for pair in all_pairs(subjects)]
+    options = ["--all-pairs", "--workers", "1", "--iterations", "3x1", "--prealign", "none"]
+    command = MIREG + ["batch", str(subjects), "--out", str(out), *options]
+    moments = random.Random(26).sample([0.5 * k for k in range(1, 24)], 3)  # 0.5 to 11.5 s
+    seen = []
+    for moment in moments:
+        process = subprocess.Popen(command, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            process.wait(timeout=moment)  # a run that ends first is killed after it, harmlessly
+        except subprocess.TimeoutExpired:
+            pass
+        running = process.poll() is None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # the workers go with the group
+        process.wait()
+        reports = check_pair_folders(out)
+        check_tables(out, names)
+        seen.append((moment, running, sum(r is not None for r in reports.values())))
+    assert any(running for _, running, _ in seen), seen  # at least one run was cut short
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    reports = check_pair_folders(out)
+    assert sorted(reports) == sorted(names) and all(reports.values()), reports
+    check_tables(out, names)
+    assert hidden_files(out) == []  # no staging folder, lock, record or temporary left
+    assert sorted(p.name for p in out.iterdir()) == [
+        "dice_by_label.png",
+        "labels.csv",
+        "pairs",
+        "results.csv",
+    ]

@@ -17,6 +17,7 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import os
 import sys
 import time
@@ -31,6 +32,7 @@ import numpy as np
 from napari_mireg import files
 from napari_mireg._typing import PathLike
 from napari_mireg.cli.jobs import OUTPUT_FILES, file_stamp, read_report, remove_staging
+from napari_mireg.engine._validate import InputProblem
 from napari_mireg.options import OPTIONS, OptionError, RegistrationOptions, from_arguments
 
 RESULT_COLUMNS = (
@@ -334,7 +336,10 @@ def register_pair(pair, folder, threads_per_task, options):
             inputs = load_inputs(
                 pair.fixed, pair.moving, pair.fixed_labels or None, pair.moving_labels or None
             )
-            report = run_job(inputs, folder, options, threads=threads_per_task)
+            try:
+                report = run_job(inputs, folder, options, threads=threads_per_task)
+            except InputProblem as problem:  # as the command line says it: file, flag
+                raise files.input_error(problem, inputs.paths) from None
     except Exception as error:  # a failing pair is reported, never fatal to the cohort
         text = files.describe_os_error(error) if isinstance(error, OSError) else str(error)
         message = f"{type(error).__name__}: {' '.join(text.split())}"
@@ -382,10 +387,35 @@ def _local_client(threads_per_task, workers, pairs):
             "the tasks will slow each other down",
             stacklevel=3,
         )
-    cluster = LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-    )
-    return Client(cluster)
+    # Dask's warnings (a worker slow to stop, a task cancelled) say nothing about a pair:
+    # each pair's result is its progress line and its row. Errors still show.
+    made = set(_spec_clusters())
+    try:
+        with warnings.catch_warnings():
+            # The scheduler's HTTP server (health checks; the dashboard is off) takes
+            # another port when another cluster holds 8787, and warns: nothing to act on.
+            warnings.filterwarnings("ignore", message="Port .* is already in use")
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
+        return Client(cluster)
+    except BaseException:
+        # Stopped while the cluster starts: close what was made of it, quietly (else Dask's
+        # own clean-up at exit fails on the half-started workers with a traceback).
+        for cluster in set(_spec_clusters()) - made:
+            _close_quietly(cluster)
+        raise
+
+
+def _spec_clusters():
+    """The Dask clusters of this process (LocalCluster keeps a weak set of them)."""
+    from distributed.deploy.spec import SpecCluster
+
+    return list(getattr(SpecCluster, "_instances", ()))
 
 
 def run_cohort(
@@ -484,8 +514,9 @@ def run_cohort(
             # Ctrl-C or SIGTERM (or a lost scheduler): stop the work, then remove the
             # staging folders the stopped tasks leave (a remote cluster's tasks are
             # cancelled; a staging folder a worker still writes is removed by the next run).
-            for future in futures:
-                future.cancel()
+            if owned is None:  # a cluster of the caller's: its workers stop these tasks
+                for future in futures:
+                    future.cancel()
             _close(owned)
             owned = None
             for pair in todo:
@@ -512,11 +543,52 @@ def run_cohort(
 
 
 def _close(client):
-    """Close a client made here and its LocalCluster (its worker processes end)."""
+    """Close a client made here, then its LocalCluster (its worker processes end), quietly."""
     if client is not None:
         cluster = client.cluster
-        client.close()
-        cluster.close()
+        _close_quietly(client)
+        _close_quietly(cluster)
+
+
+# Loggers that report a connection closing as an error while a cluster shuts down
+# (CommClosedError, CancelledError, "Stream is closed"): normal at that moment.
+SHUTDOWN_LOGGERS = ("distributed", "tornado", "asyncio")
+
+
+def _close_quietly(closable):
+    """Close a Dask client or cluster with its shutdown noise silenced.
+
+    A closing cluster logs the connections it cuts (``CommClosedError``, ``CancelledError``,
+    "Stream is closed") and may raise them; on an interruption a worker may also still be
+    starting. None of that is about the user's pairs: it is neither printed nor raised.
+    """
+    levels = silence_shutdown_loggers()
+    try:
+        closable.close()
+    except Exception:  # noqa: S110 - a connection already cut; the cluster is gone either way
+        pass
+    finally:
+        for logger, level in levels.items():
+            logger.setLevel(level)
+
+
+def silence_shutdown_loggers():
+    """Silence the loggers of :data:`SHUTDOWN_LOGGERS`; returns their levels, to restore.
+
+    ``mireg batch`` calls it once its cohort is over and leaves them silent: an asyncio task
+    of a cut connection may still report itself when it is collected, at exit.
+    """
+    manager = logging.Logger.manager
+    names = [
+        name
+        for name in [*SHUTDOWN_LOGGERS, *manager.loggerDict]
+        if name.split(".")[0] in SHUTDOWN_LOGGERS
+    ]
+    loggers = [logging.getLogger(name) for name in dict.fromkeys(names)]
+    levels = {logger: logger.level for logger in loggers}
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    return levels
 
 
 def _count(value, name):
@@ -622,6 +694,7 @@ def main(args):
         )
     finally:
         if client is not None:
-            client.close()
+            _close_quietly(client)
+        silence_shutdown_loggers()  # the process ends here: nothing of Dask's is left to say
     print(f"wrote {result.results_csv} and {result.labels_csv}")
     return 0 if all(row["status"] == "ok" for row in result.rows) else 1

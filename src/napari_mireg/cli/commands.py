@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_mireg import __version__, files
+from napari_mireg.engine._validate import InputProblem
 from napari_mireg.options import add_arguments as add_registration_options
 from napari_mireg.options import from_arguments as registration_options
 
@@ -63,16 +64,22 @@ def _handle_stop_signals():
 class Progress:
     """A one-line progress bar on stderr: level, iteration, MI."""
 
-    def __init__(self, level_iters, stream=sys.stderr):
+    def __init__(self, level_iters, stream=sys.stderr, prealign="affine"):
         self.total = max(1, sum(level_iters))
         self.levels = len(level_iters)
         self.done = 0
         self.stream = stream
         self.started = time.perf_counter()
         self.live = stream.isatty()
+        self.prealigning = False
+        self.prealign = prealign
 
     def update(self, snapshot):
-        """Count one SyN iteration and redraw the line (the prealignment's steps pass)."""
+        """Count one SyN iteration and redraw the line (the prealignment says it started)."""
+        if snapshot.phase == "prealignment" and not self.prealigning:
+            # Said at its first step: the checks before it may still refuse the inputs.
+            self.prealigning = True
+            print(f"prealignment ({self.prealign}) ...", file=self.stream, flush=True)
         if snapshot.phase != "syn":
             return
         self.done += 1
@@ -107,17 +114,17 @@ def command_register(args):
         args.fixed, args.moving, args.fixed_labels, args.moving_labels, args.mask, args.moving_mask
     )
     created = not out_dir.exists()
-    progress = Progress(options.level_iters)
+    progress = Progress(options.level_iters, prealign=options.prealign)
     steps = run_job_steps(inputs, out_dir, options)
     try:
-        if options.prealign != "none":
-            print(f"prealignment ({options.prealign}) ...", file=sys.stderr, flush=True)
         while True:
             try:
                 progress.update(next(steps))
             except StopIteration as finished:
                 report = finished.value
                 break
+            except InputProblem as problem:  # refused before any work: name file and flag
+                raise files.input_error(problem, inputs.paths) from None
     except BaseException:
         steps.close()
         if created and out_dir.is_dir() and not any(out_dir.iterdir()):

@@ -18,7 +18,13 @@ import numpy.typing as npt
 
 from napari_mireg._typing import Matrix
 from napari_mireg.engine._kernels import _mi
-from napari_mireg.engine._validate import image_pair, mask_array, positive_int, spacing_vector
+from napari_mireg.engine._validate import (
+    image_pair,
+    intensity_bounds,
+    mask_array,
+    positive_int,
+    spacing_vector,
+)
 from napari_mireg.engine.fields import (
     CHEAP,
     embed_matrix,
@@ -368,6 +374,7 @@ class MutualInformation:
             )
             if nonfinite:
                 raise ValueError(f"{name} image has {nonfinite} NaN or infinite voxel(s)")
+            intensity_bounds(low, high, f"{name} image")  # finite, yet beyond float32 sums
             if not high > low:
                 where = " inside the mask" if use_mask else ""
                 raise ValueError(

@@ -155,7 +155,11 @@ def register_steps(
     moving_labels = _validate.label_map(moving_labels, moving_volume, "moving_labels")
     # The SyN's checks, made before any step: a given prealignment's step comes first.
     check_images(fixed_volume, moving_volume)
+    previous = initial.mapping if isinstance(initial, Result) else initial
+    _check_grids(fixed_volume, moving_volume, options, known_prealignment, previous)
+    fixed_seen, moving_seen = metric_images(fixed_volume, moving_volume, options)
     metric = MutualInformation(options.bins, threads=options.threads)
+    moving_mask_given = moving_mask
     mask, moving_mask = metric_masks(
         fixed_volume,
         moving_volume,
@@ -167,8 +171,13 @@ def register_steps(
     )
     mask_volume(mask, fixed_volume)  # each mask on its grid, selecting a voxel
     mask_volume(moving_mask, moving_volume, "moving_mask")
-    fixed_seen, moving_seen = metric_images(fixed_volume, moving_volume, options)
-    previous = initial.mapping if isinstance(initial, Result) else initial
+    for name, seen, chosen, given, labels in (
+        ("fixed", fixed_seen, mask, fixed_mask, fixed_labels),
+        ("moving", moving_seen, moving_mask, moving_mask_given, moving_labels),
+    ):
+        source = f"{name}_mask" if given is not None else None
+        source = source or (f"{name}_labels" if labels is not None else None)
+        _validate.varies_in_mask(seen, chosen, name, source)
     if previous is not None:  # a continued map keeps its prealignment
         affine_map = AffineMap(previous.prealign)
         prealigned = time.perf_counter()
@@ -222,6 +231,16 @@ def register_steps(
     )
 
 
+def _check_grids(fixed, moving, options, known_prealignment, previous):
+    """Voxel sizes in mm, and grids large enough for every level that will run."""
+    _validate.voxel_sizes(fixed.spacing, fixed.ndim, "fixed")
+    _validate.voxel_sizes(moving.spacing, moving.ndim, "moving")
+    prealign_levels = ()
+    if previous is None and known_prealignment is None and options.prealign != "none":
+        prealign_levels = AffineRegistration(None, transform=options.prealign).level_iters
+    _validate.level_sizes(fixed, moving, options.level_iters, prealign_levels)
+
+
 def metric_images(
     fixed: Volume, moving: Volume, options: RegistrationOptions
 ) -> tuple[Volume, Volume]:
@@ -241,14 +260,12 @@ def metric_images(
     if options.winsorize is None:
         return fixed, moving
     quantiles = options.winsorize
-    fixed, moving = (
-        replace(
-            volume,
-            data=np.clip(volume.data, *np.quantile(volume.data, quantiles)).astype(np.float32),
-        )
-        for volume in (fixed, moving)
-    )
-    return fixed, moving
+    clipped = []
+    for name, volume in (("fixed", fixed), ("moving", moving)):
+        low, high = np.quantile(volume.data, quantiles)
+        _validate.winsorize_range(low, high, quantiles, name)
+        clipped.append(replace(volume, data=np.clip(volume.data, low, high).astype(np.float32)))
+    return clipped[0], clipped[1]
 
 
 def prealignment(

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from napari_mireg._typing import Image, Interpolation, Matrix, SpatialImage
-from napari_mireg.engine import fields
+from napari_mireg.engine import _validate, fields
 
 
 @dataclass(frozen=True)
@@ -122,9 +122,8 @@ def as_volume(
         )
     if abs(np.linalg.det(affine[:ndim, :ndim])) < 1e-12:
         raise ValueError(f"{name} affine is singular")
+    _validate.intensities(data, name)  # before a cast to float32 makes 1e39 infinite
     data = np.ascontiguousarray(data, dtype=dtype)
-    if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
-        raise ValueError(f"{name} has NaN or infinite values")
     if ndim == 2:
         data = data[None]
         affine = fields.embed_matrix(affine, 4)

@@ -22,6 +22,7 @@ import numpy.typing as npt
 from scipy import io as scipy_io
 
 from napari_mireg._typing import Matrix, PathLike
+from napari_mireg.engine import _validate
 from napari_mireg.engine._validate import affine_matrix
 from napari_mireg.engine.transforms import (
     AffineMap,
@@ -218,47 +219,47 @@ def load_volume(
     return volume
 
 
-# Above this, differences of intensities overflow float32 in the metric (MRI never comes
-# near: 1e9 would already be unusual).
-LARGEST_INTENSITY = 1e30
 # Label ids above int64's range cannot be indexed (numpy indexes with int64).
 LARGEST_LABEL = np.iinfo(np.int64).max
 
 
 def _check_values(volume, path, labels):
+    """Label ids numpy can index (intensities are checked by ``as_volume``, before any cast)."""
     data = volume.data
-    if not data.size:
-        return
-    if labels:
-        if data.dtype == np.uint64 and int(data.max()) > LARGEST_LABEL:
-            raise InputError(
-                path, f"label id {int(data.max())} is too large (ids must be below 2**63)"
-            )
-        return
-    largest = float(np.abs(data).max())
-    if largest > LARGEST_INTENSITY:
-        raise InputError(
-            path,
-            f"intensities reach {largest:.3g}, too large to register (above "
-            f"{LARGEST_INTENSITY:.0e}); rescale the image",
-        )
+    if labels and data.size and data.dtype == np.uint64 and int(data.max()) > LARGEST_LABEL:
+        raise InputError(path, f"label id {int(data.max())} is too large (ids must be below 2**63)")
 
 
-# Voxel sizes of any MRI in mm (a 20 mm voxel is already coarser than any scan): outside,
-# the header is in another unit (metres, micrometres) and every size in mm would be wrong.
-VOXEL_MM_RANGE = (0.01, 20.0)
+def input_error(problem: _validate.InputProblem, paths: dict) -> InputError:
+    """An engine's refusal of an input as the command line says it: the file and the flag.
+
+    Parameters
+    ----------
+    problem : InputProblem
+        Naming the argument ("fixed", "moving") and the option by their API names.
+    paths : dict of str
+        The file of each argument.
+
+    Returns
+    -------
+    InputError
+        ``"{file}: {problem}"``, the option written as its command-line flag.
+    """
+    from napari_mireg.options import OPTIONS
+
+    flags = {option.name: option.cli_flag for option in OPTIONS}
+    argument = {"fixed_mask": "mask"}.get(problem.argument, problem.argument)  # --mask
+    return InputError(
+        paths.get(argument, problem.argument),
+        problem.describe(flags.get(problem.option, problem.option)),
+    )
 
 
 def _check_voxel_size(volume, path):
-    sizes = np.asarray(volume.spacing, dtype=np.float64)[-volume.ndim :]
-    low, high = VOXEL_MM_RANGE
-    if np.any(sizes < low) or np.any(sizes > high):
-        shown = " x ".join(f"{size:.3g}" for size in sizes)
-        raise InputError(
-            path,
-            f"voxel size {shown} mm is outside {low:g} to {high:g} mm; is the header in "
-            "another unit (metres, micrometres)?",
-        )
+    try:
+        _validate.voxel_sizes(volume.spacing, volume.ndim, str(path))
+    except _validate.InputProblem as problem:
+        raise InputError(path, problem.describe()) from None
 
 
 def check_output_file(path: PathLike, inputs: dict[str, PathLike] | None = None) -> None:
