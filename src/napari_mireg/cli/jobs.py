@@ -143,8 +143,22 @@ def file_stamp(path):
     return {"size": status.st_size, "mtime_ns": status.st_mtime_ns}
 
 
-def _mask_source(mask, labels, extracted):
-    """Where a side's metric mask came from, for the report."""
+def mask_source(mask, labels, extracted):
+    """Where a side's metric mask came from, for the report.
+
+    Parameters
+    ----------
+    mask : object or None
+        The side's mask (file or array), if one was given.
+    labels : object or None
+        The side's label map, if one was given.
+    extracted : bool
+        Whether ROBEX made the side's brain mask.
+
+    Returns
+    -------
+    str or None
+    """
     if mask is not None:
         return "mask file"
     if labels is not None:
@@ -473,8 +487,8 @@ def _write_job(result, inputs, folder, options):
         },
         "parameters": options.as_dict(),
         "metric_masks": {
-            "fixed": _mask_source(inputs.mask, inputs.fixed_labels, extracted[0]),
-            "moving": _mask_source(inputs.moving_mask, inputs.moving_labels, extracted[1]),
+            "fixed": mask_source(inputs.mask, inputs.fixed_labels, extracted[0]),
+            "moving": mask_source(inputs.moving_mask, inputs.moving_labels, extracted[1]),
         },
     }
     for key, volume in (("fixed", fixed), ("moving", inputs.moving)):
