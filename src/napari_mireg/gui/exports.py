@@ -11,14 +11,23 @@ it went. Everything is on the fixed file's own grid.
 import dataclasses
 
 from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QFileDialog, QGridLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QGridLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
 from napari_mireg import files
 from napari_mireg.cli import jobs
 from napari_mireg.engine import masks
 from napari_mireg.gui.display import on_grid
+from napari_mireg.gui.frames import ENGINE_NICENESS, lower_thread_priority
 
 OUTPUT_FILES = jobs.OUTPUT_FILES
 
@@ -131,6 +140,9 @@ def _outcome(write):
     or ValueError (a bad folder, a full disk, a file mireg did not write in the way,
     nothing to export).
     """
+    # As the registration's worker: the viewer's thread comes first (the resampling onto
+    # the file's grid runs on every core).
+    lower_thread_priority(ENGINE_NICENESS)
     try:
         return True, write()
     except (OSError, ValueError) as error:
@@ -188,8 +200,11 @@ class ExportPanel(QWidget):
             grid.addWidget(button, index // 3, index % 3)
             self.export_buttons.append(button)
         layout.addLayout(grid)
+        # One line whose text never resizes the dock (a resize redraws the whole window):
+        # its width is the dock's, the full text its tooltip.
         self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.status.setFixedHeight(self.status.fontMetrics().height() + 4)
         layout.addWidget(self.status)
         self.clear()
 
@@ -215,7 +230,7 @@ class ExportPanel(QWidget):
         """Export this RunSummary (its display grid's matrix `fixed_affine`)."""
         self.summary = summary
         self.fixed_affine = fixed_affine
-        self.status.setText("")
+        self._say("")
         self._enable()
 
     def _enable(self):
@@ -292,20 +307,22 @@ class ExportPanel(QWidget):
         self.worker = create_worker(_outcome, write, _start_thread=False)
         self.worker.returned.connect(self._written)
         self.worker.finished.connect(self._idle)
-        self.status.setText(doing)
+        self._say(doing)
         self._enable()
         self.worker.start()
         return self.worker
 
     def _written(self, outcome):
         succeeded, message = outcome
-        if succeeded:
-            self.status.setText(message)
-            show_info(message)
-        else:
-            self.status.setText(f"Export failed: {message}")
-            show_error(f"Export failed: {message}")
-        self.finished.emit(succeeded, self.status.text())
+        if not succeeded:
+            message = f"Export failed: {message}"
+            show_error(message)
+        self._say(message)
+        self.finished.emit(succeeded, message)
+
+    def _say(self, text):
+        self.status.setText(text)
+        self.status.setToolTip(text)
 
     def _idle(self):
         self.worker = None
