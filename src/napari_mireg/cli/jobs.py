@@ -225,8 +225,7 @@ def run_job_steps(inputs, out_dir, options=None, **settings):
 
 def _run_in(inputs, out_dir, options):
     """:func:`run_job_steps` in its locked output folder, through a staging folder."""
-    staging = _staging_folder(out_dir)
-    try:
+    with _staged(out_dir) as staging:
         _pause_for_tests("prealign")
         result = yield from _paused_after_first(
             register_steps(
@@ -240,11 +239,8 @@ def _run_in(inputs, out_dir, options):
             )
         )
         report = _write_job(result, inputs, staging, options)
-        with _stop_signals_held():
-            _replace_outputs(staging, out_dir)
+        _swap_in(staging, out_dir)
         return report
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def save_output_set(out_dir, fixed, result, quality, report, inputs=None):
@@ -267,15 +263,26 @@ def save_output_set(out_dir, fixed, result, quality, report, inputs=None):
     dict
         The report written.
     """
-    with locked_output_folder(out_dir, inputs) as folder:
-        staging = _staging_folder(folder)
-        try:
-            report = write_outputs(staging, fixed, result, quality, report)
-            with _stop_signals_held():
-                _replace_outputs(staging, folder)
-            return report
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    with locked_output_folder(out_dir, inputs) as folder, _staged(folder) as staging:
+        report = write_outputs(staging, fixed, result, quality, report)
+        _swap_in(staging, folder)
+        return report
+
+
+@contextlib.contextmanager
+def _staged(out_dir):
+    """A staging folder in `out_dir` for the ``with`` block, removed after it."""
+    staging = _staging_folder(out_dir)
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_in(staging, out_dir):
+    """Swap the staged outputs in, stop signals held (see :func:`_stop_signals_held`)."""
+    with _stop_signals_held():
+        _replace_outputs(staging, out_dir)
 
 
 STAGING_PREFIX = ".partial-"

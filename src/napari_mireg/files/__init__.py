@@ -495,7 +495,9 @@ def save_field(displacement: DisplacementField, path: PathLike) -> None:
 PLANE_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
 
-def itk_affine_parameters(affine_map: AffineMap | Matrix, ndim: int = 3) -> tuple[str, np.ndarray]:
+def itk_affine_parameters(
+    affine_map: AffineMap | Matrix, ndim: int | None = None
+) -> tuple[str, np.ndarray]:
     """The ITK transform type and parameters (LPS) of a RAS world affine.
 
     Parameters
@@ -503,9 +505,10 @@ def itk_affine_parameters(affine_map: AffineMap | Matrix, ndim: int = 3) -> tupl
     affine_map : AffineMap or ndarray (4, 4)
         Fixed-to-moving world matrix; for a 2D registration the embedded matrix of its
         Volumes (the in-plane map in the lower-right 3x3 block, axis 0 untouched).
-    ndim : {2, 3}
+    ndim : {2, 3}, optional
         The images' dimensionality: 2 gives ITK's 2D transform of the slice's two world
         axes (``AffineTransform_double_2_2``, 6 parameters), which ANTs applies to 2D images.
+        Default: the AffineMap's own ``ndim`` (3 for a matrix).
 
     Returns
     -------
@@ -521,6 +524,7 @@ def itk_affine_parameters(affine_map: AffineMap | Matrix, ndim: int = 3) -> tupl
         `ndim` is 2 and the matrix moves points out of the plane.
     """
     matrix = np.asarray(getattr(affine_map, "matrix", affine_map), dtype=np.float64)
+    ndim = ndim or getattr(affine_map, "ndim", 3)
     if ndim == 2:
         if not np.allclose(matrix[0], [1, 0, 0, 0]) or not np.allclose(matrix[1:, 0], 0):
             raise ValueError("a 2D affine must leave the axis out of the plane alone")
@@ -532,7 +536,7 @@ def itk_affine_parameters(affine_map: AffineMap | Matrix, ndim: int = 3) -> tupl
     return "AffineTransform_double_3_3", np.concatenate([lps[:3, :3].ravel(), lps[:3, 3]])
 
 
-def save_affine(affine_map: AffineMap | Matrix, path: PathLike, ndim: int = 3) -> None:
+def save_affine(affine_map: AffineMap | Matrix, path: PathLike, ndim: int | None = None) -> None:
     """Write an AffineMap as an ITK affine (LPS), atomically.
 
     ``.txt`` or ``.tfm`` give ITK's text format, ``.mat`` the MATLAB v4 binary that
@@ -542,6 +546,7 @@ def save_affine(affine_map: AffineMap | Matrix, path: PathLike, ndim: int = 3) -
     the slice's world axes, as ANTs registers 2D images (see :func:`itk_affine_parameters`).
     """
     kind, parameters = itk_affine_parameters(affine_map, ndim)
+    ndim = 2 if kind.endswith("_2_2") else 3
     if suffix_of(path) == ".mat":
         with atomic_path(path) as temporary:
             scipy_io.savemat(
