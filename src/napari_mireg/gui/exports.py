@@ -16,6 +16,7 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QFileDialog,
     QGridLayout,
+    QHBoxLayout,
     QLabel,
     QPushButton,
     QSizePolicy,
@@ -175,7 +176,15 @@ class ExportPanel(QWidget):
             + ", ".join(sorted(OUTPUT_FILES.values()))
         )
         self.all_button.clicked.connect(self._export_all_with_dialog)
-        layout.addWidget(self.all_button)
+        # The status line beside "Export all", in one row: the panel must fit a 1280x800
+        # screen. Its text never resizes the dock (a resize redraws the whole window): its
+        # width is what the row leaves, the full text its tooltip.
+        self.status = QLabel("")
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        row = QHBoxLayout()
+        row.addWidget(self.all_button)
+        row.addWidget(self.status, 1)
+        layout.addLayout(row)
         grid = QGridLayout()
         self.export_buttons = []
         exports = [
@@ -200,12 +209,6 @@ class ExportPanel(QWidget):
             grid.addWidget(button, index // 3, index % 3)
             self.export_buttons.append(button)
         layout.addLayout(grid)
-        # One line whose text never resizes the dock (a resize redraws the whole window):
-        # its width is the dock's, the full text its tooltip.
-        self.status = QLabel("")
-        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        self.status.setFixedHeight(self.status.fontMetrics().height() + 4)
-        layout.addWidget(self.status)
         self.clear()
 
     # ------------------------------------------------------------------ state
