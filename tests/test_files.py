@@ -257,3 +257,9 @@ def test_2d_affine_is_itks_2d_transform_of_the_slice(tmp_path, name):
     np.testing.assert_allclose(parameters, [0.9, 0.1, -0.2, 1.1, -3.0, 4.0])
     with pytest.raises(ValueError, match="out of the plane"):
         files.itk_affine_parameters(np.diag([2.0, 1, 1, 1]), 2)
+
+
+def test_a_plain_matrix_is_written_as_a_3d_affine(tmp_path):
+    files.save_affine(np.eye(4), tmp_path / "identity.txt")
+    assert "AffineTransform_double_3_3" in (tmp_path / "identity.txt").read_text()
+    assert files.load_transform(tmp_path / "identity.txt").ndim == 3

@@ -524,7 +524,8 @@ def itk_affine_parameters(
         `ndim` is 2 and the matrix moves points out of the plane.
     """
     matrix = np.asarray(getattr(affine_map, "matrix", affine_map), dtype=np.float64)
-    ndim = ndim or getattr(affine_map, "ndim", 3)
+    if ndim is None:  # an AffineMap's own (a numpy matrix's ndim is its array's: 2)
+        ndim = affine_map.ndim if isinstance(affine_map, AffineMap) else 3
     if ndim == 2:
         if not np.allclose(matrix[0], [1, 0, 0, 0]) or not np.allclose(matrix[1:, 0], 0):
             raise ValueError("a 2D affine must leave the axis out of the plane alone")
