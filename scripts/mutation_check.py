@@ -90,22 +90,22 @@ MUTANTS = [
     Mutant(
         "conventions: ITK affine written column by column (issue 29, fragile)",
         "**/*.py",
-        "parameters = np.concatenate([matrix[:3, :3].ravel(), matrix[:3, 3]])",
-        "parameters = np.concatenate([matrix[:3, :3].T.ravel(), matrix[:3, 3]])",
+        'return "AffineTransform_double_3_3", np.concatenate([lps[:3, :3].ravel(), lps[:3, 3]])',
+        'return "AffineTransform_double_3_3", np.concatenate([lps[:3, :3].T.ravel(), lps[:3, 3]])',
         ("tests/test_conventions.py", "tests/test_files.py"),
     ),
     Mutant(
         "conventions: ITK affine read column by column",
         "**/*.py",
-        "linear = parameters[:9].reshape(3, 3)",
-        "linear = parameters[:9].reshape(3, 3).T",
+        "linear = parameters[: ndim * ndim].reshape(ndim, ndim)",
+        "linear = parameters[: ndim * ndim].reshape(ndim, ndim).T",
         ("tests/test_conventions.py", "tests/test_files.py"),
     ),
     Mutant(
         "conventions: ITK affine's centre (FixedParameters) ignored",
         "**/*.py",
-        "matrix[:3, 3] = parameters[9:12] + centre - linear @ centre",
-        "matrix[:3, 3] = parameters[9:12]",
+        "matrix[:ndim, ndim] = parameters[ndim * ndim :] + centre - linear @ centre",
+        "matrix[:ndim, ndim] = parameters[ndim * ndim :]",
         ("tests/test_conventions.py", "tests/test_files.py"),
     ),
     Mutant(
@@ -169,8 +169,8 @@ MUTANTS = [
     Mutant(
         "files: an inverted affine is read as it is",
         "**/*.py",
-        "return AffineMap(np.linalg.inv(matrix) if invert else matrix)",
-        "return AffineMap(matrix)",
+        "return AffineMap(np.linalg.inv(matrix) if invert else matrix, ndim)",
+        "return AffineMap(matrix, ndim)",
         ("tests/test_conventions.py", "tests/test_files.py"),
     ),
     # --- options ---

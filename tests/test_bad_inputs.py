@@ -77,6 +77,8 @@ def inputs(tmp_path_factory):
     )
     paths["identity"] = folder / "identity.txt"
     files.save_affine(np.eye(4), paths["identity"])
+    paths["identity2d"] = folder / "identity2d.txt"
+    files.save_affine(np.eye(4), paths["identity2d"], ndim=2)
     paths["nan_affine"] = folder / "nan_affine.txt"
     text = paths["identity"].read_text().replace("Parameters: 1.0", "Parameters: nan", 1)
     paths["nan_affine"].write_text(text)
@@ -493,7 +495,7 @@ def test_2d_file_keeps_its_geometry(inputs, tmp_path, capsys):
     np.testing.assert_allclose(volume.spacing[1:], [1.0, 3.0])
     out = tmp_path / "w.nii.gz"
     code = main(
-        ["apply", inputs.identity, "--to", inputs.image2d, "--reference", inputs.image2d,
+        ["apply", inputs.identity2d, "--to", inputs.image2d, "--reference", inputs.image2d,
          "--out", str(out)]
     )  # fmt: skip
     assert code == 0, capsys.readouterr().err

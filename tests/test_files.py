@@ -239,3 +239,27 @@ def test_affine_round_trip_and_inverse(tmp_path, name):
     np.testing.assert_allclose(
         files.load_transform(tmp_path / name, invert=True).matrix, np.linalg.inv(matrix), atol=1e-12
     )
+
+
+@pytest.mark.parametrize("name", ["affine.txt", "affine.mat"])
+def test_2d_affine_is_itks_2d_transform_of_the_slice(tmp_path, name):
+    # A 2D registration's matrix: the in-plane map in the lower-right block (world axes of
+    # an axial slice: x and y); ITK's 2D transform holds it in LPS (both axes flipped).
+    matrix = np.eye(4)
+    matrix[1:3, 1:3] = [[0.9, 0.1], [-0.2, 1.1]]
+    matrix[1:3, 3] = [3.0, -4.0]
+    files.save_affine(AffineMap(matrix), tmp_path / name, ndim=2)
+    read = files.load_transform(tmp_path / name)
+    assert read.ndim == 2
+    np.testing.assert_allclose(read.matrix, matrix, atol=1e-12)
+    kind, parameters = files.itk_affine_parameters(matrix, 2)
+    assert kind == "AffineTransform_double_2_2"
+    np.testing.assert_allclose(parameters, [0.9, 0.1, -0.2, 1.1, -3.0, 4.0])
+    with pytest.raises(ValueError, match="out of the plane"):
+        files.itk_affine_parameters(np.diag([2.0, 1, 1, 1]), 2)
+
+
+def test_a_plain_matrix_is_written_as_a_3d_affine(tmp_path):
+    files.save_affine(np.eye(4), tmp_path / "identity.txt")
+    assert "AffineTransform_double_3_3" in (tmp_path / "identity.txt").read_text()
+    assert files.load_transform(tmp_path / "identity.txt").ndim == 3

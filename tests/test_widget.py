@@ -172,7 +172,7 @@ def test_widget_runs_live_and_shows_results(
     assert f"{widget.result.mi_after:.3f} after" in text
 
     # Exports land on the fixed file's own grid, in the formats of files.py.
-    results = widget.results
+    results = widget.results.exports
     results.export_forward(tmp_path / "warp.nii.gz")
     results.export_affine(tmp_path / "affine.txt")
     results.export_warped_labels(tmp_path / "labels.nii.gz")
@@ -247,7 +247,7 @@ def test_cancel_stops_within_an_iteration_and_shows_no_stale_results(
     assert widget.reporter.status.text() == "Cancelled" and widget.result is None
     assert widget.results.table.rowCount() == 0
     assert "cancelled" in widget.results.text.text() and "Dice" not in widget.results.text.text()
-    assert not any(button.isEnabled() for button in widget.results.export_buttons)
+    assert not any(button.isEnabled() for button in widget.results.exports.export_buttons)
     assert (
         widget.buttons.run_button.text() == "Run" and not widget.buttons.continue_button.isEnabled()
     )

@@ -172,6 +172,7 @@ def command_apply(args):
         )
     transforms = [parse_transform(t) for t in args.transforms]
     image = files.load_volume(args.to, labels=args.labels)
+    files.check_transforms_fit(dict(zip(args.transforms, transforms, strict=True)), image)
     if args.reference:
         reference = files.load_volume(args.reference)
     else:

@@ -43,6 +43,7 @@ OUTPUT_FILES = {
     "warped": "warped.nii.gz",
     "warped_labels": "warped_labels.nii.gz",
     "affine": "affine.txt",
+    "affine_mat": "affine.mat",
     "warp": "warp.nii.gz",
     "inverse_warp": "inverse_warp.nii.gz",
     "overlap": "overlap.csv",
@@ -142,8 +143,22 @@ def file_stamp(path):
     return {"size": status.st_size, "mtime_ns": status.st_mtime_ns}
 
 
-def _mask_source(mask, labels, extracted):
-    """Where a side's metric mask came from, for the report."""
+def mask_source(mask, labels, extracted):
+    """Where a side's metric mask came from, for the report.
+
+    Parameters
+    ----------
+    mask : object or None
+        The side's mask (file or array), if one was given.
+    labels : object or None
+        The side's label map, if one was given.
+    extracted : bool
+        Whether ROBEX made the side's brain mask.
+
+    Returns
+    -------
+    str or None
+    """
     if mask is not None:
         return "mask file"
     if labels is not None:
@@ -210,8 +225,7 @@ def run_job_steps(inputs, out_dir, options=None, **settings):
 
 def _run_in(inputs, out_dir, options):
     """:func:`run_job_steps` in its locked output folder, through a staging folder."""
-    staging = _staging_folder(out_dir)
-    try:
+    with _staged(out_dir) as staging:
         _pause_for_tests("prealign")
         result = yield from _paused_after_first(
             register_steps(
@@ -224,12 +238,51 @@ def _run_in(inputs, out_dir, options):
                 moving_labels=_data(inputs.moving_labels),
             )
         )
-        report = _write_outputs(result, inputs, staging, options)
-        with _stop_signals_held():
-            _replace_outputs(staging, out_dir)
+        report = _write_job(result, inputs, staging, options)
+        _swap_in(staging, out_dir)
         return report
+
+
+def save_output_set(out_dir, fixed, result, quality, report, inputs=None):
+    """Write a registration's output set into `out_dir` as `mireg register` does.
+
+    The folder is locked and checked (:func:`locked_output_folder`), the files are written
+    into a staging folder by :func:`write_outputs` and swapped in as one set, so the same
+    files are never touched and the same promises hold as for a job.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+    fixed, result, quality, report
+        As for :func:`write_outputs`.
+    inputs : dict of str, optional
+        Input files by role: none may be a file the outputs would replace.
+
+    Returns
+    -------
+    dict
+        The report written.
+    """
+    with locked_output_folder(out_dir, inputs) as folder, _staged(folder) as staging:
+        report = write_outputs(staging, fixed, result, quality, report)
+        _swap_in(staging, folder)
+        return report
+
+
+@contextlib.contextmanager
+def _staged(out_dir):
+    """A staging folder in `out_dir` for the ``with`` block, removed after it."""
+    staging = _staging_folder(out_dir)
+    try:
+        yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_in(staging, out_dir):
+    """Swap the staged outputs in, stop signals held (see :func:`_stop_signals_held`)."""
+    with _stop_signals_held():
+        _replace_outputs(staging, out_dir)
 
 
 STAGING_PREFIX = ".partial-"
@@ -423,18 +476,9 @@ def run_job(inputs, out_dir, options=None, **settings):
     return run_to_end(run_job_steps(inputs, out_dir, options, **settings))
 
 
-def _write_outputs(result, inputs, folder, options):
-    started = time.perf_counter()
+def _write_job(result, inputs, folder, options):
+    """Evaluate a job's result and write its outputs into `folder`; returns the report."""
     fixed = inputs.fixed
-    mapping = result.mapping
-    outputs = [OUTPUT_FILES["warped"], OUTPUT_FILES["affine"], OUTPUT_FILES["report"]]
-    files.save_volume(folder / OUTPUT_FILES["warped"], result.warped, fixed.file_affine)
-    _pause_for_tests("write")
-    files.save_affine(result.prealignment, folder / OUTPUT_FILES["affine"])
-    if fixed.ndim == 3:
-        files.save_displacement(mapping, folder / OUTPUT_FILES["warp"], "forward")
-        files.save_displacement(mapping, folder / OUTPUT_FILES["inverse_warp"], "inverse")
-        outputs += [OUTPUT_FILES["warp"], OUTPUT_FILES["inverse_warp"]]
     fixed_labels = inputs.fixed_labels
     quality = evaluate(
         result,
@@ -442,6 +486,67 @@ def _write_outputs(result, inputs, folder, options):
         inputs.moving_labels,
         inverse_consistency=True,
     )
+    extracted = masks.extraction_sides(options.brain_extraction)
+    report = {
+        "inputs": {
+            key: {"path": path, **((inputs.stamps or {}).get(key) or {})}
+            for key, path in inputs.paths.items()
+        },
+        "parameters": options.as_dict(),
+        "metric_masks": {
+            "fixed": mask_source(inputs.mask, inputs.fixed_labels, extracted[0]),
+            "moving": mask_source(inputs.moving_mask, inputs.moving_labels, extracted[1]),
+        },
+    }
+    for key, volume in (("fixed", fixed), ("moving", inputs.moving)):
+        report["inputs"][key].update(
+            shape=list(volume.shape[-volume.ndim :]),
+            voxel_size=[round(float(v), 6) for v in volume.spacing[-volume.ndim :]],
+        )
+    return write_outputs(folder, fixed, result, quality, report)
+
+
+def write_outputs(folder, fixed, result, quality, report):
+    """Write the output set of a registration into `folder` (`OUTPUT_FILES`), report last.
+
+    The one writer of the set, for `mireg register`, cohorts and the widget's "Export all".
+    Each file is written atomically; :func:`save_output_set` puts a set in place.
+
+    Parameters
+    ----------
+    folder : Path
+        Where the files go (a staging folder: see the module notes).
+    fixed : Volume
+        The fixed image's grid (its file's): the grid of the warped images and the warps.
+    result : Result
+        The registration's result, its warped image on `fixed` and its mapping's fields on
+        `fixed` (3D).
+    quality : Quality
+        Its evaluation, the warped labels on `fixed`.
+    report : dict
+        What is known of the inputs ("inputs", "parameters", "metric_masks"); the figures
+        of the result, the versions and the list of outputs are added.
+
+    Returns
+    -------
+    dict
+        The report, also written as ``report.json``.
+    """
+    started = time.perf_counter()
+    outputs = [
+        OUTPUT_FILES["warped"],
+        OUTPUT_FILES["affine"],
+        OUTPUT_FILES["affine_mat"],
+        OUTPUT_FILES["report"],
+    ]
+    files.save_volume(folder / OUTPUT_FILES["warped"], result.warped, fixed.file_affine)
+    _pause_for_tests("write")
+    for name in ("affine", "affine_mat"):
+        files.save_affine(result.prealignment, folder / OUTPUT_FILES[name], fixed.ndim)
+    if fixed.ndim == 3:
+        files.save_displacement(result.mapping, folder / OUTPUT_FILES["warp"], "forward")
+        files.save_displacement(result.mapping, folder / OUTPUT_FILES["inverse_warp"], "inverse")
+        outputs += [OUTPUT_FILES["warp"], OUTPUT_FILES["inverse_warp"]]
     overlap = overlap_before = None
     if quality.overlap is not None:
         overlap = quality.overlap.summary()
@@ -454,34 +559,20 @@ def _write_outputs(result, inputs, folder, options):
         )
         files.write_text(folder / OUTPUT_FILES["overlap"], quality.overlap.to_csv_text())
         outputs += [OUTPUT_FILES["warped_labels"], OUTPUT_FILES["overlap"]]
-    timings = dict(result.timings, write=time.perf_counter() - started)
-    extracted = masks.extraction_sides(options.brain_extraction)
+    consistency = quality.inverse_consistency
     report = {
-        "inputs": {
-            key: {"path": path, **((inputs.stamps or {}).get(key) or {})}
-            for key, path in inputs.paths.items()
-        },
-        "parameters": options.as_dict(),
-        "metric_masks": {
-            "fixed": _mask_source(inputs.mask, inputs.fixed_labels, extracted[0]),
-            "moving": _mask_source(inputs.moving_mask, inputs.moving_labels, extracted[1]),
-        },
+        **report,
         "versions": _versions(),
-        "timings": timings,
+        "timings": dict(result.timings, write=time.perf_counter() - started),
         "mi_before": result.mi_before,
         "mi_after": result.mi_after,
         "folds": quality.folds,
         "min_jacobian": quality.jacobian_range[0],
-        "inverse_consistency_voxels": quality.inverse_consistency[0],
+        "inverse_consistency_voxels": None if consistency is None else consistency[0],
         "overlap_before": overlap_before,
         "overlap": overlap,
         "outputs": sorted(outputs),
     }
-    for key, volume in (("fixed", fixed), ("moving", inputs.moving)):
-        report["inputs"][key].update(
-            shape=list(volume.shape[-volume.ndim :]),
-            voxel_size=[round(float(v), 6) for v in volume.spacing[-volume.ndim :]],
-        )
     files.write_text(folder / OUTPUT_FILES["report"], json.dumps(report, indent=2) + "\n")
     return report
 

@@ -150,9 +150,13 @@ class AffineMap:
     ----------
     matrix : ndarray (4, 4)
         ``y = matrix @ [x; 1]`` maps a fixed world point x to a moving world point y.
+    ndim : int
+        3, or 2 for an affine read from a 2D ITK transform: it acts in the plane of 2D
+        images (`matrix` is then embedded as their Volumes' matrices are).
     """
 
     matrix: np.ndarray
+    ndim: int = 3
 
     def transform(
         self,
@@ -175,7 +179,7 @@ class AffineMap:
 
     def inverse(self) -> "AffineMap":
         """The AffineMap from moving points to fixed points."""
-        return AffineMap(np.linalg.inv(self.matrix))
+        return AffineMap(np.linalg.inv(self.matrix), self.ndim)
 
 
 @dataclass

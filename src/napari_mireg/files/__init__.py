@@ -40,9 +40,11 @@ __all__ = [
     "FileAccessError",
     "InputError",
     "atomic_path",
+    "check_transforms_fit",
     "check_output_file",
     "check_output_folder",
     "describe_os_error",
+    "itk_affine_parameters",
     "load_transform",
     "load_volume",
     "resolved",
@@ -489,44 +491,121 @@ def save_field(displacement: DisplacementField, path: PathLike) -> None:
     _save_image(image, path)
 
 
-def save_affine(affine_map: AffineMap | Matrix, path: PathLike) -> None:
-    """Write an AffineMap as an ITK affine (AffineTransform_double_3_3, LPS).
+# ITK's 2D world is the first two LPS axes of a file's world (ITK reads a 2D NIfTI with the
+# upper-left 2x2 block of its direction): both have the opposite sign of RAS.
+PLANE_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
-    ``.txt`` or ``.tfm`` give ITK's text format, ``.mat`` the MATLAB format that
-    ``antsRegistration`` writes (ANTsPy inverts only .mat files). ANTs
-    (``antsApplyTransforms -t affine.txt``), ANTsPy and SimpleITK read both.
+
+def itk_affine_parameters(
+    affine_map: AffineMap | Matrix, ndim: int | None = None
+) -> tuple[str, np.ndarray]:
+    """The ITK transform type and parameters (LPS) of a RAS world affine.
+
+    Parameters
+    ----------
+    affine_map : AffineMap or ndarray (4, 4)
+        Fixed-to-moving world matrix; for a 2D registration the embedded matrix of its
+        Volumes (the in-plane map in the lower-right 3x3 block, axis 0 untouched).
+    ndim : {2, 3}, optional
+        The images' dimensionality: 2 gives ITK's 2D transform of the slice's two world
+        axes (``AffineTransform_double_2_2``, 6 parameters), which ANTs applies to 2D images.
+        Default: the AffineMap's own ``ndim`` (3 for a matrix).
+
+    Returns
+    -------
+    kind : str
+        ``AffineTransform_double_3_3`` or ``AffineTransform_double_2_2``.
+    parameters : ndarray
+        The row-major matrix, then the translation (12 or 6 values), with fixed parameters
+        (the centre) 0.
+
+    Raises
+    ------
+    ValueError
+        `ndim` is 2 and the matrix moves points out of the plane.
     """
-    matrix = RAS_TO_LPS @ np.asarray(getattr(affine_map, "matrix", affine_map)) @ RAS_TO_LPS
-    parameters = np.concatenate([matrix[:3, :3].ravel(), matrix[:3, 3]])
+    matrix = np.asarray(getattr(affine_map, "matrix", affine_map), dtype=np.float64)
+    if ndim is None:  # an AffineMap's own (a numpy matrix's ndim is its array's: 2)
+        ndim = affine_map.ndim if isinstance(affine_map, AffineMap) else 3
+    if ndim == 2:
+        if not np.allclose(matrix[0], [1, 0, 0, 0]) or not np.allclose(matrix[1:, 0], 0):
+            raise ValueError("a 2D affine must leave the axis out of the plane alone")
+        plane = PLANE_RAS_TO_LPS @ matrix[1:, 1:] @ PLANE_RAS_TO_LPS
+        return "AffineTransform_double_2_2", np.concatenate([plane[:2, :2].ravel(), plane[:2, 2]])
+    if ndim != 3:
+        raise ValueError(f"ndim must be 2 or 3, got {ndim}")
+    lps = RAS_TO_LPS @ matrix @ RAS_TO_LPS
+    return "AffineTransform_double_3_3", np.concatenate([lps[:3, :3].ravel(), lps[:3, 3]])
+
+
+def save_affine(affine_map: AffineMap | Matrix, path: PathLike, ndim: int | None = None) -> None:
+    """Write an AffineMap as an ITK affine (LPS), atomically.
+
+    ``.txt`` or ``.tfm`` give ITK's text format, ``.mat`` the MATLAB v4 binary that
+    ``antsRegistration`` writes (``*GenericAffine.mat``; ANTsPy inverts only .mat files).
+    ANTs (``antsApplyTransforms -t affine.txt``), ANTsPy and SimpleITK read both. A 2D
+    registration (`ndim` 2) writes ITK's 2D transform (``AffineTransform_double_2_2``) of
+    the slice's world axes, as ANTs registers 2D images (see :func:`itk_affine_parameters`).
+    """
+    kind, parameters = itk_affine_parameters(affine_map, ndim)
+    ndim = 2 if kind.endswith("_2_2") else 3
     if suffix_of(path) == ".mat":
         with atomic_path(path) as temporary:
             scipy_io.savemat(
                 temporary,
-                {"AffineTransform_double_3_3": parameters[:, None], "fixed": np.zeros((3, 1))},
+                {kind: parameters[:, None], "fixed": np.zeros((ndim, 1))},
                 format="4",
             )
         return
     text = (
-        "#Insight Transform File V1.0\n#Transform 0\n"
-        "Transform: AffineTransform_double_3_3\n"
+        f"#Insight Transform File V1.0\n#Transform 0\nTransform: {kind}\n"
         f"Parameters: {' '.join(repr(float(p)) for p in parameters)}\n"
-        "FixedParameters: 0 0 0\n"
+        f"FixedParameters: {' '.join(['0'] * ndim)}\n"
     )
     write_text(path, text)
 
 
-def _affine_from_itk(parameters, centre):
-    """RAS world matrix of ITK's ``y = A (x - c) + c + t`` (LPS) parameters."""
+AFFINE_KINDS = ("AffineTransform", "MatrixOffsetTransformBase")
+
+
+def _transform_ndim(kind, path):
+    """2 or 3 from an ITK affine's type name (``AffineTransform_double_3_3``)."""
+    for ndim in (3, 2):
+        if kind.startswith(AFFINE_KINDS) and kind.endswith(f"_{ndim}_{ndim}"):
+            return ndim
+    raise InputError(
+        path, f"unsupported transform type {kind or '(none)'}; expected a 2D or 3D AffineTransform"
+    )
+
+
+def _affine_from_itk(parameters, centre, path):
+    """RAS world matrix of ITK's ``y = A (x - c) + c + t`` (LPS) parameters.
+
+    A 2D transform gives the embedded 4x4 matrix of 2D Volumes (axis 0 untouched).
+    """
     parameters = np.asarray(parameters, dtype=np.float64).ravel()
-    linear = parameters[:9].reshape(3, 3)
     centre = np.asarray(centre, dtype=np.float64).ravel()
-    matrix = np.eye(4)
-    matrix[:3, :3] = linear
-    matrix[:3, 3] = parameters[9:12] + centre - linear @ centre
+    ndim = centre.size
+    if ndim not in (2, 3) or parameters.size != ndim * (ndim + 1):
+        raise InputError(
+            path,
+            f"affine transform needs {ndim * (ndim + 1)} parameters and {ndim} fixed parameters"
+            f" (found {parameters.size} and {centre.size})",
+        )
+    linear = parameters[: ndim * ndim].reshape(ndim, ndim)
+    matrix = np.eye(ndim + 1)
+    matrix[:ndim, :ndim] = linear
+    matrix[:ndim, ndim] = parameters[ndim * ndim :] + centre - linear @ centre
+    if ndim == 2:
+        plane = PLANE_RAS_TO_LPS @ matrix @ PLANE_RAS_TO_LPS
+        embedded = np.eye(4)
+        embedded[1:, 1:] = plane
+        return embedded
     return RAS_TO_LPS @ matrix @ RAS_TO_LPS
 
 
 def _read_itk_text(path):
+    """The RAS matrix and dimensionality of an ITK text affine."""
     fields = {}
     lines = Path(path).read_text().splitlines()
     # A composite file (ANTs' --write-composite-transform) lists its transforms one after
@@ -543,33 +622,57 @@ def _read_itk_text(path):
         key, _, value = line.partition(":")
         if value and not key.startswith("#"):
             fields.setdefault(key.strip(), value.strip())
-    kind = fields.get("Transform", "")
-    if not kind.startswith(("AffineTransform", "MatrixOffsetTransformBase")) or not kind.endswith(
-        "_3_3"
-    ):
-        raise InputError(
-            path, f"unsupported transform type {kind or '(none)'}; expected a 3D AffineTransform"
-        )
-    parameters = fields.get("Parameters", "").split()
-    centre = fields.get("FixedParameters", "0 0 0").split()
-    if len(parameters) != 12 or len(centre) != 3:
-        raise InputError(path, "affine transform needs 12 parameters and 3 fixed parameters")
-    return _affine_from_itk([float(p) for p in parameters], [float(c) for c in centre])
+    ndim = _transform_ndim(fields.get("Transform", ""), path)
+    parameters = [float(p) for p in fields.get("Parameters", "").split()]
+    centre = [float(c) for c in fields.get("FixedParameters", " ".join(["0"] * ndim)).split()]
+    if len(centre) != ndim:
+        raise InputError(path, f"a {ndim}D affine needs {ndim} fixed parameters")
+    return _affine_from_itk(parameters, centre, path), ndim
 
 
 def _read_ants_mat(path):
+    """The RAS matrix and dimensionality of an ANTs/ITK MATLAB affine."""
     try:
         contents = scipy_io.loadmat(path)
     except (ValueError, TypeError, IndexError, KeyError, scipy_io.matlab.MatReadError) as error:
         # scipy reports a text or damaged file in many ways (IndexError for a text file)
         raise InputError(path, "cannot be read as a MATLAB (.mat) affine transform") from error
-    keys = [k for k in contents if k.startswith(("AffineTransform", "MatrixOffsetTransform"))]
-    if not keys or not keys[0].endswith("_3_3") or "fixed" not in contents:
-        raise InputError(path, "not a 3D ANTs/ITK affine transform (.mat)")
+    keys = [k for k in contents if k.startswith(AFFINE_KINDS)]
+    if not keys or "fixed" not in contents:
+        raise InputError(path, "not a 2D or 3D ANTs/ITK affine transform (.mat)")
+    ndim = _transform_ndim(keys[0], path)
     parameters, centre = np.ravel(contents[keys[0]]), np.ravel(contents["fixed"])
-    if parameters.size != 12 or centre.size != 3:
-        raise InputError(path, "affine transform needs 12 parameters and 3 fixed parameters")
-    return _affine_from_itk(parameters, centre)
+    if centre.size != ndim:
+        raise InputError(path, f"a {ndim}D affine needs {ndim} fixed parameters")
+    return _affine_from_itk(parameters, centre, path), ndim
+
+
+def check_transforms_fit(transforms: dict[str, object], image: Volume) -> None:
+    """Refuse an affine read from a file whose dimensionality is not the image's.
+
+    A 2D ITK affine acts on a slice's two world axes and a 3D one on the three: either on
+    the other kind of image would move the wrong axes.
+
+    Parameters
+    ----------
+    transforms : dict
+        {name as given: AffineMap or DisplacementField from :func:`load_transform`}.
+    image : Volume
+        The image they are applied to.
+
+    Raises
+    ------
+    InputError
+        Naming the transform, its dimensionality and the image's.
+    """
+    for name, transform in transforms.items():
+        ndim = getattr(transform, "ndim", None)
+        if isinstance(transform, AffineMap) and ndim != image.ndim:
+            raise InputError(
+                name,
+                f"is a {ndim}D affine (ITK *_{ndim}_{ndim}) but the image is {image.ndim}D: "
+                f"use the transforms of a {image.ndim}D registration",
+            )
 
 
 def _checked_matrix(matrix, path):
@@ -626,7 +729,9 @@ def load_transform(path: PathLike, *, invert: bool = False) -> AffineMap | Displ
     Returns
     -------
     AffineMap or DisplacementField
-        In RAS world coordinates, mapping reference points towards the image to sample.
+        In RAS world coordinates, mapping reference points towards the image to sample. A
+        2D ITK affine (``*_2_2``) gives an AffineMap of ``ndim`` 2 for 2D images (the
+        embedded matrix of :func:`itk_affine_parameters`).
     """
     path = Path(path)
     _check_file(path)
@@ -640,9 +745,9 @@ def load_transform(path: PathLike, *, invert: bool = False) -> AffineMap | Displ
         return _read_field(path)
     try:
         if suffix in (".txt", ".tfm"):
-            matrix = _read_itk_text(path)
+            matrix, ndim = _read_itk_text(path)
         elif suffix == ".mat":
-            matrix = _read_ants_mat(path)
+            matrix, ndim = _read_ants_mat(path)
         else:
             raise InputError(path, f"unsupported transform format {suffix or '(no suffix)'}")
     except (UnicodeDecodeError, ValueError) as error:
@@ -652,4 +757,4 @@ def load_transform(path: PathLike, *, invert: bool = False) -> AffineMap | Displ
     except OSError as error:
         raise FileAccessError(path, f"cannot be read ({error.strerror or error})") from error
     matrix = _checked_matrix(matrix, path)
-    return AffineMap(np.linalg.inv(matrix) if invert else matrix)
+    return AffineMap(np.linalg.inv(matrix) if invert else matrix, ndim)

@@ -7,23 +7,18 @@ show that label.
 """
 
 import numpy as np
-from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QSize, Qt, Signal
 from qtpy.QtWidgets import (
     QAbstractItemView,
-    QFileDialog,
-    QGridLayout,
     QHeaderView,
     QLabel,
-    QPushButton,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
-from napari_mireg import files
-from napari_mireg.gui.display import on_grid
+from napari_mireg.gui.exports import ExportPanel
 
 # The table's columns: (header, tooltip, keys of the OverlapTable row shown).
 TABLE_COLUMNS = (
@@ -103,7 +98,7 @@ def describe(summary):
 
 
 class ResultsPanel(QWidget):
-    """Summary, table and export buttons of the last run.
+    """Summary, table and exports (:class:`ExportPanel`) of the last run.
 
     Signals
     -------
@@ -146,29 +141,8 @@ class ResultsPanel(QWidget):
         self.table.setToolTip("Click a row to show only that label and centre the view on it")
         self.table.cellClicked.connect(self._row_clicked)
         layout.addWidget(self.table, 1)
-        grid = QGridLayout()
-        self.export_buttons = []
-        exports = [
-            ("Overlap CSV...", self.export_table, "overlap.csv"),
-            ("Forward warp...", self.export_forward, "warp.nii.gz"),
-            ("Inverse warp...", self.export_inverse, "inverse_warp.nii.gz"),
-            ("Affine...", self.export_affine, "affine.txt"),
-            ("Warped image...", self.export_warped, "warped.nii.gz"),
-            ("Warped labels...", self.export_warped_labels, "warped_labels.nii.gz"),
-        ]
-        tips = {
-            "Forward warp...": "Displacement field (ITK/ANTs, mm, on the fixed file's grid); "
-            "use it after the affine, as antsApplyTransforms -t warp -t affine",
-            "Inverse warp...": "The inverse displacement field (fixed to moving direction)",
-            "Affine...": "The prealignment as an ITK transform (.txt or .mat)",
-        }
-        for index, (text, export, default) in enumerate(exports):
-            button = QPushButton(text)
-            button.setToolTip(tips.get(text, f"Write {default} on the fixed file's grid"))
-            button.clicked.connect(lambda _, e=export, d=default: self._export_with_dialog(e, d))
-            grid.addWidget(button, index // 3, index % 3)
-            self.export_buttons.append(button)
-        layout.addLayout(grid)
+        self.exports = ExportPanel()
+        layout.addWidget(self.exports)
         self.clear("No results yet.")
 
     # ------------------------------------------------------------------ contents
@@ -178,8 +152,7 @@ class ResultsPanel(QWidget):
         self._selected = None
         self.text.setText(message)
         self.table.setRowCount(0)
-        for button in self.export_buttons:
-            button.setEnabled(False)
+        self.exports.clear()
 
     def show_summary(self, summary, fixed_affine, title=""):
         """Show a RunSummary: text, table (sorted by label id), exports enabled."""
@@ -205,10 +178,7 @@ class ResultsPanel(QWidget):
                 self.table.setItem(index, column, item)
         self.table.setSortingEnabled(True)
         self.table.sortItems(0, Qt.SortOrder.AscendingOrder)
-        for button in self.export_buttons:
-            button.setEnabled(True)
-        self.export_buttons[0].setEnabled(summary.table is not None)
-        self.export_buttons[5].setEnabled(summary.warped_labels is not None)
+        self.exports.show_summary(summary, fixed_affine)
 
     def _row_clicked(self, row, _column):
         label = int(self.table.item(row, 0).value)
@@ -219,51 +189,3 @@ class ResultsPanel(QWidget):
         else:
             self._selected = label
             self.label_clicked.emit(label)
-
-    # ------------------------------------------------------------------ exports
-    def _export_with_dialog(self, export, default):
-        path, _ = QFileDialog.getSaveFileName(self, "Export", default)
-        if path:
-            try:
-                export(path)
-                show_info(f"Wrote {path}")
-            except (OSError, ValueError) as error:
-                show_error(f"Export failed: {error}")
-
-    def _mapping(self):
-        if self.summary is None or self.summary.export_mapping is None:
-            raise ValueError("there is no result to export: run a registration first")
-        return self.summary.export_mapping
-
-    def export_forward(self, path):
-        """Write the forward warp (ITK/ANTs) on the fixed file's grid."""
-        files.save_displacement(self._mapping(), path, "forward")
-
-    def export_inverse(self, path):
-        """Write the inverse warp (ITK/ANTs) on the fixed file's grid."""
-        files.save_displacement(self._mapping(), path, "inverse")
-
-    def export_affine(self, path):
-        """Write the prealignment as an ITK affine (.txt or .mat)."""
-        self._mapping()
-        files.save_affine(self.summary.result.prealignment, path)
-
-    def export_warped(self, path):
-        """Write the warped moving image on the fixed file's grid."""
-        grid = self._mapping().fixed_grid
-        warped = on_grid(self.summary.result.warped, self.fixed_affine, grid)
-        files.save_volume(path, warped, grid.affine)
-
-    def export_warped_labels(self, path):
-        """Write the warped moving labels on the fixed file's grid."""
-        grid = self._mapping().fixed_grid
-        if self.summary.warped_labels is None:
-            raise ValueError("there are no warped labels: choose moving labels and run")
-        labels = on_grid(self.summary.warped_labels, self.fixed_affine, grid, "nearest")
-        files.save_volume(path, labels, grid.affine, labels=True)
-
-    def export_table(self, path):
-        """Write the overlap table as CSV."""
-        if self.summary is None or self.summary.table is None:
-            raise ValueError("there is no overlap table: choose fixed and moving labels")
-        files.write_text(path, self.summary.table.to_csv_text())

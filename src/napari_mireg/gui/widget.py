@@ -341,6 +341,7 @@ class RegistrationWidget(QWidget):
             self.reporter.status.setText(f"Not started: {error}")
             return None
         self.job = job
+        self.results.exports.set_inputs(chosen, job.options)
         self._pair_names = self.inputs.names()
         self.summary = None
         self.reporter.begin(job.options, continued)
