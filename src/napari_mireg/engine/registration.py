@@ -152,7 +152,9 @@ def register_steps(
         In this order, each saying its ``phase``: for each side that ROBEX masks
         (``brain_extraction``), a :class:`BrainExtracted` at its start, every
         :data:`BRAIN_EXTRACTION_POLL_SECONDS` while it runs (in a child process) and
-        once with its mask ("brain extraction"); an :class:`~napari_mireg.engine.affine.
+        once with its mask ("brain extraction"; a script that asks for it keeps its work
+        under ``if __name__ == "__main__":``, as the child process imports the script's
+        module); an :class:`~napari_mireg.engine.affine.
         AffineStep` per MI iteration of the prealignment (phase "prealignment"; none for a
         given matrix or ``prealign="none"``), one :class:`Prealigned` with its result
         ("prealigned"; neither when continuing from `initial`), then a
@@ -186,16 +188,24 @@ def register_steps(
     # The SyN's checks, made before any step: a given prealignment's step comes first.
     check_images(fixed_volume, moving_volume)
     metric = MutualInformation(options.bins, threads=options.threads)
-    fixed_extracted, moving_extracted = masks.extraction_sides(options.brain_extraction)
-    if fixed_extracted and fixed_mask is None and fixed_labels is None:
-        fixed_mask = yield from brain_extraction_steps(fixed_volume, "fixed")
-    if moving_extracted and moving_mask is None and moving_labels is None:
-        moving_mask = yield from brain_extraction_steps(moving_volume, "moving")
     mask, moving_mask = metric_masks(
-        fixed_volume, moving_volume, fixed_mask, moving_mask, fixed_labels, moving_labels
+        fixed_volume,
+        moving_volume,
+        fixed_mask,
+        moving_mask,
+        fixed_labels,
+        moving_labels,
+        warn=False,
     )
     mask_volume(mask, fixed_volume)  # each mask on its grid, selecting a voxel
     mask_volume(moving_mask, moving_volume, "moving_mask")
+    # ROBEX for a side with neither a mask nor labels, once the inputs are known good.
+    fixed_extracted, moving_extracted = masks.extraction_sides(options.brain_extraction)
+    if fixed_extracted and mask is None:
+        mask = yield from brain_extraction_steps(fixed_volume, "fixed")
+    if moving_extracted and moving_mask is None:
+        moving_mask = yield from brain_extraction_steps(moving_volume, "moving")
+    masks.warn_head_against_brain(fixed_volume, moving_volume, mask, moving_mask)
     fixed_seen, moving_seen = metric_images(fixed_volume, moving_volume, options)
     previous = initial.mapping if isinstance(initial, Result) else initial
     if previous is not None:  # a continued map keeps its prealignment

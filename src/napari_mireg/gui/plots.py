@@ -53,19 +53,18 @@ class LivePlots(QWidget):
         self._image = None
         self._colours = _viridis_table()
 
-    def show_data(self, histogram, values, planned_iterations, starts=()):
-        """Show a joint histogram and the curve of `values` (MI per iteration so far).
+    def mark_starts(self, starts):
+        """Mark where the SyN and its levels start, at the next :meth:`show_data`.
 
         Parameters
         ----------
-        histogram : ndarray (bins, bins)
-        values : sequence of float
-        planned_iterations : int
-            The curve's axis reaches at least this far.
         starts : sequence of (int, str)
-            Where the SyN and its levels start: the number of iterations before each, and
-            its text ("SyN", "level 2", ...).
+            The number of iterations before each start, and its text ("SyN", "level 2").
         """
+        self.markers = [(before + 0.5, text) for before, text in starts]
+
+    def show_data(self, histogram, values, planned_iterations):
+        """Show a joint histogram and the curve of `values` (MI per iteration so far)."""
         logarithm = np.log10(np.asarray(histogram, dtype=np.float64) + 1e-7)
         self.histogram = logarithm
         low, high = logarithm.min(), logarithm.max()
@@ -81,7 +80,6 @@ class LivePlots(QWidget):
         ).copy()
         self.values = np.asarray(values, dtype=np.float64)
         self.x_limit = max(self.values.size, int(planned_iterations), 1)
-        self.markers = [(before + 0.5, text) for before, text in starts]
         self._fit_y_limits()
         self.update()
 

@@ -215,7 +215,8 @@ class ProgressReporter(QWidget):
         """Show `histogram` and the MI curve so far against the planned iterations, with
         its level markers.
         """
-        self.plots.show_data(histogram, self.energies, self._planned_iterations, self.markers)
+        self.plots.mark_starts(self.markers)
+        self.plots.show_data(histogram, self.energies, self._planned_iterations)
 
     def add_activity_bar(self):
         """Add a bar to napari's activity dock for the run.
