@@ -8,6 +8,10 @@ xvfb-run -a python benchmarks/bench_widget.py
 - 2 mm sample pair: time from Run to the first live frame, and the SyN time of a full run
   in the widget against `register()` with the same prealignment and iterations (what drawing
   costs the engine), with napari's activity-dock progress off and on.
+- 1 mm pair, a whole run with the panel's defaults (affine prealignment, 40x20x10, live
+  images and activity-dock progress on): the largest event-loop gaps during the run (the
+  first frame's drawing aside, which makes the layers) and at its end (the result's layers
+  and tables), each with the stage it fell in. `--full-run` measures only this.
 """
 
 import argparse
@@ -106,8 +110,10 @@ def responsiveness(seconds, live=True, engine=True):
     return _probe_while_running(seconds, live, f"live images {'on' if live else 'off'}")
 
 
-def _probe_while_running(seconds, live, what):
-    """The probe of `responsiveness`; `what` names the case in the printed line."""
+def viewer_with_1mm_pair():
+    """A shown viewer with the 1 mm pair and both label maps; returns it and the pair's
+    shape.
+    """
     viewer = napari.Viewer(show=True)
     fixed, moving, affine, displacement = deformed_pair(zoom=1, peak=6.0)
     labels = synthseg_tissue_labels(1)
@@ -121,6 +127,12 @@ def _probe_while_running(seconds, live, what):
         "moving labels",
         labels=True,
     )
+    return viewer, fixed.shape
+
+
+def _probe_while_running(seconds, live, what):
+    """The probe of `responsiveness`; `what` names the case in the printed line."""
+    viewer, shape = viewer_with_1mm_pair()
     widget = RegistrationWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.options_form.control("prealign").setCurrentText("none")
@@ -147,13 +159,68 @@ def _probe_while_running(seconds, live, what):
     after = np.diff(ticks[cancelled - 1 :]) * 1000
     responsiveness.ticks = ticks[:cancelled]
     print(
-        f"1 mm pair {fixed.shape}, window {window_size}, {what}: {frames} frames in "
+        f"1 mm pair {shape}, window {window_size}, {what}: {frames} frames in "
         f"{seconds:.0f} s; event-loop gaps: max {gaps.max():.0f} ms, 99th percentile "
         f"{np.percentile(gaps, 99):.0f} ms, median {np.median(gaps):.0f} ms ({len(gaps)} "
         f"ticks); the Run handler itself (making the live layers) took "
         f"{run_handler * 1000:.0f} ms; the largest gap once cancelled (thumbnails, "
         f"garbage collection) {after.max():.0f} ms"
     )
+    viewer.close()
+
+
+def whole_run_gaps(after_seconds=3.0, largest=5):
+    """Probe the event loop through a whole 1 mm run with the panel's defaults and
+    `after_seconds` past its end; print the largest gaps during the run (after its first
+    frame is drawn) and at its end, each with the stage under way when it began.
+    """
+    viewer, shape = viewer_with_1mm_pair()
+    widget = RegistrationWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    window_size = fill_screen(viewer)
+    ticks, stages = [], []  # (time, stage) of each frame as it arrives
+    widget.runner.frame_arrived.connect(
+        lambda frame: stages.append((time.perf_counter(), frame.stage))
+    )
+    probe = QTimer()
+    probe.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    probe.start(10)
+    wait(1.0)
+    ticks.clear()
+    started = time.perf_counter()
+    widget.start()
+    wait(until=lambda: not widget.runner.running)
+    wait(after_seconds)
+    probe.stop()
+    first_drawn = started + widget.scheduler.first_frame_seconds
+    # The registration's end: the "scoring" frame (det J and the scores are computed in
+    # the worker, then the result's layers and tables are made in the main thread).
+    registered = next(arrived for arrived, stage in stages if stage == "scoring")
+    ticks = np.array(ticks)
+    gaps = np.diff(ticks) * 1000
+    begins = ticks[:-1]
+
+    def stage_at(moment):
+        under_way = [stage for arrived, stage in stages if arrived <= moment]
+        return under_way[-1] if under_way else "before the first frame"
+
+    def report(name, chosen):
+        order = np.argsort(gaps[chosen])[::-1][:largest]
+        shown = ", ".join(
+            f"{gaps[chosen][i]:.0f} ms at {begins[chosen][i] - started:.1f} s "
+            f"({stage_at(begins[chosen][i])})"
+            for i in order
+        )
+        above = int((gaps[chosen] > 100).sum())
+        print(f"  {name}: {above} gaps above 100 ms of {chosen.sum()}; largest: {shown}")
+
+    print(
+        f"1 mm pair {shape}, window {window_size}, a whole run with the defaults "
+        f"({registered - started:.1f} s to the end of the registration, first frame drawn at "
+        f"{first_drawn - started:.1f} s; {widget.scheduler.frames_seen} frames):"
+    )
+    report("during the run (first frame aside)", (begins > first_drawn) & (begins < registered))
+    report(f"at its end (to {after_seconds:.0f} s after the result)", begins >= registered)
     viewer.close()
 
 
@@ -199,12 +266,19 @@ def main():
         default=5,
         help="widget runs for the overhead figures (this machine's timing noise is about 10 %%)",
     )
+    parser.add_argument(
+        "--full-run", action="store_true", help="only the event-loop gaps of a whole 1 mm run"
+    )
     args = parser.parse_args()
+    if args.full_run:
+        whole_run_gaps()
+        return
     for activity in (False, True):
         first_frame_and_overhead((40, 20, 10), activity, args.repeats)
     for live in (False, True):
         responsiveness(args.seconds, live)
     responsiveness(args.seconds, engine=False)
+    whole_run_gaps()
 
 
 if __name__ == "__main__":

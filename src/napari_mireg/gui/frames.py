@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from napari_mireg.engine.cost import run_costs
+from napari_mireg.engine.masks import extraction_sides
 from napari_mireg.engine.registration import register_steps
 from napari_mireg.engine.transforms import AffineMap
 from napari_mireg.gui.display import on_grid
@@ -38,7 +40,8 @@ class Frame:
 
     Attributes
     ----------
-    stage : {"start", "prealigning", "prealigned", "syn", "scoring"}
+    stage : {"start", "brain extraction", "prealigning", "prealigned", "syn", "scoring"}
+        "brain extraction": a side's brain mask is being made (ROBEX), or is made (`mask`);
         "scoring": the registration has ended, the end-of-run work is under way.
     level, iteration : int
         SyN position (-1 before SyN).
@@ -53,6 +56,12 @@ class Frame:
         only).
     prealigned : float
         Share of the prealignment done (0 to 1; 1 from "prealigned" on).
+    side : str
+        The side of a "brain extraction" frame: "fixed" or "moving".
+    seconds : float
+        Time since a brain extraction started.
+    mask : ndarray of bool or None
+        A brain mask just made, on the side's grid (`LiveRun.fixed` or `LiveRun.moving`).
     """
 
     stage: str
@@ -64,6 +73,9 @@ class Frame:
     warped_labels: np.ndarray | None = None
     update_magnitude: np.ndarray | None = None
     prealigned: float = 0.0
+    side: str = ""
+    seconds: float = 0.0
+    mask: np.ndarray | None = None
 
 
 @dataclass
@@ -121,6 +133,35 @@ class LiveRun:
     export_grid: object = None  # the fixed file's own grid, for exports
     fixed_mask: object = None  # bool array on the fixed grid: where the metric counts
     moving_mask: object = None  # bool array on the moving grid
+
+
+def planned_stages(run):
+    """The expected work of a LiveRun's stages (:func:`napari_mireg.engine.cost.run_costs`).
+
+    A side with labels is not brain-extracted (its labels make its mask), and a continued
+    run has no prealignment.
+
+    Parameters
+    ----------
+    run : LiveRun
+
+    Returns
+    -------
+    list of StageCost
+    """
+    options = RegistrationOptions.build(run.options)
+    fixed_side, moving_side = extraction_sides(options.brain_extraction)
+    extracted = [
+        side
+        for side, asked, labels in (
+            ("fixed", fixed_side, run.fixed_labels),
+            ("moving", moving_side, run.moving_labels),
+        )
+        if asked and labels is None
+    ]
+    return run_costs(
+        options, run.fixed.data.shape, extracted=extracted, continued=run.initial is not None
+    )
 
 
 # Seconds between two "prealigning" frames at least (its iterations take milliseconds at
@@ -183,6 +224,9 @@ def live_frames(run, pacing=None):
                 step = next(steps)
             except StopIteration as finished:
                 return finished.value
+            if step.phase == "brain extraction":
+                yield Frame(step.phase, side=step.side, seconds=step.seconds, mask=step.mask)
+                continue
             if step.phase == "prealignment":
                 now = time.perf_counter()
                 if now - shown >= PREALIGNING_SECONDS:

@@ -12,6 +12,7 @@ from qtpy.QtGui import QColor, QFont, QImage, QPainter, QPalette, QPen, QPolygon
 from qtpy.QtWidgets import QWidget
 
 CURVE_COLOUR = QColor("#4fc3f7")
+MARKER_COLOUR = QColor("#9e9e9e")
 MARGIN = 6  # pixels around each panel
 LABEL_SPACE = 30  # pixels left of and below a plot area for the tick labels
 
@@ -35,6 +36,10 @@ class LivePlots(QWidget):
         The right end of the curve's axis: the planned number of iterations, or more.
     y_limits : tuple of float
         The curve's vertical range; it grows with head room, so it rarely moves.
+    markers : list of (float, str)
+        Vertical markers on the curve's axis: where the SyN starts (after the
+        prealignment) and where each later level starts, half-way between that level's
+        first iteration and the iteration before it, with their text.
     """
 
     def __init__(self, parent=None):
@@ -44,8 +49,19 @@ class LivePlots(QWidget):
         self.values = np.zeros(0)
         self.x_limit = 1
         self.y_limits = (0.0, 1.0)
+        self.markers = []
         self._image = None
         self._colours = _viridis_table()
+
+    def mark_starts(self, starts):
+        """Mark where the SyN and its levels start, at the next :meth:`show_data`.
+
+        Parameters
+        ----------
+        starts : sequence of (int, str)
+            The number of iterations before each start, and its text ("SyN", "level 2").
+        """
+        self.markers = [(before + 0.5, text) for before, text in starts]
 
     def show_data(self, histogram, values, planned_iterations):
         """Show a joint histogram and the curve of `values` (MI per iteration so far)."""
@@ -105,6 +121,7 @@ class LivePlots(QWidget):
         self._axis_labels(
             painter, curve_area, text, (0, self.x_limit), self.y_limits, "iteration", ""
         )
+        self._markers(painter, curve_area)
         self._curve(painter, curve_area)
         painter.end()
 
@@ -170,6 +187,17 @@ class LivePlots(QWidget):
                 y_title,
             )
             painter.restore()
+
+    def _markers(self, painter, area):
+        """Dashed vertical lines where the SyN and its levels start, their text at the top."""
+        pen = QPen(MARKER_COLOUR, 1.0, Qt.PenStyle.DashLine)
+        line = painter.fontMetrics().height()
+        for position, text in self.markers:
+            x = area.left() + area.width() * position / self.x_limit
+            painter.setPen(pen)
+            painter.drawLine(QPointF(x, area.top()), QPointF(x, area.bottom()))
+            painter.setPen(MARKER_COLOUR)
+            painter.drawText(QRectF(x + 2, area.top() + 1, 60, line), text)
 
     def _curve(self, painter, area):
         if self.values.size == 0:

@@ -1,13 +1,36 @@
 """How far a run is: the progress bar, the status line, napari's activity dock bar, and the
-live plots (the joint histogram and the MI curve).
+live plots (the joint histogram and the MI curve, with a marker where each level starts).
 
-The bar counts the prealignment as many units as the SyN has iterations (a new run with a
-prealignment), then one unit per SyN iteration, then one for the end-of-run scores.
+The bar moves by the expected work of each stage (:mod:`napari_mireg.engine.cost`): a
+brain extraction, the prealignment, each SyN level by its grid's voxels and iterations,
+then the inversion and the scores. At 1 mm the finest level is most of the SyN's work,
+and the bar says so.
 """
+
+from itertools import accumulate
 
 from napari.utils import progress
 from qtpy.QtGui import QMovie
 from qtpy.QtWidgets import QLabel, QMainWindow, QProgressBar, QVBoxLayout, QWidget
+
+from napari_mireg.engine.cost import BRAIN_EXTRACTION_SECONDS, run_costs
+
+# The bar's steps from start to end.
+PROGRESS_STEPS = 1000
+# A grid whose stages' shares stand for any run's when the caller gives no stages: the
+# work of every stage but a brain extraction grows with the voxels alike.
+NOMINAL_SHAPE = (197, 233, 189)
+# A brain extraction reports no progress of its own: the bar follows its time against
+# the usual time, and waits at this share of the stage until the mask is there.
+EXTRACTION_SHARE_BEFORE_MASK = 0.9
+# The engine's phase (a StageCost's) of each Frame stage.
+STAGE_PHASES = {
+    "brain extraction": "brain extraction",
+    "prealigning": "prealignment",
+    "prealigned": "prealignment",
+    "syn": "syn",
+    "scoring": "scoring",
+}
 
 
 class ProgressReporter(QWidget):
@@ -33,34 +56,58 @@ class ProgressReporter(QWidget):
         self.last_histogram = None
         self._options = None
         self._activity = None  # the activity dock's progress bar of a run
-        self._prealign_units = 0
+        self._stages = []  # the run's StageCost list
+        self._before = []  # units of the stages before each stage
+        self._total = 1.0
         self._planned_iterations = 0
-        self._syn_done = 0
+        self._level = None  # the SyN level of the last iteration counted
+        self.markers = []  # (iteration, text): where the MI curve's SyN and levels start
         self._paused = False
         self._running = False
         self._last_status = ""
 
-    def begin(self, options, continued):
+    def begin(self, options, continued, stages=None):
         """A run with RegistrationOptions `options` starts (`continued`: from the last map,
         whose MI curve goes on).
+
+        Parameters
+        ----------
+        options : RegistrationOptions
+        continued : bool
+        stages : list of StageCost, optional
+            The run's expected work (:func:`napari_mireg.gui.frames.planned_stages`); by
+            default that of a 1 mm brain with the options' brain extraction.
         """
         self._options = options
         if not continued:
             self.energies = []
-        syn_iterations = sum(options.level_iters)
-        self._prealign_units = syn_iterations if not continued and options.prealign != "none" else 0
-        self._planned_iterations = len(self.energies) + syn_iterations
-        self._syn_done = 0
+            self.markers = []
+        if stages is None:
+            stages = run_costs(options, NOMINAL_SHAPE, continued=continued)
+        self._stages = list(stages)
+        units = [stage.units for stage in self._stages]
+        self._before = [0.0, *accumulate(units)][:-1]
+        self._total = max(sum(units), 1e-12)
+        self._planned_iterations = len(self.energies) + sum(options.level_iters)
+        self._level = None
         self._paused = False
         self._running = True
-        self.bar.setRange(0, self._prealign_units + syn_iterations + 1)
+        self.bar.setRange(0, PROGRESS_STEPS)
         self.bar.setValue(0)
         self.say("Starting...")
 
     def count(self, frame):
-        """Record a Frame's iteration (every Frame, drawn or not)."""
+        """Record a Frame's iteration (every Frame, drawn or not); the first iteration of
+        the run's SyN, and of each level, marks the MI curve.
+        """
         if frame.energy is not None:
-            self._syn_done += 1
+            if frame.level != self._level:
+                if self._level is None:  # the run's SyN starts
+                    text = "continued" if self.energies else "SyN"
+                else:
+                    text = f"level {frame.level + 1}"
+                self.markers.append((len(self.energies), text))
+                self._level = frame.level
             self.energies.append(-frame.energy)
             self.last_histogram = frame.joint_histogram
 
@@ -83,12 +130,47 @@ class ProgressReporter(QWidget):
         self._paused = False
         self.say("Running")
 
+    def _done_units(self, frame):
+        """Expected work done by the time of `frame` (units of the run's stages)."""
+        if frame.stage == "start":
+            return 0.0
+        found = self._find(frame)
+        if found is None:  # a stage that the plan did not expect: the bar stays put
+            return None
+        index, stage = found
+        if frame.stage == "brain extraction":
+            share = (
+                1.0
+                if frame.mask is not None
+                else min(frame.seconds / BRAIN_EXTRACTION_SECONDS, EXTRACTION_SHARE_BEFORE_MASK)
+            )
+        elif frame.stage in ("prealigning", "prealigned"):
+            share = frame.prealigned
+        elif frame.stage == "syn":
+            share = min((frame.iteration + 1) / max(stage.iterations, 1), 1.0)
+        else:  # "scoring": the inversion is done, the scores start
+            share = 0.0
+        return self._before[index] + share * stage.units
+
+    def _find(self, frame):
+        """(index, StageCost) of the stage a Frame belongs to, or None."""
+        phase = STAGE_PHASES[frame.stage]
+        for index, stage in enumerate(self._stages):
+            if stage.phase != phase:
+                continue
+            if phase == "syn" and stage.level != frame.level:
+                continue
+            if phase == "brain extraction" and stage.side != frame.side:
+                continue
+            return index, stage
+        return None
+
     def _value(self, frame):
-        if frame.stage in ("start", "prealigning", "prealigned"):
-            return round(self._prealign_units * frame.prealigned)
-        if frame.stage == "scoring":
-            return self.bar.maximum() - 1
-        return self._prealign_units + self._syn_done
+        """The bar's value at a Frame: its share of the run's expected work."""
+        done = self._done_units(frame)
+        if done is None:
+            return self.bar.value()
+        return min(round(PROGRESS_STEPS * done / self._total), PROGRESS_STEPS - 1)
 
     def show(self, frame):
         """Move the bar, the status and the plots to a Frame."""
@@ -100,6 +182,13 @@ class ProgressReporter(QWidget):
         self.bar.setUpdatesEnabled(True)
         if frame.stage == "scoring":
             text = "Registered; computing det J and the overlap scores..."
+        elif frame.stage == "brain extraction":
+            text = (
+                f"Brain mask of the {frame.side} image made ({frame.seconds:.0f} s)"
+                if frame.mask is not None
+                else f"Extracting the brain ({frame.side}) with ROBEX... {frame.seconds:.0f} s "
+                f"(usually about {BRAIN_EXTRACTION_SECONDS:.0f} s)"
+            )
         elif frame.energy is None:
             text = {
                 "start": "Prealigning...",
@@ -123,7 +212,10 @@ class ProgressReporter(QWidget):
             self._activity.update(value - self._activity.n)
 
     def draw_plots(self, histogram):
-        """Show `histogram` and the MI curve so far against the planned iterations."""
+        """Show `histogram` and the MI curve so far against the planned iterations, with
+        its level markers.
+        """
+        self.plots.mark_starts(self.markers)
         self.plots.show_data(histogram, self.energies, self._planned_iterations)
 
     def add_activity_bar(self):

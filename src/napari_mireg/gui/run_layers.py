@@ -50,6 +50,7 @@ class RunLayers:
         self.live = None  # LiveLayers of the current run
         self.run_number = 0
         self._affine = None  # the fixed image's display grid
+        self._moving_affine = None  # the moving image's
         self._fixed_labels = None  # the run's fixed labels layer (None without one)
         self._shape = None
 
@@ -81,6 +82,7 @@ class RunLayers:
             self.live = LiveLayers(self.viewer, self.run_number, chosen.fixed.metadata)
             self._drop_earlier_views()
         self._affine = affine = job.fixed.affine
+        self._moving_affine = job.moving.affine
         self._fixed_labels = chosen.fixed_labels
         self._shape = shape = job.fixed.data.shape
         limits = chosen.moving.contrast_limits
@@ -144,6 +146,21 @@ class RunLayers:
             layers.move(layers.index(layer), layers.index(warped))
         self.live.touch_new_buffers()
         self.viewer.layers.selection.active = self.view.fixed
+
+    def show_mask(self, side, mask):
+        """Show a side's brain mask (made by brain extraction) over its image.
+
+        Parameters
+        ----------
+        side : {"fixed", "moving"}
+        mask : ndarray of bool
+            On the side's display grid (the run's `LiveRun.fixed` or `LiveRun.moving`).
+        """
+        affine = self._affine if side == "fixed" else self._moving_affine
+        layer = self.live.show(
+            f"{side} brain mask", mask.astype(np.uint8), "labels", affine, opacity=0.3
+        )
+        layer.editable = False
 
     def update(self, base, data, kind):
         """Put a frame's array (on the fixed display grid) into the run's layer `base`."""

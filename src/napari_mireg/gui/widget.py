@@ -28,6 +28,7 @@ from napari_mireg.engine.cost import expected_seconds, run_costs
 from napari_mireg.gui.colour_bar import MapColourBars
 from napari_mireg.gui.dice_map import DICE_LEGEND
 from napari_mireg.gui.frame_scheduler import FrameScheduler
+from napari_mireg.gui.frames import planned_stages
 from napari_mireg.gui.inputs import InputsBox
 from napari_mireg.gui.inspection import MODES, InspectionView
 from napari_mireg.gui.label_display import MANY_LABELS, WORST_COUNT
@@ -344,7 +345,7 @@ class RegistrationWidget(QWidget):
         self.results.exports.set_inputs(chosen, job.options)
         self._pair_names = self.inputs.names()
         self.summary = None
-        self.reporter.begin(job.options, continued)
+        self.reporter.begin(job.options, continued, planned_stages(job))
         self.scheduler.begin(self.live_images.isChecked(), self.activity_progress.isChecked())
         worker = self.runner.start(job, self.scheduler.pacing)
         # The layers are made while the worker makes the first frame (which arrives once
