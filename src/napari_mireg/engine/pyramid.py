@@ -5,6 +5,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
+from scipy import ndimage
 
 from napari_mireg.engine import fields
 from napari_mireg.engine.transforms import Volume, as_volume
@@ -176,6 +177,20 @@ def carried_grid(
     index[:3, :3] = step
     index[:3, 3] = origin + step @ low
     return tuple(int(n) for n in high - low + 1), moving_affine @ index
+
+
+def foreground(image: npt.NDArray[np.floating], margin: int = 2) -> npt.NDArray[np.bool_]:
+    """The voxels of an image's anatomy, widened by `margin` voxels.
+
+    The anatomy is as in :func:`anatomy_extent`: more than 2 % of the robust range (0.5th
+    to 99.5th percentile) above its low end.
+    """
+    sample = image.ravel()[:: max(1, image.size // 1_000_000)]
+    low, high = np.percentile(sample, [0.5, 99.5])
+    inside = image > low + 0.02 * (high - low)
+    if margin > 0 and inside.any():
+        inside = ndimage.binary_dilation(inside, iterations=margin)
+    return inside
 
 
 def anatomy_extent(
