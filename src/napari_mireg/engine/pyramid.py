@@ -90,11 +90,12 @@ def pyramid_level(
     section 5). The affine stage samples the moving image and its gradient a hundred times
     a level: on a 256^3 head the full-resolution copies cost more than the iterations.
     `moving_finer` sets how many times finer than the level grid the moving grid stays:
-    2 for the affine stage, 1 for the SyN, whose coarse levels then compare two images
-    smoothed and sampled alike. With `prealign` (fixed world to moving world), a coarse
-    moving grid whose axes the prealignment carries onto the level grid's (up to order and
-    direction) is that level grid carried over (:func:`carried_grid`), so that an image and
-    a copy of it on another grid are sampled at the same points.
+    2 for the affine stage and the non-symmetric SyN, 1 for the symmetric SyN, whose
+    coarse levels then compare two images smoothed and sampled alike. With `prealign`
+    (fixed world to moving world), a coarse moving grid whose axes the prealignment carries
+    onto the level grid's (up to order and direction) is that level grid carried over
+    (:func:`carried_grid`), so that an image and a copy of it on another grid are sampled
+    at the same points.
     """
     shrink = 2 ** (levels - 1 - level)
     shape, affine = level_grid(fixed_volume.shape, fixed_volume.affine, shrink)
