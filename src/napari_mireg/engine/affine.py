@@ -27,7 +27,7 @@ from napari_mireg.engine.transforms import AffineMap, Volume, as_volume
 # voxels around it. Over the whole grid the background, most of a brain image's voxels,
 # rules the histogram: a zoom changes its share of the moving samples, and with it the
 # moving entropy, to first order, so MI peaked about 1e-3 in scale away from an image's
-# own pose (docs/engine.md, Known answers).
+# own pose (docs/engine.md, Prealignment).
 FOREGROUND_MARGIN = 2
 # A stage on a finer level starts at this many times the step it ended with on the coarser
 # one (at most `step`): it starts near its optimum, where a whole voxel only overshoots.
