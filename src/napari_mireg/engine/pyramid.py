@@ -5,6 +5,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
+from scipy import ndimage
 
 from napari_mireg.engine import fields
 from napari_mireg.engine.transforms import Volume, as_volume
@@ -89,11 +90,12 @@ def pyramid_level(
     section 5). The affine stage samples the moving image and its gradient a hundred times
     a level: on a 256^3 head the full-resolution copies cost more than the iterations.
     `moving_finer` sets how many times finer than the level grid the moving grid stays:
-    2 for the affine stage, 1 for the SyN, whose coarse levels then compare two images
-    smoothed and sampled alike. With `prealign` (fixed world to moving world), a coarse
-    moving grid whose axes the prealignment carries onto the level grid's (up to order and
-    direction) is that level grid carried over (:func:`carried_grid`), so that an image and
-    a copy of it on another grid are sampled at the same points.
+    2 for the affine stage and the non-symmetric SyN, 1 for the symmetric SyN, whose
+    coarse levels then compare two images smoothed and sampled alike. With `prealign`
+    (fixed world to moving world), a coarse moving grid whose axes the prealignment carries
+    onto the level grid's (up to order and direction) is that level grid carried over
+    (:func:`carried_grid`), so that an image and a copy of it on another grid are sampled
+    at the same points.
     """
     shrink = 2 ** (levels - 1 - level)
     shape, affine = level_grid(fixed_volume.shape, fixed_volume.affine, shrink)
@@ -176,6 +178,20 @@ def carried_grid(
     index[:3, :3] = step
     index[:3, 3] = origin + step @ low
     return tuple(int(n) for n in high - low + 1), moving_affine @ index
+
+
+def foreground(image: npt.NDArray[np.floating], margin: int = 2) -> npt.NDArray[np.bool_]:
+    """The voxels of an image's anatomy, widened by `margin` voxels.
+
+    The anatomy is as in :func:`anatomy_extent`: more than 2 % of the robust range (0.5th
+    to 99.5th percentile) above its low end.
+    """
+    sample = image.ravel()[:: max(1, image.size // 1_000_000)]
+    low, high = np.percentile(sample, [0.5, 99.5])
+    inside = image > low + 0.02 * (high - low)
+    if margin > 0 and inside.any():
+        inside = ndimage.binary_dilation(inside, iterations=margin)
+    return inside
 
 
 def anatomy_extent(

@@ -301,10 +301,16 @@ class SymmetricDiffeomorphicRegistration:
         half_fixed = half_moving = None
         previous_affine = None
         for level, iterations in enumerate(self.level_iters):
-            # The moving image is smoothed and shrunk like the fixed one, on the level grid
+            # The moving image is smoothed like the fixed one and shrunk on the level grid
             # carried over by the prealignment where the axes correspond: an image and a
             # copy of it then meet at the same points, and their MI is highest where they
-            # coincide (docs/maths.md, section 5).
+            # coincide (docs/maths.md, section 5). The one map of the non-symmetric mode
+            # samples a moving grid twice as fine on the coarse levels (through the level
+            # grid's points, so the identity still samples alike): not aligned with the
+            # level grid, they keep the partial-volume histogram, which recovers a known
+            # deformation on a shared grid better than Parzen's (0.99 against 1.24 mm).
+            # The symmetric mode cannot: its fixed side would still sample the level grid,
+            # and the two half-maps would see the pair differently (0.59 mm at identity).
             pyramid = pyramid_level(
                 domain,
                 moving_volume,
@@ -312,7 +318,7 @@ class SymmetricDiffeomorphicRegistration:
                 level,
                 levels,
                 shrink_moving=True,
-                moving_finer=1,
+                moving_finer=1 if self.symmetric or level == levels - 1 else 2,
                 prealign=prealign,
             )
             shape, affine = pyramid.shape, pyramid.affine
