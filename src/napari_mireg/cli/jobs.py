@@ -442,9 +442,10 @@ def _write_outputs(result, inputs, folder, options):
         inputs.moving_labels,
         inverse_consistency=True,
     )
-    overlap = overlap_before = None
+    overlap = overlap_affine = overlap_before = None
     if quality.overlap is not None:
         overlap = quality.overlap.summary()
+        overlap_affine = quality.overlap_affine.summary()
         overlap_before = quality.overlap_before.summary()
         files.save_volume(
             folder / OUTPUT_FILES["warped_labels"],
@@ -474,6 +475,7 @@ def _write_outputs(result, inputs, folder, options):
         "min_jacobian": quality.jacobian_range[0],
         "inverse_consistency_voxels": quality.inverse_consistency[0],
         "overlap_before": overlap_before,
+        "overlap_affine": overlap_affine,
         "overlap": overlap,
         "outputs": sorted(outputs),
     }
