@@ -68,10 +68,23 @@ def short_name(name):
     return name
 
 
+def relative_luminance(colour):
+    """The WCAG relative luminance (0 black to 1 white) of a QColor."""
+    linear = [
+        c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+        for c in (colour.redF(), colour.greenF(), colour.blueF())
+    ]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
 def text_colour(background):
-    """Black or white, whichever reads better on the QColor `background`."""
-    luminance = 0.299 * background.redF() + 0.587 * background.greenF() + 0.114 * background.blueF()
-    return QColor("black") if luminance > 0.5 else QColor("white")
+    """Black or white, whichever contrasts more with the QColor `background` (by the WCAG
+    contrast ratio, at least 4.6 for any background).
+    """
+    luminance = relative_luminance(background)
+    on_black = (luminance + 0.05) / 0.05
+    on_white = 1.05 / (luminance + 0.05)
+    return QColor("black") if on_black > on_white else QColor("white")
 
 
 def dice_qcolor(value):

@@ -116,6 +116,7 @@ class ResultsPanel(QWidget):
         self.fixed_affine = None  # display grid of the run's fixed image
         self._selected = None
         self._started = None  # time.perf_counter() when Run was pressed
+        self._seconds = None  # the shown run's time from Run to result
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.text = QLabel("No results yet.")
@@ -192,6 +193,7 @@ class ResultsPanel(QWidget):
         """
         self.clear(message)
         self._started = time.perf_counter() if started is None else started
+        self._seconds = None
 
     def clear(self, message=""):
         """Show no results (a new run, a cancelled or failed one); `message` says why."""
@@ -220,8 +222,10 @@ class ResultsPanel(QWidget):
             button.setEnabled(True)
         self.export_buttons[0].setEnabled(summary.table is not None)
         self.export_buttons[5].setEnabled(summary.warped_labels is not None)
-        seconds = None if self._started is None else time.perf_counter() - self._started
-        self.text.setText(describe(summary, seconds, title))
+        if self._started is not None:  # the run's first showing ends its time
+            self._seconds = time.perf_counter() - self._started
+            self._started = None
+        self.text.setText(describe(summary, self._seconds, title))
         self.text.setToolTip(jaccard_tip(summary))
 
     def _row_clicked(self, row, _column):
