@@ -1,10 +1,11 @@
 """The end of a widget run, computed in the worker thread (no Qt, no napari here).
 
 Everything the widget shows or exports once the registration has ended: the engine's
-evaluation (det J, folds, warped labels, overlap scores: :func:`evaluate`), the
-displacement length, the map on the fixed file's grid and each label's centre. Computed
-where the registration ran, so that the window only has to put the arrays into layers
-(this took the viewer's thread 1.0-1.6 s at 2 mm).
+evaluation (det J, folds, warped labels, overlap scores after the affine stage and after
+SyN: :func:`evaluate`), the displacement length, the map on the fixed file's grid and each
+label's centre. Computed where the registration ran, so that the window only has to put the
+arrays into layers (this took the viewer's thread 1.0-1.6 s at 2 mm). `LabelScore` pairs
+each label's two scores as the results panel lists them.
 """
 
 import math
