@@ -48,8 +48,11 @@ class DicePlot(QWidget):
         self.setMinimumHeight(100)
 
     def sizeHint(self):
-        """Room for the legend, the plot and its axis title."""
-        return QSize(300, 130)
+        """The minimum height: the plot takes the room it is given, and a taller preferred
+        height would make the dock's panel scroll on a 1280x800 screen (the wrapped summary
+        text makes the panel's scroll area lay it out at preferred heights).
+        """
+        return QSize(300, self.minimumHeight())
 
     def show_scores(self, scores):
         """Show a list of LabelScore (any order)."""

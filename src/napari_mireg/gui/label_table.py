@@ -134,7 +134,7 @@ class LabelTable(QTableWidget):
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setSortingEnabled(True)
-        self.setMinimumHeight(84)
+        self.setMinimumHeight(80)
         self._fit_columns()
         self.setToolTip("Click a row to show only that label and centre the view on it")
         # Every sort (a header click, or a new run's) starts from the top: the worst labels.

@@ -129,7 +129,6 @@ class ResultsPanel(QWidget):
         self.plot = DicePlot()
         self.plot.label_clicked.connect(self._plot_clicked)
         layout.addWidget(self._scores_view(), 1)
-        layout.addStretch()  # takes the room of the scores when they are hidden
         grid = QGridLayout()
         self.export_buttons = []
         exports = [
@@ -160,6 +159,10 @@ class ResultsPanel(QWidget):
         room for one of them beside the summary and the exports).
         """
         self.scores_view = QWidget()
+        # Hidden (no labels), it keeps its room: the dock keeps its width from run to run.
+        policy = self.scores_view.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)
+        self.scores_view.setSizePolicy(policy)
         layout = QVBoxLayout(self.scores_view)
         layout.setContentsMargins(0, 0, 0, 0)
         row = QHBoxLayout()
