@@ -53,6 +53,18 @@ def new_viewer(state):
     return viewer
 
 
+def dock(viewer, widget):
+    """Dock `widget` in the shown window, let the window lay it out, then hide the window:
+    the dock keeps its default width, and the canvas draws nothing (drawing under Xvfb
+    sometimes fails in OpenGL, outside this plugin). Returns the dock's width.
+    """
+    viewer.window.add_dock_widget(widget)
+    QTest.qWait(200)
+    width = widget.width()
+    viewer.window._qt_window.hide()
+    return width
+
+
 def close_viewer(state):
     """Close the viewer of `state` and forget everything in it: napari's fixture of a
     later test requires every viewer to be gone (this module makes its own, to run the
@@ -109,7 +121,7 @@ def _parcellated_run(viewer, pair):
     widget = RegistrationWidget(viewer)
     widget.options_form.control("level_iters").setText("6,3")
     widget.options_form.control("prealign").setCurrentText("rigid")
-    viewer.window.add_dock_widget(widget)
+    dock_width = dock(viewer, widget)
     pressed = time.perf_counter()
     run_and_wait(widget)
     outside = time.perf_counter() - pressed
@@ -118,6 +130,7 @@ def _parcellated_run(viewer, pair):
         "order": [table.item(row, ID).value for row in range(table.rowCount())],
         "scroll": table.verticalScrollBar().value(),
         "outside_seconds": outside,
+        "dock_width": dock_width,
     }
     return widget, shown
 
@@ -127,9 +140,10 @@ def scores_by_label(summary):
 
 
 def test_every_label_name_shows_whole_at_the_dock_width(parcellated):
-    widget = parcellated["widget"]
+    widget, shown = parcellated["widget"], parcellated["shown"]
     table = widget.results.table
-    assert table.rowCount() >= 90 and table.isVisible()
+    assert table.rowCount() >= 90 and table.isVisibleTo(widget)
+    assert widget.width() == shown["dock_width"] < 600  # as the window laid it out
     # The delegate draws a cell's text inside the cell less a margin on each side, and
     # elides what is wider.
     margin = table.style().pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin, None, table) + 1
@@ -253,7 +267,7 @@ def test_the_plot_draws_each_label_at_its_dice_and_a_click_shows_it(parcellated)
     results = widget.results
     plot = results.plot
     results.scores_buttons.button(1).click()
-    assert results.scores_stack.currentWidget() is plot and plot.isVisible()
+    assert results.scores_stack.currentWidget() is plot and plot.isVisibleTo(widget)
     scores = widget.summary.scores
     assert [s.label for s in plot.scores] == [
         s.label for s in sorted(scores, key=lambda s: (s.syn, s.label))
@@ -311,7 +325,7 @@ def test_without_label_maps_there_is_no_table_but_a_word_on_labels(viewer_state)
     widget = RegistrationWidget(viewer)
     widget.options_form.control("level_iters").setText("3")
     widget.options_form.control("prealign").setCurrentText("none")
-    viewer.window.add_dock_widget(widget)
+    dock(viewer, widget)
     run_and_wait(widget)
     results = widget.results
     assert widget.summary.table is None and results.table.rowCount() == 0
