@@ -61,6 +61,7 @@ def test_register_writes_every_output_and_the_report(pair, registered):
     assert report["parameters"]["threads"] == 2
     assert report["mi_after"] > report["mi_before"] + 0.1
     assert report["overlap"]["mean_dice"] > report["overlap_before"]["mean_dice"] + 0.1
+    assert report["overlap"]["mean_dice"] > report["overlap_affine"]["mean_dice"] + 0.05
     assert report["overlap"]["whole_dice"] > 0.95
     assert report["folds"] == 0 and report["min_jacobian"] > 0
     assert set(report["timings"]) >= {"prealign", "syn", "total"}

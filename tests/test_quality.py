@@ -6,10 +6,12 @@ this map before both used :func:`evaluate`.
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from napari_mireg.engine.quality import evaluate
 from napari_mireg.engine.registration import Result
 from napari_mireg.engine.transforms import AffineMap, DiffeomorphicMap, as_volume
+from napari_mireg.overlap import overlap_scores
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +104,30 @@ def test_fixed_labels_off_the_fixed_grid_are_refused(folded):
     mapping, fixed_labels, moving_labels = folded
     with pytest.raises(ValueError, match="one shape"):
         evaluate(mapping, fixed_labels[:-1], moving_labels)
+
+
+def test_the_overlap_after_the_prealignment_is_that_of_the_labels_moved_by_it_alone(folded):
+    """Each label's Dice after the affine stage: the moving labels resampled by the
+    prealignment alone (nearest neighbour, here by scipy), the SyN's fields left out.
+    """
+    mapping, fixed_labels, moving_labels = folded
+    angle = np.radians(4.0)
+    prealign = np.eye(4)
+    prealign[:2, :2] = ((np.cos(angle), -np.sin(angle)), (np.sin(angle), np.cos(angle)))
+    prealign[:3, 3] = (1.3, -2.2, 0.7)
+    rotated = DiffeomorphicMap(
+        mapping.fixed_grid, moving_labels, prealign, mapping.forward, mapping.backward
+    )
+    quality = evaluate(rotated, fixed_labels, moving_labels)
+    # Fixed voxel -> fixed world -> moving world -> moving voxel.
+    voxels = np.linalg.inv(moving_labels.affine) @ prealign @ mapping.fixed_grid.affine
+    moved = ndimage.affine_transform(
+        moving_labels.data, voxels, output_shape=fixed_labels.shape, order=0, mode="grid-constant"
+    )
+    independent = overlap_scores(fixed_labels, moved)
+    assert quality.overlap_affine == independent
+    assert not np.array_equal(moved, quality.warped_labels)  # not the whole map's labels
+    # Each label is scored after the affine stage and after SyN, in the same order.
+    assert [row["label"] for row in quality.overlap_affine.rows] == [2, 5, 7]
+    assert [row["label"] for row in quality.overlap.rows] == [2, 5, 7]
+    assert quality.overlap_affine.mean_dice != quality.overlap.mean_dice

@@ -150,12 +150,13 @@ def test_widget_runs_live_and_shows_results(
     # One table, one row per label with real scores; the totals are in the summary.
     table = widget.results.table
     assert table.rowCount() == len(widget.table.rows)
-    table.sortItems(2)  # by Dice
-    dice = [float(table.item(row, 2).text()) for row in range(table.rowCount())]
+    table.sortItems(3)  # by Dice after SyN
+    dice = [float(table.item(row, 3).text()) for row in range(table.rowCount())]
     assert dice == sorted(dice)
     assert 0.8 < widget.table.whole_dice <= 1 and 0.5 < widget.table.mean_dice <= 1
     names = {
-        table.item(row, 1).toolTip(): table.item(row, 1).text() for row in range(table.rowCount())
+        table.item(row, 1).toolTip().split(" (")[0]: table.item(row, 1).text()
+        for row in range(table.rowCount())
     }
     assert names["Left-Cerebral-White-Matter"] == "L cerebral WM"
     assert names["Right-Cerebral-Cortex"] == "R cortex"
@@ -165,10 +166,11 @@ def test_widget_runs_live_and_shows_results(
     assert last.sectionPosition(4) + last.sectionSize(4) <= table.viewport().width()
     row = next(r for r in range(table.rowCount()) if table.item(r, 0).text() == "2")
     counts = next(r for r in widget.table.rows if r["label"] == 2)
-    assert table.item(row, 4).text() == f"{counts['fixed_voxels']} / {counts['warped_voxels']}"
+    voxels = f"voxels: {counts['fixed_voxels']} fixed, {counts['warped_voxels']} warped"
+    assert voxels in table.item(row, 1).toolTip()
     assert table.horizontalHeader().sectionSize(1) > 90  # the name column stretches
     text = widget.results.text.text()
-    assert "folds" in text and f"Dice whole brain {widget.table.whole_dice:.3f}" in text
+    assert "folds" in text and f"<b>{widget.table.whole_dice:.3f}</b>" in text
     assert f"{widget.result.mi_after:.3f} after" in text
 
     # Exports land on the fixed file's own grid, in the formats of files.py.

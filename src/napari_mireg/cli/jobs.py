@@ -547,9 +547,10 @@ def write_outputs(folder, fixed, result, quality, report):
         files.save_displacement(result.mapping, folder / OUTPUT_FILES["warp"], "forward")
         files.save_displacement(result.mapping, folder / OUTPUT_FILES["inverse_warp"], "inverse")
         outputs += [OUTPUT_FILES["warp"], OUTPUT_FILES["inverse_warp"]]
-    overlap = overlap_before = None
+    overlap = overlap_affine = overlap_before = None
     if quality.overlap is not None:
         overlap = quality.overlap.summary()
+        overlap_affine = quality.overlap_affine.summary()
         overlap_before = quality.overlap_before.summary()
         files.save_volume(
             folder / OUTPUT_FILES["warped_labels"],
@@ -570,6 +571,7 @@ def write_outputs(folder, fixed, result, quality, report):
         "min_jacobian": quality.jacobian_range[0],
         "inverse_consistency_voxels": None if consistency is None else consistency[0],
         "overlap_before": overlap_before,
+        "overlap_affine": overlap_affine,
         "overlap": overlap,
         "outputs": sorted(outputs),
     }

@@ -36,6 +36,10 @@ class Quality:
         The moving labels on the fixed grid (nearest neighbour).
     overlap : OverlapTable or None
         Per-label Dice and Jaccard of the fixed labels against the warped labels.
+    overlap_affine : OverlapTable or None
+        The same against the moving labels moved by the prealignment alone (nearest
+        neighbour), the score before SyN, over the labels of `overlap` so that each label's
+        gain and the means compare the same labels.
     overlap_before : OverlapTable or None
         The same against the moving labels as they lie (same world coordinates, no
         transform), the score before registration.
@@ -47,6 +51,7 @@ class Quality:
     inverse_consistency: tuple[float, float] | None = None
     warped_labels: np.ndarray | None = None
     overlap: OverlapTable | None = None
+    overlap_affine: OverlapTable | None = None
     overlap_before: OverlapTable | None = None
 
 
@@ -57,7 +62,8 @@ def evaluate(
     *,
     inverse_consistency: bool = False,
 ) -> Quality:
-    """Score a registration: det J and folds, and with labels the overlap before and after.
+    """Score a registration: det J and folds, and with labels the overlap before it, after
+    the prealignment alone and after the whole map.
 
     Parameters
     ----------
@@ -97,9 +103,14 @@ def evaluate(
         return quality
     quality.warped_labels = mapping.transform(moving_labels, interpolation="nearest")
     if fixed_labels is not None:
+        quality.overlap = overlap_scores(fixed_labels, quality.warped_labels)
+        scored = [row["label"] for row in quality.overlap.rows]
+        prealigned = AffineMap(mapping.prealign).transform(
+            moving_labels, mapping.fixed_grid, interpolation="nearest"
+        )
+        quality.overlap_affine = overlap_scores(fixed_labels, prealigned, scored)
         as_they_lie = AffineMap(np.eye(4)).transform(
             moving_labels, mapping.fixed_grid, interpolation="nearest"
         )
-        quality.overlap = overlap_scores(fixed_labels, quality.warped_labels)
         quality.overlap_before = overlap_scores(fixed_labels, as_they_lie)
     return quality

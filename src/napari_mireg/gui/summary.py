@@ -1,12 +1,14 @@
 """The end of a widget run, computed in the worker thread (no Qt, no napari here).
 
 Everything the widget shows or exports once the registration has ended: the engine's
-evaluation (det J, folds, warped labels, overlap scores: :func:`evaluate`), the
-displacement length, the map on the fixed file's grid and each label's centre. Computed
-where the registration ran, so that the window only has to put the arrays into layers
-(this took the viewer's thread 1.0-1.6 s at 2 mm).
+evaluation (det J, folds, warped labels, overlap scores after the affine stage and after
+SyN: :func:`evaluate`), the displacement length, the map on the fixed file's grid and each
+label's centre. Computed where the registration ran, so that the window only has to put the
+arrays into layers (this took the viewer's thread 1.0-1.6 s at 2 mm). `LabelScore` pairs
+each label's two scores as the results panel lists them.
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +17,43 @@ from scipy import ndimage
 from napari_mireg.engine.quality import Quality, evaluate
 from napari_mireg.engine.transforms import DiffeomorphicMap
 from napari_mireg.gui.display import on_grid
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    """One label's overlap after the affine stage and after SyN.
+
+    Attributes
+    ----------
+    label : int
+    name : str
+        FreeSurfer name.
+    affine, syn : float
+        Dice after the prealignment alone and after the whole map (NaN: the label is in
+        neither map at that stage).
+    jaccard : float
+        Jaccard index after the whole map.
+    fixed_voxels, warped_voxels : int
+        Voxels of the label in the fixed labels and in the warped moving labels.
+    """
+
+    label: int
+    name: str
+    affine: float
+    syn: float
+    jaccard: float
+    fixed_voxels: int
+    warped_voxels: int
+
+    @property
+    def gain(self):
+        """Float: Dice after SyN minus Dice after the affine stage."""
+        return self.syn - self.affine
+
+
+def worst_first(scores):
+    """LabelScores sorted by Dice after SyN, lowest first (labels with none last)."""
+    return sorted(scores, key=lambda s: (math.isnan(s.syn), s.syn, s.label))
 
 
 @dataclass
@@ -61,6 +100,26 @@ class RunSummary:
     def table(self):
         """OverlapTable or None: per-label Dice/Jaccard of the fixed against the warped labels."""
         return self.quality.overlap
+
+    @property
+    def scores(self):
+        """List of LabelScore (in label order) or None without both label maps."""
+        overlap, affine = self.quality.overlap, self.quality.overlap_affine
+        if overlap is None or affine is None:
+            return None
+        before_syn = {row["label"]: row["dice"] for row in affine.rows}
+        return [
+            LabelScore(
+                row["label"],
+                row["name"],
+                before_syn.get(row["label"], float("nan")),
+                row["dice"],
+                row["jaccard"],
+                row["fixed_voxels"],
+                row["warped_voxels"],
+            )
+            for row in overlap.rows
+        ]
 
 
 def summarise(run, result):

@@ -7,6 +7,8 @@ what the canvas shows (`inspection`), the results and exports (`results`) and th
 tools (`layer_tools`).
 """
 
+import time
+
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QEvent, QSize, Qt
 from qtpy.QtWidgets import (
@@ -329,6 +331,7 @@ class RegistrationWidget(QWidget):
         """
         if self.runner.running:
             return None
+        pressed = time.perf_counter()  # the summary's time counts from here
         continued = continue_from is not None
         try:
             options = self.options()
@@ -352,7 +355,7 @@ class RegistrationWidget(QWidget):
         # this handler has returned).
         self.run_layers.begin(job, chosen, continued)
         self._show_label_display()
-        self.results.clear(f"Run {self.run_layers.run_number} is under way...")
+        self.results.begin(f"Run {self.run_layers.run_number} is under way...", pressed)
         self._set_running(True)
         self.tabs.setCurrentWidget(self.plots)
         return worker
@@ -402,11 +405,10 @@ class RegistrationWidget(QWidget):
         self.summary = summary
         self.run_layers.show_result(summary)
         fixed, moving = self._pair_names
-        seconds = summary.result.timings["total"]
         self.results.show_summary(
             summary,
             self.job.fixed.affine,
-            f"Run {self.run_layers.run_number} ({seconds:.1f} s): {moving} onto {fixed}",
+            f"Run {self.run_layers.run_number}: {moving} onto {fixed}",
         )
         self.reporter.finish()
         self.tabs.setCurrentWidget(self.results)
