@@ -353,17 +353,22 @@ def jacobian_determinant_range(const float[:, ::1] field, shape,
     cdef double[::1] smallest = np.full(n0 * n1, np.inf)
     cdef double[::1] largest = np.full(n0 * n1, -np.inf)
     cdef Py_ssize_t row, i2
-    cdef double det
+    cdef double det, low, high
     cdef AxisStep step0, step1
     for row in prange(n0 * n1, nogil=True, num_threads=threads, schedule="guided"):
         step0 = axis_step(row // n1, n0, n1 * n2 * 3)
         step1 = axis_step(row % n1, n1, n2 * 3)
+        # the row's extremes in registers, stored once (not a store per voxel)
+        low = smallest[row]
+        high = largest[row]
         for i2 in range(n2):
             det = _determinant_at(data, row * n2 + i2, step0, step1, axis_step(i2, n2, 3), &k)
-            if det < smallest[row]:
-                smallest[row] = det
-            if det > largest[row]:
-                largest[row] = det
+            if det < low:
+                low = det
+            if det > high:
+                high = det
+        smallest[row] = low
+        largest[row] = high
     return float(np.min(smallest)), float(np.max(largest))
 
 
