@@ -254,10 +254,10 @@ def test_brain_masks_are_shown_as_layers(make_napari_viewer, qtbot, monkeypatch)
     assert widget.reporter.status.text() == "Done"
     # Only the fixed side is extracted: the moving side's labels make its mask.
     assert [f.side for f in frames if f.mask is not None] == ["fixed"]
-    layer = viewer.layers["fixed brain mask (run 1)"]
+    layer = viewer.layers[widget.run_layers.name("fixed brain mask")]
     fixed = viewer.layers["fixed_t1"]
     assert layer.data.shape == fixed.data.shape
     np.testing.assert_allclose(layer.scale, fixed.scale)
     expected = testdata.thresholded_brain_mask(widget.job.fixed)
     assert np.array_equal(layer.data > 0, expected) and expected.any()
-    assert "moving brain mask (run 1)" not in viewer.layers
+    assert not widget.run_layers.has("moving brain mask")

@@ -18,7 +18,7 @@ napari = pytest.importorskip("napari")
 from matplotlib import colormaps  # noqa: E402
 from qtpy.QtCore import QPoint, Qt  # noqa: E402
 from qtpy.QtTest import QTest  # noqa: E402
-from qtpy.QtWidgets import QStyle, QWidget  # noqa: E402
+from qtpy.QtWidgets import QApplication, QStyle, QWidget  # noqa: E402
 from testdata import parcellated_pair  # noqa: E402
 
 from napari_mireg.gui.dice_map import DICE_COLORMAP, DICE_RANGE  # noqa: E402
@@ -272,8 +272,10 @@ def test_the_plot_draws_each_label_at_its_dice_and_a_click_shows_it(parcellated)
     assert [s.label for s in plot.scores] == [
         s.label for s in sorted(scores, key=lambda s: (s.syn, s.label))
     ]
+    QApplication.processEvents()  # the switch's layout settles before the plot is read
     image = plot.grab().toImage()
     ratio = image.devicePixelRatio()
+    assert image.width() == round(plot.width() * ratio)
     for index in (0, len(scores) // 2, len(scores) - 1):
         score = plot.scores[index]
         x, y = plot.column_centre(index), plot.dice_y(score.syn)
