@@ -219,11 +219,20 @@ class RunLayers:
 
     def _show_dice_map(self, rows):
         dice = {int(row["label"]): row["dice"] for row in rows}
-        # The fixed labels' own array: the map costs a colormap, not a volume.
+        # The fixed labels' own array: the map costs a colormap, not a volume. A new layer
+        # is given it (set after, the colour texture would be built twice); a continued
+        # run's layer gets it anew.
+        colormap, existed = dice_colormap(dice), self.has(DICE_MAP)
         layer = self.live.show(
-            DICE_MAP, self._fixed_labels.data, "labels", self._affine, visible=False
+            DICE_MAP,
+            self._fixed_labels.data,
+            "labels",
+            self._affine,
+            colormap=colormap,
+            visible=False,
         )
-        layer.colormap = dice_colormap(dice)
+        if existed:
+            layer.colormap = colormap
         layer.editable = False
 
     def _apply_view(self):
