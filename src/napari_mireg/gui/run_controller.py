@@ -12,7 +12,7 @@ import gc
 import threading
 
 from napari.qt.threading import thread_worker
-from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QHBoxLayout, QPushButton, QSpinBox, QWidget
 
 from napari_mireg.gui.frames import run_and_summarise, until_stopped
@@ -22,8 +22,9 @@ def collect_garbage():
     """A full garbage collection, done while no registration runs.
 
     A full collection of napari's many objects pauses the event loop for 0.1-0.2 s. Done
-    when the widget opens and after each run, it leaves too few new objects for Python to
-    start one during the next run, and stays out of the Run button's time.
+    when the widget opens and at each Run (before the first frame, whose drawing makes the
+    run's layers anyway, rather than as a pause of its own at the end of a run), it leaves
+    too few new objects for Python to start one during the run.
     """
     gc.collect()
 
@@ -90,8 +91,9 @@ class RunController(QObject):
 
         Returns the worker, or None while another run is under way.
         """
-        if self.worker is not None:
+        if self.running:
             return None
+        collect_garbage()
         self._outcome = None
         self._stop = threading.Event()
         self._frames = until_stopped(run_and_summarise(job, pacing), self._stop)
@@ -167,8 +169,6 @@ class RunController(QObject):
 
     def _end(self):
         self.ended.emit(self._outcome or "cancelled")
-        # In a turn of its own: a full collection pauses the window for 0.1-0.2 s.
-        QTimer.singleShot(0, collect_garbage)
 
 
 class RunButtons(QWidget):

@@ -166,11 +166,6 @@ class RunLayers:
         """Put a frame's array (on the fixed display grid) into the run's layer `base`."""
         self.live.update(base, data, kind, self._affine)
 
-    def show_result(self, summary):
-        """Put a RunSummary into the run's layers at once (see `result_steps`)."""
-        for step in self.result_steps(summary):
-            step()
-
     def result_steps(self, summary):
         """The steps that put a RunSummary into the run's layers, each for a turn of the
         event loop of its own (making a layer takes napari 0.1-0.3 s at 1 mm): the warped
