@@ -177,9 +177,11 @@ class RunLayers:
         list of callables
         """
         affine, live = self._affine, self.live
-        steps = [lambda: live.show(WARPED, summary.result.warped, "image", affine)]
+        # Copied into the live layers' buffers, as a frame is: napari's data event would
+        # rebuild the labels' colour texture and shader.
+        steps = [lambda: self.update(WARPED, summary.result.warped, "image")]
         if summary.warped_labels is not None:
-            steps.append(lambda: live.show(WARPED_LABELS, summary.warped_labels, "labels", affine))
+            steps.append(lambda: self.update(WARPED_LABELS, summary.warped_labels, "labels"))
         steps.append(
             lambda: live.show(
                 JACOBIAN,
