@@ -202,8 +202,12 @@ class LiveLayers:
                 return layer
         return None
 
-    def refresh_thumbnails(self):
-        """Bring the live layers' thumbnails up to date (they are not re-drawn per frame)."""
-        for name in self._buffers:
-            if name in self.viewer.layers:
-                self.viewer.layers[name].refresh()
+    def live_layers(self):
+        """The layers that still show their buffer (their thumbnails are not re-drawn per
+        frame); a layer given a result array since is up to date.
+        """
+        return [
+            self.viewer.layers[name]
+            for name, buffer in self._buffers.items()
+            if name in self.viewer.layers and self.viewer.layers[name].data is buffer
+        ]

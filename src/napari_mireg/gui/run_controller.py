@@ -22,8 +22,9 @@ def collect_garbage():
     """A full garbage collection, done while no registration runs.
 
     A full collection of napari's many objects pauses the event loop for 0.1-0.2 s. Done
-    when the widget opens and after each run, it leaves too few new objects for Python to
-    start one during the next run, and stays out of the Run button's time.
+    when the widget opens and at each Run (before the first frame, whose drawing makes the
+    run's layers anyway, rather than as a pause of its own at the end of a run), it leaves
+    too few new objects for Python to start one during the run.
     """
     gc.collect()
 
@@ -50,7 +51,9 @@ class RunController(QObject):
     frame_arrived(Frame)
         Each Frame of the run, in the main thread, until the run is told to stop.
     result_ready(RunSummary)
-        The run ended by itself (not emitted for a cancelled or failed run).
+        The run ended by itself (not emitted for a cancelled or failed run). The run
+        ends once the receiver has shown the result (over several turns of the event
+        loop) and called `result_shown`.
     failed(Exception)
     paused(), resumed()
     ended(str)
@@ -71,11 +74,12 @@ class RunController(QObject):
         self._stop = threading.Event()
         self._frames = None  # the run's generator
         self._outcome = None
+        self._showing = False  # the result is being shown: the run ends once it is
 
     @property
     def running(self):
-        """True from `start` until `ended`."""
-        return self.worker is not None
+        """True from `start` until `ended` (while the result is shown too)."""
+        return self.worker is not None or self._showing
 
     @property
     def is_paused(self):
@@ -87,8 +91,9 @@ class RunController(QObject):
 
         Returns the worker, or None while another run is under way.
         """
-        if self.worker is not None:
+        if self.running:
             return None
+        collect_garbage()
         self._outcome = None
         self._stop = threading.Event()
         self._frames = until_stopped(run_and_summarise(job, pacing), self._stop)
@@ -109,12 +114,24 @@ class RunController(QObject):
         return self.worker
 
     def cancel(self):
-        """Stop the run at its next step; nothing is kept."""
-        if self.worker is None:
-            return
+        """Stop the run at its next step; nothing is kept.
+
+        Returns True if a worker was told to stop (False between runs, and once the result
+        has arrived).
+        """
+        if self.worker is None or self._showing:
+            return False
         self._stop.set()
         if self.worker.is_paused:
             self.worker.resume()  # a paused generator would never see the stop
+        return True
+
+    def result_shown(self):
+        """The result sent by `result_ready` is shown: the run ends (once its worker has)."""
+        if self._showing:
+            self._showing = False
+            if self.worker is None:
+                self._end()
 
     def pause(self):
         """Pause the run at its next step."""
@@ -135,6 +152,7 @@ class RunController(QObject):
     def _returned(self, summary):
         if not self._stop.is_set():  # a stopped run returns nothing to show
             self._outcome = "done"
+            self._showing = True
             self.result_ready.emit(summary)
 
     def _failed(self, error):
@@ -146,8 +164,11 @@ class RunController(QObject):
         # a worker told to quit from outside (napari's teardown) has left it suspended.
         self._frames.close()
         self.worker = None
+        if not self._showing:
+            self._end()
+
+    def _end(self):
         self.ended.emit(self._outcome or "cancelled")
-        collect_garbage()
 
 
 class RunButtons(QWidget):

@@ -166,40 +166,76 @@ class RunLayers:
         """Put a frame's array (on the fixed display grid) into the run's layer `base`."""
         self.live.update(base, data, kind, self._affine)
 
-    def show_result(self, summary):
-        """Put a RunSummary into the run's layers: warped image and labels, det J and the
-        displacement (hidden), the Dice map (with both label maps), then the inspection view
-        on them.
+    def result_steps(self, summary):
+        """The steps that put a RunSummary into the run's layers, each for a turn of the
+        event loop of its own (making a layer takes napari 0.1-0.3 s at 1 mm): the warped
+        image and labels, det J and the displacement (hidden), the Dice map (with both
+        label maps), then the inspection view on them.
+
+        Returns
+        -------
+        list of callables
         """
         affine, live = self._affine, self.live
-        live.show(WARPED, summary.result.warped, "image", affine)
+        # Copied into the live layers' buffers, as a frame is: napari's data event would
+        # rebuild the labels' colour texture and shader.
+        steps = [lambda: self.update(WARPED, summary.result.warped, "image")]
         if summary.warped_labels is not None:
-            live.show(WARPED_LABELS, summary.warped_labels, "labels", affine)
-        live.show(
-            JACOBIAN,
-            summary.determinant,
-            "image",
-            affine,
-            colormap=JACOBIAN_COLORMAP,
-            contrast_limits=(0.0, 2.0),
-            visible=False,
+            steps.append(lambda: self.update(WARPED_LABELS, summary.warped_labels, "labels"))
+        steps.append(
+            lambda: live.show(
+                JACOBIAN,
+                summary.determinant,
+                "image",
+                affine,
+                colormap=JACOBIAN_COLORMAP,
+                contrast_limits=(0.0, 2.0),
+                visible=False,
+            )
         )
-        layer = live.show(
-            DISPLACEMENT, summary.displacement, "image", affine, colormap="viridis", visible=False
+        steps.append(lambda: self._show_displacement(summary))
+        if summary.table is not None and self._fixed_labels is not None:
+            steps.append(lambda: self._show_dice_map(summary.table.rows))
+            steps.append(lambda: self.view.set_dice(ranked_dice(summary.table.rows)))
+        steps.append(self._apply_view)
+        return steps
+
+    def _show_displacement(self, summary):
+        # Its range comes with the summary: napari would scan the volume for it.
+        layer = self.live.show(
+            DISPLACEMENT,
+            summary.displacement,
+            "image",
+            self._affine,
+            colormap="viridis",
+            contrast_limits=summary.displacement_limits,
+            visible=False,
         )
         if summary.export_mapping is not None:
             layer.metadata["displacement"] = summary.export_mapping.transforms()[0]
-        if summary.table is not None and self._fixed_labels is not None:
-            dice = {int(row["label"]): row["dice"] for row in summary.table.rows}
-            # The fixed labels' own array: the map costs a colormap, not a volume.
-            layer = live.show(DICE_MAP, self._fixed_labels.data, "labels", affine, visible=False)
-            layer.colormap = dice_colormap(dice)
-            layer.editable = False
-            self.view.set_dice(ranked_dice(summary.table.rows))
+
+    def _show_dice_map(self, rows):
+        dice = {int(row["label"]): row["dice"] for row in rows}
+        # The fixed labels' own array: the map costs a colormap, not a volume. A new layer
+        # is given it (set after, the colour texture would be built twice); a continued
+        # run's layer gets it anew.
+        colormap, existed = dice_colormap(dice), self.has(DICE_MAP)
+        layer = self.live.show(
+            DICE_MAP,
+            self._fixed_labels.data,
+            "labels",
+            self._affine,
+            colormap=colormap,
+            visible=False,
+        )
+        if existed:
+            layer.colormap = colormap
+        layer.editable = False
+
+    def _apply_view(self):
         self.view.apply()
         self.viewer.layers.selection.active = self.view.fixed  # not the last layer made
 
-    def refresh_thumbnails(self):
-        """Bring the live layers' thumbnails up to date (not re-drawn per frame)."""
-        if self.live is not None:
-            self.live.refresh_thumbnails()
+    def stale_thumbnails(self):
+        """The live layers whose thumbnails are not up to date (not re-drawn per frame)."""
+        return [] if self.live is None else self.live.live_layers()

@@ -73,6 +73,9 @@ class RunSummary:
     centres : dict
         {label: (i, j, k)} centre of each label on the fixed display grid (fixed labels
         when given, else the warped labels).
+    displacement_limits : tuple of float or None
+        (0, longest displacement): the displacement layer's contrast limits, which napari
+        would otherwise find by scanning the volume in the window's thread.
     """
 
     result: object
@@ -80,6 +83,7 @@ class RunSummary:
     displacement: np.ndarray
     export_mapping: object = None
     centres: dict | None = None
+    displacement_limits: tuple | None = None
 
     @property
     def determinant(self):
@@ -128,10 +132,12 @@ def summarise(run, result):
     fixed_labels = None
     if run.fixed_labels is not None and run.moving_labels is not None:
         fixed_labels = on_grid(run.fixed_labels.data, run.fixed_labels.affine, run.fixed, "nearest")
+    displacement = np.sqrt((mapping.displacement() ** 2).sum(axis=-1)).astype(np.float32)
     summary = RunSummary(
         result,
         evaluate(result, fixed_labels, run.moving_labels),
-        np.sqrt((mapping.displacement() ** 2).sum(axis=-1)).astype(np.float32),
+        displacement,
+        displacement_limits=(0.0, max(float(displacement.max()), 1e-3)),
     )
     if run.export_grid is not None:
         grid, affine = run.export_grid, mapping.fixed_grid.affine

@@ -42,6 +42,7 @@ from napari_mireg.gui.progress import ProgressReporter
 from napari_mireg.gui.results import ResultsPanel
 from napari_mireg.gui.run_controller import RunButtons, RunController, collect_garbage
 from napari_mireg.gui.run_layers import RunLayers
+from napari_mireg.gui.turns import Turns
 from napari_mireg.gui.view_controls import ModeControls
 
 
@@ -65,6 +66,35 @@ class _VerticalScrollArea(QScrollArea):
         if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
             self.updateGeometry()  # the widget's own minimum may have changed
         return super().eventFilter(watched, event)
+
+
+class _ScrollingTabs(QTabWidget):
+    """Tabs whose every page scrolls vertically when the dock is short (a 1280x800
+    screen): the tallest page would otherwise set the tabs' minimum height, and with it the
+    panel's. The pages are handled as themselves (`setCurrentWidget(page)`,
+    `currentWidget()`), not as the scroll areas that hold them.
+    """
+
+    def addTab(self, page, title):
+        area = _VerticalScrollArea()
+        area.setWidget(page)
+        return super().addTab(area, title)
+
+    def widget(self, index):
+        area = super().widget(index)
+        return None if area is None else area.widget()
+
+    def currentWidget(self):
+        return self.widget(self.currentIndex())
+
+    def indexOf(self, page):
+        for index in range(self.count()):
+            if self.widget(index) is page:
+                return index
+        return -1
+
+    def setCurrentWidget(self, page):
+        self.setCurrentIndex(self.indexOf(page))
 
 
 class RegistrationWidget(QWidget):
@@ -92,6 +122,8 @@ class RegistrationWidget(QWidget):
         self.scheduler = FrameScheduler(self.run_layers, self.view, self.reporter)
         self.results = ResultsPanel()
         self.tools = LayerTools(napari_viewer, self.run_layers)
+        # The window's work around a run (layers, tables, plots), one step a turn.
+        self.turns = Turns(self)
 
         content = QWidget()
         layout = QVBoxLayout(content)
@@ -101,11 +133,10 @@ class RegistrationWidget(QWidget):
         layout.addLayout(self._plane_row())
         layout.addLayout(self._view_row())
         layout.addLayout(self._labels_row())
-        self.tabs = QTabWidget()
-        # The options scroll on their own when the dock is short (a 1280x800 screen):
-        # the plane, view and label controls above them stay in sight.
-        parameters = _VerticalScrollArea()
-        parameters.setWidget(self._parameters_page())
+        # Each page scrolls on its own when the dock is short (a 1280x800 screen): the
+        # plane, view and label controls above the tabs stay in sight.
+        self.tabs = _ScrollingTabs()
+        parameters = self._parameters_page()
         layout.insertLayout(layout.indexOf(self.buttons), self._preset_row())
         self.tabs.addTab(parameters, "Parameters")
         self.tabs.addTab(self.plots, "Live")
@@ -361,9 +392,10 @@ class RegistrationWidget(QWidget):
         return worker
 
     def cancel(self):
-        """Stop the running registration at its next iteration; nothing is kept."""
-        if self.runner.running:
-            self.runner.cancel()
+        """Stop the running registration at its next iteration; nothing is kept (a
+        result that has arrived is shown).
+        """
+        if self.runner.cancel():
             self.reporter.say("Cancelling...")
 
     def _run_or_cancel(self):
@@ -388,11 +420,17 @@ class RegistrationWidget(QWidget):
 
     def _first_frame_drawn(self):
         # Then the layer that can wait, and the activity dock's bar; each takes napari
-        # 0.1-0.3 s to make.
-        if not self.runner.running:
-            return
-        self.run_layers.prepare_more()
+        # 0.1-0.3 s to make, so each gets a turn of its own.
+        self.turns.add(self._prepare_more)
         if self.activity_progress.isChecked():
+            self.turns.add(self._add_activity_bar)
+
+    def _prepare_more(self):
+        if self.runner.running and self.summary is None:
+            self.run_layers.prepare_more()
+
+    def _add_activity_bar(self):
+        if self.runner.running and self.summary is None:
             self.reporter.add_activity_bar()
 
     def _set_running(self, running):
@@ -400,17 +438,25 @@ class RegistrationWidget(QWidget):
         self.tools.set_run_active(running)
 
     def _show_result(self, summary):
-        """Put a RunSummary (computed in the worker) into layers and the results panel."""
+        """Put a RunSummary (computed in the worker) into layers and the results panel,
+        a layer or a table a turn of the event loop; then the run ends.
+        """
         self.scheduler.end()
         self.summary = summary
-        self.run_layers.show_result(summary)
+        self.turns.add(
+            *self.run_layers.result_steps(summary),
+            lambda: self._show_tables(summary),
+            self.reporter.finish,
+            self.runner.result_shown,
+        )
+
+    def _show_tables(self, summary):
         fixed, moving = self._pair_names
         self.results.show_summary(
             summary,
             self.job.fixed.affine,
             f"Run {self.run_layers.run_number}: {moving} onto {fixed}",
         )
-        self.reporter.finish()
         self.tabs.setCurrentWidget(self.results)
 
     def _failed(self, error):
@@ -425,23 +471,27 @@ class RegistrationWidget(QWidget):
         if outcome == "cancelled":
             self.reporter.say("Cancelled")
             self.results.clear(f"Run {self.run_layers.run_number} was cancelled: no results.")
-        self.run_layers.refresh_thumbnails()
         self.reporter.end()
         self._set_running(False)
+        self.turns.add(*(layer.refresh for layer in self.run_layers.stale_thumbnails()))
+
+    def _stop(self):
+        """The panel is closed: its run is cancelled, a result being shown is dropped."""
+        self.turns.clear()
+        self.cancel()
+        self.runner.result_shown()
+        self.view.stop()
+        self.colour_bars.close_viewer_link()
 
     def closeEvent(self, event):
         """Closing the panel cancels its run."""
-        self.cancel()
-        self.view.stop()
-        self.colour_bars.close_viewer_link()
+        self._stop()
         super().closeEvent(event)
 
     def changeEvent(self, event):
         """Taken out of its dock (napari's close button): the run is cancelled."""
         if event.type() == QEvent.Type.ParentChange and self.parentWidget() is None:
-            self.cancel()
-            self.view.stop()
-            self.colour_bars.close_viewer_link()
+            self._stop()
         super().changeEvent(event)
 
     # ---------------------------------------------------------------- results
