@@ -49,17 +49,24 @@ from napari_mireg.gui.view_controls import ModeControls
 class _VerticalScrollArea(QScrollArea):
     """A scroll area that scrolls its widget vertically only: it is as wide as the
     widget needs (whatever the widget shows now), as short as the dock allows.
+
+    Parameters
+    ----------
+    room_for_scroll_bar : bool
+        Count the vertical scroll bar in the minimum width (False for an area that only
+        scrolls on screens too short for any dock, around the areas that hold the pages).
     """
 
-    def __init__(self):
+    def __init__(self, room_for_scroll_bar=True):
         super().__init__()
+        self._room_for_scroll_bar = room_for_scroll_bar
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
 
     def minimumSizeHint(self):
         hint = super().minimumSizeHint()
-        scroll_bar = self.verticalScrollBar().sizeHint().width()
+        scroll_bar = self.verticalScrollBar().sizeHint().width() * self._room_for_scroll_bar
         return QSize(self.widget().minimumSizeHint().width() + scroll_bar, hint.height())
 
     def eventFilter(self, watched, event):
@@ -151,9 +158,10 @@ class RegistrationWidget(QWidget):
     # ---------------------------------------------------------------- building the panel
     def _scroll_area(self, content):
         """Show `content` in a vertical scroll area filling the widget (a fallback for
-        screens shorter than the panel, about 600 px).
+        screens shorter than the panel's minimum, about 450 px: the tab pages scroll on their
+        own, so no room is kept for this area's scroll bar).
         """
-        area = _VerticalScrollArea()
+        area = _VerticalScrollArea(room_for_scroll_bar=False)
         area.setWidget(content)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
