@@ -94,7 +94,7 @@ def test_many_labels_default_to_the_worst_by_dice_and_the_worst_come_first():
     assert default_display(84) == "worst" and default_display(7) == "all"
     dice = {2: 0.9, 17: 0.3, 1030: 0.1, 41: 0.8}
     assert shown_labels("worst", dice=dice, count=2) == [1030, 17]
-    assert shown_labels("worst") == [2, 41, 4, 43]  # before a Dice: WM and ventricles
+    assert shown_labels("worst") == [4, 43, 17, 53]  # before a Dice: ventricles, hippocampi
     assert shown_labels("off", 17, dice) == []
     assert shown_labels("selected", 17) == [17] and shown_labels("all") is None
     rows = [

@@ -19,6 +19,7 @@ from napari_mireg.gui import frames as _frames  # noqa: E402
 from napari_mireg.gui import progress as _progress  # noqa: E402
 from napari_mireg.gui import widget as _widget  # noqa: E402
 from napari_mireg.gui.display import labels_colormap, layer_kwargs, to_display  # noqa: E402
+from napari_mireg.gui.inspection import OVERLAY_OPACITY  # noqa: E402
 from napari_mireg.gui.label_display import FIXED_OUTLINE, WARPED_OUTLINE  # noqa: E402
 from napari_mireg.gui.live_layers import (  # noqa: E402
     CHECKERBOARD,
@@ -533,7 +534,7 @@ def test_the_view_switches_between_overlay_checkerboard_and_flicker(viewer_with_
     widget = make_widget(viewer, iterations="3", prealign="none")
     run_to_end(qtbot, widget)
     warped = viewer.layers[widget.run_layers.name(WARPED)]
-    assert warped.visible and warped.colormap.name == "gray" and warped.opacity == 0.5
+    assert warped.visible and warped.colormap.name == "gray" and warped.opacity == OVERLAY_OPACITY
     assert viewer.layers["fixed_t1"].colormap.name == "gray"
     buttons = {button.text(): button for button in widget.mode_buttons.buttons()}
     buttons["Checkerboard"].click()
@@ -557,7 +558,7 @@ def test_the_view_switches_between_overlay_checkerboard_and_flicker(viewer_with_
     seen = set()
     qtbot.waitUntil(lambda: seen.add(warped.visible) or len(seen) == 2, timeout=RUN_TIMEOUT_MS)
     buttons["Overlay"].click()
-    assert warped.visible and warped.opacity == 0.5 and not widget.view.flickering
+    assert warped.visible and warped.opacity == OVERLAY_OPACITY and not widget.view.flickering
 
 
 def test_prealignment_moves_the_progress(monkeypatch, brain_pair):

@@ -9,7 +9,12 @@ pytest.importorskip("napari")
 
 from napari_mireg.gui.colour_bar import ColourBar  # noqa: E402
 from napari_mireg.gui.display import layer_kwargs  # noqa: E402
-from napari_mireg.gui.inspection import SWIPE, InspectionView, _normalised  # noqa: E402
+from napari_mireg.gui.inspection import (  # noqa: E402
+    OVERLAY_OPACITY,
+    SWIPE,
+    InspectionView,
+    _normalised,
+)
 from napari_mireg.gui.live_layers import (  # noqa: E402
     CHECKERBOARD,
     DICE_MAP,
@@ -143,7 +148,7 @@ def test_the_tile_side_control_sets_the_checkerboard_period(ran):
 def test_the_warped_opacity_control_sets_the_overlay(ran):
     viewer, widget = ran
     warped = viewer.layers[widget.run_layers.name(WARPED)]
-    assert warped.opacity == 0.5 and warped.colormap.name == "gray"
+    assert warped.opacity == OVERLAY_OPACITY and warped.colormap.name == "gray"
     widget.mode_controls.opacity.setValue(20)
     assert warped.opacity == pytest.approx(0.2)
     click(widget, "Flicker")  # the images in turns: each opaque

@@ -43,9 +43,11 @@ from napari_mireg.gui.live_layers import (
 MODES = ("overlay", "composite", "checkerboard", "flicker", "swipe", "dice map")
 SWIPE = "swipe"  # base name of the layer showing the warped image left of the boundary
 DICE_MAP_OPACITY = 0.6  # the anatomy under the map stays readable
-# The warped image in gray over the gray fixed one: half of each by default, so that the
-# magenta and green outlines are drawn on the anatomy, not on a coloured wash.
-OVERLAY_OPACITY = 0.5
+# The warped image in gray over the gray fixed one, opaque by default: blending a T2w over
+# a T1w (the usual pair) cancels their contrasts into a flat gray, so the warped anatomy is
+# shown whole with the fixed (green) and warped (magenta) outlines on it; the opacity
+# slider fades to the fixed image.
+OVERLAY_OPACITY = 1.0
 COMPOSITE_COLOURS = ("green", "magenta")  # fixed, warped: green + magenta = gray
 # The robust range of an image in the composite: these percentiles of its voxels, the high
 # one over the voxels above the low one (the background does not count).

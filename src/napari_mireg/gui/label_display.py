@@ -3,7 +3,7 @@
 With a real parcellation (SynthSeg with cortical parcels: 90+ labels) every outline at once
 is a mosaic that hides the anatomy, so the outlines shown are chosen: none ("off"), the
 label picked in the results table ("selected"), the labels of lowest Dice ("worst"; during
-a run, before there is a Dice, the white matter and the lateral ventricles), or all of them
+a run, before there is a Dice, the lateral ventricles and the hippocampi), or all of them
 ("all", the default only for a few labels). The fixed labels are outlined in pure
 green and the warped moving labels in pure magenta, whatever the label: no FreeSurfer or
 SynthSeg LUT colour is within 100 (RGB, summed) of either, so an outline never reads as a
@@ -16,9 +16,10 @@ LABEL_DISPLAYS = ("off", "selected", "worst", "all")
 # Above this many labels the default display is the worst labels, not all of them.
 MANY_LABELS = 20
 WORST_COUNT = 5  # default number of worst labels shown
-# Until a run has its Dice, "worst" outlines the cerebral white matter and the lateral
-# ventricles (FreeSurfer/SynthSeg ids): the edges a registration is judged by at a glance.
-LIVE_LABELS = (2, 41, 4, 43)
+# Until a run has its Dice, "worst" outlines the lateral ventricles and the hippocampi
+# (FreeSurfer/SynthSeg ids): edges a registration is judged by at a glance, which stay
+# readable when cortical parcels surround the white matter (its outline is then a mosaic).
+LIVE_LABELS = (4, 43, 17, 53)
 # Labels smaller than this (fixed voxels) are not ranked as the worst: the Dice of a few
 # voxels is noise (a 2-voxel third ventricle at 2 mm).
 MIN_RANKED_VOXELS = 30

@@ -75,6 +75,16 @@ class _VerticalScrollArea(QScrollArea):
         return super().eventFilter(watched, event)
 
 
+class _PageScrollArea(_VerticalScrollArea):
+    """The scroll area of a tab page: it asks for no more height than its minimum, so that
+    the panel, whose word-wrapped lines lay it out by height for width (preferred heights),
+    fits the dock without scrolling; the tabs take the height left over (stretch).
+    """
+
+    def sizeHint(self):
+        return QSize(super().sizeHint().width(), self.minimumSizeHint().height())
+
+
 class _ScrollingTabs(QTabWidget):
     """Tabs whose every page scrolls vertically when the dock is short (a 1280x800
     screen): the tallest page would otherwise set the tabs' minimum height, and with it the
@@ -83,7 +93,7 @@ class _ScrollingTabs(QTabWidget):
     """
 
     def addTab(self, page, title):
-        area = _VerticalScrollArea()
+        area = _PageScrollArea()
         area.setWidget(page)
         return super().addTab(area, title)
 
