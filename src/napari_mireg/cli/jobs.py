@@ -202,7 +202,8 @@ def run_job_steps(inputs, out_dir, options=None, **settings):
     """Register one job and write its outputs, yielding the registration's steps.
 
     The steps are :func:`~napari_mireg.engine.registration.register_steps`' (each says its
-    ``phase``: "prealignment", "prealigned" or "syn").
+    ``phase``: "brain extraction" (ROBEX masking a side, with ``brain_extraction``),
+    "prealignment", "prealigned" or "syn").
 
     Parameters
     ----------
