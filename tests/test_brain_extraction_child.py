@@ -2,6 +2,7 @@
 once, errors and deaths come back as messages, and `mireg register` says when it runs.
 """
 
+import functools
 import io
 import os
 import subprocess
@@ -95,12 +96,14 @@ def test_the_childs_error_and_death_are_one_line_messages():
         missing.stop()
 
 
-def test_an_extractor_of_the_main_script_is_refused_before_any_process():
+def test_an_extractor_not_importable_by_name_is_refused_before_any_process():
     def nested(volume, dilation_mm):
         return volume.data > 0
 
     with pytest.raises(ValueError, match="module-level function"):
         masks.BrainExtraction(_head(), extractor=nested)
+    with pytest.raises(ValueError, match="module-level function"):
+        masks.BrainExtraction(_head(), extractor=functools.partial(nested, dilation_mm=0.0))
 
 
 def test_mireg_register_says_when_brain_extraction_starts_and_ends():

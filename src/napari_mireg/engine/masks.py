@@ -302,7 +302,7 @@ def _importable_name(extractor: "Callable | str") -> str:
         return extractor
     module = getattr(extractor, "__module__", None)
     qualname = getattr(extractor, "__qualname__", "")
-    if module in (None, "__main__") or "<" in qualname:
+    if module in (None, "__main__") or not qualname or "<" in qualname:
         raise ValueError(
             f"brain extraction: the extractor {qualname or extractor!r} must be a module-level "
             "function of an importable module (the child process imports it by name)"
