@@ -73,9 +73,15 @@ class Progress:
         self.live = stream.isatty()
         self.prealigning = False
         self.prealign = prealign
+        self.extracting = set()  # the sides whose brain extraction said it started
 
     def update(self, snapshot):
-        """Count one SyN iteration and redraw the line (the prealignment says it started)."""
+        """Count one SyN iteration and redraw the line (a brain extraction says when it
+        starts and ends, the prealignment when it starts).
+        """
+        if snapshot.phase == "brain extraction":
+            self._brain_extraction(snapshot)
+            return
         if snapshot.phase == "prealignment" and not self.prealigning:
             # Said at its first step: the checks before it may still refuse the inputs.
             self.prealigning = True
@@ -94,6 +100,20 @@ class Progress:
         elif self.done == 1 or self.done % 10 == 0:
             self.stream.write(line + "\n")
         self.stream.flush()
+
+    def _brain_extraction(self, step):
+        """One line when a side's brain extraction starts (about a minute of silence
+        follows), one when its mask is made.
+        """
+        if step.mask is not None:
+            print(
+                f"brain extraction ({step.side}) done in {step.seconds:.1f} s",
+                file=self.stream,
+                flush=True,
+            )
+        elif step.side not in self.extracting:
+            self.extracting.add(step.side)
+            print(f"brain extraction ({step.side}, ROBEX) ...", file=self.stream, flush=True)
 
     def close(self):
         """End the line (on a terminal)."""

@@ -20,10 +20,8 @@ import json
 import os
 import platform
 import shutil
-import signal
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,7 +200,8 @@ def run_job_steps(inputs, out_dir, options=None, **settings):
     """Register one job and write its outputs, yielding the registration's steps.
 
     The steps are :func:`~napari_mireg.engine.registration.register_steps`' (each says its
-    ``phase``: "prealignment", "prealigned" or "syn").
+    ``phase``: "brain extraction" (ROBEX masking a side, with ``brain_extraction``),
+    "prealignment", "prealigned" or "syn").
 
     Parameters
     ----------
@@ -292,9 +291,10 @@ TEST_PAUSE = "MIREG_TEST_PAUSE"  # for the interruption tests only: see _pause_f
 def _pause_for_tests(phase):
     """Wait while the interruption tests send a signal (only with MIREG_TEST_PAUSE set).
 
-    ``MIREG_TEST_PAUSE=prealign|syn|write`` makes a job print ``mireg test pause: PHASE``
-    on standard error and sleep 60 s at that point (before the prealignment, after the
-    first SyN iteration, after the first output file is written), so a test can stop it
+    ``MIREG_TEST_PAUSE=prealign|prealignment|syn|write`` makes a job print
+    ``mireg test pause: PHASE`` on standard error and sleep 60 s at that point (before the
+    prealignment, after its first MI iteration (its progress line printed), after the first
+    SyN iteration, after the first output file is written), so a test can stop it
     in that phase however loaded the machine is; ``mireg test pause: PHASE over`` after
     the sleep tells a test that its signal came too late. Unset, this does nothing.
     """
@@ -305,15 +305,17 @@ def _pause_for_tests(phase):
 
 
 def _paused_after_first(steps):
-    """Pass the registration's steps on, with the "syn" test pause after the first SyN one."""
-    first = True
+    """Pass the registration's steps on, with the "prealignment" and "syn" test pauses
+    after the first step of each phase.
+    """
+    paused = set()
     try:
         while True:
             step = next(steps)
             yield step
-            if first and step.phase == "syn":
-                first = False
-                _pause_for_tests("syn")
+            if step.phase in ("prealignment", "syn") and step.phase not in paused:
+                paused.add(step.phase)
+                _pause_for_tests(step.phase)
     except StopIteration as finished:
         return finished.value
     finally:
@@ -415,30 +417,8 @@ def _staging_folder(out_dir):
         ) from error
 
 
-@contextlib.contextmanager
-def _stop_signals_held():
-    """Hold SIGINT and SIGTERM back while the output set is swapped (a few renames).
-
-    A signal in the middle would leave the new files beside no report: held, it arrives
-    once the swap is done (the job is then complete). A blocked signal mask would not do:
-    the kernel hands a process signal to any thread that does not block it (OpenMP's,
-    BLAS's), and Python then runs its handler in the main thread all the same. So the
-    handlers themselves only note the signal during the swap, and it is raised again after.
-    Off the main thread (where handlers cannot be set) nothing changes.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    arrived = []
-    stops = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.signal(signum, lambda s, _: arrived.append(s)) for signum in stops}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if arrived:
-            signal.raise_signal(arrived[0])
+# Held while the outputs are swapped in (a few renames): see output_folder.stop_signals_held.
+_stop_signals_held = output_folder.stop_signals_held
 
 
 def _replace_outputs(staging, out_dir):

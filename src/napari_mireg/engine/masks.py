@@ -7,13 +7,15 @@ side cannot pull the other image's brain outline onto it.
 """
 
 import importlib.util
-import multiprocessing
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +32,18 @@ BRAIN_MASK_DILATION_MM = 4.0
 # included) from a whole head (3 L and more with skull, scalp and neck).
 STRIPPED_BRAIN_ML = 2000.0
 WHOLE_HEAD_ML = 2600.0
+
+# A BrainExtraction's child process (a module of its own, never imported by the package, so
+# `python -m` runs it afresh) and the files of its folder: the volume in, the mask or the
+# error (one line) out, the child's standard error for a death without a message.
+_CHILD_MODULE = "napari_mireg.engine._extraction_child"
+_DATA, _AFFINE, _MASK, _ERROR, _STDERR = (
+    "data.npy",
+    "affine.npy",
+    "mask.npy",
+    "error.txt",
+    "stderr.txt",
+)
 
 
 class HeadBrainMismatchWarning(UserWarning):
@@ -186,43 +200,68 @@ def brain_mask_by_robex(
 class BrainExtraction:
     """A brain mask made in a child process, which can be stopped at any moment.
 
-    ROBEX takes about a minute and cannot be interrupted from within: it runs in a spawned
-    process (safe beside threads, Qt's included) that leads its own process group, so that
-    :meth:`stop` ends it together with the ROBEX programs it started. Its temporary files go
-    into a folder of this object's own, removed by :meth:`stop`.
+    ROBEX takes about a minute and cannot be interrupted from within: it runs in a child
+    Python process (``python -m napari_mireg.engine._extraction_child``, safe beside threads,
+    Qt's included, and which never imports the caller's script again) that leads its own
+    process group, so that :meth:`stop` ends it together with the ROBEX programs it started.
+    The volume goes to the child, and the mask (or the error) comes back, as files in a
+    temporary folder of this object's own, removed by :meth:`stop`; ROBEX's temporary files
+    go there too.
 
     Parameters
     ----------
     volume : Volume
         A 3D head image.
     dilation_mm : float
-    extractor : callable, optional
-        ``extractor(volume, dilation_mm) -> ndarray of bool``, run in the child process (a
-        module-level function, as the child imports it by name); by default
+    extractor : callable or str, optional
+        ``extractor(volume, dilation_mm) -> ndarray of bool``, run in the child process: a
+        module-level function of an importable module, or its ``"module:function"`` name (the
+        child imports it by name, with the caller's ``sys.path``); by default
         :func:`brain_mask_by_robex`.
+
+    Attributes
+    ----------
+    process : subprocess.Popen
+        The child process (its ``pid`` is also its process group's).
+
+    Raises
+    ------
+    ValueError
+        If `extractor` cannot be imported by name (a function of the ``__main__`` script, a
+        lambda or a nested function).
     """
 
     def __init__(
         self,
         volume: Volume,
         dilation_mm: float = BRAIN_MASK_DILATION_MM,
-        extractor: Callable[[Volume, float], npt.NDArray[np.bool_]] | None = None,
+        extractor: Callable[[Volume, float], npt.NDArray[np.bool_]] | str | None = None,
     ) -> None:
-        self._folder = tempfile.mkdtemp(prefix="mireg-brain-extraction-")
-        context = multiprocessing.get_context("spawn")
-        self._results, sender = context.Pipe(duplex=False)
-        self.process = context.Process(
-            target=_extract_in_child,
-            args=(sender, extractor or brain_mask_by_robex, volume, dilation_mm, self._folder),
-            name="mireg brain extraction",
-            daemon=True,
-        )
-        self.process.start()
-        sender.close()  # the child holds the only sending end: its death ends the pipe
+        name = _importable_name(extractor or brain_mask_by_robex)
+        self._folder = Path(tempfile.mkdtemp(prefix="mireg-brain-extraction-"))
+        np.save(self._folder / _DATA, np.asarray(volume.data), allow_pickle=False)
+        np.save(self._folder / _AFFINE, np.asarray(volume.affine), allow_pickle=False)
+        # The child finds the modules the caller finds (an extractor of a test folder too).
+        paths = [path or os.getcwd() for path in sys.path]
+        environment = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+        command = [sys.executable, "-m", _CHILD_MODULE, str(self._folder), name]
+        with open(self._folder / _STDERR, "wb") as stderr:
+            self.process = subprocess.Popen(
+                [*command, repr(float(dilation_mm))],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env=environment,
+                start_new_session=True,  # its own process group, which stop() ends at once
+            )
 
     def wait(self, seconds: float) -> bool:
         """Wait up to `seconds` for the mask; True once it (or an error) is there."""
-        return self._results.poll(seconds)
+        try:
+            self.process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
 
     def mask(self) -> npt.NDArray[np.bool_]:
         """The mask, once :meth:`wait` said it is there (waits for it otherwise).
@@ -232,46 +271,43 @@ class BrainExtraction:
         ValueError
             The extraction failed (the child's error), or its process ended without a mask.
         """
-        try:
-            kind, payload = self._results.recv()
-        except EOFError:
-            self.process.join()
-            raise ValueError(
-                f"brain extraction ended without a mask (exit code {self.process.exitcode})"
-            ) from None
-        if kind == "error":
-            raise ValueError(payload)
-        bits, shape = payload
-        return np.unpackbits(bits, count=int(np.prod(shape))).reshape(shape) > 0
+        code = self.process.wait()
+        mask_file = self._folder / _MASK
+        if mask_file.exists():
+            return np.load(mask_file, allow_pickle=False)
+        error_file = self._folder / _ERROR
+        if error_file.exists():
+            raise ValueError(error_file.read_text(errors="replace"))
+        # Died before it could say why (killed, or Python could not start it): its last
+        # line on standard error, when there is one.
+        lines = (self._folder / _STDERR).read_text(errors="replace").strip().splitlines()
+        detail = f": {lines[-1]}" if lines else ""
+        raise ValueError(f"brain extraction ended without a mask (exit code {code}){detail}")
 
     def stop(self) -> None:
         """End the child process (and ROBEX's programs) if it still runs; remove its files."""
         process = self.process
-        if process.is_alive():
+        if process.poll() is None:
             try:  # the child's own group: ROBEX's shell script and programs too
                 os.killpg(process.pid, signal.SIGKILL)
             except (AttributeError, ProcessLookupError, PermissionError):
-                process.kill()  # not yet its group's leader (or no process groups here)
-        process.join()
-        process.close()
-        self._results.close()
+                process.kill()  # no process groups here (Windows)
+        process.wait()
         shutil.rmtree(self._folder, ignore_errors=True)
 
 
-def _extract_in_child(sender, extractor, volume, dilation_mm, folder):
-    """The child process of a :class:`BrainExtraction`: sends ("mask", packed bits) or
-    ("error", message).
-    """
-    if hasattr(os, "setpgid"):
-        os.setpgid(0, 0)  # a group of its own, which the parent can end at once
-    tempfile.tempdir = folder
-    try:
-        mask = np.asarray(extractor(volume, dilation_mm), dtype=bool)
-        sender.send(("mask", (np.packbits(mask, axis=None), mask.shape)))
-    except Exception as error:  # handed to the parent, which raises it as a ValueError
-        sender.send(("error", str(error) or type(error).__name__))
-    finally:
-        sender.close()
+def _importable_name(extractor: "Callable | str") -> str:
+    """The ``module:function`` name by which the child process imports `extractor`."""
+    if isinstance(extractor, str):
+        return extractor
+    module = getattr(extractor, "__module__", None)
+    qualname = getattr(extractor, "__qualname__", "")
+    if module in (None, "__main__") or not qualname or "<" in qualname:
+        raise ValueError(
+            f"brain extraction: the extractor {qualname or extractor!r} must be a module-level "
+            "function of an importable module (the child process imports it by name)"
+        )
+    return f"{module}:{qualname}"
 
 
 def foreground_ml(volume: Volume) -> float:

@@ -152,9 +152,7 @@ def register_steps(
         In this order, each saying its ``phase``: for each side that ROBEX masks
         (``brain_extraction``), a :class:`BrainExtracted` at its start, every
         :data:`BRAIN_EXTRACTION_POLL_SECONDS` while it runs (in a child process) and
-        once with its mask ("brain extraction"; a script that asks for it keeps its work
-        under ``if __name__ == "__main__":``, as the child process imports the script's
-        module); an :class:`~napari_mireg.engine.affine.
+        once with its mask ("brain extraction"); an :class:`~napari_mireg.engine.affine.
         AffineStep` per MI iteration of the prealignment (phase "prealignment"; none for a
         given matrix or ``prealign="none"``), one :class:`Prealigned` with its result
         ("prealigned"; neither when continuing from `initial`), then a

@@ -18,6 +18,8 @@ Three things make it so:
 import contextlib
 import json
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -35,6 +37,7 @@ __all__ = [
     "lock_owner",
     "process_alive",
     "record_written",
+    "stop_signals_held",
     "written_files",
 ]
 
@@ -180,8 +183,39 @@ def lock_owner(folder: PathLike) -> int | None:
 
 
 @contextlib.contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back for the ``with`` block (a few file operations).
+
+    A signal in the middle of a lock's creation or removal, or of the swap of an output set,
+    would leave a lock or half a set behind: held, it arrives once the block is done. A
+    blocked signal mask would not do: the kernel hands a process signal to any thread that
+    does not block it (OpenMP's, BLAS's), and Python then runs its handler in the main
+    thread all the same. So the handlers themselves only note the signal during the block,
+    and it is raised again after. Off the main thread (where handlers cannot be set)
+    nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived = []
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda s, _: arrived.append(s)) for signum in stops}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if arrived:
+            signal.raise_signal(arrived[0])
+
+
+@contextlib.contextmanager
 def folder_lock(folder: PathLike) -> Iterator[None]:
     """Hold `folder`'s lock for the duration; refuse it when a live process holds it.
+
+    SIGINT and SIGTERM are held back while the lock is made and while it is removed
+    (:func:`stop_signals_held`), so a stop signal never leaves it behind: one that comes
+    while it is made arrives inside the block, whose exit removes it.
 
     Raises
     ------
@@ -190,8 +224,23 @@ def folder_lock(folder: PathLike) -> Iterator[None]:
     FileAccessError
         The lock file cannot be made.
     """
-    folder = Path(folder)
-    path = folder / LOCK_FILE
+    path = Path(folder) / LOCK_FILE
+    made = False
+    try:
+        with stop_signals_held():  # a signal held here is raised inside the try
+            _make_lock(path)
+            made = True
+        yield
+    finally:
+        if made:
+            with stop_signals_held(), contextlib.suppress(OSError):
+                if path.read_text().strip() == str(os.getpid()):
+                    path.unlink()
+
+
+def _make_lock(path: Path) -> None:
+    """Create the lock file `path` holding this process's id (a stale one is taken over)."""
+    folder = path.parent
     for _ in range(3):
         try:
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -210,9 +259,3 @@ def folder_lock(folder: PathLike) -> Iterator[None]:
         raise FolderInUseError(folder, None)
     with os.fdopen(descriptor, "w") as lock:
         lock.write(f"{os.getpid()}\n")
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            if path.read_text().strip() == str(os.getpid()):
-                path.unlink()
