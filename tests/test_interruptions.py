@@ -225,10 +225,37 @@ def check_tables(out, names):
         assert len(keys) == len(set(keys)) and {pair for pair, _ in keys} <= set(names)
 
 
+def _killed_when(command, ready, timeout=300.0):
+    """Run `command` in its own session and SIGKILL its whole group (main process and
+    workers, as a scheduler or the out-of-memory killer ends a job) once `ready()` holds.
+
+    Returns True if the run was still going when it was killed (False: it ended first).
+    """
+    import time
+
+    process = subprocess.Popen(command, stderr=subprocess.DEVNULL, start_new_session=True)
+    started, running = time.monotonic(), True
+    while running and not ready(time.monotonic() - started):
+        try:
+            process.wait(timeout=0.02)  # the poll's pace; a run that ends leaves the loop
+            running = False
+        except subprocess.TimeoutExpired:
+            running = time.monotonic() - started < timeout
+    running = process.poll() is None
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return running
+
+
 def test_batch_killed_at_random_moments_then_rerun_is_complete(subjects, tmp_path):
-    """SIGKILL to the whole batch (main process and workers, as a scheduler or the
-    out-of-memory killer ends a job) at seeded random moments, each run resuming the
-    last; the rerun after them leaves the complete cohort and nothing of the killed runs.
+    """SIGKILL to the whole batch at seeded random moments of its work, each run resuming
+    the last; the rerun after them leaves the complete cohort and nothing of the killed runs.
+
+    The moments are events of the run, not times, so that they fall inside the work on a
+    fast machine as on a loaded one: a seeded random delay after the start (the cluster
+    starting, or the first pair), while a pair is being written (its staging folder
+    exists), and once a pair is complete.
     """
     import random
 
@@ -238,21 +265,25 @@ def test_batch_killed_at_random_moments_then_rerun_is_complete(subjects, tmp_pat
     names = [pair.name for pair in all_pairs(subjects)]
     options = ["--all-pairs", "--workers", "1", "--iterations", "3x1", "--prealign", "none"]
     command = MIREG + ["batch", str(subjects), "--out", str(out), *options]
-    moments = random.Random(26).sample([0.5 * k for k in range(1, 24)], 3)  # 0.5 to 11.5 s
+    chance = random.Random(26)
+    delay = chance.uniform(0.2, 2.0)
+
+    def finished():
+        return sum(r is not None for r in check_pair_folders(out).values())
+
+    moments = [
+        ("after a delay", lambda seconds: seconds >= delay),
+        ("a pair being written", lambda _: bool(hidden_files(out / "pairs"))),
+        ("a pair more complete", lambda _, done=None: finished() > done),
+    ]
+    chance.shuffle(moments)
     seen = []
-    for moment in moments:
-        process = subprocess.Popen(command, stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            process.wait(timeout=moment)  # a run that ends first is killed after it, harmlessly
-        except subprocess.TimeoutExpired:
-            pass
-        running = process.poll() is None
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # the workers go with the group
-        process.wait()
-        reports = check_pair_folders(out)
+    for name, ready in moments:
+        if name == "a pair more complete":
+            ready = functools.partial(ready, done=finished())
+        running = _killed_when(command, ready)
         check_tables(out, names)
-        seen.append((moment, running, sum(r is not None for r in reports.values())))
+        seen.append((name, running, finished()))
     assert any(running for _, running, _ in seen), seen  # at least one run was cut short
     done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

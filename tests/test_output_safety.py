@@ -313,3 +313,26 @@ def test_register_killed_at_any_moment_then_rerun_is_complete(pair, earlier, tmp
         assert all(n in mine or n.startswith(".partial-") for n in names - {"notes.txt"}), names
     assert main(register_arguments(pair, out)) == 0
     assert sorted(contents(out)) == sorted([*OUTPUT_FILES.values(), "notes.txt"])
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_a_zombie_holds_no_lock(tmp_path):
+    """A process killed but not reaped (a batch worker SIGKILLed with its parent, in a
+    container whose init does not reap) is not alive: its lock does not hold the folder.
+    """
+    import time
+
+    from napari_mireg.files.output_folder import LOCK_FILE, lock_owner, process_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    stat = Path(f"/proc/{child.pid}/stat")
+    deadline = time.monotonic() + 60
+    while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":  # ended, not yet reaped
+        assert time.monotonic() < deadline
+    try:
+        (tmp_path / LOCK_FILE).write_text(f"{child.pid}\n")
+        assert not process_alive(child.pid)
+        assert lock_owner(tmp_path) is None
+        assert process_alive(os.getpid())
+    finally:
+        child.wait()

@@ -152,14 +152,23 @@ def check_inputs_apart(
 
 
 def process_alive(pid: int) -> bool:
-    """True when a process with this id exists (ours included)."""
+    """True when a process with this id runs (ours included); a zombie does not.
+
+    A process killed with its parent (SIGKILL to a batch's process group) stays a zombie
+    until something reaps it, which in a container without an init that reaps may be never;
+    its lock must not hold the folder.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process: alive
         return True
-    return True
+    try:  # Linux: the state follows the command name, which may hold spaces and brackets
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc (macOS) or the process just ended: as kill() said
+    return state not in ("Z", "X")
 
 
 def lock_owner(folder: PathLike) -> int | None:
