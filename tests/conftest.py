@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import testdata
 from scipy import ndimage
 from testdata import blobs, deformed_pair, write_sample_data  # noqa: F401 (blobs: for tests)
 
@@ -42,3 +43,9 @@ def brain_pair():
 def pair(tmp_path_factory):
     """The sample pair's files at 4 mm (images and label maps), for whole `mireg` jobs."""
     return write_sample_data(tmp_path_factory.mktemp("pair"), zoom=4)
+
+
+@pytest.fixture
+def viewer_with_pair(make_napari_viewer):
+    """A napari viewer (not shown) holding the sample pair."""
+    return testdata.add_sample_layers(make_napari_viewer())

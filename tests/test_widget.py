@@ -43,14 +43,6 @@ RUN_TIMEOUT_MS = 120_000
 
 
 @pytest.fixture
-def viewer_with_pair(make_napari_viewer):
-    viewer = make_napari_viewer()
-    for data, kwargs, kind in sample_pair():
-        getattr(viewer, f"add_{kind}")(data, **kwargs)
-    return viewer
-
-
-@pytest.fixture
 def every_frame_heavy(monkeypatch):
     """Every SyN iteration gives a heavy frame (the pacing of a real run depends on the
     machine's speed; a short test run could otherwise end before one is due).

@@ -4,6 +4,7 @@ overlay opacity) and the colour bars of the det J and Dice maps.
 
 import numpy as np
 import pytest
+import testdata
 
 pytest.importorskip("napari")
 
@@ -24,8 +25,6 @@ from napari_mireg.gui.live_layers import (  # noqa: E402
     WARPED_LABELS,
     LiveLayers,
 )
-from napari_mireg.gui.sample import sample_pair  # noqa: E402
-from napari_mireg.gui.widget import RegistrationWidget  # noqa: E402
 
 RUN_TIMEOUT_MS = 120_000
 
@@ -33,13 +32,8 @@ RUN_TIMEOUT_MS = 120_000
 @pytest.fixture
 def ran(make_napari_viewer, qtbot):
     """A viewer of the sample pair and a docked widget after a 3-iteration run."""
-    viewer = make_napari_viewer(show=True)
-    for data, kwargs, kind in sample_pair():
-        getattr(viewer, f"add_{kind}")(data, **kwargs)
-    widget = RegistrationWidget(viewer)
-    widget.options_form.control("level_iters").setText("3")
-    widget.options_form.control("prealign").setCurrentText("none")
-    viewer.window.add_dock_widget(widget)
+    viewer = testdata.add_sample_layers(make_napari_viewer(show=True))
+    widget = testdata.docked_short_run_widget(viewer)
     assert widget.start() is not None
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=RUN_TIMEOUT_MS)
     assert widget.summary is not None

@@ -175,7 +175,10 @@ def test_a_failed_extraction_names_the_side(monkeypatch):
             pass
 
 
-def test_closing_the_steps_ends_the_extraction_and_its_programs(monkeypatch):
+def _never_ending_extractions(monkeypatch):
+    """Brain extractions that never end (a stand-in for ROBEX's minute); returns the list
+    their process ids are appended to as they start.
+    """
     monkeypatch.setattr(masks, "brain_mask_by_robex", testdata.brain_mask_never_made)
     started = []
     original = masks.BrainExtraction.__init__
@@ -185,6 +188,11 @@ def test_closing_the_steps_ends_the_extraction_and_its_programs(monkeypatch):
         started.append(self.process.pid)
 
     monkeypatch.setattr(masks.BrainExtraction, "__init__", record)
+    return started
+
+
+def test_closing_the_steps_ends_the_extraction_and_its_programs(monkeypatch):
+    started = _never_ending_extractions(monkeypatch)
     fixed, moving, affine, _ = testdata.deformed_pair(zoom=4)
     steps = register_steps(
         fixed, moving, fixed_affine=affine, moving_affine=affine, brain_extraction="fixed"
@@ -222,15 +230,7 @@ def _extracting_widget(viewer):
 def test_cancel_during_brain_extraction_ends_the_run_and_its_process(
     make_napari_viewer, qtbot, monkeypatch
 ):
-    monkeypatch.setattr(masks, "brain_mask_by_robex", testdata.brain_mask_never_made)
-    started = []
-    original = masks.BrainExtraction.__init__
-
-    def record(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        started.append(self.process.pid)
-
-    monkeypatch.setattr(masks.BrainExtraction, "__init__", record)
+    started = _never_ending_extractions(monkeypatch)
     widget = _extracting_widget(_viewer_without_fixed_labels(make_napari_viewer))
     assert widget.start() is not None
     status = widget.reporter.status

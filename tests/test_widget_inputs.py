@@ -17,19 +17,10 @@ from napari_mireg.gui.live_layers import (  # noqa: E402
     WARPED,
 )
 from napari_mireg.gui.options_form import CUSTOM, DEFAULT  # noqa: E402
-from napari_mireg.gui.sample import sample_pair  # noqa: E402
 from napari_mireg.gui.widget import RegistrationWidget  # noqa: E402
 
 RUN_TIMEOUT_MS = 120_000
 INPUTS = ["fixed_t1", "moving_t2", "fixed_synthseg", "moving_synthseg"]
-
-
-@pytest.fixture
-def viewer_with_pair(make_napari_viewer):
-    viewer = make_napari_viewer()
-    for data, kwargs, kind in sample_pair():
-        getattr(viewer, f"add_{kind}")(data, **kwargs)
-    return viewer
 
 
 def make_widget(viewer, iterations="3", prealign="none"):

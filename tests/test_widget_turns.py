@@ -3,6 +3,7 @@ tab pages that scroll when the dock is short.
 """
 
 import pytest
+import testdata
 
 pytest.importorskip("napari")
 
@@ -14,7 +15,6 @@ from napari_mireg.gui.live_layers import (  # noqa: E402
     JACOBIAN,
     UPDATE,
 )
-from napari_mireg.gui.sample import sample_pair  # noqa: E402
 from napari_mireg.gui.turns import Turns  # noqa: E402
 from napari_mireg.gui.widget import RegistrationWidget  # noqa: E402
 
@@ -38,14 +38,8 @@ def test_turns_run_their_steps_later_in_order_and_clear_drops_the_rest(qtbot):
 
 @pytest.fixture
 def widget_on_sample(make_napari_viewer):
-    viewer = make_napari_viewer(show=True)
-    for data, kwargs, kind in sample_pair():
-        getattr(viewer, f"add_{kind}")(data, **kwargs)
-    widget = RegistrationWidget(viewer)
-    widget.options_form.control("level_iters").setText("3")
-    widget.options_form.control("prealign").setCurrentText("none")
-    viewer.window.add_dock_widget(widget)
-    return viewer, widget
+    viewer = testdata.add_sample_layers(make_napari_viewer(show=True))
+    return viewer, testdata.docked_short_run_widget(viewer)
 
 
 def test_the_run_ends_once_its_result_is_shown_over_several_turns(widget_on_sample, qtbot):

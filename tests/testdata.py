@@ -434,3 +434,25 @@ def brain_mask_never_made(volume, dilation_mm=0.0):
 def brain_mask_failing(volume, dilation_mm=0.0):
     """A stand-in for a ROBEX that fails."""
     raise RuntimeError("ROBEX found no head in the image")
+
+
+def add_sample_layers(viewer):
+    """Add the bundled sample pair (images and SynthSeg maps) to a napari viewer."""
+    from napari_mireg.gui.sample import sample_pair
+
+    for data, kwargs, kind in sample_pair():
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    return viewer
+
+
+def docked_short_run_widget(viewer):
+    """The registration widget docked in `viewer`, set for a quick run: 3 SyN iterations
+    on one level, no prealignment.
+    """
+    from napari_mireg.gui.widget import RegistrationWidget
+
+    widget = RegistrationWidget(viewer)
+    widget.options_form.control("level_iters").setText("3")
+    widget.options_form.control("prealign").setCurrentText("none")
+    viewer.window.add_dock_widget(widget)
+    return widget

@@ -14,7 +14,9 @@ import importlib
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -22,7 +24,7 @@ from napari_mireg.engine.masks import _AFFINE, _DATA, _ERROR, _MASK
 from napari_mireg.engine.transforms import Volume
 
 
-def write_atomically(path: Path, write) -> None:
+def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write(file)`` on a file beside `path`, then rename it to `path`."""
     part = path.with_name(path.name + ".part")
     with open(part, "wb") as file:
@@ -30,10 +32,10 @@ def write_atomically(path: Path, write) -> None:
     os.replace(part, path)
 
 
-def extractor_named(name: str):
+def extractor_named(name: str) -> Callable[..., Any]:
     """The function ``module:function`` names (imported)."""
     module, _, function = name.partition(":")
-    target = importlib.import_module(module)
+    target: Any = importlib.import_module(module)
     for attribute in function.split("."):
         target = getattr(target, attribute)
     return target

@@ -1,6 +1,10 @@
 """Input checks shared by the engine: every message names the argument and the problem."""
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 
 
 def image_array(image, name):
@@ -185,7 +189,7 @@ LARGEST_INTENSITY = 1e30
 VOXEL_MM_RANGE = (0.01, 20.0)
 
 
-def intensities(data, name: str) -> None:
+def intensities(data: npt.NDArray[Any], name: str) -> None:
     """Refuse NaN, infinite or huge intensities, before any cast to float32.
 
     Checked before the cast because float32 turns a finite 1e39 into infinity, which would
@@ -227,7 +231,7 @@ def intensity_bounds(low: float, high: float, name: str) -> None:
         )
 
 
-def voxel_sizes(spacing, ndim: int, name: str) -> None:
+def voxel_sizes(spacing: npt.ArrayLike, ndim: int, name: str) -> None:
     """Refuse voxel sizes outside :data:`VOXEL_MM_RANGE` (a header in another unit).
 
     Parameters
@@ -264,7 +268,12 @@ def _shown_shape(volume):
     return " x ".join(str(n) for n in volume.shape[-volume.ndim :])
 
 
-def level_sizes(fixed, moving, level_iters, prealign_levels=()) -> None:
+def level_sizes(
+    fixed: Any,
+    moving: Any,
+    level_iters: Sequence[int],
+    prealign_levels: Sequence[int] = (),
+) -> None:
     """Refuse images that a level of the pyramid would shrink to a single voxel.
 
     On such a level every image is constant and mutual information is undefined; the
@@ -326,7 +335,7 @@ def level_sizes(fixed, moving, level_iters, prealign_levels=()) -> None:
         )
 
 
-def winsorize_range(low: float, high: float, quantiles, name: str) -> None:
+def winsorize_range(low: float, high: float, quantiles: tuple[float, float], name: str) -> None:
     """Refuse winsorising quantiles that clip every voxel of an image to one value.
 
     Parameters
@@ -351,7 +360,9 @@ def winsorize_range(low: float, high: float, quantiles, name: str) -> None:
     )
 
 
-def varies_in_mask(volume, mask, name: str, source: str | None = None) -> None:
+def varies_in_mask(
+    volume: Any, mask: npt.NDArray[np.bool_] | None, name: str, source: str | None = None
+) -> None:
     """Refuse an image that is constant inside its metric mask (it is not constant outside).
 
     Parameters

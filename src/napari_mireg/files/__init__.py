@@ -251,10 +251,8 @@ def input_error(problem: _validate.InputProblem, paths: dict) -> InputError:
 
     flags = {option.name: option.cli_flag for option in OPTIONS}
     argument = {"fixed_mask": "mask"}.get(problem.argument, problem.argument)  # --mask
-    return InputError(
-        paths.get(argument, problem.argument),
-        problem.describe(flags.get(problem.option, problem.option)),
-    )
+    flag = None if problem.option is None else flags.get(problem.option, problem.option)
+    return InputError(paths.get(argument, problem.argument), problem.describe(flag))
 
 
 def _check_voxel_size(volume, path):
