@@ -7,6 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import testdata
 
 pytest.importorskip("napari")
 
@@ -51,11 +52,7 @@ def every_frame_heavy(monkeypatch):
 
 
 def make_widget(viewer, iterations="8,4", prealign="rigid"):
-    widget = RegistrationWidget(viewer)
-    widget.options_form.control("level_iters").setText(iterations)
-    widget.options_form.control("prealign").setCurrentText(prealign)
-    viewer.window.add_dock_widget(widget)
-    return widget
+    return testdata.docked_widget(viewer, iterations, prealign)
 
 
 def record_frames(widget):

@@ -33,7 +33,7 @@ RUN_TIMEOUT_MS = 120_000
 def ran(make_napari_viewer, qtbot):
     """A viewer of the sample pair and a docked widget after a 3-iteration run."""
     viewer = testdata.add_sample_layers(make_napari_viewer(show=True))
-    widget = testdata.docked_short_run_widget(viewer)
+    widget = testdata.docked_widget(viewer)
     assert widget.start() is not None
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=RUN_TIMEOUT_MS)
     assert widget.summary is not None

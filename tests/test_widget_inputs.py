@@ -4,6 +4,7 @@ the layers of several runs (compact names, older runs hidden, "Clear earlier run
 
 import numpy as np
 import pytest
+import testdata
 
 pytest.importorskip("napari")
 
@@ -17,18 +18,13 @@ from napari_mireg.gui.live_layers import (  # noqa: E402
     WARPED,
 )
 from napari_mireg.gui.options_form import CUSTOM, DEFAULT  # noqa: E402
-from napari_mireg.gui.widget import RegistrationWidget  # noqa: E402
 
 RUN_TIMEOUT_MS = 120_000
 INPUTS = ["fixed_t1", "moving_t2", "fixed_synthseg", "moving_synthseg"]
 
 
 def make_widget(viewer, iterations="3", prealign="none"):
-    widget = RegistrationWidget(viewer)
-    widget.options_form.control("level_iters").setText(iterations)
-    widget.options_form.control("prealign").setCurrentText(prealign)
-    viewer.window.add_dock_widget(widget)
-    return widget
+    return testdata.docked_widget(viewer, iterations, prealign)
 
 
 def run_to_end(qtbot, widget):

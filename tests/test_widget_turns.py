@@ -39,7 +39,7 @@ def test_turns_run_their_steps_later_in_order_and_clear_drops_the_rest(qtbot):
 @pytest.fixture
 def widget_on_sample(make_napari_viewer):
     viewer = testdata.add_sample_layers(make_napari_viewer(show=True))
-    return viewer, testdata.docked_short_run_widget(viewer)
+    return viewer, testdata.docked_widget(viewer)
 
 
 def test_the_run_ends_once_its_result_is_shown_over_several_turns(widget_on_sample, qtbot):

@@ -445,14 +445,14 @@ def add_sample_layers(viewer):
     return viewer
 
 
-def docked_short_run_widget(viewer):
-    """The registration widget docked in `viewer`, set for a quick run: 3 SyN iterations
-    on one level, no prealignment.
+def docked_widget(viewer, iterations="3", prealign="none"):
+    """The registration widget docked in `viewer`, its SyN iterations and prealignment set
+    (by default a quick run: 3 iterations on one level, no prealignment).
     """
     from napari_mireg.gui.widget import RegistrationWidget
 
     widget = RegistrationWidget(viewer)
-    widget.options_form.control("level_iters").setText("3")
-    widget.options_form.control("prealign").setCurrentText("none")
+    widget.options_form.control("level_iters").setText(iterations)
+    widget.options_form.control("prealign").setCurrentText(prealign)
     viewer.window.add_dock_widget(widget)
     return widget
