@@ -143,7 +143,9 @@ def test_every_label_name_shows_whole_at_the_dock_width(parcellated):
     widget, shown = parcellated["widget"], parcellated["shown"]
     table = widget.results.table
     assert table.rowCount() >= 90 and table.isVisibleTo(widget)
-    assert widget.width() == shown["dock_width"] < 600  # as the window laid it out
+    # The width the window laid the dock out at, or a little more: showing the per-label
+    # plot, which another test of this module may have done first, can widen the dock.
+    assert shown["dock_width"] <= widget.width() < 600
     # The delegate draws a cell's text inside the cell less a margin on each side, and
     # elides what is wider.
     margin = table.style().pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin, None, table) + 1
