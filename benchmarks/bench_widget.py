@@ -130,6 +130,18 @@ def viewer_with_1mm_pair():
     return viewer, fixed.shape
 
 
+def _event_loop_probe(ticks):
+    """A 10 ms timer appending the time of each tick to `ticks`, started and settled for a
+    second (the ticks of that second dropped): a gap between ticks is the event loop held.
+    """
+    probe = QTimer()
+    probe.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    probe.start(10)
+    wait(1.0)
+    ticks.clear()
+    return probe
+
+
 def _probe_while_running(seconds, live, what):
     """The probe of `responsiveness`; `what` names the case in the printed line."""
     viewer, shape = viewer_with_1mm_pair()
@@ -140,11 +152,7 @@ def _probe_while_running(seconds, live, what):
     widget.live_images.setChecked(live)
     window_size = fill_screen(viewer)
     ticks = []
-    probe = QTimer()
-    probe.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    probe.start(10)
-    wait(1.0)
-    ticks.clear()
+    probe = _event_loop_probe(ticks)
     started = time.perf_counter()
     widget.start()  # creates the live layers (its own time is printed apart)
     run_handler = time.perf_counter() - started
@@ -182,11 +190,7 @@ def whole_run_gaps(after_seconds=3.0, largest=5):
     widget.runner.frame_arrived.connect(
         lambda frame: stages.append((time.perf_counter(), frame.stage))
     )
-    probe = QTimer()
-    probe.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    probe.start(10)
-    wait(1.0)
-    ticks.clear()
+    probe = _event_loop_probe(ticks)
     started = time.perf_counter()
     widget.start()
     wait(until=lambda: not widget.runner.running)
