@@ -395,7 +395,7 @@ class SymmetricDiffeomorphicRegistration:
                 # Every step is scaled to step_length, whatever the gradient's size, so a
                 # level that only follows noise (an image and itself) still moves the maps;
                 # one that leaves the MI no higher than it found it is undone.
-                value = metric.value_and_gradient(half_fixed, half_moving).value
+                value = metric.value(half_fixed, half_moving)
                 if value <= -level_energies[0] * (1 + self.opt_tol):
                     half_fixed, half_moving = _level_start(start, initial, shape, affine)
         return half_fixed, half_moving, previous_affine
