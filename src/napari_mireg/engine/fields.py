@@ -1,5 +1,6 @@
 """Array operations on images and vector fields, over the Cython kernels of _fields.pyx."""
 
+import functools
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -454,10 +455,19 @@ def largest_length(field: npt.ArrayLike, *, threads: int | None = None) -> float
 
 def gaussian_weights(sigma: float) -> npt.NDArray[np.float64]:
     """Normalised Gaussian taps for a sigma in voxels, truncated at 3 sigma."""
+    return _gaussian_taps(float(sigma)).copy()
+
+
+@functools.lru_cache(maxsize=32)
+def _gaussian_taps(sigma):
+    """`gaussian_weights`, made once per sigma (read-only): the SyN smooths with the same
+    two sigmas four times an iteration."""
     radius = max(1, int(np.ceil(3.0 * sigma)))
     offsets = np.arange(-radius, radius + 1, dtype=np.float64)
     weights = np.exp(-0.5 * (offsets / sigma) ** 2)
-    return weights / weights.sum()
+    weights /= weights.sum()
+    weights.flags.writeable = False
+    return weights
 
 
 def smooth(
@@ -486,7 +496,7 @@ def smooth(
             target,
             shape,
             axis,
-            gaussian_weights(sigmas[axis]),
+            _gaussian_taps(float(sigmas[axis])),
             thread_count(threads, len(current)),
         )
         current = target

@@ -489,9 +489,11 @@ def _zero_boundary(field):
     """Set the outermost layer of a (n0, n1, n2, 3) field to zero, in place."""
     for axis in range(3):
         if field.shape[axis] > 1:
-            index = [slice(None)] * 4
-            index[axis] = [0, -1]
-            field[tuple(index)] = 0
+            # two plain slices: a list index would gather a copy of both faces first
+            for end in (0, -1):
+                index = [slice(None)] * 4
+                index[axis] = end
+                field[tuple(index)] = 0
 
 
 def _level_start(start, initial, shape, affine):
