@@ -168,6 +168,21 @@ def test_jacobian_determinant_range_is_the_smallest_and_largest(grid):
     assert smallest < 1 < largest  # the field squeezes and stretches
 
 
+def test_jacobian_determinant_range_on_a_grid_along_the_world_axes(grid):
+    # A diagonal grid matrix (with a flip) takes the kernel's shorter path: the same
+    # extremes as numpy and, exactly, as the full per-voxel determinant's.
+    _, _, field = grid
+    affine = np.diag([1.5, -1.0, 2.0, 1.0])
+    affine[:3, 3] = [3.0, -2.0, 5.0]
+    reference = numpy_determinant(field.astype(np.float64), affine)
+    smallest, largest = fields.jacobian_determinant_range(field, affine, threads=2)
+    assert smallest == pytest.approx(reference.min(), abs=1e-12)
+    assert largest == pytest.approx(reference.max(), abs=1e-12)
+    full = fields.jacobian_determinant(field, affine)
+    assert (smallest, largest) == (full.min(), full.max())
+    assert smallest < 1 < largest
+
+
 def test_invert_where_the_fixed_point_iteration_runs_away():
     # x -> x + h(x) along axis 2 with dh/dx from -0.81 to 1.6: invertible (1 + h' > 0), but
     # the fixed-point iteration w <- -h(x + w) diverges where the map stretches (|h'| > 1);

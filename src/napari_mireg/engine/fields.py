@@ -460,8 +460,10 @@ def gaussian_weights(sigma: float) -> npt.NDArray[np.float64]:
 
 @functools.lru_cache(maxsize=32)
 def _gaussian_taps(sigma):
-    """`gaussian_weights`, made once per sigma (read-only): the SyN smooths with the same
-    two sigmas four times an iteration."""
+    """`gaussian_weights`, made once per sigma (read-only).
+
+    The SyN smooths with the same two sigmas four times an iteration.
+    """
     radius = max(1, int(np.ceil(3.0 * sigma)))
     offsets = np.arange(-radius, radius + 1, dtype=np.float64)
     weights = np.exp(-0.5 * (offsets / sigma) ** 2)

@@ -425,6 +425,12 @@ def jacobian_determinant_range(const float[:, ::1] field, shape,
     cdef double det, low, high
     cdef AxisStep step0, step1
     cdef AxisStep inner = axis_step(1, 3, 3)
+    cdef AxisStep step2
+    # A grid along the world axes (the usual case): L^-1 is diagonal, and each Jacobian
+    # entry is one difference times one factor; the zero terms added otherwise change
+    # nothing (x + 0 * y is x)
+    cdef bint diagonal = (k.m[1] == 0 and k.m[2] == 0 and k.m[3] == 0 and k.m[5] == 0
+                          and k.m[6] == 0 and k.m[7] == 0)
     for row in prange(n0 * n1, nogil=True, num_threads=threads, schedule="guided"):
         step0 = axis_step(row // n1, n0, n1 * n2 * 3)
         step1 = axis_step(row % n1, n1, n2 * 3)
@@ -434,10 +440,13 @@ def jacobian_determinant_range(const float[:, ::1] field, shape,
         for i2 in range(n2):
             if 0 < i2 < n2 - 1:
                 # inside the row: central differences, without the ends' tests
-                det = _determinant_at(data, row * n2 + i2, step0, step1, inner, &k)
+                step2 = inner
             else:
-                det = _determinant_at(data, row * n2 + i2, step0, step1, axis_step(i2, n2, 3),
-                                      &k)
+                step2 = axis_step(i2, n2, 3)
+            if diagonal:
+                det = _diagonal_determinant_at(data, row * n2 + i2, step0, step1, step2, &k)
+            else:
+                det = _determinant_at(data, row * n2 + i2, step0, step1, step2, &k)
             if det < low:
                 low = det
             if det > high:
@@ -472,6 +481,24 @@ cdef inline double _determinant_at(const float* data, Py_ssize_t v, AxisStep ste
     j20 = d0 * k.m[0] + d1 * k.m[3] + d2 * k.m[6]
     j21 = d0 * k.m[1] + d1 * k.m[4] + d2 * k.m[7]
     j22 = 1.0 + d0 * k.m[2] + d1 * k.m[5] + d2 * k.m[8]
+    return (j00 * (j11 * j22 - j12 * j21) - j01 * (j10 * j22 - j12 * j20)
+            + j02 * (j10 * j21 - j11 * j20))
+
+
+cdef inline double _diagonal_determinant_at(const float* data, Py_ssize_t v, AxisStep step0,
+                                            AxisStep step1, AxisStep step2,
+                                            const Matrix3* k) noexcept nogil:
+    """`_determinant_at` for a diagonal L^-1."""
+    cdef double j00, j01, j02, j10, j11, j12, j20, j21, j22
+    j00 = 1.0 + difference(data, 3 * v, step0) * k.m[0]
+    j01 = difference(data, 3 * v, step1) * k.m[4]
+    j02 = difference(data, 3 * v, step2) * k.m[8]
+    j10 = difference(data, 3 * v + 1, step0) * k.m[0]
+    j11 = 1.0 + difference(data, 3 * v + 1, step1) * k.m[4]
+    j12 = difference(data, 3 * v + 1, step2) * k.m[8]
+    j20 = difference(data, 3 * v + 2, step0) * k.m[0]
+    j21 = difference(data, 3 * v + 2, step1) * k.m[4]
+    j22 = 1.0 + difference(data, 3 * v + 2, step2) * k.m[8]
     return (j00 * (j11 * j22 - j12 * j21) - j01 * (j10 * j22 - j12 * j20)
             + j02 * (j10 * j21 - j11 * j20))
 
