@@ -8,6 +8,10 @@ from libc.math cimport fabs, floor, sqrt
 
 import numpy as np
 
+cdef extern from "mireg_blend.h" nogil:
+    void mireg_blend3(const float* c, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t s2, double f2,
+                      double w00, double w01, double w10, double w11, double* out)
+
 from napari_mireg.engine._kernels.shared cimport (AxisStep, Matrix3, Vector3, axis_step, difference, matrix3,
                                     physical_gradient, store_components)
 
@@ -226,6 +230,7 @@ cdef inline void _compose_row(const float* source, const float* displacement, fl
     cdef const float* corner
     cdef const float* d
     cdef float* target
+    cdef double value[3]
     for i2 in range(n2):
         v = row * n2 + i2
         d = displacement + 3 * v
@@ -247,9 +252,10 @@ cdef inline void _compose_row(const float* source, const float* displacement, fl
         w11 = f0 * f1
         corner = source + ((c0 * m1 + c1) * m2 + c2) * 3
         target = out + 3 * v
-        target[0] = <float>(_corner_value(corner, f2, w00, w01, w10, w11, s0, s1, s2) + d0)
-        target[1] = <float>(_corner_value(corner + 1, f2, w00, w01, w10, w11, s0, s1, s2) + d1)
-        target[2] = <float>(_corner_value(corner + 2, f2, w00, w01, w10, w11, s0, s1, s2) + d2)
+        mireg_blend3(corner, s0, s1, s2, f2, w00, w01, w10, w11, value)
+        target[0] = <float>(value[0] + d0)
+        target[1] = <float>(value[1] + d1)
+        target[2] = <float>(value[2] + d2)
 
 
 cdef inline double clamped(double position, Py_ssize_t size) noexcept nogil:
@@ -259,16 +265,6 @@ cdef inline double clamped(double position, Py_ssize_t size) noexcept nogil:
     if position > size - 1:
         return <double>(size - 1)
     return position
-
-
-cdef inline double _corner_value(const float* corner, double f2, double w00, double w01,
-                                 double w10, double w11, Py_ssize_t s0, Py_ssize_t s1,
-                                 Py_ssize_t s2) noexcept nogil:
-    """`cell_value` with the cell's weights passed one by one."""
-    return ((1 - f2) * (w00 * corner[0] + w01 * corner[s1] + w10 * corner[s0]
-                        + w11 * corner[s0 + s1])
-            + f2 * (w00 * corner[s2] + w01 * corner[s1 + s2] + w10 * corner[s0 + s2]
-                    + w11 * corner[s0 + s1 + s2]))
 
 
 def warp_nearest_index(image_shape, const float[:, ::1] field, bint use_field, output_shape,
