@@ -348,20 +348,25 @@ def _fixed_point(field, affine, inverse, max_iterations, tolerance, threads):
     """Steps w <- -field(x + w) until the largest change is below `tolerance` (voxels)."""
     smallest_voxel = float(voxel_sizes(affine).min())
     change = np.inf
+    shape = field.shape[:3]
+    flat_field = _flat_channels(field)
+    # the matrices `resample` would use on this grid
+    index_matrix = np.ascontiguousarray(np.linalg.inv(affine) @ np.eye(4))
+    point_matrix = np.ascontiguousarray(affine, dtype=np.float64)
     for _ in range(max_iterations):
-        updated = resample(
-            field, affine, field.shape[:3], affine, field=inverse, clamp=True, threads=threads
+        # w <- -field(x + w) and the largest change, in one pass
+        updated = np.empty_like(flat_field)
+        largest = _fields.fixed_point_step(
+            flat_field,
+            shape,
+            _flat_channels(inverse),
+            point_matrix,
+            index_matrix,
+            updated,
+            thread_count(threads, len(updated)),
         )
-        np.negative(updated, out=updated)
-        change = (
-            _fields.max_distance(
-                updated.reshape(-1, 3),
-                inverse.reshape(-1, 3),
-                thread_count(threads, len(updated) // CHEAP),
-            )
-            / smallest_voxel
-        )
-        inverse = updated
+        change = largest / smallest_voxel
+        inverse = updated.reshape(field.shape)
         if change < tolerance:
             break
     return inverse, change

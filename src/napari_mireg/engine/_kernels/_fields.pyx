@@ -174,12 +174,13 @@ def warp_linear(const float[:, ::1] image, image_shape, const float[:, ::1] fiel
     cdef Py_ssize_t row, i0, i1, i2, v, c
     cdef bint outside
     cdef float* target
-    if add_field and clamp and channels == 3:
-        # A composition of two fields (the SyN's every step): its own loop with the three
-        # channels unrolled, the same arithmetic in the same order
+    if use_field and clamp and channels == 3:
+        # A displacement field through another (the SyN's compositions, the inversion's
+        # fixed-point steps): its own loop, the three channels unrolled, the same
+        # arithmetic in the same order
         for row in prange(rows, nogil=True, num_threads=threads, schedule="guided"):
-            _compose_row(source, displacement, target_data, row, n1, n2, grid, linear, m0, m1,
-                         m2, s0, s1, s2)
+            _field_row(source, displacement, target_data, row, n1, n2, grid, linear, m0, m1,
+                       m2, s0, s1, s2, add_field, False)
         return out
     for row in prange(rows, nogil=True, num_threads=threads, schedule="guided"):
         i0 = row // n1
@@ -217,11 +218,13 @@ def warp_linear(const float[:, ::1] image, image_shape, const float[:, ::1] fiel
     return out
 
 
-cdef inline void _compose_row(const float* source, const float* displacement, float* out,
-                              Py_ssize_t row, Py_ssize_t n1, Py_ssize_t n2, const double* grid,
-                              const double* linear, Py_ssize_t m0, Py_ssize_t m1, Py_ssize_t m2,
-                              Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t s2) noexcept nogil:
-    """One output row of `warp_linear` for a 3-channel field, clamped, the field added."""
+cdef inline void _field_row(const float* source, const float* displacement, float* out,
+                            Py_ssize_t row, Py_ssize_t n1, Py_ssize_t n2, const double* grid,
+                            const double* linear, Py_ssize_t m0, Py_ssize_t m1, Py_ssize_t m2,
+                            Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t s2, bint add_field,
+                            bint negate) noexcept nogil:
+    """One output row of `warp_linear` for a 3-channel field through a displacement,
+    clamped, with the displacement added when `add_field`, negated when `negate`."""
     cdef Py_ssize_t i0 = row // n1, i1 = row % n1, i2, v, c0, c1, c2
     cdef double r0 = grid[0] * i0 + grid[1] * i1 + grid[3]
     cdef double r1 = grid[4] * i0 + grid[5] * i1 + grid[7]
@@ -253,9 +256,68 @@ cdef inline void _compose_row(const float* source, const float* displacement, fl
         corner = source + ((c0 * m1 + c1) * m2 + c2) * 3
         target = out + 3 * v
         mireg_blend3(corner, s0, s1, s2, f2, w00, w01, w10, w11, value)
-        target[0] = <float>(value[0] + d0)
-        target[1] = <float>(value[1] + d1)
-        target[2] = <float>(value[2] + d2)
+        if add_field:
+            value[0] = value[0] + d0
+            value[1] = value[1] + d1
+            value[2] = value[2] + d2
+        target[0] = <float>value[0]
+        target[1] = <float>value[1]
+        target[2] = <float>value[2]
+        if negate:
+            target[0] = -target[0]
+            target[1] = -target[1]
+            target[2] = -target[2]
+
+
+def fixed_point_step(const float[:, ::1] field, shape, const float[:, ::1] inverse,
+                     const double[:, ::1] point_matrix, const double[:, ::1] index_matrix,
+                     float[:, ::1] out, int threads):
+    """One step of the inversion's fixed-point iteration, w <- -field(x + w), and its change.
+
+    `field` and `inverse` (voxels, 3) are world displacements on one grid of `shape`;
+    `point_matrix` and `index_matrix` as for `warp_linear` (the grid's voxel-to-world
+    matrix and its inverse). out[x] = -field(x + inverse[x]), sampled as `warp_linear`
+    does (clamped); returns the largest |out - inverse| (mm). `warp_linear`, a negation
+    and `max_distance` in one pass, with the same numbers.
+    """
+    cdef Py_ssize_t n0 = shape[0], n1 = shape[1], n2 = shape[2]
+    cdef Py_ssize_t rows = n0 * n1
+    cdef double grid[12]
+    cdef double linear[9]
+    cdef int a, b, k
+    for a in range(3):
+        for b in range(4):
+            grid[a * 4 + b] = index_matrix[a, 3] if b == 3 else 0.0
+            for k in range(3):
+                grid[a * 4 + b] += index_matrix[a, k] * point_matrix[k, b]
+        for b in range(3):
+            linear[a * 3 + b] = index_matrix[a, b]
+    if field.shape[0] != rows * n2 or inverse.shape[0] != rows * n2 or out.shape[0] != rows * n2:
+        raise ValueError("field, inverse and out need one row per voxel of the grid")
+    cdef Py_ssize_t s0 = (n1 * n2 if n0 > 1 else 0) * 3
+    cdef Py_ssize_t s1 = (n2 if n1 > 1 else 0) * 3
+    cdef Py_ssize_t s2 = (1 if n2 > 1 else 0) * 3
+    cdef double[::1] largest = np.zeros(rows)
+    cdef const float* w = &inverse[0, 0]
+    cdef float* target = &out[0, 0]
+    cdef Py_ssize_t row, v
+    cdef double d0, d1, d2, squared, row_largest
+    for row in prange(rows, nogil=True, num_threads=threads, schedule="guided"):
+        _field_row(&field[0, 0], w, target, row, n1, n2, grid, linear, n0, n1, n2, s0, s1, s2,
+                   False, True)
+        row_largest = 0.0
+        for v in range(row * n2, (row + 1) * n2):
+            d0 = target[3 * v]
+            d1 = target[3 * v + 1]
+            d2 = target[3 * v + 2]
+            d0 = d0 - w[3 * v]
+            d1 = d1 - w[3 * v + 1]
+            d2 = d2 - w[3 * v + 2]
+            squared = d0 * d0 + d1 * d1 + d2 * d2
+            if squared > row_largest:
+                row_largest = squared
+        largest[row] = row_largest
+    return sqrt(np.max(largest))
 
 
 cdef inline double clamped(double position, Py_ssize_t size) noexcept nogil:
