@@ -357,6 +357,36 @@ cdef inline unsigned char add_at_point(const double* y, Py_ssize_t s0, Py_ssize_
     return <unsigned char>row
 
 
+cdef inline void halfway_voxel(const Mapping* to_fixed, const Mapping* to_moving,
+                               Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t i2, Py_ssize_t v,
+                               Py_ssize_t f0, Py_ssize_t f1, Py_ssize_t f2,
+                               const unsigned char* fixed, const float* u_fixed,
+                               Py_ssize_t m0, Py_ssize_t m1, Py_ssize_t m2,
+                               const unsigned char* moving, const float* u_moving,
+                               Py_ssize_t bins, double* forward_cells, double* backward_cells,
+                               unsigned char* forward_rows, unsigned char* backward_rows,
+                               bint backward) noexcept nogil:
+    """Voxel v's share of `halfway_histograms` (its points live on this thread's stack)."""
+    cdef double y_fixed[3]
+    cdef double y_moving[3]
+    cdef int row
+    point_of(to_fixed, i0, i1, i2, u_fixed + 3 * v, y_fixed)
+    row = level_nearest(y_fixed, f0, f1, f2, fixed)
+    if row != 0 or backward:
+        point_of(to_moving, i0, i1, i2, u_moving + 3 * v, y_moving)
+    if row != 0:
+        forward_rows[v] = add_at_point(y_moving, m0, m1, m2, moving, row, bins, forward_cells)
+    else:
+        forward_rows[v] = 0
+    if backward:
+        row = level_nearest(y_moving, m0, m1, m2, moving)
+        if row != 0:
+            backward_rows[v] = add_at_point(y_fixed, f0, f1, f2, fixed, row, bins,
+                                            backward_cells)
+        else:
+            backward_rows[v] = 0
+
+
 def halfway_histograms(const unsigned char[:, :, ::1] fixed_bins,
                        const unsigned char[:, :, ::1] moving_bins,
                        const float[:, ::1] half_fixed, const float[:, ::1] half_moving, shape,
@@ -400,10 +430,7 @@ def halfway_histograms(const unsigned char[:, :, ::1] fixed_bins,
     cdef const unsigned char* moving = &moving_bins[0, 0, 0]
     cdef const float* u_fixed = &half_fixed[0, 0]
     cdef const float* u_moving = &half_moving[0, 0]
-    cdef Py_ssize_t c, line, i0, i1, i2, v, start, stop
-    cdef int row
-    cdef double y_fixed[3]
-    cdef double y_moving[3]
+    cdef Py_ssize_t c, line, i0, i1, i2, start, stop
     if half_fixed.shape[0] != n or half_moving.shape[0] != n or forward_rows.shape[0] != n:
         raise ValueError("the half-maps and forward_rows need one row per grid voxel")
     if backward and backward_rows.shape[0] != n:
@@ -415,23 +442,10 @@ def halfway_histograms(const unsigned char[:, :, ::1] fixed_bins,
             i0 = line // n1
             i1 = line % n1
             for i2 in range(n2):
-                v = line * n2 + i2
-                point_of(&to_fixed, i0, i1, i2, u_fixed + 3 * v, y_fixed)
-                row = level_nearest(y_fixed, f0, f1, f2, fixed)
-                if row != 0 or backward:
-                    point_of(&to_moving, i0, i1, i2, u_moving + 3 * v, y_moving)
-                if row != 0:
-                    forward_rows[v] = add_at_point(y_moving, m0, m1, m2, moving, row, bins,
-                                                   &forward_partial[c, 0])
-                else:
-                    forward_rows[v] = 0
-                if backward:
-                    row = level_nearest(y_moving, m0, m1, m2, moving)
-                    if row != 0:
-                        backward_rows[v] = add_at_point(y_fixed, f0, f1, f2, fixed, row, bins,
-                                                        &backward_partial[c, 0])
-                    else:
-                        backward_rows[v] = 0
+                halfway_voxel(&to_fixed, &to_moving, i0, i1, i2, line * n2 + i2,
+                              f0, f1, f2, fixed, u_fixed, m0, m1, m2, moving, u_moving, bins,
+                              &forward_partial[c, 0], &backward_partial[c if backward else 0, 0],
+                              &forward_rows[0], &backward_rows[0], backward)
     forward = np.asarray(forward_partial).sum(axis=0).reshape(bins, bins)
     forward[:, 0] = 0  # the weights of corners outside the other image or its mask
     if not backward:
