@@ -168,6 +168,21 @@ def test_jacobian_determinant_range_is_the_smallest_and_largest(grid):
     assert smallest < 1 < largest  # the field squeezes and stretches
 
 
+def test_jacobian_determinant_range_on_a_grid_along_the_world_axes(grid):
+    # A diagonal grid matrix (with a flip) takes the kernel's shorter path: the same
+    # extremes as numpy and, exactly, as the full per-voxel determinant's.
+    _, _, field = grid
+    affine = np.diag([1.5, -1.0, 2.0, 1.0])
+    affine[:3, 3] = [3.0, -2.0, 5.0]
+    reference = numpy_determinant(field.astype(np.float64), affine)
+    smallest, largest = fields.jacobian_determinant_range(field, affine, threads=2)
+    assert smallest == pytest.approx(reference.min(), abs=1e-12)
+    assert largest == pytest.approx(reference.max(), abs=1e-12)
+    full = fields.jacobian_determinant(field, affine)
+    assert (smallest, largest) == (full.min(), full.max())
+    assert smallest < 1 < largest
+
+
 def test_invert_where_the_fixed_point_iteration_runs_away():
     # x -> x + h(x) along axis 2 with dh/dx from -0.81 to 1.6: invertible (1 + h' > 0), but
     # the fixed-point iteration w <- -h(x + w) diverges where the map stretches (|h'| > 1);
@@ -340,3 +355,40 @@ def test_image_and_gradient_holds_the_image_its_numpy_gradient_and_the_extra_pla
     assert fields.image_and_gradient(image).shape == image.shape + (image.ndim + 1,)
     with pytest.raises(ValueError, match="extra"):
         fields.image_and_gradient(image, extra=extra[..., :-1])
+
+
+def test_fixed_point_step_is_the_field_sampled_through_the_inverse_and_negated(grid):
+    # One step w <- -field(x + w) of the inversion, and its largest change, against scipy's
+    # trilinear sampling (edges replicated) and numpy.
+    from napari_mireg.engine._kernels import _fields
+
+    _, affine, field = grid
+    shape = field.shape[:3]
+    inverse = (-0.8 * field[::-1]).copy()  # any displacement, some of it past the edges
+    out = np.empty((field[..., 0].size, 3), dtype=np.float32)
+    change = _fields.fixed_point_step(
+        field.reshape(-1, 3),
+        shape,
+        inverse.reshape(-1, 3),
+        np.ascontiguousarray(affine),
+        np.ascontiguousarray(np.linalg.inv(affine)),
+        out,
+        2,
+    )
+    index = np.indices(shape).reshape(3, -1).astype(np.float64)
+    world = affine[:3, :3] @ index + affine[:3, 3:] + inverse.reshape(-1, 3).T
+    points = np.linalg.inv(affine)[:3, :3] @ world + np.linalg.inv(affine)[:3, 3:]
+    expected = -np.stack(
+        [
+            ndimage.map_coordinates(
+                field[..., c].astype(np.float64), points, order=1, mode="nearest"
+            )
+            for c in range(3)
+        ],
+        axis=1,
+    )
+    # float32 result of a double computation: measured within 1e-6 mm
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    largest = np.sqrt(((out.astype(np.float64) - inverse.reshape(-1, 3)) ** 2).sum(axis=1)).max()
+    assert change == pytest.approx(largest, rel=1e-12)
+    assert change > 1.0

@@ -50,7 +50,7 @@ def test_snapshots_lower_the_energy_and_the_map_does_not_fold(deformed, histogra
 
 @pytest.mark.parametrize("histogram", METRICS)
 def test_the_syn_sees_its_metric_only_through_the_interface(deformed, histogram):
-    """A metric that only passes `prepare` and `value_and_gradient` on gives the same map."""
+    """A metric that passes on only `prepare`, `value_and_gradient` and `value`: same map."""
     fixed, moving = deformed
     metric = METRICS[histogram]()
     calls = []
@@ -66,6 +66,10 @@ def test_the_syn_sees_its_metric_only_through_the_interface(deformed, histogram)
                     calls.append(type(prepared).__name__)
                     return prepared.value_and_gradient(half_fixed, half_moving)
 
+                def value(self, half_fixed, half_moving):
+                    calls.append("value")
+                    return prepared.value(half_fixed, half_moving)
+
             return Level()
 
     mappings = []
@@ -76,7 +80,7 @@ def test_the_syn_sees_its_metric_only_through_the_interface(deformed, histogram)
     np.testing.assert_array_equal(mappings[0].backward, mappings[1].backward)
     # Both images share one grid, so every level is the aligned (Parzen) kind; each level
     # is evaluated once more after its iterations (a level that lowered the MI is undone).
-    assert calls == ["ParzenLevel"] * (3 + 1) + ["ParzenLevel"] * (2 + 1)
+    assert calls == ["ParzenLevel"] * 3 + ["value"] + ["ParzenLevel"] * 2 + ["value"]
 
 
 def test_closing_the_generator_leaves_no_map(deformed):

@@ -1,5 +1,6 @@
 """Array operations on images and vector fields, over the Cython kernels of _fields.pyx."""
 
+import functools
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -347,20 +348,25 @@ def _fixed_point(field, affine, inverse, max_iterations, tolerance, threads):
     """Steps w <- -field(x + w) until the largest change is below `tolerance` (voxels)."""
     smallest_voxel = float(voxel_sizes(affine).min())
     change = np.inf
+    shape = field.shape[:3]
+    flat_field = _flat_channels(field)
+    # the matrices `resample` would use on this grid
+    index_matrix = np.ascontiguousarray(np.linalg.inv(affine) @ np.eye(4))
+    point_matrix = np.ascontiguousarray(affine, dtype=np.float64)
     for _ in range(max_iterations):
-        updated = resample(
-            field, affine, field.shape[:3], affine, field=inverse, clamp=True, threads=threads
+        # w <- -field(x + w) and the largest change, in one pass
+        updated = np.empty_like(flat_field)
+        largest = _fields.fixed_point_step(
+            flat_field,
+            shape,
+            _flat_channels(inverse),
+            point_matrix,
+            index_matrix,
+            updated,
+            thread_count(threads, len(updated)),
         )
-        np.negative(updated, out=updated)
-        change = (
-            _fields.max_distance(
-                updated.reshape(-1, 3),
-                inverse.reshape(-1, 3),
-                thread_count(threads, len(updated) // CHEAP),
-            )
-            / smallest_voxel
-        )
-        inverse = updated
+        change = largest / smallest_voxel
+        inverse = updated.reshape(field.shape)
         if change < tolerance:
             break
     return inverse, change
@@ -454,10 +460,21 @@ def largest_length(field: npt.ArrayLike, *, threads: int | None = None) -> float
 
 def gaussian_weights(sigma: float) -> npt.NDArray[np.float64]:
     """Normalised Gaussian taps for a sigma in voxels, truncated at 3 sigma."""
+    return _gaussian_taps(float(sigma)).copy()
+
+
+@functools.lru_cache(maxsize=32)
+def _gaussian_taps(sigma):
+    """`gaussian_weights`, made once per sigma (read-only).
+
+    The SyN smooths with the same two sigmas four times an iteration.
+    """
     radius = max(1, int(np.ceil(3.0 * sigma)))
     offsets = np.arange(-radius, radius + 1, dtype=np.float64)
     weights = np.exp(-0.5 * (offsets / sigma) ** 2)
-    return weights / weights.sum()
+    weights /= weights.sum()
+    weights.flags.writeable = False
+    return weights
 
 
 def smooth(
@@ -486,7 +503,7 @@ def smooth(
             target,
             shape,
             axis,
-            gaussian_weights(sigmas[axis]),
+            _gaussian_taps(float(sigmas[axis])),
             thread_count(threads, len(current)),
         )
         current = target

@@ -114,6 +114,10 @@ class LevelMetric(Protocol):
         """
         ...
 
+    def value(self, half_fixed: Field, half_moving: Field) -> float:
+        """The MI of :meth:`value_and_gradient` alone (a level's last evaluation)."""
+        ...
+
 
 class SynMetric(Protocol):
     """What the SyN asks of its metric: prepare a level's images, then at each iteration
@@ -465,6 +469,10 @@ class ParzenLevel:
                 warped_moving, warped_fixed, mask=counted, grid_to_world=affine
             )
         return HalfwayGradient(value, histogram, forward, backward)
+
+    def value(self, half_fixed: Field, half_moving: Field) -> float:
+        """The MI of :meth:`value_and_gradient` (the same computation)."""
+        return self.value_and_gradient(half_fixed, half_moving).value
 
     def _warped(self, half_fixed, half_moving):
         """Both images at the half-way point, and the voxels that count there (None: all)."""

@@ -225,22 +225,91 @@ class PartialVolumeLevel:
                 half_moving,
             )
             return HalfwayGradient(value, metric.joint_histogram, forward, None)
-        to_fixed = np.linalg.inv(affine)
         threads = metric.threads
-        fixed_here = nearest_levels(
-            sources.fixed_levels, affine, to_fixed, half_fixed, threads=threads
-        )
-        value, forward = metric.gradient(
-            fixed_here, affine, sources.moving_levels, sources.to_moving, half_moving
+        forward_rows = np.empty(half_moving.shape[:3], dtype=np.uint8)
+        backward_rows = np.empty_like(forward_rows)
+        value, forward_weights, backward_weights = self._histograms(
+            half_fixed, half_moving, forward_rows, backward_rows
         )
         histogram = metric.joint_histogram
-        moving_here = nearest_levels(
-            sources.moving_levels, affine, sources.to_moving, half_moving, threads=threads
+        forward = _gradient_pass(
+            forward_rows,
+            affine,
+            sources.moving_levels,
+            sources.to_moving,
+            half_moving,
+            forward_weights,
+            threads,
         )
-        _, backward = metric.gradient(
-            moving_here, affine, sources.fixed_levels, to_fixed, half_fixed
+        backward = _gradient_pass(
+            backward_rows,
+            affine,
+            sources.fixed_levels,
+            np.linalg.inv(affine),
+            half_fixed,
+            backward_weights,
+            threads,
         )
         return HalfwayGradient(value, histogram, forward, backward)
+
+    def value(self, half_fixed: Field, half_moving: Field) -> float:
+        """MI where the half-way maps bring the two images, without its gradients."""
+        if not self.symmetric:
+            return self.value_and_gradient(half_fixed, half_moving).value
+        rows = np.empty(half_moving.shape[:3], dtype=np.uint8)
+        return self._histograms(half_fixed, half_moving, rows, None)[0]
+
+    def _histograms(self, half_fixed, half_moving, forward_rows, backward_rows):
+        """The symmetric mode's two histograms in one pass (`_pv.halfway_histograms`).
+
+        Returns the MI and dMI/dh of the forward histogram and dMI/dh of the backward one
+        (None without `backward_rows`); each voxel's rows are written for the gradient
+        passes, 0 where its gradient is zero.
+        """
+        metric, sources, affine = self.metric, self.sources, self.affine
+        fixed_field, fixed_grid, fixed_linear = _mapping(affine, np.linalg.inv(affine), half_fixed)
+        moving_field, moving_grid, moving_linear = _mapping(affine, sources.to_moving, half_moving)
+        backward = backward_rows is not None
+        forward_counts, backward_counts = _pv.halfway_histograms(
+            np.ascontiguousarray(sources.fixed_levels, dtype=np.uint8),
+            np.ascontiguousarray(sources.moving_levels, dtype=np.uint8),
+            fixed_field,
+            moving_field,
+            forward_rows.shape,
+            fixed_grid,
+            fixed_linear,
+            moving_grid,
+            moving_linear,
+            LEVELS,
+            forward_rows.ravel(),
+            (backward_rows if backward else forward_rows).ravel(),
+            backward,
+            thread_count(metric.threads, fixed_field.shape[0] * (2 if backward else 1)),
+        )
+        metric._probability = forward_counts / max(forward_counts.sum(), 1e-300)
+        value, forward_weights = mutual_information_weights(forward_counts)
+        backward_weights = None
+        if backward:
+            _, backward_weights = mutual_information_weights(backward_counts)
+        return value, forward_weights, backward_weights
+
+
+def _gradient_pass(rows, grid_affine, other_levels, to_other, field, weights, threads):
+    """dMI/d field from each voxel's histogram row (0: zero gradient) and dMI/dh."""
+    flat_field, grid, linear = _mapping(grid_affine, to_other, field)
+    out = np.empty((flat_field.shape[0], 3), dtype=np.float32)
+    _pv.gradient(
+        rows.ravel(),
+        np.ascontiguousarray(other_levels, dtype=np.uint8),
+        flat_field,
+        rows.shape,
+        grid,
+        linear,
+        weights,
+        out,
+        thread_count(threads, flat_field.shape[0]),
+    )
+    return out.reshape(rows.shape + (3,))
 
 
 def nearest_levels(

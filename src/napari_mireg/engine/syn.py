@@ -341,10 +341,15 @@ class SymmetricDiffeomorphicRegistration:
                 # Each half-map moves up to step_length a step; the one map of the
                 # non-symmetric mode moves the two halves' worth.
                 forward_update = _regularised(
-                    forward_update, self.update_sigma, step_mm * (1 if self.symmetric else 2)
+                    forward_update,
+                    self.update_sigma,
+                    step_mm * (1 if self.symmetric else 2),
+                    self.metric.threads,
                 )
                 if backward_update is not None:
-                    backward_update = _regularised(backward_update, self.update_sigma, step_mm)
+                    backward_update = _regularised(
+                        backward_update, self.update_sigma, step_mm, self.metric.threads
+                    )
                 # Adaptive step: a step that would bring a half-map or its inverse near a
                 # fold (det J outside [floor, 1 / floor]) is halved until it does not (this
                 # iteration only).
@@ -352,11 +357,13 @@ class SymmetricDiffeomorphicRegistration:
                 floor = MIN_HALF_DET if self.symmetric else MIN_HALF_DET**2
                 while True:
                     moved = self._step(half_moving, forward_update, affine)
-                    smallest = _volume_change_bound(moved, affine)
+                    smallest = _volume_change_bound(moved, affine, self.metric.threads)
                     fixed_moved = half_fixed
                     if backward_update is not None:
                         fixed_moved = self._step(half_fixed, backward_update, affine)
-                        smallest = min(smallest, _volume_change_bound(fixed_moved, affine))
+                        smallest = min(
+                            smallest, _volume_change_bound(fixed_moved, affine, self.metric.threads)
+                        )
                     if smallest >= floor or this_step <= self.min_step_mm(affine):
                         break
                     this_step *= 0.5
@@ -395,7 +402,7 @@ class SymmetricDiffeomorphicRegistration:
                 # Every step is scaled to step_length, whatever the gradient's size, so a
                 # level that only follows noise (an image and itself) still moves the maps;
                 # one that leaves the MI no higher than it found it is undone.
-                value = metric.value_and_gradient(half_fixed, half_moving).value
+                value = metric.value(half_fixed, half_moving)
                 if value <= -level_energies[0] * (1 + self.opt_tol):
                     half_fixed, half_moving = _level_start(start, initial, shape, affine)
         return half_fixed, half_moving, previous_affine
@@ -407,9 +414,10 @@ class SymmetricDiffeomorphicRegistration:
         half-maps themselves, so a half-map is inverted once, at the end
         (:meth:`_final_inverse`), or when a live view asks for a frame.
         """
-        field = fields.compose(update, half_map, affine)
+        threads = self.metric.threads
+        field = fields.compose(update, half_map, affine, threads=threads)
         if self.field_sigma > 0:
-            field = fields.smooth(field, (self.field_sigma,) * 3)
+            field = fields.smooth(field, (self.field_sigma,) * 3, threads=threads)
             _zero_boundary(field)
         return field
 
@@ -421,6 +429,7 @@ class SymmetricDiffeomorphicRegistration:
             max_iterations=self.inv_iter,
             tolerance=self.inv_tol,
             polish_tolerance=INVERSE_TOLERANCE,
+            threads=self.metric.threads,
         )
         return inverse
 
@@ -455,13 +464,13 @@ def check_images(fixed: Volume, moving: Volume) -> None:
             )
 
 
-def _volume_change_bound(field, affine):
+def _volume_change_bound(field, affine, threads=None):
     """min(det J, 1 / det J) over the grid for x -> x + field(x).
 
     The strongest squeeze of the map or of its inverse: 1 for a rigid map, <= 0 where it
     folds.
     """
-    smallest, largest = fields.jacobian_determinant_range(field, affine)
+    smallest, largest = fields.jacobian_determinant_range(field, affine, threads=threads)
     return min(smallest, 1.0 / largest) if smallest > 0 else smallest
 
 
@@ -470,16 +479,16 @@ def _forward(inverse_first, second, affine):
     return fields.compose(inverse_first, second, affine)
 
 
-def _regularised(update, sigma, step_mm):
+def _regularised(update, sigma, step_mm, threads=None):
     """Zero an update on the boundary, smooth it, and scale its largest step to `step_mm`.
 
     Zeroing before smoothing (edges replicated) lets the update taper to zero towards the
     border; zeroing after a hard edge would leave a jump that compounds into folds.
     """
     _zero_boundary(update)
-    smoothed = fields.smooth(update, (sigma,) * 3) if sigma > 0 else update
+    smoothed = fields.smooth(update, (sigma,) * 3, threads=threads) if sigma > 0 else update
     _zero_boundary(smoothed)
-    largest = fields.largest_length(smoothed)
+    largest = fields.largest_length(smoothed, threads=threads)
     if largest > 0:
         smoothed *= step_mm / largest
     return smoothed
@@ -489,9 +498,11 @@ def _zero_boundary(field):
     """Set the outermost layer of a (n0, n1, n2, 3) field to zero, in place."""
     for axis in range(3):
         if field.shape[axis] > 1:
-            index = [slice(None)] * 4
-            index[axis] = [0, -1]
-            field[tuple(index)] = 0
+            # two plain slices: a list index would gather a copy of both faces first
+            for end in (0, -1):
+                index = [slice(None)] * 4
+                index[axis] = end
+                field[tuple(index)] = 0
 
 
 def _level_start(start, initial, shape, affine):

@@ -310,3 +310,146 @@ def nearest_levels(const unsigned char[:, :, ::1] other_bins, const float[:, ::1
             v = line * n2 + i2
             out[v] = nearest_level(&m, line // n1, line % n1, i2, v, s0, s1, s2, other, u)
     return out
+
+
+
+cdef inline int level_nearest(const double* y, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t s2,
+                              const unsigned char* levels) noexcept nogil:
+    """Level of the voxel nearest point y (0 outside the image)."""
+    cdef Py_ssize_t k0 = floor_index(y[0] + 0.5)
+    cdef Py_ssize_t k1 = floor_index(y[1] + 0.5)
+    cdef Py_ssize_t k2 = floor_index(y[2] + 0.5)
+    if 0 <= k0 < s0 and 0 <= k1 < s1 and 0 <= k2 < s2:
+        return levels[(k0 * s1 + k1) * s2 + k2]
+    return 0
+
+
+cdef inline unsigned char add_at_point(const double* y, Py_ssize_t s0, Py_ssize_t s1,
+                                       Py_ssize_t s2, const unsigned char* other, int row,
+                                       Py_ssize_t bins, double* cells) noexcept nogil:
+    """Add the 8 corner weights of the cell around y to histogram row `row`, as
+    `add_voxel` does; returns the row, or 0 when the 8 corners are of one level (the
+    gradient is zero there)."""
+    cdef double g0[2]
+    cdef double g1[2]
+    cdef double g2[2]
+    cdef int corner_bins[8]
+    cdef double* cells_row = cells + row * bins
+    cdef double w00, w01, w10, w11
+    cell_of(y, s0, s1, s2, other, corner_bins, g0, g1, g2)
+    w00 = g0[0] * g1[0]
+    w01 = g0[0] * g1[1]
+    w10 = g0[1] * g1[0]
+    w11 = g0[1] * g1[1]
+    if same_corners(corner_bins):
+        cells_row[corner_bins[0]] += ((w00 * g2[0] + w00 * g2[1]) + (w01 * g2[0] + w01 * g2[1])
+                                      + ((w10 * g2[0] + w10 * g2[1])
+                                         + (w11 * g2[0] + w11 * g2[1])))
+        return 0
+    cells_row[corner_bins[0]] += w00 * g2[0]
+    cells_row[corner_bins[1]] += w00 * g2[1]
+    cells_row[corner_bins[2]] += w01 * g2[0]
+    cells_row[corner_bins[3]] += w01 * g2[1]
+    cells_row[corner_bins[4]] += w10 * g2[0]
+    cells_row[corner_bins[5]] += w10 * g2[1]
+    cells_row[corner_bins[6]] += w11 * g2[0]
+    cells_row[corner_bins[7]] += w11 * g2[1]
+    return <unsigned char>row
+
+
+cdef inline void halfway_voxel(const Mapping* to_fixed, const Mapping* to_moving,
+                               Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t i2, Py_ssize_t v,
+                               Py_ssize_t f0, Py_ssize_t f1, Py_ssize_t f2,
+                               const unsigned char* fixed, const float* u_fixed,
+                               Py_ssize_t m0, Py_ssize_t m1, Py_ssize_t m2,
+                               const unsigned char* moving, const float* u_moving,
+                               Py_ssize_t bins, double* forward_cells, double* backward_cells,
+                               unsigned char* forward_rows, unsigned char* backward_rows,
+                               bint backward) noexcept nogil:
+    """Voxel v's share of `halfway_histograms` (its points live on this thread's stack)."""
+    cdef double y_fixed[3]
+    cdef double y_moving[3]
+    cdef int row
+    point_of(to_fixed, i0, i1, i2, u_fixed + 3 * v, y_fixed)
+    row = level_nearest(y_fixed, f0, f1, f2, fixed)
+    if row != 0 or backward:
+        point_of(to_moving, i0, i1, i2, u_moving + 3 * v, y_moving)
+    if row != 0:
+        forward_rows[v] = add_at_point(y_moving, m0, m1, m2, moving, row, bins, forward_cells)
+    else:
+        forward_rows[v] = 0
+    if backward:
+        row = level_nearest(y_moving, m0, m1, m2, moving)
+        if row != 0:
+            backward_rows[v] = add_at_point(y_fixed, f0, f1, f2, fixed, row, bins,
+                                            backward_cells)
+        else:
+            backward_rows[v] = 0
+
+
+def halfway_histograms(const unsigned char[:, :, ::1] fixed_bins,
+                       const unsigned char[:, :, ::1] moving_bins,
+                       const float[:, ::1] half_fixed, const float[:, ::1] half_moving, shape,
+                       const double[::1] fixed_grid, const double[::1] fixed_linear,
+                       const double[::1] moving_grid, const double[::1] moving_linear, int bins,
+                       unsigned char[::1] forward_rows, unsigned char[::1] backward_rows,
+                       bint backward, int threads):
+    """The symmetric SyN's two partial-volume histograms in one pass over the grid.
+
+    Grid voxel x has a point in the fixed image's voxels (through `half_fixed` and the
+    fixed mapping) and one in the moving image's (through `half_moving` and the moving
+    mapping). The forward histogram's row is the fixed level nearest the fixed point (as
+    `nearest_levels`), its columns the moving levels around the moving point (as
+    `histogram`); the backward one the other way round. The additions are those of
+    `nearest_levels` then `histogram`, in the same order and chunks: the same histograms
+    bit for bit, in one pass instead of four.
+
+    `forward_rows` and `backward_rows` (n,) receive each voxel's row for `gradient`, or 0
+    where its gradient is zero (not counted, or the 8 corners of one level), so that pass
+    skips those voxels. Without `backward` only the forward histogram is made (for the
+    value) and `backward_rows` is left alone.
+
+    Returns
+    -------
+    forward, backward : ndarray of float64 (bins, bins); backward None without `backward`
+        Weights summed, row and column 0 left empty.
+    """
+    cdef Mapping to_fixed = make_mapping(fixed_grid, fixed_linear)
+    cdef Mapping to_moving = make_mapping(moving_grid, moving_linear)
+    cdef Py_ssize_t n0 = shape[0], n1 = shape[1], n2 = shape[2]
+    cdef Py_ssize_t f0 = fixed_bins.shape[0], f1 = fixed_bins.shape[1], f2 = fixed_bins.shape[2]
+    cdef Py_ssize_t m0 = moving_bins.shape[0], m1 = moving_bins.shape[1]
+    cdef Py_ssize_t m2 = moving_bins.shape[2]
+    cdef Py_ssize_t n = n0 * n1 * n2
+    cdef Py_ssize_t cells = <Py_ssize_t>bins * bins
+    cdef Py_ssize_t lines = n0 * n1
+    cdef Py_ssize_t chunks = chunk_count(lines, n, cells)
+    cdef double[:, ::1] forward_partial = np.zeros((chunks, cells))
+    cdef double[:, ::1] backward_partial = np.zeros((chunks if backward else 1, cells))
+    cdef const unsigned char* fixed = &fixed_bins[0, 0, 0]
+    cdef const unsigned char* moving = &moving_bins[0, 0, 0]
+    cdef const float* u_fixed = &half_fixed[0, 0]
+    cdef const float* u_moving = &half_moving[0, 0]
+    cdef Py_ssize_t c, line, i0, i1, i2, start, stop
+    if half_fixed.shape[0] != n or half_moving.shape[0] != n or forward_rows.shape[0] != n:
+        raise ValueError("the half-maps and forward_rows need one row per grid voxel")
+    if backward and backward_rows.shape[0] != n:
+        raise ValueError("backward_rows needs one entry per grid voxel")
+    for c in prange(chunks, nogil=True, num_threads=threads, schedule="guided"):
+        start = c * lines // chunks
+        stop = (c + 1) * lines // chunks
+        for line in range(start, stop):
+            i0 = line // n1
+            i1 = line % n1
+            for i2 in range(n2):
+                halfway_voxel(&to_fixed, &to_moving, i0, i1, i2, line * n2 + i2,
+                              f0, f1, f2, fixed, u_fixed, m0, m1, m2, moving, u_moving, bins,
+                              &forward_partial[c, 0], &backward_partial[c if backward else 0, 0],
+                              &forward_rows[0], &backward_rows[0], backward)
+    forward = np.asarray(forward_partial).sum(axis=0).reshape(bins, bins)
+    forward[:, 0] = 0  # the weights of corners outside the other image or its mask
+    if not backward:
+        return forward, None
+    backward_counts = np.asarray(backward_partial).sum(axis=0).reshape(bins, bins)
+    backward_counts[:, 0] = 0
+    return forward, backward_counts
