@@ -461,7 +461,11 @@ def gaussian_weights(sigma: float) -> npt.NDArray[np.float64]:
 
 
 def smooth(
-    volume: npt.ArrayLike, sigma: npt.ArrayLike, *, threads: int | None = None
+    volume: npt.ArrayLike,
+    sigma: npt.ArrayLike,
+    *,
+    overwrite_input: bool = False,
+    threads: int | None = None,
 ) -> npt.NDArray[np.float32]:
     """Separable Gaussian smoothing of a (n0, n1, n2[, C]) volume, edges replicated.
 
@@ -469,6 +473,11 @@ def smooth(
     ----------
     sigma : float or sequence of 3 float
         Standard deviation in voxels along each axis; 0 leaves that axis alone.
+    overwrite_input : bool
+        Let the passes along the axes use a C-contiguous float32 `volume` as one of their
+        two buffers (its values are then lost; the result may be `volume` itself): one
+        array of the volume's size is made instead of two.
+    threads : int, optional
 
     Returns
     -------
@@ -478,7 +487,10 @@ def smooth(
     shape = np.shape(volume)[:3]
     current = _flat_channels(volume)
     axes = [axis for axis in range(3) if sigmas[axis] > 0 and shape[axis] > 1]
-    buffers = [np.empty_like(current) for _ in axes[:2]]
+    buffers = [np.empty_like(current) for _ in axes[:1]]
+    if len(axes) > 1:
+        # Pass k reads what pass k - 1 wrote: the input is free from the second pass on.
+        buffers.append(current if overwrite_input else np.empty_like(current))
     for step, axis in enumerate(axes):
         target = buffers[step % 2]
         _fields.gaussian_axis(
@@ -490,9 +502,8 @@ def smooth(
             thread_count(threads, len(current)),
         )
         current = target
-    if not axes:
-        return current.reshape(np.shape(volume)).copy()
-    return current.reshape(np.shape(volume))
+    result = current.reshape(np.shape(volume))
+    return result.copy() if not axes and not overwrite_input else result
 
 
 def jacobian_determinant(

@@ -302,7 +302,8 @@ class DiffeomorphicMap:
     def inversion_error(self) -> tuple[float, float]:
         """Mean and max |phi(phi^-1(x)) - x| over the fixed grid, in voxels."""
         residual = fields.compose(self.backward, self.forward, self.fixed_grid.affine)
-        voxels = np.sqrt((residual**2).sum(axis=-1)) / self.fixed_grid.spacing.min()
+        lengths = np.sqrt(np.square(residual, out=residual).sum(axis=-1))
+        voxels = lengths / self.fixed_grid.spacing.min()
         return float(voxels.mean()), float(voxels.max())
 
 
