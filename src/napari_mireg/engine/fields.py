@@ -244,8 +244,10 @@ def resample(
             thread_count(threads, voxels),
         )
         values = np.asarray(volume).reshape(int(np.prod(source_shape)), -1)
-        result = np.where((index >= 0)[:, None], values[np.maximum(index, 0)], 0)
-        result = result.astype(values.dtype, copy=False)
+        outside = index < 0
+        np.maximum(index, 0, out=index)  # in place: an index array is 8 bytes a voxel
+        result = values[index]
+        result[outside] = 0
     elif interpolation == "linear":
         source = _flat_channels(volume)
         result = np.empty((voxels, source.shape[1]), dtype=np.float32)
