@@ -4,7 +4,12 @@ import threading
 
 import numpy as np
 
-from napari_mireg.engine.buffers import KEEP_BYTES, kept_bytes, reused_buffers
+from napari_mireg.engine.buffers import (
+    KEEP_BYTES,
+    kept_bytes,
+    release_kept_buffers,
+    reused_buffers,
+)
 
 LARGE = 2_000_000  # float32 elements: 8 MB, above the 4 MiB the allocator keeps
 
@@ -70,4 +75,30 @@ def test_another_thread_frees_into_the_scope_safely():
         assert sorted(sums) == [i * LARGE for i in range(4)]
         fresh = np.zeros(LARGE, dtype=np.float32)  # calloc: always zeroed
         assert not fresh.any()
+    assert kept_bytes() == 0
+
+
+def test_zeroed_arrays_reuse_kept_blocks_cleared_and_do_not_pile_up():
+    with reused_buffers():
+        for round_ in range(3):
+            zeros = np.zeros(LARGE, dtype=np.float32)
+            assert not zeros.any()  # a reused block is cleared
+            zeros[:] = round_ + 1.0
+            del zeros
+            assert kept_bytes() == LARGE * 4  # one block, taken and kept again
+        taken = np.zeros(LARGE, dtype=np.float32)
+        assert kept_bytes() == 0
+        del taken
+
+
+def test_release_gives_kept_blocks_back_and_the_scope_keeps_reusing():
+    with reused_buffers():
+        first = np.ones(LARGE, dtype=np.float32)
+        del first
+        assert kept_bytes() == LARGE * 4
+        release_kept_buffers()
+        assert kept_bytes() == 0
+        second = np.ones(LARGE, dtype=np.float32)
+        del second
+        assert kept_bytes() == LARGE * 4
     assert kept_bytes() == 0

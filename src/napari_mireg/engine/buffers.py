@@ -42,6 +42,16 @@ def reused_buffers(limit: int = KEEP_BYTES) -> Iterator[None]:
             _buffers.restore(previous, limit if _open_scopes else 0)
 
 
+def release_kept_buffers() -> None:
+    """Give the freed blocks held for reuse back to the system (the scopes stay open).
+
+    A block is reused by an array of exactly its size only, so when the sizes change (the
+    next, finer level of a registration) the blocks of the old sizes would only add to the
+    process's memory.
+    """
+    _buffers.release()
+
+
 def open_scopes() -> int:
     """How many `reused_buffers` scopes are open now, in any thread (0 when no registration
     runs: a scope left open keeps up to `KEEP_BYTES` for the rest of the process).

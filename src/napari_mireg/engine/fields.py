@@ -245,8 +245,10 @@ def resample(
             thread_count(threads, voxels),
         )
         values = np.asarray(volume).reshape(int(np.prod(source_shape)), -1)
-        result = np.where((index >= 0)[:, None], values[np.maximum(index, 0)], 0)
-        result = result.astype(values.dtype, copy=False)
+        outside = index < 0
+        np.maximum(index, 0, out=index)  # in place: an index array is 8 bytes a voxel
+        result = values[index]
+        result[outside] = 0
     elif interpolation == "linear":
         source = _flat_channels(volume)
         result = np.empty((voxels, source.shape[1]), dtype=np.float32)
@@ -478,7 +480,11 @@ def _gaussian_taps(sigma):
 
 
 def smooth(
-    volume: npt.ArrayLike, sigma: npt.ArrayLike, *, threads: int | None = None
+    volume: npt.ArrayLike,
+    sigma: npt.ArrayLike,
+    *,
+    overwrite_input: bool = False,
+    threads: int | None = None,
 ) -> npt.NDArray[np.float32]:
     """Separable Gaussian smoothing of a (n0, n1, n2[, C]) volume, edges replicated.
 
@@ -486,6 +492,11 @@ def smooth(
     ----------
     sigma : float or sequence of 3 float
         Standard deviation in voxels along each axis; 0 leaves that axis alone.
+    overwrite_input : bool
+        Let the passes along the axes use a C-contiguous float32 `volume` as one of their
+        two buffers (its values are then lost; the result may be `volume` itself): one
+        array of the volume's size is made instead of two.
+    threads : int, optional
 
     Returns
     -------
@@ -495,7 +506,10 @@ def smooth(
     shape = np.shape(volume)[:3]
     current = _flat_channels(volume)
     axes = [axis for axis in range(3) if sigmas[axis] > 0 and shape[axis] > 1]
-    buffers = [np.empty_like(current) for _ in axes[:2]]
+    buffers = [np.empty_like(current) for _ in axes[:1]]
+    if len(axes) > 1:
+        # Pass k reads what pass k - 1 wrote: the input is free from the second pass on.
+        buffers.append(current if overwrite_input else np.empty_like(current))
     for step, axis in enumerate(axes):
         target = buffers[step % 2]
         _fields.gaussian_axis(
@@ -507,9 +521,8 @@ def smooth(
             thread_count(threads, len(current)),
         )
         current = target
-    if not axes:
-        return current.reshape(np.shape(volume)).copy()
-    return current.reshape(np.shape(volume))
+    result = current.reshape(np.shape(volume))
+    return result.copy() if not axes and not overwrite_input else result
 
 
 def jacobian_determinant(

@@ -17,7 +17,7 @@ import numpy.typing as npt
 from napari_mireg._typing import Image, Interpolation, Matrix
 from napari_mireg.engine import fields
 from napari_mireg.engine._validate import positive_int
-from napari_mireg.engine.buffers import reused_buffers
+from napari_mireg.engine.buffers import release_kept_buffers, reused_buffers
 from napari_mireg.engine.metric import SynMetric
 from napari_mireg.engine.pyramid import (
     BOX_MARGIN_MM,
@@ -277,16 +277,22 @@ class SymmetricDiffeomorphicRegistration:
             )
 
         shape, affine = domain.shape, domain.affine
+        # Each map is dropped once the next is made from it: the inversions hold at most
+        # four fields of the box at once, the padding two of the whole grid and one of the
+        # box, below the iterations' seven.
+        domain = mask = None
         half_fixed = _regrid(half_fixed, previous_affine, shape, affine)
         half_moving = _regrid(half_moving, previous_affine, shape, affine)
         forward = half_moving
         if self.symmetric:
             forward = _forward(self._final_inverse(half_fixed, affine), half_moving, affine)
+        del half_fixed, half_moving
         # The backward map is the inverse of the forward one, solved to `inv_tol`, rather
         # than phi_fixed o phi_moving^-1: composing two sampled fields leaves up to 0.15
         # voxel of inverse inconsistency where the maps bend most.
         backward = self._final_inverse(forward, affine)
-        forward, backward = (_pad(f, box, fixed_volume.shape) for f in (forward, backward))
+        forward = _pad(forward, box, fixed_volume.shape)
+        backward = _pad(backward, box, fixed_volume.shape)
         self.mapping = DiffeomorphicMap(fixed_volume, moving_volume, prealign, forward, backward)
         return self.mapping
 
@@ -334,10 +340,16 @@ class SymmetricDiffeomorphicRegistration:
                 prealign,
                 symmetric=self.symmetric,
             )
+            pyramid = None  # the metric keeps what it needs of the level's images
+            # Blocks kept from the coarser levels and from making this level's images fit
+            # none of the arrays of this level's iterations.
+            release_kept_buffers()
             for iteration in range(iterations):
                 gradient = metric.value_and_gradient(half_fixed, half_moving)
                 value, histogram = gradient.value, gradient.joint_histogram
                 forward_update, backward_update = gradient.forward, gradient.backward
+                # The raw gradients become the updates' smoothing buffers (_regularised).
+                del gradient
                 # Each half-map moves up to step_length a step; the one map of the
                 # non-symmetric mode moves the two halves' worth.
                 forward_update = _regularised(
@@ -366,6 +378,7 @@ class SymmetricDiffeomorphicRegistration:
                         )
                     if smallest >= floor or this_step <= self.min_step_mm(affine):
                         break
+                    del moved, fixed_moved  # before the next candidates are made
                     this_step *= 0.5
                     forward_update *= 0.5
                     if backward_update is not None:
@@ -386,6 +399,7 @@ class SymmetricDiffeomorphicRegistration:
                             prealign=prealign,
                         )
                     )
+                    del forward
                 yield Snapshot(
                     level,
                     iteration,
@@ -396,6 +410,8 @@ class SymmetricDiffeomorphicRegistration:
                     affine,
                     (half_fixed, half_moving, fixed_volume, prealign),
                 )
+                # The next gradient is taken without this iteration's updates alive.
+                del forward_update, backward_update, warped
                 if self._converged(level_energies):
                     break
             if level_energies:
@@ -417,7 +433,9 @@ class SymmetricDiffeomorphicRegistration:
         threads = self.metric.threads
         field = fields.compose(update, half_map, affine, threads=threads)
         if self.field_sigma > 0:
-            field = fields.smooth(field, (self.field_sigma,) * 3, threads=threads)
+            field = fields.smooth(
+                field, (self.field_sigma,) * 3, overwrite_input=True, threads=threads
+            )
             _zero_boundary(field)
         return field
 
@@ -484,9 +502,14 @@ def _regularised(update, sigma, step_mm, threads=None):
 
     Zeroing before smoothing (edges replicated) lets the update taper to zero towards the
     border; zeroing after a hard edge would leave a jump that compounds into folds.
+    `update` is overwritten (it serves as a buffer of the smoothing).
     """
     _zero_boundary(update)
-    smoothed = fields.smooth(update, (sigma,) * 3, threads=threads) if sigma > 0 else update
+    smoothed = (
+        fields.smooth(update, (sigma,) * 3, overwrite_input=True, threads=threads)
+        if sigma > 0
+        else update
+    )
     _zero_boundary(smoothed)
     largest = fields.largest_length(smoothed, threads=threads)
     if largest > 0:

@@ -302,8 +302,11 @@ class DiffeomorphicMap:
     def inversion_error(self) -> tuple[float, float]:
         """Mean and max |phi(phi^-1(x)) - x| over the fixed grid, in voxels."""
         residual = fields.compose(self.backward, self.forward, self.fixed_grid.affine)
-        voxels = np.sqrt((residual**2).sum(axis=-1)) / self.fixed_grid.spacing.min()
-        return float(voxels.mean()), float(voxels.max())
+        lengths = np.square(residual, out=residual).sum(axis=-1)
+        del residual  # in place from here: these are whole-grid arrays
+        np.sqrt(lengths, out=lengths)
+        voxel = self.fixed_grid.spacing.min()
+        return float(lengths.mean(dtype=np.float64) / voxel), float(lengths.max() / voxel)
 
 
 @dataclass

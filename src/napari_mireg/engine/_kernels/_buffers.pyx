@@ -10,6 +10,7 @@ cdef extern from "mireg_buffers.h":
         pass
     PyDataMem_Handler mireg_handler
     int mireg_set_limit(size_t limit)
+    void mireg_release()
     size_t mireg_kept_total()
 
 cdef extern from "numpy/arrayobject.h":
@@ -30,6 +31,11 @@ def restore(previous, size_t limit):
     """Put `previous` back as this context's allocator and keep at most `limit` bytes."""
     PyDataMem_SetHandler(previous)
     mireg_set_limit(limit)
+
+
+def release():
+    """Release every kept block (the limit stays)."""
+    mireg_release()
 
 
 def kept_bytes():

@@ -4,14 +4,15 @@
  * drops them by the next iteration. glibc serves blocks that large with a fresh mmap each
  * time, so every one costs page faults and the kernel zeroing its pages (about a sixth of
  * the CPU time of a 1 mm run). Here a freed block of at least MIREG_SMALLEST bytes is
- * kept, while keeping is switched on, and the next request of exactly its size reuses it.
- * Smaller blocks, calloc and realloc go straight to the C library.
+ * kept, while keeping is switched on, and the next request of exactly its size reuses it
+ * (cleared, for calloc). Smaller blocks and realloc go straight to the C library.
  */
 #ifndef MIREG_BUFFERS_H
 #define MIREG_BUFFERS_H
 #include <Python.h>
 #include <pythread.h>
 #include <stdlib.h>
+#include <string.h>
 #include "numpy/ndarraytypes.h"
 
 #define MIREG_SLOTS 64
@@ -53,10 +54,23 @@ static void *mireg_malloc(void *ctx, size_t size)
     return block != NULL ? block : malloc(size);
 }
 
+/* A zeroed block: a kept one cleared, else calloc. A block from calloc is kept when it is
+ * freed like any other; were it not taken again here, every large np.zeros would add one
+ * block to the kept ones for good (two per iteration of the partial-volume histogram). */
 static void *mireg_calloc(void *ctx, size_t count, size_t item_size)
 {
+    void *block = NULL;
+    size_t size = count * item_size;
     (void)ctx;
-    return calloc(count, item_size);
+    if (item_size != 0 && size / item_size == count && size >= MIREG_SMALLEST
+        && mireg_lock != NULL) {
+        block = mireg_take(size);
+    }
+    if (block == NULL) {
+        return calloc(count, item_size);
+    }
+    memset(block, 0, size);
+    return block;
 }
 
 static void *mireg_realloc(void *ctx, void *block, size_t size)
@@ -85,6 +99,16 @@ static void mireg_free(void *ctx, void *block, size_t size)
     }
 }
 
+/* Release kept blocks until at most `keep` bytes are kept; the lock is held. */
+static void mireg_trim(size_t keep)
+{
+    while (mireg_kept > 0 && mireg_kept_bytes > keep) {
+        --mireg_kept;
+        mireg_kept_bytes -= mireg_block_sizes[mireg_kept];
+        free(mireg_blocks[mireg_kept]);
+    }
+}
+
 /* Set how many bytes may be kept; blocks over the new limit are released. Returns 0, or
  * -1 when the lock could not be made. */
 static int mireg_set_limit(size_t limit)
@@ -97,13 +121,20 @@ static int mireg_set_limit(size_t limit)
     }
     PyThread_acquire_lock(mireg_lock, WAIT_LOCK);
     mireg_limit = limit;
-    while (mireg_kept > 0 && mireg_kept_bytes > limit) {
-        --mireg_kept;
-        mireg_kept_bytes -= mireg_block_sizes[mireg_kept];
-        free(mireg_blocks[mireg_kept]);
-    }
+    mireg_trim(limit);
     PyThread_release_lock(mireg_lock);
     return 0;
+}
+
+/* Release every kept block; the limit stays. */
+static void mireg_release(void)
+{
+    if (mireg_lock == NULL) {
+        return;
+    }
+    PyThread_acquire_lock(mireg_lock, WAIT_LOCK);
+    mireg_trim(0);
+    PyThread_release_lock(mireg_lock);
 }
 
 static size_t mireg_kept_total(void) { return mireg_kept_bytes; }
