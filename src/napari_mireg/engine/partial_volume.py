@@ -106,6 +106,11 @@ class PartialVolumeMutualInformation:
         whole-voxel shifts. Default: ``MutualInformation(threads=threads)`` (32 bins).
     """
 
+    # Two images on one lattice: the symmetric SyN's coarse levels sample both twice as
+    # fine as the level grid (see `SynMetric`), so that they are not aligned with it and
+    # keep partial volume.
+    fine_coarse_levels = True
+
     def __init__(
         self, *, threads: int | None = None, aligned_metric: MutualInformation | None = None
     ) -> None:
@@ -225,7 +230,7 @@ class PartialVolumeLevel:
                 half_moving,
             )
             return HalfwayGradient(value, metric.joint_histogram, forward, None)
-        to_fixed = np.linalg.inv(affine)
+        to_fixed = sources.to_fixed
         threads = metric.threads
         fixed_here = nearest_levels(
             sources.fixed_levels, affine, to_fixed, half_fixed, threads=threads
@@ -312,26 +317,34 @@ class Sources:
         The moving image on its own grid (0 outside its mask).
     to_moving : ndarray (4, 4)
         Fixed world to moving voxel coordinates (the prealignment, then the moving grid).
+    to_fixed : ndarray (4, 4)
+        Fixed world to the voxel coordinates of `fixed_levels`' grid.
     """
 
     fixed_levels: np.ndarray
     moving_levels: np.ndarray
     to_moving: np.ndarray
+    to_fixed: np.ndarray
 
 
 def level_sources(level: Level, moving_mask: Volume | None, to_moving: np.ndarray) -> Sources:
     """The `Sources` of a pyramid level.
 
     `level` is a `pyramid.Level`, `moving_mask` a Volume or None, `to_moving` the fixed
-    world to moving voxel matrix.
+    world to moving voxel matrix. The fixed image is the level's finer one where it has
+    one (`Level.fine_fixed`).
     """
     moving_counted = None if moving_mask is None else moving_mask.data.astype(bool)
-    fixed_scale = IntensityLevels.of(level.fixed, level.mask)
+    fixed, mask, affine = level.fixed, level.mask, level.affine
+    if level.fine_fixed is not None:
+        fixed, mask, affine = level.fine_fixed, level.fine_mask, level.fine_affine
+    fixed_scale = IntensityLevels.of(fixed, mask)
     moving_scale = IntensityLevels.of(level.moving, moving_counted)
     return Sources(
-        fixed_scale.levels(level.fixed, level.mask),
+        fixed_scale.levels(fixed, mask),
         moving_scale.levels(level.moving, moving_counted),
         to_moving,
+        np.linalg.inv(affine),
     )
 
 
