@@ -267,9 +267,9 @@ def test_a_prepared_level_samples_levels_or_hands_over_to_parzen_on_aligned_grid
 
 
 def test_the_syn_uses_partial_volume_only_where_the_grids_are_not_aligned():
-    # On a shared grid every level falls back to the Parzen histogram (32 bins): the
-    # coarser levels shrink the moving image onto the level grid too, so their voxels land
-    # on each other as the finest level's do.
+    # On a shared grid the finest level falls back to the Parzen histogram (32 bins); the
+    # coarser ones sample both images twice as fine as the level grid, on the same
+    # lattice, and keep partial volume.
     from napari_mireg import register_steps
 
     rng = np.random.default_rng(1)
@@ -278,7 +278,7 @@ def test_the_syn_uses_partial_volume_only_where_the_grids_are_not_aligned():
     steps = register_steps(image, image**2, prealign="none", level_iters=(2, 2, 2), threads=1)
     for snapshot in (step for step in steps if step.phase == "syn"):
         sizes[snapshot.level] = snapshot.joint_histogram.shape[0]
-    assert sizes == {0: 32, 1: 32, 2: 32}
+    assert sizes == {0: LEVELS, 1: LEVELS, 2: 32}
     shifted = np.eye(4)
     shifted[:3, :3] *= 1.2  # another voxel size: partial volume on every level
     sizes = {}

@@ -128,3 +128,57 @@ def test_an_anatomy_box_is_the_bright_part_widened_and_kept_inside_the_grid():
     part = crop(volume, box)
     np.testing.assert_allclose(part.affine[:3, 3], [16.0, 0.0, 0.0])
     assert part.shape == (12, 13, 16)
+
+
+def test_an_image_and_its_reordered_copy_are_sampled_alike_twice_as_fine():
+    # The copy holds the same voxels in another order (axes swapped, one flipped): with
+    # `carried_finer`, both sides of a coarse level lie on one lattice through the level
+    # grid's points, twice as fine as it, and hold the same values there.
+    data = blobs((20, 18, 16), seed=4).astype(np.float32)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    fixed = as_volume(data, affine, "fixed")
+    copy = np.ascontiguousarray(np.flip(data, 0).transpose(2, 1, 0))
+    index = np.array([[0, 0, -1, data.shape[0] - 1], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]])
+    moving = as_volume(copy, affine @ index, "moving")
+    mask = mask_volume(data > np.median(data), fixed)
+    level = pyramid_level(
+        fixed,
+        moving,
+        mask,
+        0,
+        3,
+        shrink_moving=True,
+        moving_finer=1,
+        prealign=np.eye(4),
+        carried_finer=2,
+    )
+    # Level voxel i is fine voxel 2 i + o, o a whole number of voxels.
+    level_to_fine = np.linalg.inv(level.fine_affine) @ level.affine
+    np.testing.assert_allclose(level_to_fine[:3, :3], 2 * np.eye(3), atol=1e-12)
+    offset = level_to_fine[:3, 3]
+    np.testing.assert_allclose(offset, np.rint(offset), atol=1e-9)
+    fine = level.fine_fixed
+    assert level.fine_mask.shape == fine.shape and fine.size >= 8 * np.prod(level.shape)
+    o0, o1, o2 = np.rint(offset).astype(int)
+    picked = fine[o0::2, o1::2, o2::2][: level.shape[0], : level.shape[1], : level.shape[2]]
+    np.testing.assert_allclose(picked, level.fixed, atol=1e-5)
+    # The moving image, brought back to the fixed order, is the same image.
+    to_moving = np.linalg.inv(level.moving_affine) @ level.fine_affine
+    points = to_moving[:3, :3] @ np.indices(fine.shape).reshape(3, -1) + to_moving[:3, 3:]
+    same = ndimage.map_coordinates(level.moving, points, order=1).reshape(fine.shape)
+    np.testing.assert_allclose(same, fine, atol=1e-4)
+    # Another subject's pose (not on the lattice): no finer fixed image.
+    oblique = np.eye(4)
+    oblique[:3, :3] = [[0.98, 0.1, 0], [-0.1, 0.98, 0], [0, 0, 1]]
+    other = pyramid_level(
+        fixed,
+        moving,
+        None,
+        0,
+        3,
+        shrink_moving=True,
+        moving_finer=1,
+        prealign=oblique,
+        carried_finer=2,
+    )
+    assert other.fine_fixed is None and other.fine_affine is None

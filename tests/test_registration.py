@@ -48,7 +48,7 @@ def test_known_deformation_is_recovered(known_deformation, registered):
     before = np.sqrt((truth**2).sum(-1))[brain].mean()
     after = np.sqrt(((registered.mapping.displacement() - truth) ** 2).sum(-1))[brain].mean()
     print(f"mean displacement error in the brain: {before:.2f} mm -> {after:.2f} mm")
-    assert after <= 0.9 < before  # measured 2.67 -> 0.83 mm
+    assert after < 0.755 < before  # measured 2.67 -> 0.73 mm
     assert registered.mi_after > registered.mi_before
 
 

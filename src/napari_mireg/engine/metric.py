@@ -129,6 +129,10 @@ class SynMetric(Protocol):
     """
 
     threads: int | None
+    # True: on the symmetric SyN's coarse levels where the two images lie on one lattice,
+    # the level holds both images twice as fine as its grid (`pyramid.pyramid_level`'s
+    # `carried_finer`); False: the moving image on the level grid carried over.
+    fine_coarse_levels: bool
 
     def prepare(
         self, level: Level, moving_mask: Volume | None, prealign: np.ndarray, *, symmetric: bool
@@ -172,6 +176,8 @@ class MutualInformation:
     the moving image is ``dMI/du(x) = -sum_k b3'(k - t(x)) W(i(x), k) grad M(x)`` with
     ``W(i, k) = log(p(i, k) / pM(k)) / (dM S)``, S the histogram mass.
     """
+
+    fine_coarse_levels = False  # see SynMetric; resampled half way, the coarse grid suffices
 
     def __init__(self, bins: int = 32, *, threads: int | None = None) -> None:
         self.bins = positive_int(bins, "bins", minimum=BINS_RANGE[0])

@@ -106,6 +106,11 @@ class PartialVolumeMutualInformation:
         whole-voxel shifts. Default: ``MutualInformation(threads=threads)`` (32 bins).
     """
 
+    # Two images on one lattice: the symmetric SyN's coarse levels sample both twice as
+    # fine as the level grid (see `SynMetric`), so that they are not aligned with it and
+    # keep partial volume.
+    fine_coarse_levels = True
+
     def __init__(
         self, *, threads: int | None = None, aligned_metric: MutualInformation | None = None
     ) -> None:
@@ -245,7 +250,7 @@ class PartialVolumeLevel:
             backward_rows,
             affine,
             sources.fixed_levels,
-            np.linalg.inv(affine),
+            sources.to_fixed,
             half_fixed,
             backward_weights,
             threads,
@@ -267,7 +272,7 @@ class PartialVolumeLevel:
         passes, 0 where its gradient is zero.
         """
         metric, sources, affine = self.metric, self.sources, self.affine
-        fixed_field, fixed_grid, fixed_linear = _mapping(affine, np.linalg.inv(affine), half_fixed)
+        fixed_field, fixed_grid, fixed_linear = _mapping(affine, sources.to_fixed, half_fixed)
         moving_field, moving_grid, moving_linear = _mapping(affine, sources.to_moving, half_moving)
         backward = backward_rows is not None
         forward_counts, backward_counts = _pv.halfway_histograms(
@@ -381,26 +386,34 @@ class Sources:
         The moving image on its own grid (0 outside its mask).
     to_moving : ndarray (4, 4)
         Fixed world to moving voxel coordinates (the prealignment, then the moving grid).
+    to_fixed : ndarray (4, 4)
+        Fixed world to the voxel coordinates of `fixed_levels`' grid.
     """
 
     fixed_levels: np.ndarray
     moving_levels: np.ndarray
     to_moving: np.ndarray
+    to_fixed: np.ndarray
 
 
 def level_sources(level: Level, moving_mask: Volume | None, to_moving: np.ndarray) -> Sources:
     """The `Sources` of a pyramid level.
 
     `level` is a `pyramid.Level`, `moving_mask` a Volume or None, `to_moving` the fixed
-    world to moving voxel matrix.
+    world to moving voxel matrix. The fixed image is the level's finer one where it has
+    one (`Level.fine_fixed`).
     """
     moving_counted = None if moving_mask is None else moving_mask.data.astype(bool)
-    fixed_scale = IntensityLevels.of(level.fixed, level.mask)
+    fixed, mask, affine = level.fixed, level.mask, level.affine
+    if level.fine_fixed is not None:
+        fixed, mask, affine = level.fine_fixed, level.fine_mask, level.fine_affine
+    fixed_scale = IntensityLevels.of(fixed, mask)
     moving_scale = IntensityLevels.of(level.moving, moving_counted)
     return Sources(
-        fixed_scale.levels(level.fixed, level.mask),
+        fixed_scale.levels(fixed, mask),
         moving_scale.levels(level.moving, moving_counted),
         to_moving,
+        np.linalg.inv(affine),
     )
 
 

@@ -34,6 +34,10 @@ class Level:
         The fixed mask on the level grid.
     moving_affine : ndarray (4, 4)
         Voxel-to-world matrix of `moving`.
+    fine_fixed, fine_mask, fine_affine : ndarray or None
+        With ``carried_finer`` (:func:`pyramid_level`), where the two images lie on one
+        lattice: the smoothed fixed image and its mask on a grid that many times finer
+        than the level grid, through its points, and its voxel-to-world matrix; else None.
     """
 
     shape: tuple
@@ -42,6 +46,9 @@ class Level:
     moving: np.ndarray
     mask: np.ndarray | None
     moving_affine: np.ndarray
+    fine_fixed: np.ndarray | None = None
+    fine_mask: np.ndarray | None = None
+    fine_affine: np.ndarray | None = None
 
 
 def level_grid(
@@ -80,6 +87,7 @@ def pyramid_level(
     shrink_moving: bool = False,
     moving_finer: int = 2,
     prealign: npt.NDArray[np.floating] | None = None,
+    carried_finer: int = 1,
 ) -> Level:
     """Level `level` of `levels` (0 coarsest): shrink 2 ** (levels - 1 - level), smoothing
     sigma half the shrink in fixed voxels (ANTs: shrink 4, 2, 1 with sigma 2, 1, 0).
@@ -96,23 +104,54 @@ def pyramid_level(
     onto the level grid's (up to order and direction) is that level grid carried over
     (:func:`carried_grid`), so that an image and a copy of it on another grid are sampled
     at the same points.
+
+    With `carried_finer` (> 1, a coarse level), when the level grid carried over
+    `carried_finer` times finer exists (two images on one lattice, up to order, direction
+    and shift), the moving image is on that grid and the fixed image on the same lattice
+    over the fixed grid (`Level.fine_fixed`): both sides sampled alike, finer than the
+    level grid. Otherwise `moving_finer` applies and there is no `fine_fixed`.
     """
     shrink = 2 ** (levels - 1 - level)
     shape, affine = level_grid(fixed_volume.shape, fixed_volume.affine, shrink)
     sigma_mm = shrink / 2.0 * fixed_volume.spacing.min() if shrink > 1 else 0.0
-    fixed = fields.resample(
-        fields.smooth(fixed_volume.data, sigma_mm / fixed_volume.spacing),
-        fixed_volume.affine,
-        shape,
-        affine,
-    )
+    smoothed = fields.smooth(fixed_volume.data, sigma_mm / fixed_volume.spacing)
+    fixed = fields.resample(smoothed, fixed_volume.affine, shape, affine)
     moving = fields.smooth(moving_volume.data, sigma_mm / moving_volume.spacing)
+    level_mask = _mask_on(mask, shape, affine)
+    finer = min(carried_finer, shrink)
+    if shrink_moving and finer > 1 and prealign is not None:
+        factors = _moving_factors(shrink, finer, fixed_volume, moving_volume)
+        carried = None
+        if (factors == factors[0]).all():
+            carried = carried_grid(
+                moving.shape, moving_volume.affine, prealign, affine, factors[0], finer
+            )
+        if carried is not None:
+            moving_shape, moving_affine = carried
+            moving = fields.resample(
+                moving, moving_volume.affine, moving_shape, moving_affine, clamp=True
+            )
+            fine_shape, fine_affine = carried_grid(
+                fixed_volume.shape, fixed_volume.affine, np.eye(4), affine, shrink // finer, finer
+            )
+            fine_fixed = fields.resample(
+                smoothed, fixed_volume.affine, fine_shape, fine_affine, clamp=True
+            )
+            fine_mask = _mask_on(mask, fine_shape, fine_affine)
+            return Level(
+                shape,
+                affine,
+                fixed,
+                moving,
+                level_mask,
+                moving_affine,
+                fine_fixed,
+                fine_mask,
+                fine_affine,
+            )
     moving_affine = moving_volume.affine
     if shrink_moving:
-        # Per axis, so that a thick-slice axis is not shrunk past the level's voxel. The
-        # tolerance keeps an exact ratio (4 x 1.5 mm / 1 mm / 2 = 3) from rounding down.
-        level_mm = shrink * fixed_volume.spacing.min() / moving_finer
-        factors = np.maximum(1, np.floor(level_mm / moving_volume.spacing + 1e-6)).astype(int)
+        factors = _moving_factors(shrink, moving_finer, fixed_volume, moving_volume)
         if factors.max() > 1:
             moving_shape, moving_affine = level_grid(moving.shape, moving_volume.affine, factors)
             if prealign is not None and (factors == factors[0]).all():
@@ -124,14 +163,26 @@ def pyramid_level(
             moving = fields.resample(
                 moving, moving_volume.affine, moving_shape, moving_affine, clamp=True
             )
-    mask_level = (
-        None
-        if mask is None
-        else fields.resample(mask.data, mask.affine, shape, affine, interpolation="nearest").astype(
-            bool
-        )
+    return Level(shape, affine, fixed, moving, level_mask, moving_affine)
+
+
+def _moving_factors(shrink, finer, fixed_volume, moving_volume):
+    """Moving voxels to a block, per axis: as many as fit in a `finer`-th of the level's voxel.
+
+    Per axis, so that a thick-slice axis is not shrunk past the level's voxel. The
+    tolerance keeps an exact ratio (4 x 1.5 mm / 1 mm / 2 = 3) from rounding down.
+    """
+    level_mm = shrink * fixed_volume.spacing.min() / finer
+    return np.maximum(1, np.floor(level_mm / moving_volume.spacing + 1e-6)).astype(int)
+
+
+def _mask_on(mask, shape, affine):
+    """A mask Volume (or None) on a grid, by nearest neighbour, as bool."""
+    if mask is None:
+        return None
+    return fields.resample(mask.data, mask.affine, shape, affine, interpolation="nearest").astype(
+        bool
     )
-    return Level(shape, affine, fixed, moving, mask_level, moving_affine)
 
 
 def carried_grid(

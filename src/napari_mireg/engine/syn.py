@@ -19,8 +19,10 @@ from napari_mireg.engine import fields
 from napari_mireg.engine._validate import positive_int
 from napari_mireg.engine.buffers import release_kept_buffers, reused_buffers
 from napari_mireg.engine.metric import SynMetric
+from napari_mireg.engine.partial_volume import grids_aligned
 from napari_mireg.engine.pyramid import (
     BOX_MARGIN_MM,
+    Level,
     crop,
     mask_volume,
     pyramid_level,
@@ -315,8 +317,13 @@ class SymmetricDiffeomorphicRegistration:
             # grid's points, so the identity still samples alike): not aligned with the
             # level grid, they keep the partial-volume histogram, which recovers a known
             # deformation on a shared grid better than Parzen's (0.99 against 1.24 mm).
-            # The symmetric mode cannot: its fixed side would still sample the level grid,
-            # and the two half-maps would see the pair differently (0.59 mm at identity).
+            # The symmetric mode with partial volume does the same where the two images
+            # lie on one lattice (the level grid carried over exists), with the fixed image
+            # twice as fine too, so that its two sides still sample an image and a copy of
+            # it alike; elsewhere its fixed side would still sample the level grid, and the
+            # two half-maps would see the pair differently (0.59 mm at identity).
+            coarse = level < levels - 1
+            lattice_pv = self.symmetric and self.metric.fine_coarse_levels
             pyramid = pyramid_level(
                 domain,
                 moving_volume,
@@ -324,8 +331,9 @@ class SymmetricDiffeomorphicRegistration:
                 level,
                 levels,
                 shrink_moving=True,
-                moving_finer=1 if self.symmetric or level == levels - 1 else 2,
+                moving_finer=1 if self.symmetric or not coarse else 2,
                 prealign=prealign,
+                carried_finer=2 if coarse and lattice_pv else 1,
             )
             shape, affine = pyramid.shape, pyramid.affine
             # Where the level starts, to go back to (the coarser maps are an eighth the size)
@@ -340,6 +348,10 @@ class SymmetricDiffeomorphicRegistration:
                 prealign,
                 symmetric=self.symmetric,
             )
+            # On one lattice the histogram is sharpest at whole-voxel offsets, so the maps
+            # swing from step to step as they cross them: such a level ends half way
+            # through its last step, at the mean of its last two maps.
+            before_last = [] if lattice_pv and one_lattice(pyramid, prealign) else None
             pyramid = None  # the metric keeps what it needs of the level's images
             # Blocks kept from the coarser levels and from making this level's images fit
             # none of the arrays of this level's iterations.
@@ -383,6 +395,8 @@ class SymmetricDiffeomorphicRegistration:
                     forward_update *= 0.5
                     if backward_update is not None:
                         backward_update *= 0.5
+                if before_last is not None:
+                    before_last[:] = (half_fixed, half_moving)
                 half_moving, half_fixed = moved, fixed_moved
                 level_energies.append(-value)
                 self.energies.append(-value)
@@ -418,6 +432,11 @@ class SymmetricDiffeomorphicRegistration:
                 # Every step is scaled to step_length, whatever the gradient's size, so a
                 # level that only follows noise (an image and itself) still moves the maps;
                 # one that leaves the MI no higher than it found it is undone.
+                if before_last:
+                    half_fixed, half_moving = self._midway(
+                        before_last, half_fixed, half_moving, affine
+                    )
+                    before_last = None
                 value = metric.value(half_fixed, half_moving)
                 if value <= -level_energies[0] * (1 + self.opt_tol):
                     half_fixed, half_moving = _level_start(start, initial, shape, affine)
@@ -438,6 +457,23 @@ class SymmetricDiffeomorphicRegistration:
             )
             _zero_boundary(field)
         return field
+
+    def _midway(self, before_last, half_fixed, half_moving, affine):
+        """The mean of the last two maps of a level, unless it comes nearer a fold.
+
+        Each map passed the det J bound of the adaptive step; their mean usually does too
+        (they are one step apart), but the determinant is not convex, so it is checked.
+        """
+        fixed_mean = _mean(before_last[0], half_fixed)
+        moving_mean = _mean(before_last[1], half_moving)
+        threads = self.metric.threads
+        smallest = min(
+            _volume_change_bound(fixed_mean, affine, threads),
+            _volume_change_bound(moving_mean, affine, threads),
+        )
+        if smallest < MIN_HALF_DET:
+            return half_fixed, half_moving
+        return fixed_mean, moving_mean
 
     def _final_inverse(self, field, affine):
         """The inverse of a map, solved to the tolerance the result is judged by."""
@@ -480,6 +516,23 @@ def check_images(fixed: Volume, moving: Volume) -> None:
             raise ValueError(
                 f"{name} image is constant (every voxel is {float(volume.data.flat[0]):g})"
             )
+
+
+def one_lattice(level: Level, prealign: npt.ArrayLike) -> bool:
+    """True when a pyramid level's two images lie on one lattice (up to a shift, the axes'
+    order and direction): its sampling grids carried over each other (`Level.fine_fixed`),
+    or the level grid landing on the moving grid's voxels (`partial_volume.grids_aligned`).
+    """
+    if level.fine_fixed is not None:
+        return True
+    return grids_aligned(np.linalg.inv(level.moving_affine) @ prealign @ level.affine)
+
+
+def _mean(first, second):
+    """(first + second) / 2 of two fields, in a new array."""
+    mean = first + second
+    mean *= 0.5
+    return mean
 
 
 def _volume_change_bound(field, affine, threads=None):
