@@ -103,9 +103,11 @@ def test_widget_runs_live_and_shows_results(
     assert len(bars) == 1 and bars[0].total == widget.reporter.bar.maximum()
     assert 0 < bars[0].n <= bars[0].total and bars[0].disable
     assert widget.result.mi_after > widget.result.mi_before
-    # The run's layers are named after it.
-    for base in (WARPED, WARPED_LABELS, UPDATE, JACOBIAN, DISPLACEMENT, FIXED_CONTOURS):
+    # The run's layers are named after it; the update magnitude layer became the
+    # displacement's.
+    for base in (WARPED, WARPED_LABELS, JACOBIAN, DISPLACEMENT, FIXED_CONTOURS):
         assert run_layer_name(base, 1) in viewer.layers
+    assert run_layer_name(UPDATE, 1) not in viewer.layers
     warped = viewer.layers[widget.run_layers.name(WARPED)]
     fixed = viewer.layers["fixed_t1"]
     assert warped.data.shape == fixed.data.shape
@@ -887,7 +889,10 @@ def test_the_dice_map_fills_the_fixed_labels_by_their_dice(viewer_with_parcellat
     widget = make_widget(viewer, iterations="3", prealign="none")
     run_to_end(qtbot, widget)
     dice = {int(row["label"]): row["dice"] for row in widget.table.rows}
-    layer = viewer.layers[widget.run_layers.name(DICE_MAP)]
+    # Made when first shown, hidden until then.
+    assert not widget.run_layers.has(DICE_MAP)
+    layer = widget.run_layers.make_dice_map()
+    assert layer is viewer.layers[widget.run_layers.name(DICE_MAP)]
     assert layer.data is viewer.layers["fixed_labels"].data  # no copy of the labels
     assert not layer.visible
     worst, best = min(dice, key=dice.get), max(dice, key=dice.get)

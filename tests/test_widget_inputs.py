@@ -165,6 +165,7 @@ def test_two_runs_hide_the_first_and_clear_removes_it(viewer_with_pair, qtbot):
     run_to_end(qtbot, widget)
     first = [layer.name for layer in viewer.layers if layer.metadata.get(RESULT_KEY) == 1]
     widget.view.set_mode("checkerboard")  # makes the run's checkerboard layer
+    widget.view.set_mode("dice map")  # makes its Dice map (made when first shown)
     widget.view.set_mode("overlay")
     assert "R1 checker" in viewer.layers and "R1 warped" in first
     assert not widget.tools.clear_button.isEnabled()  # no earlier run yet

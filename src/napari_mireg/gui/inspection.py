@@ -120,6 +120,9 @@ class InspectionView:
         self._before_composite = []
         self._composite_unranged = False  # the warped image had no range yet (a new run)
         self._swipe_key = None  # (warped array id, axis, start, stop) the swipe layer shows
+        # Callable giving the run's Dice map layer, made on first call (None before the
+        # run's Dice): set by the run's layers (`RunLayers.make_dice_map`).
+        self.make_dice_map = None
         self._timer = QTimer()
         self._timer.setInterval(FLICKER_MS)
         self._timer.timeout.connect(self._flick)
@@ -218,8 +221,12 @@ class InspectionView:
             selected = self.label_display == "selected" and self.selected_label is not None
             if selected:
                 layer.selected_label = int(self.selected_label)
-            layer.show_selected_label = selected
-            layer.visible = visible
+            # Set only when changed: napari re-draws a labels layer on each set (30 ms at
+            # 1 mm with software OpenGL), changed or not.
+            if layer.show_selected_label != selected:
+                layer.show_selected_label = selected
+            if layer.visible != visible:
+                layer.visible = visible
 
     def set_mode(self, mode):
         """Switch to one of `MODES` ("overlay", "composite", "checkerboard", ...)."""
@@ -271,6 +278,8 @@ class InspectionView:
             return
         self._show_outlines()
         dice_map = self.live.get(DICE_MAP)
+        if dice_map is None and self.mode == "dice map" and self.make_dice_map is not None:
+            dice_map = self.make_dice_map()
         # The Dice map before there is one (during a run): the overlay.
         mode = "overlay" if self.mode == "dice map" and dice_map is None else self.mode
         if dice_map is not None:

@@ -53,6 +53,10 @@ class RunLayers:
         self._moving_affine = None  # the moving image's
         self._fixed_labels = None  # the run's fixed labels layer (None without one)
         self._shape = None
+        self._dice = None  # {label: Dice} of the run's result, for its Dice map
+        # The Dice map is made the first time it is shown (napari takes 0.2-0.4 s to make a
+        # labels layer): the view asks for it when its mode is chosen.
+        view.make_dice_map = self.make_dice_map
 
     def name(self, base):
         """The current run's name of a layer (WARPED, JACOBIAN, ...)."""
@@ -80,6 +84,7 @@ class RunLayers:
         if not continued or self.live is None:
             self.run_number += 1
             self.live = LiveLayers(self.viewer, self.run_number, chosen.fixed.metadata)
+            self._dice = None
             self._drop_earlier_views()
         self._affine = affine = job.fixed.affine
         self._moving_affine = job.moving.affine
@@ -168,9 +173,13 @@ class RunLayers:
 
     def result_steps(self, summary):
         """The steps that put a RunSummary into the run's layers, each for a turn of the
-        event loop of its own (making a layer takes napari 0.1-0.3 s at 1 mm): the warped
-        image and labels, det J and the displacement (hidden), the Dice map (with both
-        label maps), then the inspection view on them.
+        event loop of its own: the warped image and labels, det J (hidden), the
+        displacement (the update magnitude layer becomes it), the Dice per label (the
+        outlines, and a Dice map already shown), then the view brought up to date.
+
+        Making a layer takes napari 0.1-0.4 s at 1 mm, and is the one cost left that no
+        turn can split: det J is the only layer made here. The Dice map is made when first
+        shown (`make_dice_map`).
 
         Returns
         -------
@@ -195,45 +204,67 @@ class RunLayers:
         )
         steps.append(lambda: self._show_displacement(summary))
         if summary.table is not None and self._fixed_labels is not None:
-            steps.append(lambda: self._show_dice_map(summary.table.rows))
-            steps.append(lambda: self.view.set_dice(ranked_dice(summary.table.rows)))
-        steps.append(self._apply_view)
+            rows = summary.table.rows
+            steps.append(lambda: self._set_dice(rows))
+            steps.append(lambda: self.view.set_dice(ranked_dice(rows)))
+        steps.append(self._show_result_view)
         return steps
 
     def _show_displacement(self, summary):
+        # The update magnitude layer (hidden, on the same grid) becomes the displacement's:
+        # its buffer takes the displacement length and no layer is made.
+        layer = self.live.rename(UPDATE, DISPLACEMENT)
+        if layer is None:  # no update layer (live images off), or a continued run's
+            layer = self.live.show(
+                DISPLACEMENT, summary.displacement, "image", self._affine, visible=False
+            )
+        else:
+            self.update(DISPLACEMENT, summary.displacement, "image")
+        layer.colormap = "viridis"
         # Its range comes with the summary: napari would scan the volume for it.
-        layer = self.live.show(
-            DISPLACEMENT,
-            summary.displacement,
-            "image",
-            self._affine,
-            colormap="viridis",
-            contrast_limits=summary.displacement_limits,
-            visible=False,
-        )
+        if summary.displacement_limits is not None:
+            layer.contrast_limits = summary.displacement_limits
+        else:
+            layer.reset_contrast_limits()
         if summary.export_mapping is not None:
             layer.metadata["displacement"] = summary.export_mapping.transforms()[0]
 
-    def _show_dice_map(self, rows):
-        dice = {int(row["label"]): row["dice"] for row in rows}
-        # The fixed labels' own array: the map costs a colormap, not a volume. A new layer
-        # is given it (set after, the colour texture would be built twice); a continued
-        # run's layer gets it anew.
-        colormap, existed = dice_colormap(dice), self.has(DICE_MAP)
+    def _set_dice(self, rows):
+        """The run's Dice per label, for its Dice map: a map already made (a continued
+        run's) is recoloured.
+        """
+        self._dice = {int(row["label"]): row["dice"] for row in rows}
+        layer = self.live.get(DICE_MAP)
+        if layer is not None:
+            layer.colormap = dice_colormap(self._dice)
+
+    def make_dice_map(self):
+        """The run's Dice map layer (the fixed labels filled by their Dice), made hidden on
+        the first call; None before the run has a Dice per label.
+        """
+        layer = self.live.get(DICE_MAP) if self.live is not None else None
+        if layer is not None or self._dice is None or self._fixed_labels is None:
+            return layer
+        # The fixed labels' own array: the map costs a colormap, not a volume.
         layer = self.live.show(
             DICE_MAP,
             self._fixed_labels.data,
             "labels",
             self._affine,
-            colormap=colormap,
+            colormap=dice_colormap(self._dice),
             visible=False,
         )
-        if existed:
-            layer.colormap = colormap
         layer.editable = False
+        return layer
 
-    def _apply_view(self):
-        self.view.apply()
+    def _show_result_view(self):
+        """The view with the result's images: a chosen Dice map is made and shown; the
+        checkerboard or swipe follows the final warped image (the rest is as it was).
+        """
+        if self.view.mode == "dice map":
+            self.view.apply()
+        else:
+            self.view.frame_shown()
         self.viewer.layers.selection.active = self.view.fixed  # not the last layer made
 
     def stale_thumbnails(self):

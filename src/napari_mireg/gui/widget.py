@@ -40,7 +40,12 @@ from napari_mireg.gui.planes import PLANES, AnatomicalPlanes
 from napari_mireg.gui.plots import LivePlots
 from napari_mireg.gui.progress import ProgressReporter
 from napari_mireg.gui.results import ResultsPanel
-from napari_mireg.gui.run_controller import RunButtons, RunController, collect_garbage
+from napari_mireg.gui.run_controller import (
+    RunButtons,
+    RunController,
+    collect_garbage,
+    release_frozen,
+)
 from napari_mireg.gui.run_layers import RunLayers
 from napari_mireg.gui.turns import Turns
 from napari_mireg.gui.view_controls import ModeControls
@@ -366,6 +371,7 @@ class RegistrationWidget(QWidget):
             self._first_frame_drawn, Qt.ConnectionType.QueuedConnection
         )
         self.results.label_clicked.connect(self.select_label)
+        self.viewer.layers.events.removed.connect(release_frozen)
 
     # ---------------------------------------------------------------- running
     def options(self):
@@ -403,6 +409,9 @@ class RegistrationWidget(QWidget):
         # The layers are made while the worker makes the first frame (which arrives once
         # this handler has returned).
         self.run_layers.begin(job, chosen, continued)
+        # After the earlier runs' views are dropped (a removed layer unfreezes): the run's
+        # layers are frozen with the rest, and no full collection pauses the run or its end.
+        collect_garbage()
         self._show_label_display()
         self.results.begin(f"Run {self.run_layers.run_number} is under way...", pressed)
         self._set_running(True)
@@ -496,6 +505,8 @@ class RegistrationWidget(QWidget):
     def _stop(self):
         """The panel is closed: its run is cancelled, a result being shown is dropped."""
         self.turns.clear()
+        self.viewer.layers.events.removed.disconnect(release_frozen)
+        release_frozen()
         self.cancel()
         self.runner.result_shown()
         self.view.stop()
