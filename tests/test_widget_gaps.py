@@ -27,7 +27,7 @@ def widget_on_sample(make_napari_viewer):
     return viewer, testdata.docked_widget(viewer)
 
 
-def test_the_end_of_a_run_makes_only_the_det_j_layer(widget_on_sample, qtbot):
+def test_the_end_of_a_run_makes_no_layer_and_the_maps_are_made_when_shown(widget_on_sample, qtbot):
     viewer, widget = widget_on_sample
     made, at_result = [], {}
     viewer.layers.events.inserted.connect(lambda event: made.append(event.value.name))
@@ -37,8 +37,8 @@ def test_the_end_of_a_run_makes_only_the_det_j_layer(widget_on_sample, qtbot):
     )
     widget.start()
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=RUN_TIMEOUT_MS)
-    # Making a layer holds napari's thread 0.1-0.4 s at 1 mm: det J is the one made.
-    assert made[at_result["made_before"] :] == [widget.run_layers.name(JACOBIAN)]
+    # Making a layer holds napari's thread 0.1-0.4 s at 1 mm: none is made.
+    assert made[at_result["made_before"] :] == []
     # The update magnitude layer became the displacement's, with its values and range.
     summary = widget.summary
     displacement = viewer.layers[widget.run_layers.name(DISPLACEMENT)]
@@ -61,6 +61,13 @@ def test_the_end_of_a_run_makes_only_the_det_j_layer(widget_on_sample, qtbot):
     buttons["Overlay"].click()
     buttons["Dice map"].click()
     assert len(viewer.layers) == count and dice_map.visible
+    # det J too, with its range and the summary's values.
+    buttons["Det J"].click()
+    jacobian = viewer.layers[widget.run_layers.name(JACOBIAN)]
+    assert jacobian.visible and not dice_map.visible
+    assert tuple(jacobian.contrast_limits) == (0.0, 2.0)
+    np.testing.assert_array_equal(jacobian.data, summary.determinant)
+    assert len(viewer.layers) == count + 1
 
 
 def test_a_run_freezes_the_objects_it_starts_with_until_a_layer_is_removed(widget_on_sample, qtbot):
@@ -73,7 +80,7 @@ def test_a_run_freezes_the_objects_it_starts_with_until_a_layer_is_removed(widge
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=RUN_TIMEOUT_MS)
     assert gc.get_freeze_count() > 10_000
     # A removed layer is collected again (its arrays are freed).
-    viewer.layers.remove(viewer.layers[widget.run_layers.name(JACOBIAN)])
+    viewer.layers.remove(viewer.layers[widget.run_layers.name(DISPLACEMENT)])
     assert gc.get_freeze_count() == 0
     widget.start()
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=RUN_TIMEOUT_MS)

@@ -66,10 +66,10 @@ def test_the_run_ends_once_its_result_is_shown_over_several_turns(widget_on_samp
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=RUN_TIMEOUT_MS)
     # The result arrived with none of its layers made, the run still under way ...
     assert at_result == {JACOBIAN: False, DISPLACEMENT: False, DICE_MAP: False, "running": True}
-    # ... and it ended with its layers and the table shown (the Dice map is made when
-    # first shown).
+    # ... and it ended with its displacement and the table shown (det J and the Dice map
+    # are made when first shown).
     made_at_end = {base: at_end[base] for base in RESULT_LAYERS}
-    assert made_at_end == {JACOBIAN: True, DISPLACEMENT: True, DICE_MAP: False}
+    assert made_at_end == {JACOBIAN: False, DISPLACEMENT: True, DICE_MAP: False}
     assert at_end["outcome"] == "done" and at_end["status"] == "Done"
     assert at_end["rows"] == len(widget.table.rows) > 5
     assert at_end["page"] is widget.results
@@ -88,7 +88,7 @@ def test_cancel_leaves_a_result_that_has_arrived_to_be_shown(widget_on_sample, q
     widget.start()
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=RUN_TIMEOUT_MS)
     assert cancels == [False]
-    assert widget.reporter.status.text() == "Done" and widget.run_layers.has(JACOBIAN)
+    assert widget.reporter.status.text() == "Done" and widget.run_layers.has(DISPLACEMENT)
 
 
 def test_every_tab_page_scrolls_when_the_dock_is_short(make_napari_viewer):

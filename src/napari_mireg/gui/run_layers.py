@@ -12,6 +12,7 @@ from matplotlib import colormaps
 from napari.utils import Colormap
 
 from napari_mireg.gui.dice_map import dice_colormap
+from napari_mireg.gui.inspection import MAP_MODES
 from napari_mireg.gui.label_display import count_labels, ranked_dice
 from napari_mireg.gui.live_layers import (
     BASE_KEY,
@@ -54,9 +55,10 @@ class RunLayers:
         self._fixed_labels = None  # the run's fixed labels layer (None without one)
         self._shape = None
         self._dice = None  # {label: Dice} of the run's result, for its Dice map
-        # The Dice map is made the first time it is shown (napari takes 0.2-0.4 s to make a
-        # labels layer): the view asks for it when its mode is chosen.
-        view.make_dice_map = self.make_dice_map
+        self._determinant = None  # det J of the run's result
+        # The Dice map and det J layers are made the first time they are shown (napari
+        # takes 0.1-0.4 s to make a layer at 1 mm): the view asks for them.
+        view.make_result_layer = self.result_layer
 
     def name(self, base):
         """The current run's name of a layer (WARPED, JACOBIAN, ...)."""
@@ -84,7 +86,7 @@ class RunLayers:
         if not continued or self.live is None:
             self.run_number += 1
             self.live = LiveLayers(self.viewer, self.run_number, chosen.fixed.metadata)
-            self._dice = None
+            self._dice = self._determinant = None
             self._drop_earlier_views()
         self._affine = affine = job.fixed.affine
         self._moving_affine = job.moving.affine
@@ -173,35 +175,23 @@ class RunLayers:
 
     def result_steps(self, summary):
         """The steps that put a RunSummary into the run's layers, each for a turn of the
-        event loop of its own: the warped image and labels, det J (hidden), the
-        displacement (the update magnitude layer becomes it), the Dice per label (the
-        outlines, and a Dice map already shown), then the view brought up to date.
+        event loop of its own: the warped image and labels, det J and the displacement
+        (the update magnitude layer becomes it), the Dice per label (the outlines), then
+        the view brought up to date.
 
-        Making a layer takes napari 0.1-0.4 s at 1 mm, and is the one cost left that no
-        turn can split: det J is the only layer made here. The Dice map is made when first
-        shown (`make_dice_map`).
+        No layer is made here: making one takes napari 0.1-0.4 s at 1 mm, a cost no turn
+        can split. det J and the Dice map are made when first shown (`result_layer`).
 
         Returns
         -------
         list of callables
         """
-        affine, live = self._affine, self.live
         # Copied into the live layers' buffers, as a frame is: napari's data event would
         # rebuild the labels' colour texture and shader.
         steps = [lambda: self.update(WARPED, summary.result.warped, "image")]
         if summary.warped_labels is not None:
             steps.append(lambda: self.update(WARPED_LABELS, summary.warped_labels, "labels"))
-        steps.append(
-            lambda: live.show(
-                JACOBIAN,
-                summary.determinant,
-                "image",
-                affine,
-                colormap=JACOBIAN_COLORMAP,
-                contrast_limits=(0.0, 2.0),
-                visible=False,
-            )
-        )
+        steps.append(lambda: self._set_determinant(summary.determinant))
         steps.append(lambda: self._show_displacement(summary))
         if summary.table is not None and self._fixed_labels is not None:
             rows = summary.table.rows
@@ -209,6 +199,14 @@ class RunLayers:
             steps.append(lambda: self.view.set_dice(ranked_dice(rows)))
         steps.append(self._show_result_view)
         return steps
+
+    def _set_determinant(self, determinant):
+        """The run's det J, for its layer: a layer already made (a continued run's) is
+        given it.
+        """
+        self._determinant = determinant
+        if self.has(JACOBIAN):
+            self.live.show(JACOBIAN, determinant, "image", self._affine)
 
     def _show_displacement(self, summary):
         # The update magnitude layer (hidden, on the same grid) becomes the displacement's:
@@ -238,30 +236,43 @@ class RunLayers:
         if layer is not None:
             layer.colormap = dice_colormap(self._dice)
 
-    def make_dice_map(self):
-        """The run's Dice map layer (the fixed labels filled by their Dice), made hidden on
-        the first call; None before the run has a Dice per label.
+    def result_layer(self, base):
+        """The run's det J (JACOBIAN) or Dice map (DICE_MAP) layer, made hidden on the
+        first call; None before the run has its result (or, for the Dice map, without
+        both label maps).
         """
-        layer = self.live.get(DICE_MAP) if self.live is not None else None
-        if layer is not None or self._dice is None or self._fixed_labels is None:
+        layer = None if self.live is None else self.live.get(base)
+        if layer is not None:
             return layer
-        # The fixed labels' own array: the map costs a colormap, not a volume.
-        layer = self.live.show(
-            DICE_MAP,
-            self._fixed_labels.data,
-            "labels",
-            self._affine,
-            colormap=dice_colormap(self._dice),
-            visible=False,
-        )
-        layer.editable = False
+        if base == JACOBIAN and self._determinant is not None:
+            return self.live.show(
+                JACOBIAN,
+                self._determinant,
+                "image",
+                self._affine,
+                colormap=JACOBIAN_COLORMAP,
+                contrast_limits=(0.0, 2.0),
+                visible=False,
+            )
+        if base == DICE_MAP and self._dice is not None and self._fixed_labels is not None:
+            # The fixed labels' own array: the map costs a colormap, not a volume.
+            layer = self.live.show(
+                DICE_MAP,
+                self._fixed_labels.data,
+                "labels",
+                self._affine,
+                colormap=dice_colormap(self._dice),
+                visible=False,
+            )
+            layer.editable = False
         return layer
 
     def _show_result_view(self):
-        """The view with the result's images: a chosen Dice map is made and shown; the
-        checkerboard or swipe follows the final warped image (the rest is as it was).
+        """The view with the result's images: a chosen map (Dice map, det J) is made and
+        shown; the checkerboard or swipe follows the final warped image (the rest is as it
+        was).
         """
-        if self.view.mode == "dice map":
+        if self.view.mode in MAP_MODES:
             self.view.apply()
         else:
             self.view.frame_shown()

@@ -285,8 +285,10 @@ class RegistrationWidget(QWidget):
             "dice map": "The fixed labels filled by their Dice after the run ("
             + ", ".join(DICE_LEGEND.splitlines()[1:])
             + ")",
+            "det J": "det J of the map after the run (blue: shrinks, white: volume kept, red: "
+            "grows; a fold, det J <= 0, is full blue), with the label outlines",
         }
-        # Four buttons on the first line; the last two share the second with the control
+        # Four buttons on the first line; the last three share the second with the control
         # of the mode on show: the panel stays short enough for a 1280x800 screen.
         for modes in (MODES[:4], MODES[4:]):
             row = QHBoxLayout()
@@ -572,7 +574,7 @@ def _add_choice_buttons(row, group, choices, tips, current, choose):
         Called with the choice when its button is clicked.
     """
     for choice in choices:
-        button = QPushButton(choice.capitalize())
+        button = QPushButton(choice[0].upper() + choice[1:])  # "Dice map", "Det J"
         button.setCheckable(True)
         button.setChecked(choice == current)
         button.setToolTip(tips[choice])
