@@ -75,7 +75,7 @@ def test_the_run_ends_once_its_result_is_shown_over_several_turns(widget_on_samp
     assert at_end["page"] is widget.results
     displacement = viewer.layers[widget.run_layers.name(DISPLACEMENT)]
     assert displacement.contrast_limits[1] == pytest.approx(float(displacement.data.max()))
-    # The update magnitude layer, made on a turn after the first frame's, became the
+    # The update magnitude layer, made at Run with the other live layers, became the
     # displacement's.
     assert not widget.run_layers.has(UPDATE)
     assert displacement.metadata["description"].startswith("run 1: length of the map's")

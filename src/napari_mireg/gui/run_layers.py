@@ -72,9 +72,10 @@ class RunLayers:
         """Make the run's live layers for the first frame, then the inspection view.
 
         A new run gets its own layers (the previous run's are hidden, kept for
-        comparison); a continued run keeps its run's. The hidden update magnitude layer
-        waits until the first frame is shown (`prepare_more`): napari takes 0.1-0.3 s to
-        make a layer.
+        comparison); a continued run keeps its run's. Every layer the run shows before
+        its end is made here, before the first frame (napari takes 0.1-0.4 s to make a
+        layer: made later, each held the window during the run), the hidden update
+        magnitude layer too.
 
         Parameters
         ----------
@@ -93,6 +94,11 @@ class RunLayers:
         self._fixed_labels = chosen.fixed_labels
         self._shape = shape = job.fixed.data.shape
         limits = chosen.moving.contrast_limits
+        # Made first, so under the warped image and the contours: shown, it is looked at
+        # with them.
+        self.live.prepare(
+            UPDATE, shape, np.float32, "image", affine, colormap="inferno", visible=False
+        )
         self.live.prepare(WARPED, shape, np.float32, "image", affine, contrast_limits=limits)
         if job.moving_labels is not None:
             self.live.prepare(
@@ -134,25 +140,6 @@ class RunLayers:
         for layer in self.earlier_layers():
             if layer.metadata.get(BASE_KEY) in VIEWS:
                 self.viewer.layers.remove(layer)
-
-    def prepare_more(self):
-        """Make the hidden update magnitude layer (once the first frame is shown)."""
-        layer = self.live.prepare(
-            UPDATE,
-            self._shape,
-            np.float32,
-            "image",
-            self._affine,
-            colormap="inferno",
-            visible=False,
-        )
-        layer.visible = False
-        # Under the warped image and the contours: shown, it is looked at with them.
-        layers, warped = self.viewer.layers, self.live.get(WARPED)
-        if warped is not None and layers.index(layer) > layers.index(warped):
-            layers.move(layers.index(layer), layers.index(warped))
-        self.live.touch_new_buffers()
-        self.viewer.layers.selection.active = self.view.fixed
 
     def show_mask(self, side, mask):
         """Show a side's brain mask (made by brain extraction) over its image.

@@ -367,11 +367,6 @@ class RegistrationWidget(QWidget):
         runner.paused.connect(reporter.paused)
         runner.resumed.connect(reporter.resumed)
         runner.ended.connect(self._ended)
-        # Queued: napari's activity bar processes pending events as it is made, which must
-        # not happen inside the delivery of a frame.
-        self.scheduler.first_frame_drawn.connect(
-            self._first_frame_drawn, Qt.ConnectionType.QueuedConnection
-        )
         self.results.label_clicked.connect(self.select_label)
         self.viewer.layers.events.removed.connect(release_frozen)
 
@@ -418,6 +413,11 @@ class RegistrationWidget(QWidget):
         self.results.begin(f"Run {self.run_layers.run_number} is under way...", pressed)
         self._set_running(True)
         self.tabs.setCurrentWidget(self.plots)
+        if self.activity_progress.isChecked():
+            # Last: napari's bar processes pending events as it is made (the first frame
+            # may be drawn then), and here its cost adds to the wait for the first frame
+            # rather than holding the window during the run.
+            self.reporter.add_activity_bar()
         return worker
 
     def cancel(self):
@@ -446,21 +446,6 @@ class RegistrationWidget(QWidget):
 
     def _show_live_images(self, show):
         self.scheduler.show_live_images(show)
-
-    def _first_frame_drawn(self):
-        # Then the layer that can wait, and the activity dock's bar; each takes napari
-        # 0.1-0.3 s to make, so each gets a turn of its own.
-        self.turns.add(self._prepare_more)
-        if self.activity_progress.isChecked():
-            self.turns.add(self._add_activity_bar)
-
-    def _prepare_more(self):
-        if self.runner.running and self.summary is None:
-            self.run_layers.prepare_more()
-
-    def _add_activity_bar(self):
-        if self.runner.running and self.summary is None:
-            self.reporter.add_activity_bar()
 
     def _set_running(self, running):
         self.buttons.set_running(running, can_continue=self.summary is not None)
