@@ -3,6 +3,7 @@ window's thread, and the garbage collections it leaves out.
 """
 
 import gc
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import testdata
 
 pytest.importorskip("napari")
 
+from napari_mireg.gui import turns as _turns  # noqa: E402
 from napari_mireg.gui.dice_map import dice_colour  # noqa: E402
 from napari_mireg.gui.live_layers import (  # noqa: E402
     DICE_MAP,
@@ -86,3 +88,24 @@ def test_a_run_freezes_the_objects_it_starts_with_until_a_layer_is_removed(widge
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=RUN_TIMEOUT_MS)
     widget.close()
     assert gc.get_freeze_count() == 0
+
+
+def test_cheap_steps_share_a_turn_and_the_step_past_its_time_ends_it(qtbot, monkeypatch):
+    clock = SimpleNamespace(now=0.0)
+    monkeypatch.setattr(_turns, "time", SimpleNamespace(perf_counter=lambda: clock.now))
+    done = []
+
+    def step(name, seconds):
+        def run():
+            clock.now += seconds
+            done.append(name)
+
+        return run
+
+    turns = _turns.Turns()
+    turns.add(step("a", 0.002), step("b", 0.002), step("layer", 0.2), step("c", 0.002))
+    turns._timer.stop()  # the turns are run by hand below
+    turns._next()  # one turn: each turn is followed by a repaint (50-100 ms at 1 mm)
+    assert done == ["a", "b", "layer"]
+    turns._next()
+    assert done == ["a", "b", "layer", "c"] and turns.pending == 0
