@@ -11,8 +11,8 @@ xvfb-run -a python benchmarks/bench_widget.py
 - 1 mm pair, a whole run with the panel's defaults (affine prealignment, 40x20x10, live
   images and activity-dock progress on): the largest event-loop gaps during the run (the
   first frame's drawing aside, which makes the layers) and at its end (the result's layers
-  and tables), each with the stage it fell in, the main-thread time of each step the
-  window's turns ran (`gui.turns.Turns`) and the pauses of Python's full garbage
+  and tables), each with the stage it fell in, the main-thread time of each turn the
+  window's steps ran in (`gui.turns.Turns`) and the pauses of Python's full garbage
   collections. `--full-run` measures only this; `--iterations 3,2,2` shortens the
   registration (the same start and end, fewer frames between).
 """
@@ -184,8 +184,9 @@ def _probe_while_running(seconds, live, what):
 
 
 class _StepClock:
-    """Times each step that `Turns` runs and each full garbage collection (generation
-    2), in the main thread: [(start, name, ms)] in `steps` and `collections`.
+    """Times each turn of `Turns` (its first step named, with the number of steps that
+    shared it) and each full garbage collection (generation 2), in the main thread:
+    [(start, name, ms)] in `steps` and `collections`.
     """
 
     def __init__(self):
@@ -198,12 +199,15 @@ class _StepClock:
 
         def timed(turns):
             step = turns._steps[0] if turns._steps else None
+            pending = turns.pending
             started = time.perf_counter()
             clock._run_step(turns)
             if step is not None:
                 name = getattr(step, "__qualname__", type(step).__name__)
                 code = getattr(step, "__code__", None)
                 name += f" (line {code.co_firstlineno})" if code is not None else ""
+                more = pending - turns.pending - 1  # the steps that shared the turn
+                name += f" and {more} more" if more > 0 else ""
                 clock.steps.append((started, name, (time.perf_counter() - started) * 1000))
 
         self._patch = mock.patch.object(Turns, "_next", timed)
@@ -229,7 +233,7 @@ def whole_run_gaps(after_seconds=3.0, largest=5, iterations=None):
     """Probe the event loop through a whole 1 mm run with the panel's defaults and
     `after_seconds` past its end; print the largest gaps during the run (after its first
     frame is drawn) and at its end, each with the stage under way when it began, then the
-    main-thread time of each step of the window's turns and of each full garbage
+    main-thread time of each turn of the window's steps and of each full garbage
     collection. `iterations` (e.g. (3, 2, 2)) replaces the default iterations.
     """
     clock = _StepClock().__enter__()  # before the widget connects its turns' timer
@@ -283,7 +287,7 @@ def whole_run_gaps(after_seconds=3.0, largest=5, iterations=None):
     )
     report("during the run (first frame aside)", (begins > first_drawn) & (begins < registered))
     report(f"at its end (to {after_seconds:.0f} s after the result)", begins >= registered)
-    print("  main-thread steps of the window's turns and full collections (ms):")
+    print("  main-thread time of the window's turns and of full collections (ms):")
     for moment, name, milliseconds in sorted(clock.steps + clock.collections):
         if moment >= started:
             print(f"    {moment - started:6.2f} s {milliseconds:6.0f} {name}")
