@@ -161,10 +161,10 @@ class RunLayers:
         self.live.update(base, data, kind, self._affine)
 
     def result_steps(self, summary):
-        """The steps that put a RunSummary into the run's layers, each for a turn of the
-        event loop of its own: the warped image and labels, det J and the displacement
-        (the update magnitude layer becomes it), the Dice per label (the outlines), then
-        the view brought up to date.
+        """The steps that put a RunSummary into the run's layers, for turns of the event
+        loop (`Turns`): the warped image and labels, det J and the displacement (the update
+        magnitude layer becomes it), the Dice per label (the outlines), then the view
+        brought up to date.
 
         No layer is made here: making one takes napari 0.1-0.4 s at 1 mm, a cost no turn
         can split. det J and the Dice map are made when first shown (`result_layer`).
@@ -199,7 +199,7 @@ class RunLayers:
         # The update magnitude layer (hidden, on the same grid) becomes the displacement's:
         # its buffer takes the displacement length and no layer is made.
         layer = self.live.rename(UPDATE, DISPLACEMENT)
-        if layer is None:  # no update layer (live images off), or a continued run's
+        if layer is None:  # a continued run: its displacement layer is given the new one
             layer = self.live.show(
                 DISPLACEMENT, summary.displacement, "image", self._affine, visible=False
             )
