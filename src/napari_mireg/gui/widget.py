@@ -368,7 +368,10 @@ class RegistrationWidget(QWidget):
         runner.resumed.connect(reporter.resumed)
         runner.ended.connect(self._ended)
         self.results.label_clicked.connect(self.select_label)
-        self.viewer.layers.events.removed.connect(release_frozen)
+        # A removed layer's arrays are freed: the frozen objects go back to the collector.
+        # A callable of this panel's own, which its closing disconnects (not another's).
+        self._layer_removed = lambda _event: release_frozen()
+        self.viewer.layers.events.removed.connect(self._layer_removed)
 
     # ---------------------------------------------------------------- running
     def options(self):
@@ -492,7 +495,7 @@ class RegistrationWidget(QWidget):
     def _stop(self):
         """The panel is closed: its run is cancelled, a result being shown is dropped."""
         self.turns.clear()
-        self.viewer.layers.events.removed.disconnect(release_frozen)
+        self.viewer.layers.events.removed.disconnect(self._layer_removed)
         release_frozen()
         self.cancel()
         self.runner.result_shown()
