@@ -11,11 +11,16 @@ xvfb-run -a python benchmarks/bench_widget.py
 - 1 mm pair, a whole run with the panel's defaults (affine prealignment, 40x20x10, live
   images and activity-dock progress on): the largest event-loop gaps during the run (the
   first frame's drawing aside, which makes the layers) and at its end (the result's layers
-  and tables), each with the stage it fell in. `--full-run` measures only this.
+  and tables), each with the stage it fell in, the main-thread time of each turn the
+  window's steps ran in (`gui.turns.Turns`) and the pauses of Python's full garbage
+  collections. `--full-run` measures only this; `--iterations 3,2,2` shortens the
+  registration (the same start and end, fewer frames between).
 """
 
 import argparse
+import gc
 import itertools
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +39,7 @@ from napari_mireg.gui import run_controller
 from napari_mireg.gui.display import labels_colormap, layer_kwargs, layer_volume, to_display
 from napari_mireg.gui.frames import Frame
 from napari_mireg.gui.sample import sample_pair
+from napari_mireg.gui.turns import Turns
 from napari_mireg.gui.widget import RegistrationWidget
 
 
@@ -177,14 +183,65 @@ def _probe_while_running(seconds, live, what):
     viewer.close()
 
 
-def whole_run_gaps(after_seconds=3.0, largest=5):
+class _StepClock:
+    """Times each turn of `Turns` (its first step named, with the number of steps that
+    shared it) and each full garbage collection (generation 2), in the main thread:
+    [(start, name, ms)] in `steps` and `collections`.
+    """
+
+    def __init__(self):
+        self.steps, self.collections = [], []
+        self._run_step = Turns._next
+        self._collection_started = None
+
+    def __enter__(self):
+        clock = self
+
+        def timed(turns):
+            step = turns._steps[0] if turns._steps else None
+            pending = turns.pending
+            started = time.perf_counter()
+            clock._run_step(turns)
+            if step is not None:
+                name = getattr(step, "__qualname__", type(step).__name__)
+                code = getattr(step, "__code__", None)
+                name += f" (line {code.co_firstlineno})" if code is not None else ""
+                more = pending - turns.pending - 1  # the steps that shared the turn
+                name += f" and {more} more" if more > 0 else ""
+                clock.steps.append((started, name, (time.perf_counter() - started) * 1000))
+
+        self._patch = mock.patch.object(Turns, "_next", timed)
+        self._patch.start()
+        gc.callbacks.append(self._collected)
+        return self
+
+    def __exit__(self, *_):
+        self._patch.stop()
+        gc.callbacks.remove(self._collected)
+
+    def _collected(self, phase, info):
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._collection_started = time.perf_counter()
+        elif self._collection_started is not None:
+            elapsed = (time.perf_counter() - self._collection_started) * 1000
+            self.collections.append((self._collection_started, "full collection", elapsed))
+
+
+def whole_run_gaps(after_seconds=3.0, largest=5, iterations=None):
     """Probe the event loop through a whole 1 mm run with the panel's defaults and
     `after_seconds` past its end; print the largest gaps during the run (after its first
-    frame is drawn) and at its end, each with the stage under way when it began.
+    frame is drawn) and at its end, each with the stage under way when it began, then the
+    main-thread time of each turn of the window's steps and of each full garbage
+    collection. `iterations` (e.g. (3, 2, 2)) replaces the default iterations.
     """
+    clock = _StepClock().__enter__()  # before the widget connects its turns' timer
     viewer, shape = viewer_with_1mm_pair()
     widget = RegistrationWidget(viewer)
     viewer.window.add_dock_widget(widget)
+    if iterations is not None:
+        widget.options_form.control("level_iters").setText(",".join(map(str, iterations)))
     window_size = fill_screen(viewer)
     ticks, stages = [], []  # (time, stage) of each frame as it arrives
     widget.runner.frame_arrived.connect(
@@ -193,9 +250,11 @@ def whole_run_gaps(after_seconds=3.0, largest=5):
     probe = _event_loop_probe(ticks)
     started = time.perf_counter()
     widget.start()
+    run_handler = time.perf_counter() - started
     wait(until=lambda: not widget.runner.running)
     wait(after_seconds)
     probe.stop()
+    clock.__exit__()
     first_drawn = started + widget.scheduler.first_frame_seconds
     # The registration's end: the "scoring" frame (det J and the scores are computed in
     # the worker, then the result's layers and tables are made in the main thread).
@@ -218,13 +277,20 @@ def whole_run_gaps(after_seconds=3.0, largest=5):
         above = int((gaps[chosen] > 100).sum())
         print(f"  {name}: {above} gaps above 100 ms of {chosen.sum()}; largest: {shown}")
 
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
     print(
-        f"1 mm pair {shape}, window {window_size}, a whole run with the defaults "
+        f"1 mm pair {shape}, window {window_size}, a whole run with the defaults"
+        f"{'' if iterations is None else f' but iterations {iterations}'} "
         f"({registered - started:.1f} s to the end of the registration, first frame drawn at "
-        f"{first_drawn - started:.1f} s; {widget.scheduler.frames_seen} frames):"
+        f"{first_drawn - started:.1f} s; {widget.scheduler.frames_seen} frames; Run handler "
+        f"{run_handler * 1000:.0f} ms; load average {load}):"
     )
     report("during the run (first frame aside)", (begins > first_drawn) & (begins < registered))
     report(f"at its end (to {after_seconds:.0f} s after the result)", begins >= registered)
+    print("  main-thread time of the window's turns and of full collections (ms):")
+    for moment, name, milliseconds in sorted(clock.steps + clock.collections):
+        if moment >= started:
+            print(f"    {moment - started:6.2f} s {milliseconds:6.0f} {name}")
     viewer.close()
 
 
@@ -273,16 +339,21 @@ def main():
     parser.add_argument(
         "--full-run", action="store_true", help="only the event-loop gaps of a whole 1 mm run"
     )
+    parser.add_argument(
+        "--iterations",
+        help="the whole run's iterations per level, e.g. 3,2,2 (default: the panel's)",
+    )
     args = parser.parse_args()
+    iterations = None if args.iterations is None else tuple(map(int, args.iterations.split(",")))
     if args.full_run:
-        whole_run_gaps()
+        whole_run_gaps(iterations=iterations)
         return
     for activity in (False, True):
         first_frame_and_overhead((40, 20, 10), activity, args.repeats)
     for live in (False, True):
         responsiveness(args.seconds, live)
     responsiveness(args.seconds, engine=False)
-    whole_run_gaps()
+    whole_run_gaps(iterations=iterations)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import numpy as np
 from qtpy.QtCore import QEventLoop, QTimer
 
 from napari_mireg.gui.display import labels_colormap, layer_kwargs, to_display
-from napari_mireg.gui.live_layers import JACOBIAN, WARPED_LABELS
+from napari_mireg.gui.live_layers import JACOBIAN
 from napari_mireg.gui.sample import sample_pair
 from napari_mireg.gui.widget import RegistrationWidget
 
@@ -154,10 +154,8 @@ def main():
         shoot(viewer, folder, f"6-{plane.lower()}", suffix)
     click(widget.plane_buttons, "Axial")
 
+    click(widget.mode_buttons, "Det J")  # makes the det J layer and shows it
     jacobian = viewer.layers[widget.run_layers.name(JACOBIAN)]
-    for layer in viewer.layers:
-        if layer.name != widget.run_layers.name(WARPED_LABELS):
-            layer.visible = layer is jacobian
     viewer.layers.selection.active = jacobian
     shoot(viewer, folder, "7-jacobian", suffix)
     print("det J range", float(np.min(jacobian.data)), float(np.max(jacobian.data)))

@@ -103,9 +103,12 @@ def test_widget_runs_live_and_shows_results(
     assert len(bars) == 1 and bars[0].total == widget.reporter.bar.maximum()
     assert 0 < bars[0].n <= bars[0].total and bars[0].disable
     assert widget.result.mi_after > widget.result.mi_before
-    # The run's layers are named after it.
-    for base in (WARPED, WARPED_LABELS, UPDATE, JACOBIAN, DISPLACEMENT, FIXED_CONTOURS):
+    # The run's layers are named after it; the update magnitude layer became the
+    # displacement's; det J is made when first shown.
+    for base in (WARPED, WARPED_LABELS, DISPLACEMENT, FIXED_CONTOURS):
         assert run_layer_name(base, 1) in viewer.layers
+    assert run_layer_name(UPDATE, 1) not in viewer.layers
+    assert run_layer_name(JACOBIAN, 1) not in viewer.layers
     warped = viewer.layers[widget.run_layers.name(WARPED)]
     fixed = viewer.layers["fixed_t1"]
     assert warped.data.shape == fixed.data.shape
@@ -114,7 +117,11 @@ def test_widget_runs_live_and_shows_results(
     warped_labels = viewer.layers[widget.run_layers.name(WARPED_LABELS)]
     assert set(np.unique(warped_labels.data)) >= {2, 3, 41, 42}
     # det J: a diverging colour map, white at 1 (the middle of the contrast limits).
+    widget.view.set_mode("det J")
     jacobian = viewer.layers[widget.run_layers.name(JACOBIAN)]
+    assert jacobian.visible and not viewer.layers[widget.run_layers.name(WARPED)].visible
+    widget.view.set_mode("overlay")
+    assert not jacobian.visible
     assert tuple(jacobian.contrast_limits) == (0.0, 2.0)
     low, middle, high = jacobian.colormap.map(np.array([0.0, 0.5, 1.0]))[:, :3]
     assert np.all(middle > 0.95) and low[2] > low[0] and high[0] > high[2]
@@ -452,7 +459,7 @@ def test_the_det_j_layer_saves_on_the_fixed_files_grid(viewer_with_pair, qtbot, 
     viewer = viewer_with_pair
     widget = make_widget(viewer, iterations="3", prealign="rigid")
     run_to_end(qtbot, widget)
-    jacobian = viewer.layers[widget.run_layers.name(JACOBIAN)]
+    jacobian = widget.run_layers.result_layer(JACOBIAN)
     path = tmp_path / "detj.nii.gz"
     assert jacobian.save(str(path), plugin="napari-mireg")
     saved = nib.load(path)
@@ -887,7 +894,10 @@ def test_the_dice_map_fills_the_fixed_labels_by_their_dice(viewer_with_parcellat
     widget = make_widget(viewer, iterations="3", prealign="none")
     run_to_end(qtbot, widget)
     dice = {int(row["label"]): row["dice"] for row in widget.table.rows}
-    layer = viewer.layers[widget.run_layers.name(DICE_MAP)]
+    # Made when first shown, hidden until then.
+    assert not widget.run_layers.has(DICE_MAP)
+    layer = widget.run_layers.result_layer(DICE_MAP)
+    assert layer is viewer.layers[widget.run_layers.name(DICE_MAP)]
     assert layer.data is viewer.layers["fixed_labels"].data  # no copy of the labels
     assert not layer.visible
     worst, best = min(dice, key=dice.get), max(dice, key=dice.get)

@@ -245,9 +245,11 @@ def test_the_swipe_boundary_follows_its_slider_and_the_plane(ran):
 def test_the_det_j_colour_bar_shows_with_its_layer_and_its_range(ran):
     viewer, widget = ran
     bars = widget.colour_bars
+    # The det J layer is made the first time its view is chosen.
+    assert not widget.run_layers.has(JACOBIAN) and bars.isHidden()
+    click(widget, "Det J")
     jacobian = viewer.layers[widget.run_layers.name(JACOBIAN)]
-    assert not jacobian.visible and bars.isHidden()
-    jacobian.visible = True
+    assert jacobian.visible and not viewer.layers[widget.run_layers.name(WARPED)].visible
     bar = bars.bars[JACOBIAN]
     assert not bars.isHidden() and not bar.isHidden() and bars.bars[DICE_MAP].isHidden()
     assert bar.tick_texts() == ["0", "1", "2"] and bar.limits == (0.0, 2.0)
@@ -261,6 +263,10 @@ def test_the_det_j_colour_bar_shows_with_its_layer_and_its_range(ran):
     colour = [image.pixelColor(int(rect.left() + f * rect.width()), y) for f in (0.03, 0.97)]
     low, high = colour
     assert low.blue() > low.red() + 60 and high.red() > high.blue() + 60
+    click(widget, "Overlay")
+    assert not jacobian.visible and bars.isHidden()
+    jacobian.visible = True  # shown from the layer list: its bar too
+    assert not bars.bars[JACOBIAN].isHidden()
     jacobian.visible = False
     assert bars.isHidden()
 

@@ -165,6 +165,8 @@ def test_two_runs_hide_the_first_and_clear_removes_it(viewer_with_pair, qtbot):
     run_to_end(qtbot, widget)
     first = [layer.name for layer in viewer.layers if layer.metadata.get(RESULT_KEY) == 1]
     widget.view.set_mode("checkerboard")  # makes the run's checkerboard layer
+    widget.view.set_mode("dice map")  # makes its Dice map (made when first shown)
+    widget.view.set_mode("det J")  # and its det J
     widget.view.set_mode("overlay")
     assert "R1 checker" in viewer.layers and "R1 warped" in first
     assert not widget.tools.clear_button.isEnabled()  # no earlier run yet
@@ -175,6 +177,8 @@ def test_two_runs_hide_the_first_and_clear_removes_it(viewer_with_pair, qtbot):
     # Short names, the full description in the metadata.
     assert max(len(layer.name) for layer in results) <= MAX_NAME_LENGTH
     assert all(layer.name.startswith(f"R{layer.metadata[RESULT_KEY]} ") for layer in results)
+    widget.view.set_mode("det J")  # makes run 2's det J
+    widget.view.set_mode("overlay")
     det_j = viewer.layers["R2 det J"]
     assert det_j.metadata["description"].startswith("run 2: det J of the map")
     # The first run's layers are hidden; its views (checkerboard, fixed outlines, update)

@@ -66,15 +66,19 @@ def test_the_run_ends_once_its_result_is_shown_over_several_turns(widget_on_samp
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=RUN_TIMEOUT_MS)
     # The result arrived with none of its layers made, the run still under way ...
     assert at_result == {JACOBIAN: False, DISPLACEMENT: False, DICE_MAP: False, "running": True}
-    # ... and it ended with every layer and the table shown.
-    assert {base: at_end[base] for base in RESULT_LAYERS} == dict.fromkeys(RESULT_LAYERS, True)
+    # ... and it ended with its displacement and the table shown (det J and the Dice map
+    # are made when first shown).
+    made_at_end = {base: at_end[base] for base in RESULT_LAYERS}
+    assert made_at_end == {JACOBIAN: False, DISPLACEMENT: True, DICE_MAP: False}
     assert at_end["outcome"] == "done" and at_end["status"] == "Done"
     assert at_end["rows"] == len(widget.table.rows) > 5
     assert at_end["page"] is widget.results
     displacement = viewer.layers[widget.run_layers.name(DISPLACEMENT)]
     assert displacement.contrast_limits[1] == pytest.approx(float(displacement.data.max()))
-    # The update magnitude layer was made on a turn after the first frame's.
-    assert widget.run_layers.has(UPDATE)
+    # The update magnitude layer, made at Run with the other live layers, became the
+    # displacement's.
+    assert not widget.run_layers.has(UPDATE)
+    assert displacement.metadata["description"].startswith("run 1: length of the map's")
 
 
 def test_cancel_leaves_a_result_that_has_arrived_to_be_shown(widget_on_sample, qtbot):
@@ -84,7 +88,7 @@ def test_cancel_leaves_a_result_that_has_arrived_to_be_shown(widget_on_sample, q
     widget.start()
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=RUN_TIMEOUT_MS)
     assert cancels == [False]
-    assert widget.reporter.status.text() == "Done" and widget.run_layers.has(DICE_MAP)
+    assert widget.reporter.status.text() == "Done" and widget.run_layers.has(DISPLACEMENT)
 
 
 def test_every_tab_page_scrolls_when_the_dock_is_short(make_napari_viewer):

@@ -154,6 +154,21 @@ class LiveLayers:
             self._untouched.append(buffer)
         return layer
 
+    def rename(self, base, new_base):
+        """Make the live layer `base` the run's layer `new_base`: its name, description and
+        buffer go with it (renaming a layer costs napari far less than making one). Returns
+        the layer, or None when there is no live layer `base` or already a layer `new_base`.
+        """
+        layer = self._live(base)
+        if layer is None or self.get(new_base) is not None:
+            return None
+        self._buffers[self.name(new_base)] = self._buffers.pop(self.name(base))
+        layer.name = self.name(new_base)
+        layer.metadata.update(
+            description=run_layer_description(new_base, self.run), **{BASE_KEY: new_base}
+        )
+        return layer
+
     def touch_new_buffers(self):
         """Map the pages of the buffers made since the last call, in a helper thread."""
         buffers, self._untouched = list(self._untouched), []

@@ -19,14 +19,27 @@ from napari_mireg.gui.frames import run_and_summarise, until_stopped
 
 
 def collect_garbage():
-    """A full garbage collection, done while no registration runs.
+    """A full garbage collection, then the objects left are frozen (`gc.freeze`).
 
-    A full collection of napari's many objects pauses the event loop for 0.1-0.2 s. Done
-    when the widget opens and at each Run (before the first frame, whose drawing makes the
-    run's layers anyway, rather than as a pause of its own at the end of a run), it leaves
-    too few new objects for Python to start one during the run.
+    A full collection of napari's many objects pauses the event loop for 0.15-0.5 s at
+    1 mm (each layer made adds to them), and Python starts one by itself after enough new
+    objects: one fell at the end of every 1 mm run, while the result's layers were made.
+    Frozen, the objects that exist at Run (napari's, the inputs' layers, the run's live
+    layers) are skipped by the later collections, which then only look at the run's new
+    objects. Done when the widget opens and at each Run; `release_frozen` gives them back
+    to the collector.
     """
+    gc.unfreeze()
     gc.collect()
+    gc.freeze()
+
+
+def release_frozen(*_):
+    """Give the frozen objects back to the garbage collector (a layer was removed, or the
+    widget closes): a frozen object is never collected, and a removed layer's arrays
+    should be freed.
+    """
+    gc.unfreeze()
 
 
 class RunError(Exception):
@@ -93,7 +106,6 @@ class RunController(QObject):
         """
         if self.running:
             return None
-        collect_garbage()
         self._outcome = None
         self._stop = threading.Event()
         self._frames = until_stopped(run_and_summarise(job, pacing), self._stop)

@@ -12,6 +12,7 @@ from matplotlib import colormaps
 from napari.utils import Colormap
 
 from napari_mireg.gui.dice_map import dice_colormap
+from napari_mireg.gui.inspection import MAP_MODES
 from napari_mireg.gui.label_display import count_labels, ranked_dice
 from napari_mireg.gui.live_layers import (
     BASE_KEY,
@@ -53,6 +54,11 @@ class RunLayers:
         self._moving_affine = None  # the moving image's
         self._fixed_labels = None  # the run's fixed labels layer (None without one)
         self._shape = None
+        self._dice = None  # {label: Dice} of the run's result, for its Dice map
+        self._determinant = None  # det J of the run's result
+        # The Dice map and det J layers are made the first time they are shown (napari
+        # takes 0.1-0.4 s to make a layer at 1 mm): the view asks for them.
+        view.make_result_layer = self.result_layer
 
     def name(self, base):
         """The current run's name of a layer (WARPED, JACOBIAN, ...)."""
@@ -66,9 +72,10 @@ class RunLayers:
         """Make the run's live layers for the first frame, then the inspection view.
 
         A new run gets its own layers (the previous run's are hidden, kept for
-        comparison); a continued run keeps its run's. The hidden update magnitude layer
-        waits until the first frame is shown (`prepare_more`): napari takes 0.1-0.3 s to
-        make a layer.
+        comparison); a continued run keeps its run's. Every layer the run shows before
+        its end is made here, before the first frame (napari takes 0.1-0.4 s to make a
+        layer: made later, each held the window during the run), the hidden update
+        magnitude layer too.
 
         Parameters
         ----------
@@ -80,12 +87,18 @@ class RunLayers:
         if not continued or self.live is None:
             self.run_number += 1
             self.live = LiveLayers(self.viewer, self.run_number, chosen.fixed.metadata)
+            self._dice = self._determinant = None
             self._drop_earlier_views()
         self._affine = affine = job.fixed.affine
         self._moving_affine = job.moving.affine
         self._fixed_labels = chosen.fixed_labels
         self._shape = shape = job.fixed.data.shape
         limits = chosen.moving.contrast_limits
+        # Made first, so under the warped image and the contours: shown, it is looked at
+        # with them.
+        self.live.prepare(
+            UPDATE, shape, np.float32, "image", affine, colormap="inferno", visible=False
+        )
         self.live.prepare(WARPED, shape, np.float32, "image", affine, contrast_limits=limits)
         if job.moving_labels is not None:
             self.live.prepare(
@@ -128,25 +141,6 @@ class RunLayers:
             if layer.metadata.get(BASE_KEY) in VIEWS:
                 self.viewer.layers.remove(layer)
 
-    def prepare_more(self):
-        """Make the hidden update magnitude layer (once the first frame is shown)."""
-        layer = self.live.prepare(
-            UPDATE,
-            self._shape,
-            np.float32,
-            "image",
-            self._affine,
-            colormap="inferno",
-            visible=False,
-        )
-        layer.visible = False
-        # Under the warped image and the contours: shown, it is looked at with them.
-        layers, warped = self.viewer.layers, self.live.get(WARPED)
-        if warped is not None and layers.index(layer) > layers.index(warped):
-            layers.move(layers.index(layer), layers.index(warped))
-        self.live.touch_new_buffers()
-        self.viewer.layers.selection.active = self.view.fixed
-
     def show_mask(self, side, mask):
         """Show a side's brain mask (made by brain extraction) over its image.
 
@@ -167,73 +161,108 @@ class RunLayers:
         self.live.update(base, data, kind, self._affine)
 
     def result_steps(self, summary):
-        """The steps that put a RunSummary into the run's layers, each for a turn of the
-        event loop of its own (making a layer takes napari 0.1-0.3 s at 1 mm): the warped
-        image and labels, det J and the displacement (hidden), the Dice map (with both
-        label maps), then the inspection view on them.
+        """The steps that put a RunSummary into the run's layers, for turns of the event
+        loop (`Turns`): the warped image and labels, det J and the displacement (the update
+        magnitude layer becomes it), the Dice per label (the outlines), then the view
+        brought up to date.
+
+        No layer is made here: making one takes napari 0.1-0.4 s at 1 mm, a cost no turn
+        can split. det J and the Dice map are made when first shown (`result_layer`).
 
         Returns
         -------
         list of callables
         """
-        affine, live = self._affine, self.live
         # Copied into the live layers' buffers, as a frame is: napari's data event would
         # rebuild the labels' colour texture and shader.
         steps = [lambda: self.update(WARPED, summary.result.warped, "image")]
         if summary.warped_labels is not None:
             steps.append(lambda: self.update(WARPED_LABELS, summary.warped_labels, "labels"))
-        steps.append(
-            lambda: live.show(
+        steps.append(lambda: self._set_determinant(summary.determinant))
+        steps.append(lambda: self._show_displacement(summary))
+        if summary.table is not None and self._fixed_labels is not None:
+            rows = summary.table.rows
+            steps.append(lambda: self._set_dice(rows))
+            steps.append(lambda: self.view.set_dice(ranked_dice(rows)))
+        steps.append(self._show_result_view)
+        return steps
+
+    def _set_determinant(self, determinant):
+        """The run's det J, for its layer: a layer already made (a continued run's) is
+        given it.
+        """
+        self._determinant = determinant
+        if self.has(JACOBIAN):
+            self.live.show(JACOBIAN, determinant, "image", self._affine)
+
+    def _show_displacement(self, summary):
+        # The update magnitude layer (hidden, on the same grid) becomes the displacement's:
+        # its buffer takes the displacement length and no layer is made.
+        layer = self.live.rename(UPDATE, DISPLACEMENT)
+        if layer is None:  # a continued run: its displacement layer is given the new one
+            layer = self.live.show(
+                DISPLACEMENT, summary.displacement, "image", self._affine, visible=False
+            )
+        else:
+            self.update(DISPLACEMENT, summary.displacement, "image")
+        layer.colormap = "viridis"
+        # Its range comes with the summary: napari would scan the volume for it.
+        if summary.displacement_limits is not None:
+            layer.contrast_limits = summary.displacement_limits
+        else:
+            layer.reset_contrast_limits()
+        if summary.export_mapping is not None:
+            layer.metadata["displacement"] = summary.export_mapping.transforms()[0]
+
+    def _set_dice(self, rows):
+        """The run's Dice per label, for its Dice map: a map already made (a continued
+        run's) is recoloured.
+        """
+        self._dice = {int(row["label"]): row["dice"] for row in rows}
+        layer = self.live.get(DICE_MAP)
+        if layer is not None:
+            layer.colormap = dice_colormap(self._dice)
+
+    def result_layer(self, base):
+        """The run's det J (JACOBIAN) or Dice map (DICE_MAP) layer, made hidden on the
+        first call; None before the run has its result (or, for the Dice map, without
+        both label maps).
+        """
+        layer = None if self.live is None else self.live.get(base)
+        if layer is not None:
+            return layer
+        if base == JACOBIAN and self._determinant is not None:
+            return self.live.show(
                 JACOBIAN,
-                summary.determinant,
+                self._determinant,
                 "image",
-                affine,
+                self._affine,
                 colormap=JACOBIAN_COLORMAP,
                 contrast_limits=(0.0, 2.0),
                 visible=False,
             )
-        )
-        steps.append(lambda: self._show_displacement(summary))
-        if summary.table is not None and self._fixed_labels is not None:
-            steps.append(lambda: self._show_dice_map(summary.table.rows))
-            steps.append(lambda: self.view.set_dice(ranked_dice(summary.table.rows)))
-        steps.append(self._apply_view)
-        return steps
+        if base == DICE_MAP and self._dice is not None and self._fixed_labels is not None:
+            # The fixed labels' own array: the map costs a colormap, not a volume.
+            layer = self.live.show(
+                DICE_MAP,
+                self._fixed_labels.data,
+                "labels",
+                self._affine,
+                colormap=dice_colormap(self._dice),
+                visible=False,
+            )
+            layer.editable = False
+        return layer
 
-    def _show_displacement(self, summary):
-        # Its range comes with the summary: napari would scan the volume for it.
-        layer = self.live.show(
-            DISPLACEMENT,
-            summary.displacement,
-            "image",
-            self._affine,
-            colormap="viridis",
-            contrast_limits=summary.displacement_limits,
-            visible=False,
-        )
-        if summary.export_mapping is not None:
-            layer.metadata["displacement"] = summary.export_mapping.transforms()[0]
-
-    def _show_dice_map(self, rows):
-        dice = {int(row["label"]): row["dice"] for row in rows}
-        # The fixed labels' own array: the map costs a colormap, not a volume. A new layer
-        # is given it (set after, the colour texture would be built twice); a continued
-        # run's layer gets it anew.
-        colormap, existed = dice_colormap(dice), self.has(DICE_MAP)
-        layer = self.live.show(
-            DICE_MAP,
-            self._fixed_labels.data,
-            "labels",
-            self._affine,
-            colormap=colormap,
-            visible=False,
-        )
-        if existed:
-            layer.colormap = colormap
-        layer.editable = False
-
-    def _apply_view(self):
-        self.view.apply()
+    def _show_result_view(self):
+        """The view with the result's images: a chosen map (Dice map, det J) is made and
+        shown; the checkerboard or swipe follows the final warped image (the rest is as it
+        was).
+        """
+        if self.view.mode in MAP_MODES:
+            self.view.apply()
+        else:
+            self.view.frame_shown()
         self.viewer.layers.selection.active = self.view.fixed  # not the last layer made
 
     def stale_thumbnails(self):

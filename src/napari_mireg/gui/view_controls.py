@@ -96,6 +96,7 @@ class ModeControls(QStackedWidget):
             ("flicker", "Each:", self.interval),
             ("swipe", "Boundary:", self.swipe),
             ("dice map", "", QLabel("")),
+            ("det J", "", QLabel("")),
         ):
             page = QWidget()
             page_layout = QHBoxLayout(page)

@@ -40,7 +40,12 @@ from napari_mireg.gui.planes import PLANES, AnatomicalPlanes
 from napari_mireg.gui.plots import LivePlots
 from napari_mireg.gui.progress import ProgressReporter
 from napari_mireg.gui.results import ResultsPanel
-from napari_mireg.gui.run_controller import RunButtons, RunController, collect_garbage
+from napari_mireg.gui.run_controller import (
+    RunButtons,
+    RunController,
+    collect_garbage,
+    release_frozen,
+)
 from napari_mireg.gui.run_layers import RunLayers
 from napari_mireg.gui.turns import Turns
 from napari_mireg.gui.view_controls import ModeControls
@@ -280,8 +285,10 @@ class RegistrationWidget(QWidget):
             "dice map": "The fixed labels filled by their Dice after the run ("
             + ", ".join(DICE_LEGEND.splitlines()[1:])
             + ")",
+            "det J": "det J of the map after the run (blue: shrinks, white: volume kept, red: "
+            "grows; a fold, det J <= 0, is full blue), with the label outlines",
         }
-        # Four buttons on the first line; the last two share the second with the control
+        # Four buttons on the first line; the last three share the second with the control
         # of the mode on show: the panel stays short enough for a 1280x800 screen.
         for modes in (MODES[:4], MODES[4:]):
             row = QHBoxLayout()
@@ -360,12 +367,11 @@ class RegistrationWidget(QWidget):
         runner.paused.connect(reporter.paused)
         runner.resumed.connect(reporter.resumed)
         runner.ended.connect(self._ended)
-        # Queued: napari's activity bar processes pending events as it is made, which must
-        # not happen inside the delivery of a frame.
-        self.scheduler.first_frame_drawn.connect(
-            self._first_frame_drawn, Qt.ConnectionType.QueuedConnection
-        )
         self.results.label_clicked.connect(self.select_label)
+        # A removed layer's arrays are freed: the frozen objects go back to the collector.
+        # A callable of this panel's own, which its closing disconnects (not another's).
+        self._layer_removed = lambda _event: release_frozen()
+        self.viewer.layers.events.removed.connect(self._layer_removed)
 
     # ---------------------------------------------------------------- running
     def options(self):
@@ -403,10 +409,18 @@ class RegistrationWidget(QWidget):
         # The layers are made while the worker makes the first frame (which arrives once
         # this handler has returned).
         self.run_layers.begin(job, chosen, continued)
+        # After the earlier runs' views are dropped (a removed layer unfreezes): the run's
+        # layers are frozen with the rest, and no full collection pauses the run or its end.
+        collect_garbage()
         self._show_label_display()
         self.results.begin(f"Run {self.run_layers.run_number} is under way...", pressed)
         self._set_running(True)
         self.tabs.setCurrentWidget(self.plots)
+        if self.activity_progress.isChecked():
+            # Last: napari's bar processes pending events as it is made (the first frame
+            # may be drawn then), and here its cost adds to the wait for the first frame
+            # rather than holding the window during the run.
+            self.reporter.add_activity_bar()
         return worker
 
     def cancel(self):
@@ -435,21 +449,6 @@ class RegistrationWidget(QWidget):
 
     def _show_live_images(self, show):
         self.scheduler.show_live_images(show)
-
-    def _first_frame_drawn(self):
-        # Then the layer that can wait, and the activity dock's bar; each takes napari
-        # 0.1-0.3 s to make, so each gets a turn of its own.
-        self.turns.add(self._prepare_more)
-        if self.activity_progress.isChecked():
-            self.turns.add(self._add_activity_bar)
-
-    def _prepare_more(self):
-        if self.runner.running and self.summary is None:
-            self.run_layers.prepare_more()
-
-    def _add_activity_bar(self):
-        if self.runner.running and self.summary is None:
-            self.reporter.add_activity_bar()
 
     def _set_running(self, running):
         self.buttons.set_running(running, can_continue=self.summary is not None)
@@ -496,6 +495,8 @@ class RegistrationWidget(QWidget):
     def _stop(self):
         """The panel is closed: its run is cancelled, a result being shown is dropped."""
         self.turns.clear()
+        self.viewer.layers.events.removed.disconnect(self._layer_removed)
+        release_frozen()
         self.cancel()
         self.runner.result_shown()
         self.view.stop()
@@ -561,7 +562,7 @@ def _add_choice_buttons(row, group, choices, tips, current, choose):
         Called with the choice when its button is clicked.
     """
     for choice in choices:
-        button = QPushButton(choice.capitalize())
+        button = QPushButton(choice[0].upper() + choice[1:])  # "Dice map", "Det J"
         button.setCheckable(True)
         button.setChecked(choice == current)
         button.setToolTip(tips[choice])
