@@ -405,7 +405,7 @@ def level_sources(level: Level, moving_mask: Volume | None, to_moving: np.ndarra
     """
     moving_counted = None if moving_mask is None else moving_mask.data.astype(bool)
     fixed, mask, affine = level.fixed, level.mask, level.affine
-    if level.fine_fixed is not None:
+    if level.fine_fixed is not None and level.fine_affine is not None:
         fixed, mask, affine = level.fine_fixed, level.fine_mask, level.fine_affine
     fixed_scale = IntensityLevels.of(fixed, mask)
     moving_scale = IntensityLevels.of(level.moving, moving_counted)

@@ -126,14 +126,16 @@ def pyramid_level(
             carried = carried_grid(
                 moving.shape, moving_volume.affine, prealign, affine, factors[0], finer
             )
-        if carried is not None:
+        # The level grid is the fixed grid shrunk, so it carries over onto that grid too.
+        fine = carried_grid(
+            fixed_volume.shape, fixed_volume.affine, np.eye(4), affine, shrink // finer, finer
+        )
+        if carried is not None and fine is not None:
             moving_shape, moving_affine = carried
             moving = fields.resample(
                 moving, moving_volume.affine, moving_shape, moving_affine, clamp=True
             )
-            fine_shape, fine_affine = carried_grid(
-                fixed_volume.shape, fixed_volume.affine, np.eye(4), affine, shrink // finer, finer
-            )
+            fine_shape, fine_affine = fine
             fine_fixed = fields.resample(
                 smoothed, fixed_volume.affine, fine_shape, fine_affine, clamp=True
             )
