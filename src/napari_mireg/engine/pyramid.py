@@ -88,6 +88,7 @@ def pyramid_level(
     moving_finer: int = 2,
     prealign: npt.NDArray[np.floating] | None = None,
     carried_finer: int = 1,
+    carry_unshrunk: bool = False,
 ) -> Level:
     """Level `level` of `levels` (0 coarsest): shrink 2 ** (levels - 1 - level), smoothing
     sigma half the shrink in fixed voxels (ANTs: shrink 4, 2, 1 with sigma 2, 1, 0).
@@ -110,6 +111,11 @@ def pyramid_level(
     and shift), the moving image is on that grid and the fixed image on the same lattice
     over the fixed grid (`Level.fine_fixed`): both sides sampled alike, finer than the
     level grid. Otherwise `moving_finer` applies and there is no `fine_fixed`.
+
+    With `carry_unshrunk` (the SyN), a coarse level's moving grid is carried over even when
+    no moving voxels are merged (a block of 1): partial volume counts the moving voxels
+    around each point, and on the image's own grid the level grid's points would sit half
+    a voxel off them.
     """
     shrink = 2 ** (levels - 1 - level)
     shape, affine = level_grid(fixed_volume.shape, fixed_volume.affine, shrink)
@@ -152,16 +158,22 @@ def pyramid_level(
                 fine_affine,
             )
     moving_affine = moving_volume.affine
-    if shrink_moving:
+    if shrink_moving and shrink > 1:
         factors = _moving_factors(shrink, moving_finer, fixed_volume, moving_volume)
+        moving_shape, moving_affine = moving.shape, moving_volume.affine
         if factors.max() > 1:
             moving_shape, moving_affine = level_grid(moving.shape, moving_volume.affine, factors)
-            if prealign is not None and (factors == factors[0]).all():
-                carried = carried_grid(
-                    moving.shape, moving_volume.affine, prealign, affine, factors[0], moving_finer
-                )
-                if carried is not None:
-                    moving_shape, moving_affine = carried
+        # With `carry_unshrunk` also where the moving grid is already as fine as asked
+        # (factor 1): its voxels sit half a voxel off the level grid's points, and partial
+        # volume would pull an image registered to itself that half voxel onto them.
+        carry = factors.max() > 1 or carry_unshrunk
+        if carry and prealign is not None and (factors == factors[0]).all():
+            carried = carried_grid(
+                moving.shape, moving_volume.affine, prealign, affine, factors[0], moving_finer
+            )
+            if carried is not None:
+                moving_shape, moving_affine = carried
+        if moving_affine is not moving_volume.affine:
             moving = fields.resample(
                 moving, moving_volume.affine, moving_shape, moving_affine, clamp=True
             )

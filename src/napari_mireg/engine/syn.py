@@ -334,6 +334,7 @@ class SymmetricDiffeomorphicRegistration:
                 moving_finer=1 if self.symmetric or not coarse else 2,
                 prealign=prealign,
                 carried_finer=2 if coarse and lattice_pv else 1,
+                carry_unshrunk=True,
             )
             shape, affine = pyramid.shape, pyramid.affine
             # Where the level starts, to go back to (the coarser maps are an eighth the size)

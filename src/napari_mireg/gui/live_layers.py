@@ -178,7 +178,7 @@ class LiveLayers:
             )
             self._buffers_touched.start()
 
-    def update(self, base, data, kind, affine):
+    def update(self, base, data, kind, affine, *, refresh=True):
         """Put a frame's array into the live layer `base`.
 
         A frame of the buffer's shape and grid is copied into the layer's buffer, and the
@@ -187,6 +187,9 @@ class LiveLayers:
         thumbnails, on every frame. Otherwise (a layer that shows a result array, or another
         grid) the frame's array becomes the layer's data and its new buffer. Only the
         widget's own buffers are written, never arrays it was given.
+
+        With ``refresh=False`` a copy into the buffer is not shown until :meth:`refresh`
+        (the copy and the re-slicing can then go to two turns of the event loop).
         """
         name = self.name(base)
         layer = self._live(base)
@@ -203,10 +206,18 @@ class LiveLayers:
             self._buffers_touched.join()
             self._buffers_touched = None
         np.copyto(buffer, data)
+        if refresh:
+            self.refresh(base)
+        return layer
+
+    def refresh(self, base):
+        """Re-slice the live layer `base` after a copy into its buffer (no data event)."""
+        layer = self._live(base)
+        if layer is None:
+            return
         layer.refresh(thumbnail=False, extent=False)
         if base == UPDATE and layer.visible:
             layer.reset_contrast_limits()
-        return layer
 
     def _live(self, base):
         """The layer `base` if it still shows its buffer, else None."""

@@ -174,8 +174,14 @@ class RunLayers:
         list of callables
         """
         # Copied into the live layers' buffers, as a frame is: napari's data event would
-        # rebuild the labels' colour texture and shader.
-        steps = [lambda: self.update(WARPED, summary.result.warped, "image")]
+        # rebuild the labels' colour texture and shader. The warped image's copy and its
+        # re-slicing take two turns (at 1 mm each is about as long as a repaint).
+        steps = [
+            lambda: self.live.update(
+                WARPED, summary.result.warped, "image", self._affine, refresh=False
+            ),
+            lambda: self.live.refresh(WARPED),
+        ]
         if summary.warped_labels is not None:
             steps.append(lambda: self.update(WARPED_LABELS, summary.warped_labels, "labels"))
         steps.append(lambda: self._set_determinant(summary.determinant))
