@@ -134,6 +134,22 @@ cdef inline double cell_value(const float* corner, Cell cell, Py_ssize_t s0, Py_
                          + cell.w10 * corner[s0 + s2] + cell.w11 * corner[s0 + s1 + s2]))
 
 
+cdef inline void index_grid(const double[:, ::1] point_matrix,
+                            const double[:, ::1] index_matrix, double* grid,
+                            double* linear) noexcept:
+    """grid (3, 4) = index_matrix @ point_matrix (an output voxel to its source index,
+    without the field) and linear (3, 3) = the linear part of index_matrix (a world
+    displacement to indices)."""
+    cdef int a, b, k
+    for a in range(3):
+        for b in range(4):
+            grid[a * 4 + b] = index_matrix[a, 3] if b == 3 else 0.0
+            for k in range(3):
+                grid[a * 4 + b] += index_matrix[a, k] * point_matrix[k, b]
+        for b in range(3):
+            linear[a * 3 + b] = index_matrix[a, b]
+
+
 def warp_linear(const float[:, ::1] image, image_shape, const float[:, ::1] field,
                 bint use_field, output_shape, const double[:, ::1] point_matrix,
                 const double[:, ::1] index_matrix, bint clamp, float[:, ::1] out,
@@ -157,14 +173,7 @@ def warp_linear(const float[:, ::1] image, image_shape, const float[:, ::1] fiel
     # goes through the linear part of index_matrix alone.
     cdef double grid[12]
     cdef double linear[9]
-    cdef int a, b, k
-    for a in range(3):
-        for b in range(4):
-            grid[a * 4 + b] = index_matrix[a, 3] if b == 3 else 0.0
-            for k in range(3):
-                grid[a * 4 + b] += index_matrix[a, k] * point_matrix[k, b]
-        for b in range(3):
-            linear[a * 3 + b] = index_matrix[a, b]
+    index_grid(point_matrix, index_matrix, grid, linear)
     # Corner strides, zero on an axis of size 1.
     cdef Py_ssize_t s0 = (m1 * m2 if m0 > 1 else 0) * channels
     cdef Py_ssize_t s1 = (m2 if m1 > 1 else 0) * channels
@@ -284,14 +293,7 @@ def fixed_point_step(const float[:, ::1] field, shape, const float[:, ::1] inver
     cdef Py_ssize_t rows = n0 * n1
     cdef double grid[12]
     cdef double linear[9]
-    cdef int a, b, k
-    for a in range(3):
-        for b in range(4):
-            grid[a * 4 + b] = index_matrix[a, 3] if b == 3 else 0.0
-            for k in range(3):
-                grid[a * 4 + b] += index_matrix[a, k] * point_matrix[k, b]
-        for b in range(3):
-            linear[a * 3 + b] = index_matrix[a, b]
+    index_grid(point_matrix, index_matrix, grid, linear)
     if field.shape[0] != rows * n2 or inverse.shape[0] != rows * n2 or out.shape[0] != rows * n2:
         raise ValueError("field, inverse and out need one row per voxel of the grid")
     cdef Py_ssize_t s0 = (n1 * n2 if n0 > 1 else 0) * 3

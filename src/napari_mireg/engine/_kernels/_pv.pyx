@@ -101,39 +101,6 @@ cdef inline bint same_corners(const int* corner_bins) noexcept nogil:
             and corner_bins[6] == first and corner_bins[7] == first)
 
 
-cdef inline void add_voxel(const Mapping* m, Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t i2,
-                           Py_ssize_t v, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t s2,
-                           const unsigned char* other, const float* u, int row, Py_ssize_t bins,
-                           double* cells) noexcept nogil:
-    """Add voxel v's 8 corner weights to its histogram row (arrays local: one per thread)."""
-    cdef double y[3]
-    cdef double g0[2]
-    cdef double g1[2]
-    cdef double g2[2]
-    cdef int corner_bins[8]
-    cdef double* cells_row = cells + row * bins
-    cdef double w00, w01, w10, w11
-    point_of(m, i0, i1, i2, u + 3 * v, y)
-    cell_of(y, s0, s1, s2, other, corner_bins, g0, g1, g2)
-    w00 = g0[0] * g1[0]
-    w01 = g0[0] * g1[1]
-    w10 = g0[1] * g1[0]
-    w11 = g0[1] * g1[1]
-    if same_corners(corner_bins):
-        # Inside one level (most voxels of a tissue or of the background): one addition of
-        # the summed weight, instead of 8 to the same cell, each waiting for the last.
-        cells_row[corner_bins[0]] += ((w00 * g2[0] + w00 * g2[1]) + (w01 * g2[0] + w01 * g2[1])
-                                      + ((w10 * g2[0] + w10 * g2[1])
-                                         + (w11 * g2[0] + w11 * g2[1])))
-        return
-    cells_row[corner_bins[0]] += w00 * g2[0]
-    cells_row[corner_bins[1]] += w00 * g2[1]
-    cells_row[corner_bins[2]] += w01 * g2[0]
-    cells_row[corner_bins[3]] += w01 * g2[1]
-    cells_row[corner_bins[4]] += w10 * g2[0]
-    cells_row[corner_bins[5]] += w10 * g2[1]
-    cells_row[corner_bins[6]] += w11 * g2[0]
-    cells_row[corner_bins[7]] += w11 * g2[1]
 
 
 cdef inline void voxel_gradient(const Mapping* m, Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t i2,
@@ -342,6 +309,8 @@ cdef inline unsigned char add_at_point(const double* y, Py_ssize_t s0, Py_ssize_
     w10 = g0[1] * g1[0]
     w11 = g0[1] * g1[1]
     if same_corners(corner_bins):
+        # Inside one level (most voxels of a tissue or of the background): one addition of
+        # the summed weight, instead of 8 to the same cell, each waiting for the last.
         cells_row[corner_bins[0]] += ((w00 * g2[0] + w00 * g2[1]) + (w01 * g2[0] + w01 * g2[1])
                                       + ((w10 * g2[0] + w10 * g2[1])
                                          + (w11 * g2[0] + w11 * g2[1])))
@@ -355,6 +324,16 @@ cdef inline unsigned char add_at_point(const double* y, Py_ssize_t s0, Py_ssize_
     cells_row[corner_bins[6]] += w11 * g2[0]
     cells_row[corner_bins[7]] += w11 * g2[1]
     return <unsigned char>row
+
+
+cdef inline void add_voxel(const Mapping* m, Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t i2,
+                           Py_ssize_t v, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t s2,
+                           const unsigned char* other, const float* u, int row, Py_ssize_t bins,
+                           double* cells) noexcept nogil:
+    """Add voxel v's 8 corner weights to its histogram row (arrays local: one per thread)."""
+    cdef double y[3]
+    point_of(m, i0, i1, i2, u + 3 * v, y)
+    add_at_point(y, s0, s1, s2, other, row, bins, cells)
 
 
 cdef inline void halfway_voxel(const Mapping* to_fixed, const Mapping* to_moving,
