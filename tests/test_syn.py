@@ -1,5 +1,7 @@
 """The SyN loop: energy, diffeomorphism, stopping, regularised updates, checks."""
 
+import sys
+
 import numpy as np
 import pytest
 from conftest import smooth_field
@@ -158,3 +160,31 @@ def test_constant_images_are_refused_before_any_work(deformed):
     )
     with pytest.raises(ValueError, match="constant"):
         next(steps)
+
+
+@pytest.mark.parametrize("histogram", METRICS)
+def test_the_threads_option_reaches_every_field_kernel(deformed, monkeypatch, histogram):
+    """`threads` limits the SyN's own work, not only its metric: every composition,
+    smoothing, inversion and det J range of the iterations, the live frames and the end
+    is told.
+    """
+    fixed, moving = deformed
+    told = []
+    kernels = ("compose", "smooth", "invert", "jacobian_determinant_range", "largest_length")
+    for name in kernels:
+        kernel = getattr(syn_module.fields, name)
+
+        def recording(*args, _kernel=kernel, _name=name, **kwargs):
+            if sys._getframe(1).f_globals["__name__"] == syn_module.__name__:
+                told.append((_name, kwargs.get("threads")))
+            return _kernel(*args, **kwargs)
+
+        monkeypatch.setattr(syn_module.fields, name, recording)
+    metric = MutualInformation(32, threads=1)
+    if histogram == "partial-volume":
+        metric = PartialVolumeMutualInformation(threads=1)
+    registration = SymmetricDiffeomorphicRegistration(metric, level_iters=(2, 2))
+    for _ in registration.iterate(fixed, moving, with_images=True):
+        pass
+    assert {name for name, _ in told} == set(kernels)
+    assert [call for call in told if call[1] != 1] == []

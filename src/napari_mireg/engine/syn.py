@@ -287,7 +287,9 @@ class SymmetricDiffeomorphicRegistration:
         half_moving = _regrid(half_moving, previous_affine, shape, affine)
         forward = half_moving
         if self.symmetric:
-            forward = _forward(self._final_inverse(half_fixed, affine), half_moving, affine)
+            forward = _forward(
+                self._final_inverse(half_fixed, affine), half_moving, affine, self.metric.threads
+            )
         del half_fixed, half_moving
         # The backward map is the inverse of the forward one, solved to `inv_tol`, rather
         # than phi_fixed o phi_moving^-1: composing two sampled fields leaves up to 0.15
@@ -403,7 +405,12 @@ class SymmetricDiffeomorphicRegistration:
                 self.energies.append(-value)
                 warped = None
                 if with_images:
-                    forward = _forward(_live_inverse(half_fixed, affine), half_moving, affine)
+                    forward = _forward(
+                        _live_inverse(half_fixed, affine, self.metric.threads),
+                        half_moving,
+                        affine,
+                        self.metric.threads,
+                    )
                     warped = fixed_volume.user_array(
                         fields.resample(
                             moving_volume.data,
@@ -546,9 +553,9 @@ def _volume_change_bound(field, affine, threads=None):
     return min(smallest, 1.0 / largest) if smallest > 0 else smallest
 
 
-def _forward(inverse_first, second, affine):
+def _forward(inverse_first, second, affine, threads=None):
     """The full map from two half-way maps: the inverse of one, then the other."""
-    return fields.compose(inverse_first, second, affine)
+    return fields.compose(inverse_first, second, affine, threads=threads)
 
 
 def _regularised(update, sigma, step_mm, threads=None):
@@ -615,14 +622,16 @@ def _regrid(field, from_affine, shape, affine):
     return fields.resample(field, from_affine, shape, affine, clamp=True)
 
 
-def _live_inverse(half_map, affine):
+def _live_inverse(half_map, affine, threads=None):
     """A quick inverse of a half-map for a live frame.
 
     A few fixed-point steps, then Newton where they fall short of a tenth of a voxel.
     """
     if not half_map.any():
         return half_map
-    inverse, _ = fields.invert(half_map, affine, max_iterations=4, polish_tolerance=0.1)
+    inverse, _ = fields.invert(
+        half_map, affine, max_iterations=4, polish_tolerance=0.1, threads=threads
+    )
     return inverse
 
 
