@@ -7,7 +7,15 @@ import pytest
 from conftest import smooth_field
 from testdata import blobs
 
-from napari_mireg import MutualInformation, Snapshot, SymmetricDiffeomorphicRegistration
+from napari_mireg import (
+    AffineRegistration,
+    MutualInformation,
+    Snapshot,
+    SymmetricDiffeomorphicRegistration,
+)
+from napari_mireg.engine import affine as affine_module
+from napari_mireg.engine import fields as fields_module
+from napari_mireg.engine import pyramid as pyramid_module
 from napari_mireg.engine import syn as syn_module
 from napari_mireg.engine.fields import largest_length, resample
 from napari_mireg.engine.partial_volume import PartialVolumeMutualInformation
@@ -162,29 +170,56 @@ def test_constant_images_are_refused_before_any_work(deformed):
         next(steps)
 
 
-@pytest.mark.parametrize("histogram", METRICS)
-def test_the_threads_option_reaches_every_field_kernel(deformed, monkeypatch, histogram):
-    """`threads` limits the SyN's own work, not only its metric: every composition,
-    smoothing, inversion and det J range of the iterations, the live frames and the end
-    is told.
+def record_threads(monkeypatch, kernels, callers):
+    """Wrap the `fields` kernels named: each call from a module of `callers` adds (name,
+    its `threads`) to the returned list.
     """
-    fixed, moving = deformed
     told = []
-    kernels = ("compose", "smooth", "invert", "jacobian_determinant_range", "largest_length")
     for name in kernels:
-        kernel = getattr(syn_module.fields, name)
+        kernel = getattr(fields_module, name)
 
         def recording(*args, _kernel=kernel, _name=name, **kwargs):
-            if sys._getframe(1).f_globals["__name__"] == syn_module.__name__:
+            if sys._getframe(1).f_globals["__name__"] in callers:
                 told.append((_name, kwargs.get("threads")))
             return _kernel(*args, **kwargs)
 
-        monkeypatch.setattr(syn_module.fields, name, recording)
+        monkeypatch.setattr(fields_module, name, recording)
+    return told
+
+
+@pytest.mark.parametrize("histogram", METRICS)
+def test_the_threads_option_reaches_every_field_kernel(deformed, monkeypatch, histogram):
+    """`threads` limits the SyN's own work and its pyramid, not only its metric: every
+    composition, smoothing, resampling, inversion and det J range of the levels, the live
+    frames and the end is told.
+    """
+    fixed, moving = deformed
+    kernels = (
+        "compose",
+        "smooth",
+        "resample",
+        "invert",
+        "jacobian_determinant_range",
+        "largest_length",
+    )
+    told = record_threads(monkeypatch, kernels, {syn_module.__name__, pyramid_module.__name__})
     metric = MutualInformation(32, threads=1)
     if histogram == "partial-volume":
         metric = PartialVolumeMutualInformation(threads=1)
     registration = SymmetricDiffeomorphicRegistration(metric, level_iters=(2, 2))
     for _ in registration.iterate(fixed, moving, with_images=True):
         pass
+    assert {name for name, _ in told} == set(kernels)
+    assert [call for call in told if call[1] != 1] == []
+
+
+def test_the_threads_option_reaches_the_prealignments_kernels(deformed, monkeypatch):
+    """The affine stage's pyramid, its moving image's gradient and its resampling are told
+    `threads` too.
+    """
+    fixed, moving = deformed
+    kernels = ("smooth", "resample", "image_and_gradient")
+    told = record_threads(monkeypatch, kernels, {affine_module.__name__, pyramid_module.__name__})
+    AffineRegistration(MutualInformation(32, threads=1), level_iters=(2, 2)).optimize(fixed, moving)
     assert {name for name, _ in told} == set(kernels)
     assert [call for call in told if call[1] != 1] == []

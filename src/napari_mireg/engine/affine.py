@@ -236,6 +236,7 @@ class AffineRegistration:
                 levels,
                 shrink_moving=True,
                 prealign=matrix,
+                threads=self.metric.threads,
             )
             # Steps are scaled to the whole level grid (its corners), with or without a mask.
             corners = _corners(pyramid.shape, pyramid.affine)
@@ -256,9 +257,13 @@ class AffineRegistration:
                         pyramid.moving.shape,
                         moving_affine,
                         clamp=True,
+                        threads=self.metric.threads,
                     )
             channels = fields.image_and_gradient(
-                pyramid.moving, np.linalg.inv(moving_affine[:3, :3]).T, extra=weights
+                pyramid.moving,
+                np.linalg.inv(moving_affine[:3, :3]).T,
+                extra=weights,
+                threads=self.metric.threads,
             )
             for stage in stages:
                 if stage == "rigid" and self.transform == "affine" and level >= self.rigid_levels:
@@ -302,7 +307,13 @@ class AffineRegistration:
         stage_values = []
         for iteration in range(iterations):
             sampled = fields.resample(
-                channels, moving_affine, shape, affine, prealign=matrix, clamp=True
+                channels,
+                moving_affine,
+                shape,
+                affine,
+                prealign=matrix,
+                clamp=True,
+                threads=self.metric.threads,
             )
             value, gradient = self.metric.affine_gradient(
                 pyramid.fixed,

@@ -89,6 +89,7 @@ def pyramid_level(
     prealign: npt.NDArray[np.floating] | None = None,
     carried_finer: int = 1,
     carry_unshrunk: bool = False,
+    threads: int | None = None,
 ) -> Level:
     """Level `level` of `levels` (0 coarsest): shrink 2 ** (levels - 1 - level), smoothing
     sigma half the shrink in fixed voxels (ANTs: shrink 4, 2, 1 with sigma 2, 1, 0).
@@ -112,6 +113,8 @@ def pyramid_level(
     over the fixed grid (`Level.fine_fixed`): both sides sampled alike, finer than the
     level grid. Otherwise `moving_finer` applies and there is no `fine_fixed`.
 
+    `threads` limits the smoothing and resampling kernels (None: all cores).
+
     With `carry_unshrunk` (the SyN), a coarse level's moving grid is carried over even when
     no moving voxels are merged (a block of 1): partial volume counts the moving voxels
     around each point, and on the image's own grid the level grid's points would sit half
@@ -120,10 +123,10 @@ def pyramid_level(
     shrink = 2 ** (levels - 1 - level)
     shape, affine = level_grid(fixed_volume.shape, fixed_volume.affine, shrink)
     sigma_mm = shrink / 2.0 * fixed_volume.spacing.min() if shrink > 1 else 0.0
-    smoothed = fields.smooth(fixed_volume.data, sigma_mm / fixed_volume.spacing)
-    fixed = fields.resample(smoothed, fixed_volume.affine, shape, affine)
-    moving = fields.smooth(moving_volume.data, sigma_mm / moving_volume.spacing)
-    level_mask = _mask_on(mask, shape, affine)
+    smoothed = fields.smooth(fixed_volume.data, sigma_mm / fixed_volume.spacing, threads=threads)
+    fixed = fields.resample(smoothed, fixed_volume.affine, shape, affine, threads=threads)
+    moving = fields.smooth(moving_volume.data, sigma_mm / moving_volume.spacing, threads=threads)
+    level_mask = _mask_on(mask, shape, affine, threads)
     finer = min(carried_finer, shrink)
     if shrink_moving and finer > 1 and prealign is not None:
         factors = _moving_factors(shrink, finer, fixed_volume, moving_volume)
@@ -139,13 +142,18 @@ def pyramid_level(
         if carried is not None and fine is not None:
             moving_shape, moving_affine = carried
             moving = fields.resample(
-                moving, moving_volume.affine, moving_shape, moving_affine, clamp=True
+                moving,
+                moving_volume.affine,
+                moving_shape,
+                moving_affine,
+                clamp=True,
+                threads=threads,
             )
             fine_shape, fine_affine = fine
             fine_fixed = fields.resample(
-                smoothed, fixed_volume.affine, fine_shape, fine_affine, clamp=True
+                smoothed, fixed_volume.affine, fine_shape, fine_affine, clamp=True, threads=threads
             )
-            fine_mask = _mask_on(mask, fine_shape, fine_affine)
+            fine_mask = _mask_on(mask, fine_shape, fine_affine, threads)
             return Level(
                 shape,
                 affine,
@@ -175,7 +183,12 @@ def pyramid_level(
                 moving_shape, moving_affine = carried
         if moving_affine is not moving_volume.affine:
             moving = fields.resample(
-                moving, moving_volume.affine, moving_shape, moving_affine, clamp=True
+                moving,
+                moving_volume.affine,
+                moving_shape,
+                moving_affine,
+                clamp=True,
+                threads=threads,
             )
     return Level(shape, affine, fixed, moving, level_mask, moving_affine)
 
@@ -190,13 +203,14 @@ def _moving_factors(shrink, finer, fixed_volume, moving_volume):
     return np.maximum(1, np.floor(level_mm / moving_volume.spacing + 1e-6)).astype(int)
 
 
-def _mask_on(mask, shape, affine):
+def _mask_on(mask, shape, affine, threads=None):
     """A mask Volume (or None) on a grid, by nearest neighbour, as bool."""
     if mask is None:
         return None
-    return fields.resample(mask.data, mask.affine, shape, affine, interpolation="nearest").astype(
-        bool
+    on_grid = fields.resample(
+        mask.data, mask.affine, shape, affine, interpolation="nearest", threads=threads
     )
+    return on_grid.astype(bool)
 
 
 def carried_grid(

@@ -283,8 +283,9 @@ class SymmetricDiffeomorphicRegistration:
         # four fields of the box at once, the padding two of the whole grid and one of the
         # box, below the iterations' seven.
         domain = mask = None
-        half_fixed = _regrid(half_fixed, previous_affine, shape, affine)
-        half_moving = _regrid(half_moving, previous_affine, shape, affine)
+        threads = self.metric.threads
+        half_fixed = _regrid(half_fixed, previous_affine, shape, affine, threads)
+        half_moving = _regrid(half_moving, previous_affine, shape, affine, threads)
         forward = half_moving
         if self.symmetric:
             forward = _forward(
@@ -337,17 +338,22 @@ class SymmetricDiffeomorphicRegistration:
                 prealign=prealign,
                 carried_finer=2 if coarse and lattice_pv else 1,
                 carry_unshrunk=True,
+                threads=self.metric.threads,
             )
             shape, affine = pyramid.shape, pyramid.affine
             # Where the level starts, to go back to (the coarser maps are an eighth the size)
             start = None if half_fixed is None else (half_fixed, half_moving, previous_affine)
-            half_fixed, half_moving = _level_start(start, initial, shape, affine)
+            half_fixed, half_moving = _level_start(
+                start, initial, shape, affine, self.metric.threads
+            )
             previous_affine = affine
             step_mm = self.step_length * fields.voxel_sizes(affine).min()
             level_energies = []
             metric = self.metric.prepare(
                 pyramid,
-                _on_grid(moving_mask, pyramid.moving.shape, pyramid.moving_affine),
+                _on_grid(
+                    moving_mask, pyramid.moving.shape, pyramid.moving_affine, self.metric.threads
+                ),
                 prealign,
                 symmetric=self.symmetric,
             )
@@ -419,6 +425,7 @@ class SymmetricDiffeomorphicRegistration:
                             affine,
                             field=forward,
                             prealign=prealign,
+                            threads=self.metric.threads,
                         )
                     )
                     del forward
@@ -447,7 +454,9 @@ class SymmetricDiffeomorphicRegistration:
                     before_last = None
                 value = metric.value(half_fixed, half_moving)
                 if value <= -level_energies[0] * (1 + self.opt_tol):
-                    half_fixed, half_moving = _level_start(start, initial, shape, affine)
+                    half_fixed, half_moving = _level_start(
+                        start, initial, shape, affine, self.metric.threads
+                    )
         return half_fixed, half_moving, previous_affine
 
     def _step(self, half_map, update, affine):
@@ -589,37 +598,39 @@ def _zero_boundary(field):
                 field[tuple(index)] = 0
 
 
-def _level_start(start, initial, shape, affine):
+def _level_start(start, initial, shape, affine, threads=None):
     """The half-maps a level starts from: the previous level's `start` (maps and their
     grid's matrix) on this level's grid, or the initial maps at the first level.
     """
     if start is None:
-        return _initial_half_maps(initial, shape, affine)
+        return _initial_half_maps(initial, shape, affine, threads)
     half_fixed, half_moving, from_affine = start
     return (
-        _regrid(half_fixed, from_affine, shape, affine),
-        _regrid(half_moving, from_affine, shape, affine),
+        _regrid(half_fixed, from_affine, shape, affine, threads),
+        _regrid(half_moving, from_affine, shape, affine, threads),
     )
 
 
-def _on_grid(mask, shape, affine):
+def _on_grid(mask, shape, affine, threads=None):
     """A moving mask (Volume or None) on the grid (`shape`, `affine`) of a level's moving
     image, by nearest neighbour; itself when it is on that grid already.
     """
     if mask is None or (mask.shape == tuple(shape) and np.array_equal(mask.affine, affine)):
         return mask
-    resampled = fields.resample(mask.data, mask.affine, shape, affine, interpolation="nearest")
+    resampled = fields.resample(
+        mask.data, mask.affine, shape, affine, interpolation="nearest", threads=threads
+    )
     return Volume(resampled, affine, mask.ndim)
 
 
-def _regrid(field, from_affine, shape, affine):
+def _regrid(field, from_affine, shape, affine, threads=None):
     """A displacement field on another grid; values are mm, so unchanged.
 
     Nothing is resampled when the grid is already the wanted one (the finest level).
     """
     if field.shape[:3] == shape and np.array_equal(from_affine, affine):
         return field
-    return fields.resample(field, from_affine, shape, affine, clamp=True)
+    return fields.resample(field, from_affine, shape, affine, clamp=True, threads=threads)
 
 
 def _live_inverse(half_map, affine, threads=None):
@@ -644,13 +655,15 @@ def _pad(field, box, shape):
     return whole
 
 
-def _initial_half_maps(initial, shape, affine):
+def _initial_half_maps(initial, shape, affine, threads=None):
     """Zero half-way maps, or the moving one seeded from a map to continue."""
     zero = np.zeros(shape + (3,), dtype=np.float32)
     if initial is None:
         return zero, zero.copy()
     grid = initial.fixed_grid
-    return zero, fields.resample(initial.forward, grid.affine, shape, affine, clamp=True)
+    return zero, fields.resample(
+        initial.forward, grid.affine, shape, affine, clamp=True, threads=threads
+    )
 
 
 def _prealign_matrix(prealign, ndim):
