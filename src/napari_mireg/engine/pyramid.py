@@ -141,18 +141,9 @@ def pyramid_level(
         )
         if carried is not None and fine is not None:
             moving_shape, moving_affine = carried
-            moving = fields.resample(
-                moving,
-                moving_volume.affine,
-                moving_shape,
-                moving_affine,
-                clamp=True,
-                threads=threads,
-            )
+            moving = _resampled(moving, moving_volume.affine, moving_shape, moving_affine, threads)
             fine_shape, fine_affine = fine
-            fine_fixed = fields.resample(
-                smoothed, fixed_volume.affine, fine_shape, fine_affine, clamp=True, threads=threads
-            )
+            fine_fixed = _resampled(smoothed, fixed_volume.affine, fine_shape, fine_affine, threads)
             fine_mask = _mask_on(mask, fine_shape, fine_affine, threads)
             return Level(
                 shape,
@@ -182,15 +173,13 @@ def pyramid_level(
             if carried is not None:
                 moving_shape, moving_affine = carried
         if moving_affine is not moving_volume.affine:
-            moving = fields.resample(
-                moving,
-                moving_volume.affine,
-                moving_shape,
-                moving_affine,
-                clamp=True,
-                threads=threads,
-            )
+            moving = _resampled(moving, moving_volume.affine, moving_shape, moving_affine, threads)
     return Level(shape, affine, fixed, moving, level_mask, moving_affine)
+
+
+def _resampled(image, image_affine, shape, affine, threads):
+    """A smoothed image on another grid over its own, edges clamped (a level's image)."""
+    return fields.resample(image, image_affine, shape, affine, clamp=True, threads=threads)
 
 
 def _moving_factors(shrink, finer, fixed_volume, moving_volume):
