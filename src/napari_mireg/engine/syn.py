@@ -289,7 +289,7 @@ class SymmetricDiffeomorphicRegistration:
         forward = half_moving
         if self.symmetric:
             forward = _forward(
-                self._final_inverse(half_fixed, affine), half_moving, affine, self.metric.threads
+                self._final_inverse(half_fixed, affine), half_moving, affine, threads
             )
         del half_fixed, half_moving
         # The backward map is the inverse of the forward one, solved to `inv_tol`, rather
@@ -309,6 +309,7 @@ class SymmetricDiffeomorphicRegistration:
         Returns the two half-way maps and the voxel-to-world matrix of the finest level.
         """
         levels = len(self.level_iters)
+        threads = self.metric.threads
         half_fixed = half_moving = None
         previous_affine = None
         for level, iterations in enumerate(self.level_iters):
@@ -338,22 +339,18 @@ class SymmetricDiffeomorphicRegistration:
                 prealign=prealign,
                 carried_finer=2 if coarse and lattice_pv else 1,
                 carry_unshrunk=True,
-                threads=self.metric.threads,
+                threads=threads,
             )
             shape, affine = pyramid.shape, pyramid.affine
             # Where the level starts, to go back to (the coarser maps are an eighth the size)
             start = None if half_fixed is None else (half_fixed, half_moving, previous_affine)
-            half_fixed, half_moving = _level_start(
-                start, initial, shape, affine, self.metric.threads
-            )
+            half_fixed, half_moving = _level_start(start, initial, shape, affine, threads)
             previous_affine = affine
             step_mm = self.step_length * fields.voxel_sizes(affine).min()
             level_energies = []
             metric = self.metric.prepare(
                 pyramid,
-                _on_grid(
-                    moving_mask, pyramid.moving.shape, pyramid.moving_affine, self.metric.threads
-                ),
+                _on_grid(moving_mask, pyramid.moving.shape, pyramid.moving_affine, threads),
                 prealign,
                 symmetric=self.symmetric,
             )
@@ -377,11 +374,11 @@ class SymmetricDiffeomorphicRegistration:
                     forward_update,
                     self.update_sigma,
                     step_mm * (1 if self.symmetric else 2),
-                    self.metric.threads,
+                    threads,
                 )
                 if backward_update is not None:
                     backward_update = _regularised(
-                        backward_update, self.update_sigma, step_mm, self.metric.threads
+                        backward_update, self.update_sigma, step_mm, threads
                     )
                 # Adaptive step: a step that would bring a half-map or its inverse near a
                 # fold (det J outside [floor, 1 / floor]) is halved until it does not (this
@@ -390,13 +387,11 @@ class SymmetricDiffeomorphicRegistration:
                 floor = MIN_HALF_DET if self.symmetric else MIN_HALF_DET**2
                 while True:
                     moved = self._step(half_moving, forward_update, affine)
-                    smallest = _volume_change_bound(moved, affine, self.metric.threads)
+                    smallest = _volume_change_bound(moved, affine, threads)
                     fixed_moved = half_fixed
                     if backward_update is not None:
                         fixed_moved = self._step(half_fixed, backward_update, affine)
-                        smallest = min(
-                            smallest, _volume_change_bound(fixed_moved, affine, self.metric.threads)
-                        )
+                        smallest = min(smallest, _volume_change_bound(fixed_moved, affine, threads))
                     if smallest >= floor or this_step <= self.min_step_mm(affine):
                         break
                     del moved, fixed_moved  # before the next candidates are made
@@ -412,10 +407,10 @@ class SymmetricDiffeomorphicRegistration:
                 warped = None
                 if with_images:
                     forward = _forward(
-                        _live_inverse(half_fixed, affine, self.metric.threads),
+                        _live_inverse(half_fixed, affine, threads),
                         half_moving,
                         affine,
-                        self.metric.threads,
+                        threads,
                     )
                     warped = fixed_volume.user_array(
                         fields.resample(
@@ -425,7 +420,7 @@ class SymmetricDiffeomorphicRegistration:
                             affine,
                             field=forward,
                             prealign=prealign,
-                            threads=self.metric.threads,
+                            threads=threads,
                         )
                     )
                     del forward
@@ -454,9 +449,7 @@ class SymmetricDiffeomorphicRegistration:
                     before_last = None
                 value = metric.value(half_fixed, half_moving)
                 if value <= -level_energies[0] * (1 + self.opt_tol):
-                    half_fixed, half_moving = _level_start(
-                        start, initial, shape, affine, self.metric.threads
-                    )
+                    half_fixed, half_moving = _level_start(start, initial, shape, affine, threads)
         return half_fixed, half_moving, previous_affine
 
     def _step(self, half_map, update, affine):
